@@ -1,0 +1,137 @@
+"""The contract between jobsub's core and a backend, and the lazy registry.
+
+A backend knows how to *start* N copies of the worker command with
+resources, how to ask the state of many of its jobs in ONE call, how to
+cancel, and where its logs are.  It never pickles, waits, retries or formats
+errors: ``jobsub.executor`` and ``jobsub.job`` do that, once, for all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..errors import BackendError
+from ..folder import JobFolder
+from ..parameters import NoParameters, Resolved
+from ..states import Status
+
+__all__ = ["Backend", "get_backend", "known_backends", "load_backend_class"]
+
+# name -> "module:Class"; a module is imported the first time its backend is used
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "local": ("jobsub.backends.local:LocalBackend", ""),
+    "debug": ("jobsub.backends.debug:DebugBackend", ""),
+    "slurm": ("jobsub.backends.slurm:SlurmBackend", ""),
+    "docker": ("jobsub.backends.docker:DockerBackend", "pip install 'jobsub[docker]'"),
+    "aws_batch": ("jobsub.backends.aws_batch:AWSBatchBackend", "pip install 'jobsub[aws]'"),
+    "gcp_batch": ("jobsub.backends.gcp_batch:GCPBatchBackend", "pip install 'jobsub[gcp]'"),
+    "kubernetes": ("jobsub.backends.kubernetes:KubernetesBackend", "pip install 'jobsub[k8s]'"),
+}
+
+
+class Backend:
+    """Base class of backends: subclass it and implement the four primitives.
+
+    Class attributes describe what is special about the backend:
+
+    - ``name``: registry name, also the prefix of its keys in ``AutoExecutor``.
+    - ``Parameters``: keyword-only dataclass of its own keys.
+    - ``aliases``: its native spellings of common keys (``time`` -> ``timeout_min``),
+      accepted by its own executor class for submitit compatibility.
+    - ``task_env``: canonical name -> the variable holding it in a task
+      (``{"index": "SLURM_ARRAY_TASK_ID", ...}``), passed to the worker.
+    - ``poll_interval_s``: how often its state may be asked.
+    """
+
+    name: ClassVar[str] = ""
+    Parameters: ClassVar[type] = NoParameters
+    aliases: ClassVar[Mapping[str, str]] = {}
+    task_env: ClassVar[Mapping[str, str]] = {}
+    poll_interval_s: ClassVar[float] = 1.0
+    reraise_original: ClassVar[bool] = False
+    """Debug backend: ``result()`` raises the function's own exception, not FailedJobError."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    # -- the four primitives ----------------------------------------------------------
+    def submit(
+        self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool
+    ) -> str:
+        """Start ``n_tasks`` copies of ``command`` (an array if ``array``); return the backend id.
+
+        Task ``i`` of an array has id ``f"{returned_id}_{i}"``.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.submit")
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        """The status of many jobs in one call; ids it does not know are ``LOST``."""
+        raise NotImplementedError(f"{type(self).__name__}.states")
+
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        """Cancel jobs (array ids cancel every task)."""
+        raise NotImplementedError(f"{type(self).__name__}.cancel")
+
+    def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
+        """stdout and stderr of one task; by default what the worker wrote into the folder."""
+        return folder.read_log(index, rank, "out"), folder.read_log(index, rank, "err")
+
+    # -- optional hooks -------------------------------------------------------------------
+    def max_array_size(self, params: Resolved) -> int | None:
+        """Largest array one submission may hold (None: no limit); bigger ones are split."""
+        return None
+
+    def check(self) -> None:
+        """Raise ``BackendError`` if the backend cannot be used (called at executor creation)."""
+
+    def config(self) -> dict[str, Any]:
+        """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""
+        return {"root": self.root}
+
+    def worker_command(self, python: str) -> list[str]:
+        """How this backend starts Python for the worker (containers use their own ``python3``)."""
+        return [python]
+
+
+def known_backends() -> list[str]:
+    return list(_REGISTRY)
+
+
+def load_backend_class(name: str) -> type[Backend]:
+    """Import a backend's module on first use."""
+    try:
+        target, hint = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}") from None
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise BackendError(f"the {name!r} backend is not available in this version of jobsub") from exc
+        raise BackendError(f"the {name!r} backend needs {exc.name!r}: {hint or 'install it'}") from exc
+    cls: type[Backend] = getattr(module, cls_name)
+    return cls
+
+
+_instances: dict[tuple[str, str], Backend] = {}
+_instances_lock = threading.Lock()
+
+
+def get_backend(name: str, config: Mapping[str, Any]) -> Backend:
+    """The one backend instance for (name, config) in this process.
+
+    Sharing instances is what lets every ``Job`` handle of a backend share one
+    state poll, whichever executor or ``Job(folder, id)`` call created it.
+    """
+    key = (name, json.dumps(dict(config), sort_keys=True, default=str))
+    with _instances_lock:
+        backend = _instances.get(key)
+        if backend is None:
+            backend = load_backend_class(name)(**config)
+            _instances[key] = backend
+        return backend

@@ -1,0 +1,85 @@
+"""The debug backend: runs jobs in the calling process, when they are first looked at.
+
+Arguments still go through cloudpickle and the worker (so pickling problems
+show up here first), but the function runs in this process, so breakpoints
+work, and ``result()`` raises the function's own exception rather than a
+``FailedJobError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+from ..folder import JobFolder
+from ..parameters import Resolved
+from ..states import JobState, Status
+from .. import worker
+from .base import Backend
+
+__all__ = ["DebugBackend"]
+
+
+@contextlib.contextmanager
+def _task_environment(variables: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class DebugBackend(Backend):
+    name = "debug"
+    poll_interval_s = 0.0
+    reraise_original = True
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._pending: dict[str, tuple[JobFolder, int, int, bool, dict[str, str]]] = {}
+        self._states: dict[str, Status] = {}
+        self._count = 0
+
+    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        base = folder.key
+        for i in range(n_tasks):
+            job_id = f"{base}_{i}" if array else base
+            self._pending[job_id] = (folder, i, params.common.tasks_per_node, array, dict(params.common.env))
+            self._states[job_id] = Status(JobState.PENDING)
+        return base
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        for backend_id in backend_ids:
+            if backend_id in self._pending:
+                self._run(backend_id)
+        return {i: self._states.get(i, Status(JobState.LOST, "unknown to this process")) for i in backend_ids}
+
+    def _run(self, backend_id: str) -> None:
+        folder, index, ranks, array, env = self._pending.pop(backend_id)
+        self._states[backend_id] = Status(JobState.RUNNING)
+        codes = []
+        for rank in range(ranks):
+            base = backend_id.rsplit("_", 1)[0] if array else backend_id
+            variables = {
+                **env,
+                "JOBSUB_ARRAY_TASK_ID": str(index),
+                "JOBSUB_GLOBAL_RANK": str(rank),
+                "JOBSUB_LOCAL_RANK": str(rank),
+                "JOBSUB_NUM_TASKS": str(ranks),
+                "JOBSUB_RAW_JOB_ID": backend_id,
+                "JOBSUB_ARRAY_JOB_ID": base if array else "",
+            }
+            with _task_environment(variables):
+                worker.export_environment(folder, self.name, {}, 0)
+                codes.append(worker.run_task(folder, index, rank))
+        failed = any(codes)
+        self._states[backend_id] = Status(JobState.FAILED if failed else JobState.COMPLETED)
+
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        for backend_id in backend_ids:
+            for task_id in [t for t in self._pending if t == backend_id or t.startswith(backend_id + "_")]:
+                del self._pending[task_id]
+                self._states[task_id] = Status(JobState.CANCELLED, "cancelled before it ran")

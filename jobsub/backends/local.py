@@ -1,0 +1,226 @@
+"""The local backend: jobs as forked children of a warm, detached fork server.
+
+The client part here only talks to the server (``_localserver``) over a Unix
+socket and reads states from the job folder's ``run/`` and ``exit/``
+markers, so asking the state of 10,000 jobs is file reads, not requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, InvalidParameterError
+from ..folder import JobFolder
+from ..parameters import Resolved
+from ..states import JobState, Status
+from ..storage import open_storage
+from .base import Backend
+
+__all__ = ["LocalBackend", "LocalParameters"]
+
+
+@dataclass(kw_only=True)
+class LocalParameters:
+    """Keys of the local backend (``local_<key>`` with AutoExecutor)."""
+
+    visible_gpus: list[int] = field(default_factory=list)
+    """GPU ids this machine may hand out; with ``gpus_per_node`` set, CUDA_VISIBLE_DEVICES is set."""
+
+
+def _server_dir() -> Path:
+    base = os.environ.get("JOBSUB_LOCAL_DIR") or f"/tmp/jobsub-{os.getuid()}"
+    path = Path(base)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _server_socket() -> str:
+    """One server per user, Python and jobsub code: a changed jobsub gets a fresh server."""
+    package = Path(__file__).resolve().parent.parent
+    newest = max(p.stat().st_mtime_ns for p in package.rglob("*.py"))
+    digest = hashlib.sha1(f"{sys.executable}|{package}|{newest}".encode()).hexdigest()[:12]
+    return str(_server_dir() / f"local-{digest}.sock")
+
+
+class LocalBackend(Backend):
+    """Runs jobs on this machine, isolated in their own processes."""
+
+    name = "local"
+    Parameters = LocalParameters
+    poll_interval_s = 0.1
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._storage = open_storage(root)
+        self._sock_path = _server_socket()
+        self._lock = threading.Lock()
+
+    # -- talking to the server ------------------------------------------------------------
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One request, one short-lived connection (a Unix socket connect costs microseconds)."""
+        with self._connect() as conn:
+            conn.sendall(json.dumps(req).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise BackendError("the local job server closed the connection")
+                reply += chunk
+        answer: dict[str, Any] = json.loads(reply)
+        if not answer.get("ok"):
+            raise BackendError(f"local job server: {answer.get('error')}")
+        return answer
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + 15
+        started = False
+        while True:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(self._sock_path)
+                return conn
+            except (FileNotFoundError, ConnectionRefusedError):
+                conn.close()
+            if not started:
+                with self._lock:
+                    self._start_server()
+                started = True
+            if time.monotonic() > deadline:
+                raise BackendError(f"the local job server did not start; see {self._sock_path}.log")
+            time.sleep(0.005)
+
+    def _start_server(self) -> None:
+        """Start the server detached (double fork): it must outlive this process."""
+        argv = [sys.executable, "-m", "jobsub.backends._localserver", self._sock_path]
+        log_fd = os.open(self._sock_path + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the intermediate child
+                try:
+                    os.setsid()
+                    if os.fork() == 0:
+                        os.chdir("/")
+                        null = os.open(os.devnull, os.O_RDONLY)
+                        os.dup2(null, 0)
+                        os.dup2(log_fd, 1)
+                        os.dup2(log_fd, 2)
+                        os.closerange(3, 65536)
+                        os.execv(sys.executable, argv)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+        finally:
+            os.close(log_fd)
+
+    def _server_alive(self) -> bool:
+        try:
+            pid = int(Path(self._sock_path + ".pid").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    # -- the four primitives --------------------------------------------------------------
+    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        common = params.common
+        if common.nodes > 1:
+            raise InvalidParameterError("the local backend runs on one node: use nodes=1")
+        env = dict(os.environ)
+        env.update(common.env)
+        gpus = params.specific.visible_gpus
+        if common.gpus_per_node:
+            if gpus and common.gpus_per_node > len(gpus):
+                raise InvalidParameterError(f"{common.gpus_per_node} GPUs asked, visible_gpus has {gpus}")
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus[: common.gpus_per_node]))
+        argv = command[command.index("jobsub.worker") + 1 :]
+        offset = int(argv[argv.index("--offset") + 1]) if "--offset" in argv else 0
+        self._request(
+            {
+                "op": "submit",
+                "id": folder.key,
+                "folder": folder.url,
+                "argv": argv,
+                "env": env,
+                "cwd": os.getcwd(),
+                "sys_path": [p or os.getcwd() for p in sys.path],
+                "n": n_tasks,
+                "ranks": common.tasks_per_node,
+                "array": array,
+                "offset": offset,
+                "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
+                "signal_delay_s": common.signal_delay_s,
+                "parallelism": common.array_parallelism,
+                "setup": common.setup,
+            }
+        )
+        return folder.key
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        server_alive: bool | None = None
+        answer = {}
+        for backend_id in backend_ids:
+            key, sep, index = backend_id.partition("_")
+            folder = JobFolder(self._storage, key)
+            name = index if sep else "0"
+            end = folder.read_marker("exit", f"{name}.json")
+            if end is not None:
+                info = json.loads(end)
+                answer[backend_id] = Status(JobState(info["state"]), info["reason"])
+                continue
+            run = folder.read_marker("run", f"{name}.json")
+            if run is not None and any(_alive(pid) for pid in json.loads(run)["pids"]):
+                answer[backend_id] = Status(JobState.RUNNING)
+                continue
+            if server_alive is None:
+                server_alive = self._server_alive()
+            if server_alive:
+                # not started yet, or just ended and its exit marker is being written
+                answer[backend_id] = Status(JobState.RUNNING if run else JobState.PENDING)
+            else:
+                answer[backend_id] = Status(JobState.LOST, "the local job server is not running")
+        return answer
+
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        try:
+            self._request({"op": "cancel", "ids": list(backend_ids)})
+        except (OSError, BackendError):
+            # no server: kill what the run markers name and record the cancellation ourselves
+            for backend_id in backend_ids:
+                key, sep, index = backend_id.partition("_")
+                folder = JobFolder(self._storage, key)
+                name = index if sep else "0"
+                run = folder.read_marker("run", f"{name}.json")
+                for pid in json.loads(run)["pids"] if run else []:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, 15)
+                folder.write_marker(
+                    "exit", f"{name}.json",
+                    json.dumps({"state": "CANCELLED", "reason": "cancelled by the user"}).encode(),
+                )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (dead, not yet reaped by its parent) still answers kill(0)
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,211 @@
+"""What a task runs and what it sends back: pickling, written once for every backend.
+
+``DelayedSubmission`` is a call ``function(*args, **kwargs)`` waiting to run
+(submitit's name and attributes, so checkpoint methods written for submitit
+keep working).  ``dumps_checked`` pickles with an error that names the
+offending object, so a bad argument fails in ``submit`` and not an hour later
+on a cluster.  ``Outcome`` is the record a worker writes for each task.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+
+from .errors import PicklingError
+
+__all__ = ["DelayedSubmission", "Outcome", "RemoteTraceback", "dumps_checked"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) + "/"
+
+
+class DelayedSubmission:
+    """A call to make later: ``function(*args, **kwargs)``."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self._result: Any = None
+        self._done = False
+        self._timeout_min: float = 0
+        self._timeout_countdown: int = 0
+
+    def result(self) -> Any:
+        """Run the call once and remember its value (used by ``FunctionSequence``)."""
+        if not self._done:
+            self._result = self.function(*self.args, **self.kwargs)
+            self._done = True
+        return self._result
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_timeout(self, timeout_min: float, max_num_timeout: int) -> None:
+        self._timeout_min = timeout_min
+        self._timeout_countdown = max_num_timeout
+
+    def dump(self, filepath: str | Path) -> None:
+        Path(filepath).write_bytes(dumps_checked(self, "the submission"))
+
+    @classmethod
+    def load(cls, filepath: str | Path) -> DelayedSubmission:
+        obj = pickle.loads(Path(filepath).read_bytes())
+        if type(obj).__name__ != cls.__name__:
+            raise TypeError(f"{filepath} holds a {type(obj).__name__}, not a {cls.__name__}")
+        return obj  # type: ignore[no-any-return]
+
+    def _checkpoint_function(self) -> DelayedSubmission | None:
+        checkpoint = getattr(self.function, "__submitit_checkpoint__", None) or getattr(
+            self.function, "checkpoint", None
+        )
+        if checkpoint is None:
+            return None
+        result: DelayedSubmission | None = checkpoint(*self.args, **self.kwargs)
+        return result
+
+    def __repr__(self) -> str:
+        name = getattr(self.function, "__qualname__", repr(self.function))
+        return f"DelayedSubmission({name}, {len(self.args)} args, {len(self.kwargs)} kwargs)"
+
+
+def _short_repr(obj: Any, limit: int = 80) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # a broken __repr__ must not hide the pickling error
+        text = f"<{type(obj).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_culprit(call: DelayedSubmission) -> str | None:
+    """Which part of a call cannot be pickled, in words a user recognises."""
+    name = getattr(call.function, "__qualname__", _short_repr(call.function))
+    parts: list[tuple[str, Any]] = [(f"the function {name}", call.function)]
+    parts += [(f"argument #{i} of {name} ({_short_repr(a)})", a) for i, a in enumerate(call.args)]
+    parts += [(f"keyword argument {k!r} of {name} ({_short_repr(v)})", v) for k, v in call.kwargs.items()]
+    for description, obj in parts:
+        try:
+            cloudpickle.dumps(obj)
+        except Exception:
+            return description
+    return None
+
+
+def dumps_checked(obj: Any, what: str, *, call: DelayedSubmission | None = None) -> bytes:
+    """Cloudpickle ``obj``; raise ``PicklingError`` naming the part of ``call`` that fails."""
+    try:
+        return cloudpickle.dumps(obj)  # type: ignore[no-any-return]
+    except Exception as exc:
+        culprit = _describe_culprit(call) if call is not None else None
+        raise PicklingError(
+            f"cannot pickle {culprit or what}: {type(exc).__name__}: {exc}. "
+            "Everything a job needs is pickled with cloudpickle when it is submitted; "
+            "pass a path or a plain value instead of open files, locks, sockets or clients."
+        ) from exc
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised inside a job."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text}\"\"\""
+
+
+@dataclass
+class Outcome:
+    """How one task ended, as the worker writes it into ``result/<i>.<r>.pkl``."""
+
+    ok: bool
+    value: Any = None
+    exception: BaseException | None = None
+    exc_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, usage: dict[str, Any]) -> Outcome:
+        # start the traceback at the user's code: jobsub's own frames only add noise
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            tb = tb.tb_next
+        if tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            tb = exc.__traceback__  # the error is in jobsub itself: keep everything
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        return cls(
+            ok=False,
+            exception=exc,
+            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            message=str(exc),
+            traceback=text,
+            usage=usage,
+        )
+
+    def dumps(self) -> bytes:
+        """Pickle the outcome; an unpicklable value or exception becomes an error saying so."""
+        try:
+            return cloudpickle.dumps(self)  # type: ignore[no-any-return]
+        except Exception as exc:
+            if self.ok:
+                fallback = Outcome.from_exception(exc, self.usage)
+                fallback.exception = None
+                fallback.exc_type = "PicklingError"
+                fallback.message = (
+                    f"the job's return value ({type(self.value).__name__}) could not be pickled: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                fallback.traceback = fallback.message + "\n" + fallback.traceback
+                return fallback.dumps()
+            # keep the text of an exception that cannot be pickled; drop the object
+            self.exception = None
+            self.message += f" (the exception object could not be pickled: {exc})"
+            return cloudpickle.dumps(self)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def loads(data: bytes) -> Outcome:
+        """Unpickle an outcome; an exception class missing here falls back to its text."""
+        try:
+            outcome = pickle.loads(data)
+        except Exception as exc:
+            outcome = _loads_without_exception(data, exc)
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"result file holds a {type(outcome).__name__}, not an Outcome")
+        return outcome
+
+
+class _SkipExceptionUnpickler(pickle.Unpickler):
+    """Unpickles an Outcome whose exception class cannot be imported on this side."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _Placeholder
+
+
+class _Placeholder(Exception):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _loads_without_exception(data: bytes, original: Exception) -> Outcome:
+    try:
+        outcome = _SkipExceptionUnpickler(io.BytesIO(data)).load()
+    except Exception:
+        raise original from None
+    if isinstance(outcome, Outcome) and isinstance(outcome.exception, _Placeholder):
+        outcome.exception = None
+    return outcome  # type: ignore[no-any-return]

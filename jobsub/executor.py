@@ -1,0 +1,390 @@
+"""Executors: turn calls into job folders and backend submissions.
+
+::
+
+    ex.submit(fn, *args) ─┐
+    ex.map_array(fn, xs) ─┼─> pickle (fails here, naming the culprit) ─> JobFolder.create()
+    with ex.batch(): ... ─┘     call.pkl, args/<i>.pkl, meta.json written BEFORE submitting
+                                  │
+                                  └─> backend.submit(worker command, N, params)   (ONE call per array,
+                                        │                                          split only at the
+                                        └─> Job handles (share one StatePoller)    backend's cap)
+
+``Executor(folder, backend="slurm")`` takes the backend's own key names
+(submitit's ``SlurmExecutor`` style); ``AutoExecutor`` takes prefixed ones
+(``slurm_partition``) and picks the backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._version import __version__ as _version
+from .backends.base import Backend, get_backend, known_backends, load_backend_class
+from .calls import DelayedSubmission, dumps_checked
+from .errors import InvalidParameterError, InvalidStateError, JobsubError, SubmissionError
+from .folder import JobFolder, register_id, split_folder_template
+from .job import Job
+from .parameters import CommonParameters, Resolved, check_value, field_types, unknown_key_error
+
+__all__ = ["AutoExecutor", "Executor"]
+
+logger = logging.getLogger("jobsub")
+
+R = TypeVar("R")
+
+_COMMON_TYPES = field_types(CommonParameters)
+
+
+class Executor:
+    """Submits Python calls to one backend.
+
+    Args:
+        folder: where job folders go (a path; ``%j`` in it is accepted as in submitit).
+        backend: backend name (``"local"``, ``"debug"``, ``"slurm"``, ...) or instance.
+        **parameters: initial parameters, as for ``update_parameters``.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], backend: str | Backend = "local", **parameters: Any) -> None:
+        self._folder_arg = os.fspath(folder)
+        root, self._template = split_folder_template(folder)
+        self.folder = Path(root).expanduser().absolute()
+        _check_writable(self.folder)
+        if isinstance(backend, str):
+            backend = get_backend(backend, {"root": str(self.folder)})
+        self.backend = backend
+        backend.check()
+        self._common: dict[str, Any] = {}
+        self._specific: dict[str, dict[str, Any]] = {}
+        self._overrides: dict[str, dict[str, Any]] = {}
+        self._batch: list[tuple[_DelayedJob, DelayedSubmission]] | None = None
+        self._allow_implicit = False
+        if parameters:
+            self.update_parameters(**parameters)
+
+    # -- parameters -------------------------------------------------------------------------
+    def name(self) -> str:
+        """The backend's name (submitit's ``Executor.name()``)."""
+        return self.backend.name
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The parameters set so far (common and this backend's own)."""
+        merged = dict(self._common)
+        merged.update(self._overrides.get(self.backend.name, {}))
+        merged.update(self._specific.get(self.backend.name, {}))
+        return merged
+
+    def update_parameters(self, **kwargs: Any) -> None:
+        """Set parameters; ``None`` means "not set".
+
+        Raises:
+            InvalidParameterError: unknown key (with the closest valid one) or a bad value.
+        """
+        if self._batch is not None:
+            raise InvalidStateError("parameters cannot change inside 'with executor.batch():'")
+        for key, value in kwargs.items():
+            self._set(key, value)
+
+    def _set(self, key: str, value: Any) -> None:
+        backend = type(self.backend)
+        specific = field_types(backend.Parameters)
+        if key in _COMMON_TYPES:
+            self._store(self._common, key, _COMMON_TYPES[key], value)
+        elif key in backend.aliases:
+            common = backend.aliases[key]
+            self._store(self._common, common, _COMMON_TYPES[common], value)
+        elif key in specific:
+            self._store(self._specific.setdefault(backend.name, {}), key, specific[key], value)
+        else:
+            valid = [*_COMMON_TYPES, *backend.aliases, *specific]
+            raise unknown_key_error(key, valid, f"the {backend.name} backend")
+
+    @staticmethod
+    def _store(target: dict[str, Any], key: str, hint: Any, value: Any) -> None:
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = check_value(key, hint, value)
+
+    def _resolve(self, dependencies: Sequence[str] = ()) -> Resolved:
+        name = self.backend.name
+        common = CommonParameters(**{**self._common, **self._overrides.get(name, {})})
+        try:
+            specific = type(self.backend).Parameters(**self._specific.get(name, {}))
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
+        return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
+        """Submit ``fn(*args, **kwargs)``; returns at once with a ``Job``."""
+        call = DelayedSubmission(fn, *args, **kwargs)
+        if self._batch is not None:
+            placeholder: _DelayedJob = _DelayedJob.__new__(_DelayedJob)
+            object.__setattr__(placeholder, "_executor", self)
+            self._batch.append((placeholder, call))
+            return placeholder  # type: ignore[return-value]
+        return self._submit_calls([call], array=False)[0]
+
+    def map_array(self, fn: Callable[..., R], *iterables: Iterable[Any]) -> list[Job[R]]:
+        """Submit ``fn(*args)`` for each ``args`` in ``zip(*iterables)`` as ONE array."""
+        calls = [DelayedSubmission(fn, *args) for args in zip(*iterables)]
+        if not calls:
+            warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
+            return []
+        return self._submit_calls(calls, array=True)
+
+    def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
+        """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""
+        calls = [DelayedSubmission(fn) for fn in fns]
+        if not calls:
+            warnings.warn("submit_array received no callables: nothing submitted", RuntimeWarning, stacklevel=2)
+            return []
+        return self._submit_calls(calls, array=True)
+
+    @contextlib.contextmanager
+    def batch(self, allow_implicit_submissions: bool = False) -> Iterator[None]:
+        """Collect the ``submit`` calls of the block into ONE array submitted on exit.
+
+        Jobs cannot be used inside the block (they do not exist yet); an
+        exception inside the block submits nothing.
+        """
+        if self._batch is not None:
+            raise InvalidStateError("'with executor.batch():' blocks cannot be nested")
+        self._batch = []
+        self._allow_implicit = allow_implicit_submissions
+        try:
+            yield
+        except BaseException:
+            logger.error("an error inside 'with executor.batch():' cancelled its %d submissions", len(self._batch))
+            raise
+        else:
+            pending = self._batch
+            self._batch = None
+            self._flush(pending)
+        finally:
+            self._batch = None
+
+    def _flush(self, pending: list[tuple[_DelayedJob, DelayedSubmission]]) -> None:
+        if not pending:
+            if not self._allow_implicit:
+                warnings.warn("no submission inside 'with executor.batch():'", RuntimeWarning, stacklevel=3)
+            return
+        placeholders, calls = zip(*pending)
+        for placeholder, job in zip(placeholders, self._submit_calls(list(calls), array=True)):
+            placeholder._promote(job)
+
+    def _submit_calls(self, calls: list[DelayedSubmission], *, array: bool) -> list[Job[Any]]:
+        dependencies = sorted(
+            {a.job_id for c in calls for a in (*c.args, *c.kwargs.values()) if isinstance(a, Job) and a.backend == self.backend.name}
+        )
+        params = self._resolve(dependencies)
+        common = params.common
+        ranks = common.tasks_per_node * common.nodes
+        function = calls[0].function
+        shared = all(c.function is function for c in calls)
+        spec = {
+            "function": function if shared else None,
+            "timeout_min": common.timeout_min,
+            "max_num_timeout": common.max_num_timeout,
+        }
+        if shared:
+            dumps_checked(function, "the function", call=calls[0])
+            task_bytes = [dumps_checked((c.args, c.kwargs), "the arguments", call=c) for c in calls]
+        else:
+            task_bytes = [dumps_checked(c, "the submission", call=c) for c in calls]
+        call_bytes = dumps_checked(spec, "the submitted function")
+        total = len(call_bytes) + sum(map(len, task_bytes))
+        if total > common.max_pickle_size_gb * 1024**3:
+            raise SubmissionError(
+                f"this submission pickles {total / 1024**3:.2f} GB, over max_pickle_size_gb="
+                f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
+                "or raise max_pickle_size_gb"
+            )
+        folder = JobFolder.create(self.folder)
+        try:
+            folder.write_call(call_bytes)
+            for index, data in enumerate(task_bytes):
+                folder.write_args(index, data)
+            meta = self._meta(params, len(calls), ranks, array)
+            folder.write_meta(meta)
+            meta["submissions"] = self._start(folder, params, len(calls), array)
+            folder.write_meta(meta)
+        except BaseException:
+            folder.delete()
+            raise
+        jobs: list[Job[Any]] = []
+        for sub in meta["submissions"]:
+            register_id(folder.storage, sub["id"], folder.key)
+            self._link_template(sub["id"], folder)
+            for local in range(sub["count"]):
+                job_id = f"{sub['id']}_{local}" if array else sub["id"]
+                jobs.append(Job._create(self.backend, folder, job_id, sub["offset"] + local, ranks))
+        return jobs
+
+    def _start(self, folder: JobFolder, params: Resolved, count: int, array: bool) -> list[dict[str, Any]]:
+        """Submit, split at the backend's array cap; cancel what was started if one part fails."""
+        cap = self.backend.max_array_size(params) or count
+        parts: list[dict[str, Any]] = []
+        try:
+            for offset in range(0, count, cap):
+                n = min(cap, count - offset)
+                command = self._worker_command(folder, offset)
+                backend_id = self.backend.submit(command, n, params, folder, array=array)
+                parts.append({"id": backend_id, "offset": offset, "count": n, "submitted_at": time.time()})
+        except Exception as exc:
+            if parts:
+                with contextlib.suppress(Exception):
+                    self.backend.cancel([p["id"] for p in parts])
+            if isinstance(exc, JobsubError):
+                raise
+            raise SubmissionError(f"{self.backend.name} refused the submission: {exc}") from exc
+        return parts
+
+    def _worker_command(self, folder: JobFolder, offset: int) -> list[str]:
+        command = [*self.backend.worker_command(sys.executable), "-m", "jobsub.worker", folder.url]
+        command += ["--backend", self.backend.name, "--logs"]
+        for name, variable in self.backend.task_env.items():
+            command += ["--env", f"{name}={variable}"]
+        if offset:
+            command += ["--offset", str(offset)]
+        return command
+
+    def _meta(self, params: Resolved, count: int, ranks: int, array: bool) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "backend_config": self.backend.config(),
+            "array": array,
+            "count": count,
+            "ranks": ranks,
+            "parameters": {
+                "common": dataclasses.asdict(params.common),
+                "specific": dataclasses.asdict(params.specific),
+            },
+            "dependencies": list(params.dependencies),
+            "submitted_at": time.time(),
+            "jobsub_version": _version,
+            "python": sys.version.split()[0],
+            "cwd": os.getcwd(),
+            "submissions": [],
+        }
+
+    def _link_template(self, backend_id: str, folder: JobFolder) -> None:
+        """Make ``runs/%j`` style paths exist: a link named after the job id."""
+        if self._template is None or folder.path is None:
+            return
+        link = Path(self._template.replace("%j", backend_id)).expanduser().absolute()
+        if link == folder.path:
+            return
+        with contextlib.suppress(OSError):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder.path, target_is_directory=True)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = folder / f".jobsub-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"jobsub cannot write job folders in {folder}: {exc}") from exc
+
+
+class _DelayedJob(Job[Any]):
+    """What ``submit`` returns inside ``batch()``: unusable until the block ends.
+
+    It has no attributes of its own, so any use of the Job API lands in
+    ``__getattr__``; when the block ends it becomes the real ``Job``.
+    """
+
+    _executor: Executor
+
+    def _promote(self, job: Job[Any]) -> None:
+        object.__setattr__(self, "__class__", Job)
+        self.__dict__.update(job.__dict__)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        executor = object.__getattribute__(self, "_executor")
+        if executor._allow_implicit and executor._batch is not None:
+            pending = executor._batch
+            executor._batch = []
+            executor._flush(pending)
+            return getattr(self, name)
+        raise InvalidStateError(
+            f"job.{name.lstrip('_')} is not available inside 'with executor.batch():': jobs are submitted "
+            "when the block ends; keep the handles and use them after it"
+        )
+
+    def __del__(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "Job<not submitted yet: inside 'with executor.batch():'>"
+
+
+class AutoExecutor(Executor):
+    """Picks a backend and takes backend-prefixed keys (``slurm_partition=...``).
+
+    Args:
+        folder: where job folders go (``%j`` accepted).
+        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else ``slurm`` when
+            ``sbatch`` is on PATH, else ``local``.
+        **kwargs: prefixed parameters (``slurm_max_num_timeout=3``) or common ones.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], cluster: str | None = None, **kwargs: Any) -> None:
+        self.cluster = cluster or self.which()
+        if self.cluster not in known_backends():
+            raise InvalidParameterError(
+                f"unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+            )
+        super().__init__(folder, self.cluster)
+        if kwargs:
+            self.update_parameters(**kwargs)
+
+    @staticmethod
+    def which() -> str:
+        """The backend AutoExecutor picks when no ``cluster`` is given."""
+        env = os.environ.get("JOBSUB_CLUSTER")
+        if env:
+            return env
+        return "slurm" if shutil.which("sbatch") else "local"
+
+    def _set(self, key: str, value: Any) -> None:
+        if key in _COMMON_TYPES:
+            self._store(self._common, key, _COMMON_TYPES[key], value)
+            return
+        name = next((n for n in sorted(known_backends(), key=len, reverse=True) if key.startswith(n + "_")), None)
+        if name is None:
+            valid = [*_COMMON_TYPES, *(f"{b}_..." for b in known_backends())]
+            raise unknown_key_error(key, valid, "AutoExecutor (backend keys take a prefix such as 'slurm_')")
+        sub = key[len(name) + 1 :]
+        try:
+            backend = load_backend_class(name)
+        except JobsubError:
+            # a backend this installation cannot load: keep its keys for whoever reads them
+            self._specific.setdefault(name, {})[sub] = value
+            return
+        specific = field_types(backend.Parameters)
+        common = backend.aliases.get(sub, sub)
+        if common in _COMMON_TYPES:
+            self._store(self._overrides.setdefault(name, {}), common, _COMMON_TYPES[common], value)
+        elif sub in specific:
+            self._store(self._specific.setdefault(name, {}), sub, specific[sub], value)
+        else:
+            valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
+            raise unknown_key_error(key, valid, f"the {name} backend")

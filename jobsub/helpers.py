@@ -1,0 +1,161 @@
+"""submitit's helpers: checkpointing, commands as functions, waiting for many jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .calls import DelayedSubmission
+from .environment import JobEnvironment
+from .errors import FailedJobError
+from .job import Job
+
+__all__ = [
+    "Checkpointable",
+    "CommandFunction",
+    "DelayedSubmission",
+    "FunctionSequence",
+    "JobEnvironment",
+    "as_completed",
+    "clean_env",
+    "environment_variables",
+]
+
+R = TypeVar("R")
+
+
+class Checkpointable:
+    """Base class of callables that are requeued, with their state, after a timeout or preemption.
+
+    Before the time limit (or on preemption) the job calls ``checkpoint`` with
+    the call's arguments; the ``DelayedSubmission`` it returns is what runs
+    when the job restarts.  The default resubmits ``self`` as it is now.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__new__(cls)
+        if not callable(instance):
+            raise TypeError(f"{cls.__name__} is Checkpointable but has no __call__ method")
+        return instance
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        return DelayedSubmission(self, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class FunctionSequence(Checkpointable):
+    """Several calls run in order in one job; calls already done are not redone after a requeue."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.delayed_functions: list[DelayedSubmission] = []
+
+    def add(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.delayed_functions.append(DelayedSubmission(func, *args, **kwargs))
+
+    def __len__(self) -> int:
+        return len(self.delayed_functions)
+
+    def __iter__(self) -> Iterator[DelayedSubmission]:
+        return iter(self.delayed_functions)
+
+    def __call__(self) -> list[Any]:
+        return [f.result() for f in self.delayed_functions]
+
+
+class CommandFunction:
+    """A command line as a function: returns its stdout, raises ``FailedJobError`` with its stderr.
+
+    Args:
+        command: the command, as a list (no shell).
+        verbose: also stream the command's output (to this process's stdout/stderr).
+        cwd: working directory.
+        env: environment (default: inherited).
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        verbose: bool = True,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(command, list):
+            raise TypeError("CommandFunction takes the command as a list of strings")
+        self.command = command
+        self.verbose = verbose
+        self.cwd = None if cwd is None else str(cwd)
+        self.env = env
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        full = [*self.command, *map(str, args), *(f"--{k}={v}" for k, v in kwargs.items())]
+        proc = subprocess.run(full, capture_output=True, text=True, cwd=self.cwd, env=self.env, check=False)
+        if self.verbose:
+            import sys
+
+            sys.stdout.write(proc.stdout)
+            sys.stderr.write(proc.stderr)
+        if proc.returncode:
+            error = subprocess.CalledProcessError(proc.returncode, full, output=proc.stdout, stderr=proc.stderr)
+            raise FailedJobError(
+                f"command {full} exited with code {proc.returncode}; its stderr:\n{proc.stderr.strip()}"
+            ) from error
+        return proc.stdout.strip()
+
+
+def as_completed(
+    jobs: Sequence[Job[R]], timeout: float | None = None, poll_frequency: float = 0.5
+) -> Iterator[Job[R]]:
+    """Yield jobs as they finish (in any state); builtin ``TimeoutError`` after ``timeout`` s."""
+    start = time.monotonic()
+    remaining = list(jobs)
+    while remaining:
+        still = []
+        for job in remaining:
+            if job.done():
+                yield job
+            else:
+                still.append(job)
+        remaining = still
+        if not remaining:
+            return
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise TimeoutError(f"{len(remaining)} jobs not done after {timeout} s")
+        time.sleep(poll_frequency)
+
+
+_CLUSTER_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SUBMITIT_", "JOBSUB_")
+_DISTRIBUTED = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def clean_env(extra_names: Sequence[str] = ()) -> Iterator[None]:
+    """Hide scheduler variables while submitting from inside a job (they would leak into the new job)."""
+    hidden = {
+        k: os.environ.pop(k)
+        for k in list(os.environ)
+        if k.startswith(_CLUSTER_PREFIXES) or k in _DISTRIBUTED or k in extra_names
+    }
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+@contextlib.contextmanager
+def environment_variables(**kwargs: Any) -> Iterator[None]:
+    """Set environment variables for the duration of the block."""
+    backup = {k: os.environ.get(k) for k in kwargs}
+    os.environ.update({k: str(v) for k, v in kwargs.items()})
+    try:
+        yield
+    finally:
+        for k, v in backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,411 @@
+"""``Job``: a future for work running elsewhere.
+
+It follows ``concurrent.futures.Future`` (``result``, ``exception``, ``done``,
+``cancel``, ``cancelled``, ``running``, ``add_done_callback``, builtin
+``TimeoutError``) and submitit's ``Job`` (``job_id``, ``state``, ``results``,
+``task``, ``stdout``, ``stderr``, ``paths``, ``awaitable``), without
+subclassing ``Future``: remote, polled state cannot honestly fill its
+internal conditions.
+
+A job is done when every rank wrote its result file, or when the backend
+says it ended (after a short grace for result files on slow shared file
+systems).  How it ended is decided here, once, for every backend: the
+result file if there is one, else the backend's final state turned into a
+``JobError`` subclass with the backend's reason and the stderr tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeVar
+
+from . import errors
+from .backends.base import Backend, get_backend
+from .calls import DelayedSubmission, Outcome, RemoteTraceback
+from .folder import CorruptResultError, JobFolder, JobPaths, lookup_id, split_folder_template
+from .polling import callbacks, poller_for, sleep_schedule
+from .states import JobState, Status, error_class_for
+from .storage import open_storage
+
+__all__ = ["Job"]
+
+logger = logging.getLogger("jobsub")
+
+R = TypeVar("R")
+
+RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
+"""How long a result may lag behind the scheduler's final state (NFS attribute caches)."""
+_PROGRESS_EVERY_S = 60.0
+
+
+def _tail(text: str | None, lines: int = 40) -> str:
+    if not text:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+class Job(Generic[R]):
+    """A handle on a submitted job (one array task, all of its ranks).
+
+    ``Job(folder, job_id)`` re-binds to a job submitted earlier, from any
+    process: ``folder`` is the executor's folder (``runs`` or ``runs/%j``) or
+    the job's own folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], job_id: str, tasks: Sequence[int] = (0,)) -> None:
+        root, _template = split_folder_template(folder)
+        storage = open_storage(root)
+        key = lookup_id(storage, job_id)
+        if key is None:  # maybe ``folder`` is the job's own folder (or its %j link)
+            own = os.path.realpath(os.fspath(folder).replace("%j", job_id))
+            parent, _, maybe_key = own.rpartition("/")
+            if os.path.exists(os.path.join(own, "meta.json")):
+                storage, key = open_storage(parent), maybe_key
+        if key is None:
+            raise FileNotFoundError(f"no job {job_id!r} was submitted with folder {os.fspath(folder)!r}")
+        jf = JobFolder(storage, key)
+        self._bind_from_meta(jf, job_id)
+
+    def _bind_from_meta(self, folder: JobFolder, job_id: str) -> None:
+        meta = folder.read_meta()
+        backend = get_backend(meta["backend"], meta["backend_config"])
+        index = 0
+        for sub in meta.get("submissions", []):
+            base = sub["id"]
+            if job_id == base and not meta["array"]:
+                break
+            if job_id.startswith(base + "_") and meta["array"]:
+                index = sub["offset"] + int(job_id[len(base) + 1 :])
+                break
+        else:
+            raise FileNotFoundError(f"job {job_id!r} is not part of submission {folder.url}")
+        self._init(backend, folder, job_id, index, meta["ranks"])
+
+    @classmethod
+    def attach(cls, path: str | os.PathLike[str]) -> list[Job[Any]]:
+        """Every job of the submission whose folder (or ``%j`` link) is ``path``."""
+        real = os.path.realpath(os.fspath(path))
+        parent, _, key = real.rpartition("/")
+        folder = JobFolder(open_storage(parent), key)
+        meta = folder.read_meta()
+        backend = get_backend(meta["backend"], meta["backend_config"])
+        jobs: list[Job[Any]] = []
+        for sub in meta["submissions"]:
+            for local in range(sub["count"]):
+                job_id = f"{sub['id']}_{local}" if meta["array"] else sub["id"]
+                jobs.append(cls._create(backend, folder, job_id, sub["offset"] + local, meta["ranks"]))
+        return jobs
+
+    @classmethod
+    def _create(
+        cls, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None
+    ) -> Job[Any]:
+        job: Job[Any] = cls.__new__(cls)
+        job._init(backend, folder, job_id, index, ranks, rank)
+        return job
+
+    def _init(
+        self, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None
+    ) -> None:
+        self._backend = backend
+        self._folder = folder
+        self._job_id = job_id
+        self._index = index
+        self._ranks = ranks
+        self._rank = rank
+        self._poller = poller_for(backend)
+        self._poller.track([job_id])
+        self._final_seen: float | None = None
+        self._corrupt_seen: float | None = None
+        self._cancel_at_deletion = False
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        """The backend's id of this task (``<array id>_<index>`` for array tasks)."""
+        return self._job_id
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def index(self) -> int:
+        """Position of this job in its ``map_array``/``batch`` submission."""
+        return self._index
+
+    @property
+    def num_tasks(self) -> int:
+        """Number of ranks (``tasks_per_node * nodes``); 1 for a rank's own handle."""
+        return 1 if self._rank is not None else self._ranks
+
+    @property
+    def task_id(self) -> int | None:
+        return self._rank if self._rank is not None else (0 if self._ranks == 1 else None)
+
+    @property
+    def _rank_list(self) -> list[int]:
+        return [self._rank] if self._rank is not None else list(range(self._ranks))
+
+    @property
+    def paths(self) -> JobPaths:
+        return self._folder.paths(self._index, self._rank or 0)
+
+    @property
+    def folder(self) -> JobFolder:
+        return self._folder
+
+    def task(self, task_id: int) -> Job[R]:
+        """The handle of one rank of a multi-task job (``tasks_per_node``/``nodes`` > 1)."""
+        if not 0 <= task_id < self._ranks:
+            raise ValueError(f"task_id {task_id} must be between 0 and {self._ranks - 1}")
+        if self._ranks == 1:
+            return self
+        return Job._create(self._backend, self._folder, self._job_id, self._index, self._ranks, task_id)  # type: ignore[return-value]
+
+    def submission(self) -> DelayedSubmission:
+        """The submitted call (function, args, kwargs), as the worker will see it."""
+        from .worker import load_task
+
+        return load_task(self._folder, self._index)[0]
+
+    # -- state ----------------------------------------------------------------------------
+    def _status(self, force: bool = False) -> Status:
+        return self._poller.status(self._job_id, force=force)
+
+    @property
+    def state(self) -> JobState:
+        """The backend's state (a ``str`` enum: ``job.state == "RUNNING"`` works)."""
+        status = self._status()
+        if not status.state.is_final and self._all_results_present():
+            return JobState.COMPLETED if self._all_ok() else JobState.FAILED
+        return status.state
+
+    def _all_results_present(self) -> bool:
+        return all(self._folder.has_result(self._index, r) for r in self._rank_list)
+
+    def _all_ok(self) -> bool:
+        return all(o is not None and o.ok for o in (self._outcome(r) for r in self._rank_list))
+
+    def done(self, force_check: bool = False) -> bool:
+        """True once the job ended (or every rank wrote its result)."""
+        if self._all_results_present():
+            return True
+        status = self._status(force=force_check)
+        if not status.state.is_final:
+            self._final_seen = None
+            return False
+        if status.state in (JobState.COMPLETED, JobState.FAILED):
+            # the scheduler may see the end before a shared file system shows the result
+            now = time.monotonic()
+            if self._final_seen is None:
+                self._final_seen = now
+            return now - self._final_seen >= RESULT_GRACE_S or self._all_results_present()
+        return True
+
+    def running(self) -> bool:
+        return self.state is JobState.RUNNING
+
+    def cancelled(self) -> bool:
+        return self._status().state is JobState.CANCELLED
+
+    def cancel(self, check: bool = True) -> bool:
+        """Ask the backend to cancel the job; False if it had already finished."""
+        cached = self._poller.cached(self._job_id)
+        if self._all_results_present() or (cached is not None and cached.state.is_final):
+            return False
+        self._backend.cancel([self._job_id])
+        self._status(force=True)
+        return True
+
+    def cancel_at_deletion(self, value: bool = True) -> Job[R]:
+        """Cancel the job when this handle is garbage collected (submitit's option)."""
+        self._cancel_at_deletion = value
+        return self
+
+    def __del__(self) -> None:
+        if getattr(self, "_cancel_at_deletion", False):
+            with contextlib.suppress(Exception):
+                self.cancel()
+
+    # -- waiting ----------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the job is done; builtin ``TimeoutError`` after ``timeout`` seconds."""
+        start = time.monotonic()
+        next_report = start + _PROGRESS_EVERY_S
+        cap = max(0.05, min(1.0, self._poller.interval))
+        for delay in sleep_schedule(cap=cap):
+            if self.done():
+                return
+            now = time.monotonic()
+            if timeout is not None and now - start >= timeout:
+                raise TimeoutError(
+                    f"job {self._job_id} not done after {timeout:g} s (state {self.state})"
+                )
+            if now >= next_report:
+                logger.info("still waiting for job %s: %s after %.0f s", self._job_id, self.state, now - start)
+                next_report = now + _PROGRESS_EVERY_S
+            time.sleep(delay if timeout is None else min(delay, max(0.0, start + timeout - now)))
+
+    # -- results --------------------------------------------------------------------------------
+    def _outcome(self, rank: int) -> Outcome | None:
+        try:
+            payload = self._folder.read_result(self._index, rank)
+        except CorruptResultError as exc:
+            now = time.monotonic()
+            self._corrupt_seen = self._corrupt_seen or now
+            if now - self._corrupt_seen < RESULT_GRACE_S and not self._status().state.is_final:
+                return None  # maybe still being copied on a non-atomic store
+            raise errors.UncompletedJobError(f"job {self._job_id}: {exc}") from None
+        return None if payload is None else Outcome.loads(payload)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait, then return the function's value (a list with one per rank for multi-task jobs)."""
+        results = self.results(timeout)
+        return results[0] if len(results) == 1 else results  # type: ignore[return-value]
+
+    def results(self, timeout: float | None = None) -> list[R]:
+        """Wait, then return the value of every rank; raise the first failure."""
+        self.wait(timeout)
+        return [self._value_or_raise(rank) for rank in self._rank_list]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait, then return (not raise) the job's error, or None if it succeeded."""
+        self.wait(timeout)
+        for rank in self._rank_list:
+            try:
+                self._value_or_raise(rank)
+            except errors.UncompletedJobError as exc:
+                return exc
+            except Exception as exc:  # debug backend re-raises the function's own exception
+                return exc
+        return None
+
+    def _value_or_raise(self, rank: int) -> Any:
+        outcome = self._outcome(rank)
+        if outcome is None:
+            raise self._missing_result_error(rank)
+        if outcome.ok:
+            return outcome.value
+        raise self._failure(outcome, rank)
+
+    def _where(self, rank: int) -> str:
+        task = f" (task {self._index}, rank {rank})" if self._ranks > 1 else f" (task {self._index})"
+        return f"job {self._job_id}{task}"
+
+    def _logs_hint(self, rank: int) -> str:
+        paths = self._folder.paths(self._index, rank)
+        return f"Logs: {paths.stderr} (stderr), {paths.stdout} (stdout)"
+
+    def _failure(self, outcome: Outcome, rank: int) -> BaseException:
+        exc = outcome.exception
+        if isinstance(exc, errors.JobError):  # raised by the worker itself (e.g. timeout, not checkpointable)
+            exc.job_id = self._job_id
+            return exc
+        if exc is not None:
+            exc.__cause__ = RemoteTraceback(outcome.traceback)
+            if self._backend.reraise_original:
+                return exc
+        message = (
+            f"{self._where(rank)} failed with {outcome.exc_type}: {outcome.message}\n"
+            f"---------------------- remote traceback ----------------------\n"
+            f"{outcome.traceback.rstrip()}\n"
+            f"--------------------------------------------------------------\n"
+            f"{self._logs_hint(rank)}"
+        )
+        failed = errors.FailedJobError(message)
+        failed.__cause__ = exc
+        return failed
+
+    def _missing_result_error(self, rank: int) -> errors.UncompletedJobError:
+        status = self._status(force=True)
+        out, err = self._backend.logs(self._job_id, self._folder, self._index, rank)
+        tail = _tail(err) or _tail(out)
+        reason = f" ({status.reason})" if status.reason else ""
+        lines = [f"{self._where(rank)} ended in state {status.state}{reason} without a result."]
+        if tail:
+            lines += ["Last lines of its output:", "-" * 40, tail, "-" * 40]
+        lines.append(self._logs_hint(rank))
+        cls = error_class_for(status.state, status.reason)
+        return cls("\n".join(lines), state=status.state, reason=status.reason, job_id=self._job_id)
+
+    # -- logs and usage ---------------------------------------------------------------------------
+    def stdout(self) -> str | None:
+        """The job's stdout (all ranks, concatenated), None if nothing was written yet."""
+        return self._log(0)
+
+    def stderr(self) -> str | None:
+        return self._log(1)
+
+    def _log(self, which: int) -> str | None:
+        texts = [
+            self._backend.logs(self._job_id, self._folder, self._index, rank)[which] for rank in self._rank_list
+        ]
+        present = [t for t in texts if t is not None]
+        return "".join(present) if present else None
+
+    @property
+    def usage(self) -> list[dict[str, Any]]:
+        """Per rank: host, start/end times, elapsed seconds, peak RSS (MB); {} if not finished."""
+        usage = []
+        for rank in self._rank_list:
+            outcome = self._outcome(rank)
+            usage.append(dict(outcome.usage) if outcome else {})
+        return usage
+
+    # -- callbacks and asyncio -------------------------------------------------------------------
+    def add_done_callback(self, fn: Callable[[Job[R]], object]) -> None:
+        """Call ``fn(job)`` (in a jobsub thread) once the job is done."""
+        if self.done():
+            fn(self)
+        else:
+            callbacks.add(self, fn)
+
+    def awaitable(self) -> AsyncJobProxy[R]:
+        """An asyncio view: ``await job.awaitable().result()``."""
+        return AsyncJobProxy(self)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.awaitable().result().__await__()
+
+    # -- pickling (jobs passed as arguments to other jobs) ---------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _restore,
+            (self._backend.name, self._backend.config(), self._folder.url, self._job_id, self._index, self._ranks, self._rank),
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
+
+
+def _restore(
+    backend_name: str, config: dict[str, Any], url: str, job_id: str, index: int, ranks: int, rank: int | None
+) -> Job[Any]:
+    return Job._create(get_backend(backend_name, config), JobFolder.from_url(url), job_id, index, ranks, rank)
+
+
+class AsyncJobProxy(Generic[R]):
+    """asyncio versions of the blocking methods (polling with ``asyncio.sleep``)."""
+
+    def __init__(self, job: Job[R]) -> None:
+        self.job = job
+
+    async def wait(self, poll_interval: float | None = None) -> None:
+        for delay in sleep_schedule(cap=poll_interval or 1.0):
+            if self.job.done():
+                return
+            await asyncio.sleep(delay)
+
+    async def result(self, poll_interval: float | None = None) -> R:
+        await self.wait(poll_interval)
+        return self.job.result()
+
+    async def results(self, poll_interval: float | None = None) -> list[R]:
+        await self.wait(poll_interval)
+        return self.job.results()

@@ -1,0 +1,135 @@
+"""Submission parameters: one dataclass per scope, validated from its own fields.
+
+``CommonParameters`` holds the keys every backend understands; each backend
+declares a keyword-only dataclass of its own keys (``SlurmParameters`` ...).
+The dataclass fields are the single source of truth for what is valid, for
+type checks and for the "valid keys are ..." message.
+
+With ``AutoExecutor`` a backend's keys are prefixed by its name
+(``slurm_partition``); ``slurm_timeout_min`` overrides ``timeout_min`` on
+Slurm only.  ``None`` always means "not set".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .errors import InvalidParameterError
+
+__all__ = ["CommonParameters", "NoParameters", "Resolved", "check_value", "field_types", "unknown_key_error"]
+
+
+@dataclass(kw_only=True)
+class CommonParameters:
+    """Keys every backend understands (``ex.update_parameters(timeout_min=30, ...)``)."""
+
+    name: str = "jobsub"
+    """Job name shown by the scheduler."""
+    timeout_min: float | None = None
+    """Time limit in minutes; the job is killed and reports TIMEOUT after it. None: the backend's default."""
+    mem_gb: float | None = None
+    """Memory limit per node in GB."""
+    cpus_per_task: int | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int = 1
+    """Ranks per node: the function runs this many times, each with its own rank."""
+    nodes: int = 1
+    stderr_to_stdout: bool = False
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before the worker (where the backend runs a shell)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables of the job."""
+    array_parallelism: int | None = None
+    """At most this many tasks of one array run at once. None: the backend's default."""
+    max_num_timeout: int = 3
+    """How often a checkpointable job is requeued after a timeout."""
+    max_pickle_size_gb: float = 1.0
+    """Refuse submissions whose pickles add up to more than this."""
+    signal_delay_s: int = 90
+    """Seconds before the time limit when checkpointable jobs get their signal."""
+
+
+@dataclass(kw_only=True)
+class NoParameters:
+    """For backends without keys of their own."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a backend receives: the common keys and its own, both fully typed."""
+
+    common: CommonParameters
+    specific: Any
+    dependencies: tuple[str, ...] = ()
+    """Backend ids this submission must wait for (jobs of the same backend passed as arguments)."""
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type hint of a parameters dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_value(key: str, hint: Any, value: Any) -> Any:
+    """Return ``value`` converted to ``hint`` where that is lossless; raise if it does not fit."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return check_value(key, option, value)
+            except InvalidParameterError as exc:
+                errors.append(str(exc))
+        raise InvalidParameterError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(hint)}")
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, Iterable) and not isinstance(value, Mapping):
+            return [check_value(key, item, v) for v in value]
+    elif origin is dict:
+        key_t, val_t = typing.get_args(hint) or (Any, Any)
+        if isinstance(value, Mapping):
+            return {check_value(key, key_t, k): check_value(key, val_t, v) for k, v in value.items()}
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise InvalidParameterError(
+        f"parameter {key!r} expects {_type_name(hint)}, got {type(value).__name__} {value!r}"
+    )
+
+
+def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:
+    """The error for an unknown key: the closest valid key, then all of them."""
+    valid = sorted(set(valid))
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return InvalidParameterError(
+        f"unknown parameter {key!r} for {context}.{hint}\nValid parameters: {', '.join(valid)}"
+    )

@@ -1,0 +1,83 @@
+"""Job states shared by every backend.
+
+Each backend maps its native states onto ``JobState`` with one dict; native
+state strings never appear outside the backend module.  The names follow
+Slurm's, so ``job.state == "COMPLETED"`` reads as it did with submitit.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+from . import errors
+
+__all__ = ["JobState", "Status", "error_class_for"]
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life.  A ``str`` so it compares equal to its name."""
+
+    PENDING = "PENDING"
+    """Accepted, waiting for resources (or waiting in a client-side queue)."""
+    RUNNING = "RUNNING"
+    REQUEUED = "REQUEUED"
+    """Put back in the queue (checkpoint/requeue or preemption); it will run again."""
+    COMPLETED = "COMPLETED"
+    """The scheduler says it ended well; the result file says how the function ended."""
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    PREEMPTED = "PREEMPTED"
+    NODE_FAIL = "NODE_FAIL"
+    LOST = "LOST"
+    """The backend no longer knows the job and no result exists."""
+    UNKNOWN = "UNKNOWN"
+    """Not asked yet, or the backend could not be reached."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        """True when the job will not change state any more."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.OUT_OF_MEMORY,
+        JobState.PREEMPTED,
+        JobState.NODE_FAIL,
+        JobState.LOST,
+    }
+)
+
+
+class Status(NamedTuple):
+    """What a backend says about one job: its state and, if any, its reason."""
+
+    state: JobState
+    reason: str = ""
+
+
+_ERRORS: dict[JobState, type[errors.JobError]] = {
+    JobState.TIMEOUT: errors.JobTimeoutError,
+    JobState.OUT_OF_MEMORY: errors.OutOfMemoryError,
+    JobState.CANCELLED: errors.JobCancelledError,
+    JobState.PREEMPTED: errors.PreemptedError,
+    JobState.NODE_FAIL: errors.NodeFailureError,
+    JobState.LOST: errors.JobLostError,
+}
+
+
+def error_class_for(state: JobState, reason: str = "") -> type[errors.JobError]:
+    """The ``JobError`` subclass that reports a job which ended in ``state``."""
+    if state is JobState.FAILED and "quota" in reason.lower():
+        return errors.QuotaError
+    return _ERRORS.get(state, errors.JobError)

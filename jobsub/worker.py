@@ -1,0 +1,238 @@
+"""``python -m jobsub.worker FOLDER``: the one program every backend runs.
+
+::
+
+    backend starts N copies ──> worker: index, rank from the environment
+                                  │  reads call.pkl + args/<i>.pkl (or checkpoint/<i>.pkl)
+                                  │  runs function(*args, **kwargs)
+                                  └─> writes result/<i>.<r>.pkl atomically (Outcome + usage)
+
+A backend tells the worker where its index and rank are with ``--env
+name=VARIABLE`` (e.g. ``--env index=SLURM_ARRAY_TASK_ID``) and, when an array
+was split to fit a scheduler's limit, with ``--offset``.  The worker then
+exports the canonical ``JOBSUB_*`` variables that ``JobEnvironment`` reads,
+so nothing in user code depends on the backend.
+
+Exit codes: 0 the function returned, 1 it raised (the result file says
+how), 75 a checkpoint was written and the backend should run the task again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import pickle
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Sequence
+from typing import Any
+
+from .calls import DelayedSubmission, Outcome, dumps_checked
+from .errors import JobTimeoutError
+from .folder import JobFolder
+from .states import JobState
+
+__all__ = ["REQUEUE_EXIT_CODE", "load_task", "main", "run_task"]
+
+logger = logging.getLogger("jobsub.worker")
+
+REQUEUE_EXIT_CODE = 75
+"""Exit code meaning "checkpointed, run me again" for backends that requeue themselves."""
+
+# canonical name -> JOBSUB_* variable read by JobEnvironment
+CANONICAL = {
+    "index": "JOBSUB_ARRAY_TASK_ID",
+    "rank": "JOBSUB_GLOBAL_RANK",
+    "local_rank": "JOBSUB_LOCAL_RANK",
+    "node": "JOBSUB_NODE",
+    "num_tasks": "JOBSUB_NUM_TASKS",
+    "num_nodes": "JOBSUB_NUM_NODES",
+    "job_id": "JOBSUB_RAW_JOB_ID",
+    "array_job_id": "JOBSUB_ARRAY_JOB_ID",
+}
+
+
+def _getenv_int(name: str | None, default: int) -> int:
+    value = os.environ.get(name, "") if name else ""
+    return int(value) if value.strip() else default
+
+
+def export_environment(folder: JobFolder, backend: str, env_map: dict[str, str], offset: int) -> tuple[int, int]:
+    """Read the backend's variables, export the JOBSUB_* ones; return (index, rank)."""
+    mapping = {name: env_map.get(name, var) for name, var in CANONICAL.items()}
+    raw_index = _getenv_int(mapping["index"], 0)
+    values = {
+        "index": str(raw_index + offset),
+        "rank": str(_getenv_int(mapping["rank"], 0)),
+        "local_rank": str(_getenv_int(mapping["local_rank"], 0)),
+        "node": str(_getenv_int(mapping["node"], 0)),
+        "num_tasks": str(_getenv_int(mapping["num_tasks"], 1)),
+        "num_nodes": str(_getenv_int(mapping["num_nodes"], 1)),
+    }
+    array_job_id = os.environ.get(mapping["array_job_id"], "")
+    raw_job_id = os.environ.get(mapping["job_id"], "")
+    job_id = f"{array_job_id}_{raw_index}" if array_job_id else raw_job_id
+    for name, value in values.items():
+        os.environ[CANONICAL[name]] = value
+    os.environ.update(
+        JOBSUB_FOLDER=folder.url,
+        JOBSUB_BACKEND=backend,
+        JOBSUB_JOB_ID=job_id,
+        JOBSUB_RAW_JOB_ID=raw_job_id,
+        JOBSUB_ARRAY_JOB_ID=array_job_id,
+    )
+    return int(values["index"]), int(values["rank"])
+
+
+def load_task(folder: JobFolder, index: int) -> tuple[DelayedSubmission, dict[str, Any]]:
+    """The call task ``index`` must make (its checkpoint if one exists) and the submission spec."""
+    spec: dict[str, Any] = pickle.loads(folder.read_call())
+    checkpoint = folder.read_checkpoint(index)
+    if checkpoint is not None:
+        return pickle.loads(checkpoint), spec
+    task = pickle.loads(folder.read_args(index))
+    if isinstance(task, DelayedSubmission):
+        delayed = task
+    else:
+        args, kwargs = task
+        delayed = DelayedSubmission(spec["function"], *args, **kwargs)
+    delayed.set_timeout(spec.get("timeout_min") or 0, spec.get("max_num_timeout", 0))
+    return delayed, spec
+
+
+def _usage(start: float, rank: int) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "rank": rank,
+        "start": start,
+        "end": time.time(),
+        "elapsed_s": round(time.time() - start, 6),
+        # ru_maxrss is in KiB on Linux
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "python": sys.version.split()[0],
+    }
+
+
+class _Requeue(BaseException):
+    """Raised from the signal handler to leave the function and ask for a requeue."""
+
+
+class _CheckpointHandler:
+    """On the pre-timeout/preemption signal: checkpoint and ask to be run again."""
+
+    def __init__(self, folder: JobFolder, index: int, delayed: DelayedSubmission, start: float) -> None:
+        self.folder, self.index, self.delayed, self.start = folder, index, delayed, start
+
+    def timed_out(self) -> bool:
+        limit_s = self.delayed._timeout_min * 60
+        # same rule as submitit: a signal late in the allotted time is the timeout warning
+        return limit_s > 0 and time.time() - self.start >= min(0.8 * limit_s, limit_s - 600)
+
+    def __call__(self, signum: int, frame: types.FrameType | None) -> None:
+        timed_out = self.timed_out()
+        logger.warning("received %s (%s)", signal.Signals(signum).name, "timeout" if timed_out else "preemption")
+        countdown = self.delayed._timeout_countdown - int(timed_out)
+        checkpoint = self.delayed._checkpoint_function()
+        if checkpoint is None:
+            # not checkpointable: keep computing until the scheduler's own limit, which
+            # then reports TIMEOUT (or PREEMPTED) itself
+            logger.warning("not checkpointable: ignoring the signal")
+            return
+        if countdown < 0:
+            raise JobTimeoutError(
+                "the job timed out too many times (max_num_timeout reached)", state=JobState.TIMEOUT
+            )
+        checkpoint.set_timeout(self.delayed._timeout_min, countdown)
+        self.folder.write_checkpoint(self.index, dumps_checked(checkpoint, "the checkpoint"))
+        logger.warning("checkpoint written for task %d; requeueing", self.index)
+        raise _Requeue()
+
+
+def _redirect_logs(folder: JobFolder, index: int, rank: int) -> None:
+    path = folder.path
+    if path is None:
+        return
+    for stream, fd in (("out", 1), ("err", 2)):
+        log = path / "log" / f"{index}.{rank}.{stream}"
+        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+
+
+def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False) -> int:
+    """Run task ``index`` (rank ``rank``) and write its outcome; return the exit code."""
+    start = time.time()
+    try:
+        delayed, _spec = load_task(folder, index)
+    except Exception as exc:  # the inputs themselves are broken: report it as the job's error
+        folder.write_result(index, rank, Outcome.from_exception(exc, _usage(start, rank)).dumps())
+        if reraise:
+            raise
+        return 1
+    previous = None
+    if rank == 0 and hasattr(signal, "SIGUSR2"):
+        usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
+        previous = signal.signal(usr_sig, _CheckpointHandler(folder, index, delayed, start))
+    try:
+        _resolve_dependencies(delayed)
+        value = delayed.result()
+    except _Requeue:
+        return _requeue()
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
+        folder.write_result(index, rank, Outcome.from_exception(exc, _usage(start, rank)).dumps())
+        if reraise:
+            raise
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(usr_sig, previous)
+    folder.write_result(index, rank, Outcome(ok=True, value=value, usage=_usage(start, rank)).dumps())
+    return 0
+
+
+def _resolve_dependencies(delayed: DelayedSubmission) -> None:
+    """Jobs passed as arguments stand for their results: wait for them here."""
+    from .job import Job
+
+    if any(isinstance(a, Job) for a in (*delayed.args, *delayed.kwargs.values())):
+        delayed.args = tuple(a.result() if isinstance(a, Job) else a for a in delayed.args)
+        delayed.kwargs = {k: v.result() if isinstance(v, Job) else v for k, v in delayed.kwargs.items()}
+
+
+def _requeue() -> int:
+    command = os.environ.get("JOBSUB_REQUEUE_COMMAND")
+    if command:
+        # e.g. Slurm: "scontrol requeue 1234"; the scheduler then stops this run
+        subprocess.run(command, shell=True, check=False)
+    return REQUEUE_EXIT_CODE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobsub.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="the job folder (path or URL)")
+    parser.add_argument("--backend", default="local")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VARIABLE")
+    parser.add_argument("--offset", type=int, default=0, help="added to the array index")
+    parser.add_argument("--logs", action="store_true", help="write stdout/stderr into the folder's log/")
+    ns = parser.parse_args(argv)
+    env_map = dict(item.split("=", 1) for item in ns.env)
+    folder = JobFolder.from_url(ns.folder)
+    index, rank = export_environment(folder, ns.backend, env_map, ns.offset)
+    if ns.logs:
+        _redirect_logs(folder, index, rank)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return run_task(folder, index, rank)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Fixtures: one executor per backend that this machine can run.
+
+``executor`` is parametrized over every backend; the Slurm and Docker
+variants need the services that ``scripts/test.sh`` starts (a one-node Slurm
+cluster, a Docker engine and the test image) and are skipped, naming what is
+missing, where those are not running.  In CI nothing here is skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobsub
+
+BACKENDS = ["local", "debug", "slurm", "docker"]
+
+
+@functools.lru_cache(maxsize=None)
+def service_problem(backend: str) -> str | None:
+    """Why ``backend`` cannot be tested here, or None if it can."""
+    if backend in ("local", "debug"):
+        return None
+    if backend == "slurm":
+        if not shutil.which("sbatch"):
+            return "Slurm is not installed (run scripts/start-slurm.sh as root)"
+        probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, check=False)
+        if probe.returncode or not probe.stdout.strip():
+            return f"no Slurm controller answers (scripts/start-slurm.sh): {probe.stderr.strip()}"
+        return None
+    if backend == "docker":
+        if not os.environ.get("JOBSUB_TEST_IMAGE"):
+            return "JOBSUB_TEST_IMAGE is not set (scripts/build-test-image.sh builds it)"
+        try:
+            import docker
+
+            docker.from_env().ping()
+        except Exception as exc:
+            return f"no Docker engine reachable (scripts/start-docker.sh): {exc}"
+        return None
+    return f"unknown backend {backend}"
+
+
+def require(backend: str) -> None:
+    problem = service_problem(backend)
+    if problem:
+        pytest.skip(problem)
+
+
+def backend_parameters(backend: str) -> dict[str, Any]:
+    """What each backend needs to run the test jobs on this machine."""
+    if backend == "docker":
+        return {"docker_image": os.environ["JOBSUB_TEST_IMAGE"], "docker_network_mode": "host"}
+    return {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop (not skip) backend variants a test excludes by design with ``@pytest.mark.not_on(...)``."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("not_on")
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec else None
+        (drop if marker and backend in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    require(name)
+    return name
+
+
+@pytest.fixture
+def executor(backend: str, tmp_path: Path) -> jobsub.AutoExecutor:
+    ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster=backend)
+    ex.update_parameters(**backend_parameters(backend))
+    return ex
+
+
+@pytest.fixture
+def local_executor(tmp_path: Path) -> jobsub.AutoExecutor:
+    return jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="local")
+
+
+@pytest.fixture
+def weird_tmp_path(tmp_path: Path) -> Path:
+    """A folder name with quotes, spaces and a shell command in it."""
+    path = tmp_path / "a'; echo foo \"b c\""
+    path.mkdir()
+    return path
