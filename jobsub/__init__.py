@@ -10,8 +10,12 @@
     print(job.result())
 """
 
-from . import helpers
+from . import (
+    core,  # noqa: F401 - ``submitit.core.utils.FailedJobError`` paths, spelled jobsub.core...
+    helpers,
+)
 from ._version import __version__
+from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
 from .calls import DelayedSubmission
 from .environment import JobEnvironment
 from .errors import (
@@ -36,7 +40,6 @@ from .errors import (
 from .executor import AutoExecutor, Executor
 from .job import Job
 from .states import JobState
-from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
 
 __all__ = [
     "AutoExecutor",

@@ -134,7 +134,7 @@ class Executor:
             placeholder: _DelayedJob = _DelayedJob.__new__(_DelayedJob)
             object.__setattr__(placeholder, "_executor", self)
             self._batch.append((placeholder, call))
-            return placeholder  # type: ignore[return-value]
+            return placeholder
         return self._submit_calls([call], array=False)[0]
 
     def map_array(self, fn: Callable[..., R], *iterables: Iterable[Any]) -> list[Job[R]]:

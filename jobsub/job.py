@@ -121,7 +121,6 @@ class Job(Generic[R]):
         self._poller = poller_for(backend)
         self._poller.track([job_id])
         self._final_seen: float | None = None
-        self._corrupt_seen: float | None = None
         self._cancel_at_deletion = False
 
     # -- identity ---------------------------------------------------------------------
@@ -166,7 +165,7 @@ class Job(Generic[R]):
             raise ValueError(f"task_id {task_id} must be between 0 and {self._ranks - 1}")
         if self._ranks == 1:
             return self
-        return Job._create(self._backend, self._folder, self._job_id, self._index, self._ranks, task_id)  # type: ignore[return-value]
+        return Job._create(self._backend, self._folder, self._job_id, self._index, self._ranks, task_id)
 
     def submission(self) -> DelayedSubmission:
         """The submitted call (function, args, kwargs), as the worker will see it."""
@@ -254,15 +253,19 @@ class Job(Generic[R]):
 
     # -- results --------------------------------------------------------------------------------
     def _outcome(self, rank: int) -> Outcome | None:
-        try:
-            payload = self._folder.read_result(self._index, rank)
-        except CorruptResultError as exc:
-            now = time.monotonic()
-            self._corrupt_seen = self._corrupt_seen or now
-            if now - self._corrupt_seen < RESULT_GRACE_S and not self._status().state.is_final:
-                return None  # maybe still being copied on a non-atomic store
-            raise errors.UncompletedJobError(f"job {self._job_id}: {exc}") from None
-        return None if payload is None else Outcome.loads(payload)
+        """The rank's outcome, None if not written; a damaged file gets a grace period, then raises."""
+        deadline = None
+        while True:
+            try:
+                payload = self._folder.read_result(self._index, rank)
+            except CorruptResultError as exc:
+                # never unpickle a damaged file; on a non-atomic store it may still be arriving
+                deadline = deadline or time.monotonic() + RESULT_GRACE_S
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise errors.UncompletedJobError(f"job {self._job_id}: {exc}") from None
+            return None if payload is None else Outcome.loads(payload)
 
     def result(self, timeout: float | None = None) -> R:
         """Wait, then return the function's value (a list with one per rank for multi-task jobs)."""

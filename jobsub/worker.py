@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Sequence
@@ -177,10 +178,12 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
         if reraise:
             raise
         return 1
-    previous = None
-    if rank == 0 and hasattr(signal, "SIGUSR2"):
-        usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
-        previous = signal.signal(usr_sig, _CheckpointHandler(folder, index, delayed, start))
+    # rank 0 checkpoints; the other ranks must merely survive the signal
+    usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
+    handler = _CheckpointHandler(folder, index, delayed, start) if rank == 0 else signal.SIG_IGN
+    # signals can only be handled in the main thread (the debug backend may run tasks elsewhere)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(usr_sig, handler) if in_main else None
     try:
         _resolve_dependencies(delayed)
         value = delayed.result()
@@ -192,7 +195,7 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
             raise
         return 1
     finally:
-        if previous is not None:
+        if in_main:
             signal.signal(usr_sig, previous)
     folder.write_result(index, rank, Outcome(ok=True, value=value, usage=_usage(start, rank)).dumps())
     return 0

@@ -22,7 +22,7 @@ import jobsub
 BACKENDS = ["local", "debug", "slurm", "docker"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def service_problem(backend: str) -> str | None:
     """Why ``backend`` cannot be tested here, or None if it can."""
     if backend in ("local", "debug"):

@@ -89,7 +89,6 @@ class Server:
         self.sock_path = sock_path
         self.subs: dict[str, Submission] = {}
         self.by_pid: dict[int, tuple[Task, int]] = {}
-        self.running: set[int] = set()  # id(task) of running tasks
         self.tasks_running: list[Task] = []
         self.conns: dict[socket.socket, bytes] = {}
         self.last_activity = time.monotonic()
@@ -110,14 +109,14 @@ class Server:
         logger.info("serving on %s (pid %d)", self.sock_path, os.getpid())
         while True:
             self.step()
-            if not self.tasks_running and not any(s.pending for s in self.subs.values()):
-                if not self.conns and time.monotonic() - self.last_activity > IDLE_EXIT_S:
-                    logger.info("idle for %.0f s, exiting", IDLE_EXIT_S)
-                    return
+            busy = self.tasks_running or self.conns or any(s.pending for s in self.subs.values())
+            if not busy and time.monotonic() - self.last_activity > IDLE_EXIT_S:
+                logger.info("idle for %.0f s, exiting", IDLE_EXIT_S)
+                return
 
     def step(self) -> None:
         timeout = 0.05 if self.tasks_running else 1.0
-        readers = [self.listener, self.wake_r, *self.conns]
+        readers: list[Any] = [self.listener, self.wake_r, *self.conns]
         try:
             ready, _, _ = select.select(readers, [], [], timeout)
         except InterruptedError:
@@ -130,7 +129,7 @@ class Server:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
             else:
-                self.read(r)  # type: ignore[arg-type]
+                self.read(r)
         self.reap()
         self.check_deadlines()
         self.start_pending()

@@ -12,10 +12,10 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
+from .. import worker
 from ..folder import JobFolder
 from ..parameters import Resolved
 from ..states import JobState, Status
-from .. import worker
 from .base import Backend
 
 __all__ = ["DebugBackend"]

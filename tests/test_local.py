@@ -1,0 +1,143 @@
+"""What is special to the local backend: the fork server, time limits, requeue, folder hygiene."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import jobsub
+from jobsub.folder import JobFolder
+from tests import tasks
+
+
+def test_checkpointable_job_is_requeued_after_its_time_limit(local_executor: jobsub.AutoExecutor) -> None:
+    """The pre-timeout signal checkpoints the callable; the server runs the checkpoint again."""
+    local_executor.update_parameters(timeout_min=0.05, signal_delay_s=2)
+    job = local_executor.submit(tasks.SlowCounter(), 30)
+    assert job.result(timeout=60) == 2  # second attempt, state carried by the checkpoint
+    assert job.folder.read_checkpoint(0) is not None
+
+
+def test_requeue_stops_after_max_num_timeout(local_executor: jobsub.AutoExecutor) -> None:
+    class NeverDone(jobsub.helpers.Checkpointable):
+        def __call__(self) -> None:
+            time.sleep(60)
+
+    local_executor.update_parameters(timeout_min=0.03, signal_delay_s=1, max_num_timeout=1)
+    job = local_executor.submit(NeverDone())
+    with pytest.raises(jobsub.JobTimeoutError, match="too many times"):
+        job.result(timeout=60)
+
+
+def test_setup_lines_run_before_the_worker(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(setup=["export FROM_SETUP=yes"], env={"FROM_ENV": "1"})
+    job = local_executor.submit(tasks.getenv, "FROM_SETUP")
+    assert job.result(timeout=30) == "yes"
+    assert local_executor.submit(tasks.getenv, "FROM_ENV").result(timeout=30) == "1"
+
+
+def test_array_parallelism_is_respected(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=2)
+    jobs = local_executor.map_array(tasks.sleep_then, [0.3] * 6)
+    for job in jobs:
+        job.result(timeout=60)
+    spans = [(j.usage[0]["start"], j.usage[0]["end"]) for j in jobs]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2
+
+
+def test_folders_are_private(local_executor: jobsub.AutoExecutor) -> None:
+    job = local_executor.submit(tasks.add, 1, 1)
+    job.result(timeout=30)
+    mode = stat.S_IMODE(os.stat(job.paths.folder).st_mode)
+    assert mode == 0o700
+
+
+def test_unwritable_folder_is_an_error_at_creation(tmp_path: Path) -> None:
+    if os.getuid() == 0:
+        target = Path("/proc/jobsub-cannot-write-here")  # even root cannot create this
+    else:
+        target = tmp_path / "ro"
+        target.mkdir(mode=0o500)
+    with pytest.raises(PermissionError, match="cannot write job folders"):
+        jobsub.AutoExecutor(target, cluster="local")
+
+
+def test_corrupt_result_is_never_read(local_executor: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jobsub.job.RESULT_GRACE_S", 0.5)
+    job = local_executor.submit(tasks.add, 1, 1)
+    assert job.result(timeout=30) == 2
+    path = job.paths.result_pickle
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a half-written file where a result should be
+    with pytest.raises(jobsub.UncompletedJobError, match="damaged"):
+        job.result()
+
+
+def test_percent_j_folder_links_to_the_job(tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(tmp_path / "logs" / "%j", cluster="local")
+    job = ex.submit(tasks.add, 2, 2)
+    assert job.result(timeout=30) == 4
+    link = tmp_path / "logs" / job.job_id
+    assert (link / "meta.json").exists()
+    assert jobsub.Job(tmp_path / "logs" / "%j", job.job_id).result() == 4
+
+
+def test_weird_folder_names(weird_tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(weird_tmp_path, cluster="local")
+    assert ex.submit(tasks.add, 1, 2).result(timeout=30) == 3
+
+
+def test_server_is_shared_and_warm(local_executor: jobsub.AutoExecutor) -> None:
+    """Two jobs are children of the same long-lived server, not new interpreters."""
+    first = local_executor.submit(os.getppid).result(timeout=30)
+    second = local_executor.submit(os.getppid).result(timeout=30)
+    assert first == second != os.getpid()
+
+
+def test_killed_job_reports_its_signal(local_executor: jobsub.AutoExecutor) -> None:
+    job = local_executor.submit(tasks.sleep_then, 60)
+    for _ in range(200):
+        run = job.folder.read_marker("run", "0.json")
+        if run:
+            break
+        time.sleep(0.02)
+    import json
+
+    pid = json.loads(run or b"{}")["pids"][0]
+    os.kill(pid, 9)  # what the kernel's OOM killer would do
+    with pytest.raises(jobsub.JobError, match="SIGKILL") as info:
+        job.result(timeout=30)
+    assert info.value.state == "FAILED"
+
+
+def test_lost_when_server_is_gone(tmp_path: Path) -> None:
+    """A job whose server died without recording an end is LOST, not pending forever."""
+    from jobsub.backends.local import LocalBackend
+
+    backend = LocalBackend(str(tmp_path))
+    folder = JobFolder.create(tmp_path)
+    folder.write_marker("run", "0.json", b'{"pids": [999999999], "start": 0, "attempt": 1, "server": 1}')
+    backend._sock_path = str(tmp_path / "no-server.sock")
+    (status,) = backend.states([folder.key]).values()
+    assert status.state == "LOST" and "not running" in status.reason
+
+
+def test_job_survives_its_submitter(tmp_path: Path) -> None:
+    """The submitting interpreter exits at once; the job still finishes."""
+    code = (
+        "import jobsub, sys; from tests import tasks;"
+        "ex = jobsub.AutoExecutor(sys.argv[1], cluster='local');"
+        "print(ex.submit(tasks.sleep_then, 1, 'done').job_id)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=root, check=True)
+    job = jobsub.Job(tmp_path, out.stdout.strip())
+    assert job.state in ("PENDING", "RUNNING")
+    assert job.result(timeout=30) == "done"
