@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
@@ -21,6 +22,7 @@ __all__ = [
     "DelayedSubmission",
     "FunctionSequence",
     "JobEnvironment",
+    "TorchDistributedEnvironment",
     "as_completed",
     "clean_env",
     "environment_variables",
@@ -159,3 +161,35 @@ def environment_variables(**kwargs: Any) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class TorchDistributedEnvironment:
+    """The variables ``torch.distributed``'s ``env://`` initialisation reads, from the job's ranks.
+
+    Call ``export()`` at the start of each rank, then
+    ``torch.distributed.init_process_group(init_method="env://")``.
+    """
+
+    def __init__(self) -> None:
+        env = JobEnvironment()
+        self.rank = env.global_rank
+        self.local_rank = env.local_rank
+        self.world_size = env.num_tasks
+        self.local_world_size = max(1, env.num_tasks // max(1, env.num_nodes))
+        self.master_addr = env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1"
+        # the same port on every rank, different for different jobs
+        digest = int.from_bytes(hashlib.sha1(env.job_id.encode()).digest()[:4], "big")
+        self.master_port = 20000 + digest % 40000
+
+    def export(self, set_cuda_visible_devices: bool = False) -> TorchDistributedEnvironment:
+        os.environ.update(
+            MASTER_ADDR=self.master_addr,
+            MASTER_PORT=str(self.master_port),
+            RANK=str(self.rank),
+            WORLD_SIZE=str(self.world_size),
+            LOCAL_RANK=str(self.local_rank),
+            LOCAL_WORLD_SIZE=str(self.local_world_size),
+        )
+        if set_cuda_visible_devices:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(self.local_rank)
+        return self

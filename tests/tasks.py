@@ -76,3 +76,10 @@ class SlowCounter(Checkpointable):
         if self.attempts == 1:
             time.sleep(seconds)
         return self.attempts
+
+
+def torch_env() -> dict[str, str]:
+    from jobsub.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export()
+    return {k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}

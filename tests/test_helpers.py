@@ -67,3 +67,11 @@ def test_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_job_environment_outside_a_job() -> None:
     with pytest.raises(RuntimeError, match="only available inside a job"):
         jobsub.JobEnvironment()
+
+
+def test_torch_distributed_environment(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(tasks_per_node=2)
+    envs = local_executor.submit(tasks.torch_env).results(timeout=30)
+    assert [e["RANK"] for e in envs] == ["0", "1"]
+    assert {e["WORLD_SIZE"] for e in envs} == {"2"}
+    assert len({e["MASTER_PORT"] for e in envs}) == 1

@@ -180,8 +180,7 @@ class Server:
             )
             sub.pending.extend(Task(sub, i) for i in range(sub.n))
             self.subs[sub.key] = sub
-            self.start_pending()
-            return {"ok": True}
+            return {"ok": True}  # reply first: the loop forks the tasks right after
         if op == "cancel":
             for job_id in req["ids"]:
                 self.cancel(job_id)

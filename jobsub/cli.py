@@ -1,0 +1,71 @@
+"""``jobsub status|logs|cancel``: look at job folders from a shell.
+
+    jobsub status runs/            one line per submission: backend, ids, states, elapsed
+    jobsub logs runs/ JOB_ID       the job's stdout (--err: stderr)
+    jobsub cancel runs/ JOB_ID...  cancel jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .job import Job
+
+__all__ = ["main"]
+
+
+def _submissions(folder: Path) -> list[Path]:
+    if (folder / "meta.json").exists():
+        return [folder]
+    return sorted(p.parent for p in folder.glob("*/meta.json") if not p.parent.is_symlink())
+
+
+def status(folder: Path) -> int:
+    subs = _submissions(folder)
+    if not subs:
+        print(f"no jobsub submissions in {folder}", file=sys.stderr)
+        return 1
+    for sub in subs:
+        jobs = Job.attach(sub)
+        if not jobs:
+            print(f"{sub.name}  (not submitted)")
+            continue
+        states = collections.Counter(str(j.state) for j in jobs)
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        peak = max((u.get("max_rss_mb", 0) for j in jobs for u in j.usage), default=0)
+        ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
+        print(f"{sub.name}  {jobs[0].backend:<8} {ids:<40} {summary}  peak RSS {peak:.0f} MB")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_status = commands.add_parser("status", help="states of every submission in a folder")
+    p_status.add_argument("folder", type=Path)
+    p_logs = commands.add_parser("logs", help="a job's output")
+    p_logs.add_argument("folder", type=Path)
+    p_logs.add_argument("job_id")
+    p_logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
+    p_cancel = commands.add_parser("cancel", help="cancel jobs")
+    p_cancel.add_argument("folder", type=Path)
+    p_cancel.add_argument("job_ids", nargs="+")
+    ns = parser.parse_args(argv)
+    if ns.command == "status":
+        return status(ns.folder)
+    if ns.command == "logs":
+        job: Job[object] = Job(ns.folder, ns.job_id)
+        text = job.stderr() if ns.err else job.stdout()
+        sys.stdout.write(text or "")
+        return 0
+    for job_id in ns.job_ids:
+        print(f"{job_id}: {'cancelled' if Job(ns.folder, job_id).cancel() else 'already finished'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
