@@ -74,3 +74,10 @@ def test_parameters_frozen_inside_batch(tmp_path: Path) -> None:
     ex = jobsub.AutoExecutor(tmp_path, cluster="debug")
     with pytest.raises(jobsub.InvalidStateError), ex.batch(allow_implicit_submissions=True):
         ex.update_parameters(timeout_min=1)
+
+
+def test_pickle_size_cap(tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(tmp_path, cluster="debug", max_pickle_size_gb=1e-6)
+    with pytest.raises(jobsub.SubmissionError, match="max_pickle_size_gb"):
+        ex.submit(len, b"x" * 10_000)
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
