@@ -39,7 +39,7 @@ logger = logging.getLogger("jobsub")
 R = TypeVar("R")
 
 RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
-"""How long a result may lag behind the scheduler's final state (NFS attribute caches)."""
+"""How long a damaged result file may take to become whole (non-atomic stores)."""
 _PROGRESS_EVERY_S = 60.0
 
 
@@ -204,7 +204,8 @@ class Job(Generic[R]):
             now = time.monotonic()
             if self._final_seen is None:
                 self._final_seen = now
-            return now - self._final_seen >= RESULT_GRACE_S or self._all_results_present()
+            grace = float(os.environ.get("JOBSUB_RESULT_GRACE_S", self._backend.result_grace_s))
+            return now - self._final_seen >= grace or self._all_results_present()
         return True
 
     def running(self) -> bool:

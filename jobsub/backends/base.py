@@ -52,6 +52,8 @@ class Backend:
     aliases: ClassVar[Mapping[str, str]] = {}
     task_env: ClassVar[Mapping[str, str]] = {}
     poll_interval_s: ClassVar[float] = 1.0
+    result_grace_s: ClassVar[float] = 10.0
+    """How long a result file may lag behind a final state (shared file systems cache attributes)."""
     reraise_original: ClassVar[bool] = False
     """Debug backend: ``result()`` raises the function's own exception, not FailedJobError."""
 

@@ -35,6 +35,7 @@ def _task_environment(variables: dict[str, str]) -> Iterator[None]:
 class DebugBackend(Backend):
     name = "debug"
     poll_interval_s = 0.0
+    result_grace_s = 0.0
     reraise_original = True
 
     def __init__(self, root: str) -> None:

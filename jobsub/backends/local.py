@@ -59,6 +59,7 @@ class LocalBackend(Backend):
     name = "local"
     Parameters = LocalParameters
     poll_interval_s = 0.1
+    result_grace_s = 0.0  # same machine: results are on disk before the process exits
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
