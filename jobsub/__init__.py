@@ -10,36 +10,76 @@
     print(job.result())
 """
 
-from . import (
-    core,  # noqa: F401 - ``submitit.core.utils.FailedJobError`` paths, spelled jobsub.core...
-    helpers,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public names are imported on first use (PEP 562): ``python -m jobsub.worker`` imports this
+# package for every task and must not pay for the executor, asyncio or the backends.
+_ERRORS = (
+    "BackendError", "FailedJobError", "FailedSubmissionError", "InvalidParameterError",
+    "InvalidStateError", "JobCancelledError", "JobError", "JobLostError", "JobsubError",
+    "JobTimeoutError", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
+    "QuotaError", "SubmissionError", "UncompletedJobError",
 )
-from ._version import __version__
-from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
-from .calls import DelayedSubmission
-from .environment import JobEnvironment
-from .errors import (
-    BackendError,
-    FailedJobError,
-    FailedSubmissionError,
-    InvalidParameterError,
-    InvalidStateError,
-    JobCancelledError,
-    JobError,
-    JobLostError,
-    JobsubError,
-    JobTimeoutError,
-    NodeFailureError,
-    OutOfMemoryError,
-    PicklingError,
-    PreemptedError,
-    QuotaError,
-    SubmissionError,
-    UncompletedJobError,
-)
-from .executor import AutoExecutor, Executor
-from .job import Job
-from .states import JobState
+_ALIASES = ("DebugExecutor", "DebugJob", "LocalExecutor", "LocalJob", "SlurmExecutor", "SlurmJob")
+_WHERE = {
+    **dict.fromkeys(_ERRORS, "errors"),
+    **dict.fromkeys(_ALIASES, "aliases"),
+    "AutoExecutor": "executor",
+    "Executor": "executor",
+    "Job": "job",
+    "JobState": "states",
+    "JobEnvironment": "environment",
+    "DelayedSubmission": "calls",
+    "__version__": "_version",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("helpers", "core"):  # submodules that submitit code reaches as attributes
+        return importlib.import_module(f"{__name__}.{name}")
+    try:
+        module = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'jobsub' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from . import core as core
+    from . import helpers
+    from ._version import __version__
+    from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
+    from .calls import DelayedSubmission
+    from .environment import JobEnvironment
+    from .errors import (
+        BackendError,
+        FailedJobError,
+        FailedSubmissionError,
+        InvalidParameterError,
+        InvalidStateError,
+        JobCancelledError,
+        JobError,
+        JobLostError,
+        JobsubError,
+        JobTimeoutError,
+        NodeFailureError,
+        OutOfMemoryError,
+        PicklingError,
+        PreemptedError,
+        QuotaError,
+        SubmissionError,
+        UncompletedJobError,
+    )
+    from .executor import AutoExecutor, Executor
+    from .job import Job
+    from .states import JobState
 
 __all__ = [
     "AutoExecutor",

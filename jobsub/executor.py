@@ -240,7 +240,7 @@ class Executor:
         try:
             for offset in range(0, count, cap):
                 n = min(cap, count - offset)
-                command = self._worker_command(folder, offset)
+                command = self._worker_command(folder, offset, params)
                 backend_id = self.backend.submit(command, n, params, folder, array=array)
                 parts.append({"id": backend_id, "offset": offset, "count": n, "submitted_at": time.time()})
         except Exception as exc:
@@ -252,9 +252,10 @@ class Executor:
             raise SubmissionError(f"{self.backend.name} refused the submission: {exc}") from exc
         return parts
 
-    def _worker_command(self, folder: JobFolder, offset: int) -> list[str]:
+    def _worker_command(self, folder: JobFolder, offset: int, params: Resolved) -> list[str]:
         command = [*self.backend.worker_command(sys.executable), "-m", "jobsub.worker", folder.url]
-        command += ["--backend", self.backend.name, "--logs"]
+        logs = "--merge-logs" if params.common.stderr_to_stdout else "--logs"
+        command += ["--backend", self.backend.name, logs]
         for name, variable in self.backend.task_env.items():
             command += ["--env", f"{name}={variable}"]
         if offset:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import struct
 import time
 import zlib
@@ -47,7 +46,7 @@ class CorruptResultError(Exception):
 
 def new_key() -> str:
     """A sortable, unique folder key; no ``_`` so that ``<id>_<index>`` stays parseable."""
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
 
 
 def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | None]:

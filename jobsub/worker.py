@@ -19,15 +19,11 @@ how), 75 a checkpoint was written and the backend should run the task again.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
 import os
 import pickle
 import resource
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -110,7 +106,7 @@ def load_task(folder: JobFolder, index: int) -> tuple[DelayedSubmission, dict[st
 
 def _usage(start: float, rank: int) -> dict[str, Any]:
     return {
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "pid": os.getpid(),
         "rank": rank,
         "start": start,
@@ -157,12 +153,12 @@ class _CheckpointHandler:
         raise _Requeue()
 
 
-def _redirect_logs(folder: JobFolder, index: int, rank: int) -> None:
+def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
     path = folder.path
     if path is None:
         return
     for stream, fd in (("out", 1), ("err", 2)):
-        log = path / "log" / f"{index}.{rank}.{stream}"
+        log = path / "log" / f"{index}.{rank}.{'out' if merge else stream}"
         target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(target, fd)
         os.close(target)
@@ -203,8 +199,10 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
 
 def _resolve_dependencies(delayed: DelayedSubmission) -> None:
     """Jobs passed as arguments stand for their results: wait for them here."""
-    from .job import Job
-
+    job_module = sys.modules.get("jobsub.job")
+    if job_module is None:  # no Job was unpickled, so none is an argument (and asyncio stays unloaded)
+        return
+    Job = job_module.Job
     if any(isinstance(a, Job) for a in (*delayed.args, *delayed.kwargs.values())):
         delayed.args = tuple(a.result() if isinstance(a, Job) else a for a in delayed.args)
         delayed.kwargs = {k: v.result() if isinstance(v, Job) else v for k, v in delayed.kwargs.items()}
@@ -213,27 +211,61 @@ def _resolve_dependencies(delayed: DelayedSubmission) -> None:
 def _requeue() -> int:
     command = os.environ.get("JOBSUB_REQUEUE_COMMAND")
     if command:
+        import subprocess
+
         # e.g. Slurm: "scontrol requeue 1234"; the scheduler then stops this run
         subprocess.run(command, shell=True, check=False)
     return REQUEUE_EXIT_CODE
 
 
+USAGE = """usage: python -m jobsub.worker FOLDER [--backend NAME] [--logs | --merge-logs] [--offset N] [--env NAME=VARIABLE]...
+
+  FOLDER                the job folder (path or URL)
+  --backend NAME        the backend that started this task (for JobEnvironment)
+  --logs                write stdout/stderr into the folder's log/<index>.<rank>.out|err
+  --merge-logs          with --logs: stderr into the .out file too (stderr_to_stdout)
+  --offset N            added to the array index (arrays split at a scheduler's limit)
+  --env NAME=VARIABLE   where the backend keeps index, rank, ... (see CANONICAL)
+"""
+
+
+def _parse(argv: Sequence[str]) -> tuple[str, str, str, int, dict[str, str]]:
+    """A tiny parser: argparse would cost every task several milliseconds of imports."""
+    folder, backend, logs, offset, env_map = "", "local", "", 0, {}
+    items = iter(argv)
+    for arg in items:
+        if arg in ("--logs", "--merge-logs"):
+            logs = "merge" if arg == "--merge-logs" or logs == "merge" else "separate"
+        elif arg in ("--backend", "--offset", "--env"):
+            value = next(items, None)
+            if value is None:
+                raise SystemExit(f"{arg} needs a value\n{USAGE}")
+            if arg == "--backend":
+                backend = value
+            elif arg == "--offset":
+                offset = int(value)
+            else:
+                name, _, variable = value.partition("=")
+                env_map[name] = variable
+        elif arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            raise SystemExit(0)
+        elif not folder and not arg.startswith("-"):
+            folder = arg
+        else:
+            raise SystemExit(f"unexpected argument {arg!r}\n{USAGE}")
+    if not folder:
+        raise SystemExit(USAGE)
+    return folder, backend, logs, offset, env_map
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobsub.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("folder", help="the job folder (path or URL)")
-    parser.add_argument("--backend", default="local")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VARIABLE")
-    parser.add_argument("--offset", type=int, default=0, help="added to the array index")
-    parser.add_argument("--logs", action="store_true", help="write stdout/stderr into the folder's log/")
-    ns = parser.parse_args(argv)
-    env_map = dict(item.split("=", 1) for item in ns.env)
-    folder = JobFolder.from_url(ns.folder)
-    index, rank = export_environment(folder, ns.backend, env_map, ns.offset)
-    if ns.logs:
-        _redirect_logs(folder, index, rank)
+    url, backend, logs, offset, env_map = _parse(sys.argv[1:] if argv is None else argv)
+    folder = JobFolder.from_url(url)
+    index, rank = export_environment(folder, backend, env_map, offset)
+    if logs:
+        _redirect_logs(folder, index, rank, merge=logs == "merge")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
     return run_task(folder, index, rank)
 
 

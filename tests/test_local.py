@@ -141,3 +141,11 @@ def test_job_survives_its_submitter(tmp_path: Path) -> None:
     job = jobsub.Job(tmp_path, out.stdout.strip())
     assert job.state in ("PENDING", "RUNNING")
     assert job.result(timeout=30) == "done"
+
+
+def test_stderr_to_stdout(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(stderr_to_stdout=True)
+    job = local_executor.submit(tasks.print_and_return, "merged")
+    job.result(timeout=30)
+    assert "to stderr: merged" in (job.stdout() or "")
+    assert job.stderr() is None

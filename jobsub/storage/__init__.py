@@ -9,8 +9,8 @@ through ``open_storage`` and are imported only when such a URL is used.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -37,6 +37,9 @@ class Storage(Protocol):
     def local_path(self, key: str) -> Path | None: ...
 
 
+_counter = itertools.count()
+
+
 class LocalStorage:
     """A directory on a local or shared (NFS, Lustre) file system.
 
@@ -58,13 +61,14 @@ class LocalStorage:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # temp file in the same directory + rename: atomic on POSIX file systems
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_counter)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def exists(self, key: str) -> bool:
