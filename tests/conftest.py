@@ -62,7 +62,8 @@ def backend_parameters(backend: str) -> dict[str, Any]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Drop (not skip) backend variants a test excludes by design with ``@pytest.mark.not_on(...)``."""
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("not_on")
         callspec = getattr(item, "callspec", None)

@@ -1,0 +1,353 @@
+"""Docker engine helpers shared by the backend (client side) and its dispatcher.
+
+What both sides must agree on lives here: how SDK errors become jobsub
+errors, how a container's end becomes a job state, a task container's
+environment and labels, the ``exit/<i>.json`` marker, and the lock that
+says which dispatcher manages a submission; the client half of the
+dispatcher protocol (one JSON line each way on a Unix socket).  Plus
+``run_attached``, the piece every container backend reuses to debug a task
+on the local engine.
+
+Nothing here imports the docker SDK at module level: ``import jobsub``
+stays free of it, and so does a task that only reads markers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ..errors import BackendError, JobsubError, SubmissionError
+from ..folder import JobFolder
+
+__all__ = [
+    "connect",
+    "dispatcher_request",
+    "final_status",
+    "is_managed",
+    "map_docker_errors",
+    "not_found",
+    "run_attached",
+    "start_dispatcher",
+    "task_env_and_labels",
+    "try_lock",
+    "unless_gone",
+    "write_exit",
+]
+
+
+@contextlib.contextmanager
+def map_docker_errors(action: str, base_url: str | None = None) -> Iterator[None]:
+    """Turn docker SDK/transport errors into jobsub errors (``from`` the original).
+
+    Client errors of the engine (4xx: no such image, bad mount, name
+    conflict) become ``SubmissionError``; an engine that cannot be reached or
+    fails (5xx) becomes ``BackendError``.  Anything else propagates as is.
+    """
+    try:
+        yield
+    except JobsubError:
+        raise
+    except Exception as exc:
+        errors = sys.modules.get("docker.errors")
+        requests_exc = sys.modules.get("requests.exceptions")
+        where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
+        if errors is not None and isinstance(exc, errors.APIError):
+            text = exc.explanation or str(exc)
+            if exc.is_client_error():
+                raise SubmissionError(f"{action}: the Docker engine refused: {text}") from exc
+            raise BackendError(f"{action}: the Docker engine failed: {text}") from exc
+        transport = (errors.DockerException,) if errors is not None else ()
+        if requests_exc is not None:
+            transport += (requests_exc.RequestException,)
+        if isinstance(exc, (*transport, OSError)):
+            raise BackendError(
+                f"{action}: cannot reach the Docker engine at {where}: {exc}. "
+                "Is it running (scripts/start-docker.sh)? Is DOCKER_HOST right?"
+            ) from exc
+        raise
+
+
+def connect(base_url: str | None) -> Any:
+    """The docker SDK's low-level client for ``base_url`` (None: DOCKER_HOST or the default socket).
+
+    ``from_env`` with DOCKER_HOST overridden keeps the TLS settings of the
+    environment (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) for a remote engine.
+    """
+    try:
+        import docker
+    except ImportError as exc:
+        raise BackendError("the docker backend needs the docker SDK: pip install 'jobsub[docker]'") from exc
+    environment = dict(os.environ)
+    if base_url:
+        environment["DOCKER_HOST"] = base_url
+    host = environment.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not os.path.exists(host[len("unix://") :]):
+        # say so plainly; docker-py would also leak the socket of its failed connect
+        # (UnixHTTPConnection.connect does not close it), a ResourceWarning at exit
+        raise BackendError(
+            f"cannot reach the Docker engine at {host}: no such socket. "
+            "Is it running (scripts/start-docker.sh)? Is DOCKER_HOST right?"
+        )
+    with map_docker_errors("connecting", base_url):
+        return docker.from_env(environment=environment).api
+
+
+def not_found() -> tuple[type[BaseException], ...]:
+    """docker's "no such object" error, for ``except``/``suppress`` (empty without the SDK)."""
+    try:
+        from docker.errors import NotFound
+    except ImportError:
+        return ()
+    return (NotFound,)
+
+
+class _Gone:
+    def __init__(self) -> None:
+        self.gone = False
+
+    def __bool__(self) -> bool:
+        return self.gone
+
+
+@contextlib.contextmanager
+def unless_gone() -> Iterator[_Gone]:
+    """Swallow "no such container" (404) and "removal in progress" (409); say it happened."""
+    flag = _Gone()
+    try:
+        yield flag
+    except Exception as exc:
+        if getattr(exc, "status_code", None) not in (404, 409):
+            raise
+        flag.gone = True
+
+
+def final_status(states: list[dict[str, Any] | None], mem_limit: int | None) -> tuple[str, str, list[int | None]]:
+    """(state, reason, exit codes) of a task from its containers' ``State`` (None: vanished).
+
+    Shared by the dispatcher and the interactive path, so both read a
+    container's end the same way.
+    """
+    codes: list[int | None] = [s.get("ExitCode") if s else None for s in states]
+    if any(s is None for s in states):
+        return "LOST", "its container disappeared before jobsub saw it end (removed outside jobsub?)", codes
+    if any(s.get("OOMKilled") for s in states if s):
+        limit = f" of {mem_limit / 2**20:.0f} MiB (mem_gb)" if mem_limit else ""
+        return "OUT_OF_MEMORY", f"the kernel killed the container for exceeding its memory limit{limit}", codes
+    if all(c == 0 for c in codes):
+        return "COMPLETED", "", codes
+    error = next((s.get("Error") for s in states if s and s.get("Error")), "")
+    bad = next(c for c in codes if c != 0)
+    reason = f"exit code {bad}"
+    if bad is not None and bad > 128:
+        with contextlib.suppress(ValueError):
+            reason += f" (killed by {signal.Signals(bad - 128).name})"
+    return "FAILED", f"{reason}: {error}" if error else reason, codes
+
+
+def task_env_and_labels(
+    spec: dict[str, Any], key: str, index: int, rank: int, attempt: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment (canonical JOBSUB_* variables) and labels of one task container."""
+    job_id = f"{key}_{index}" if spec["array"] else key
+    env = dict(spec["environment"])
+    env.update(
+        JOBSUB_ARRAY_TASK_ID=str(index), JOBSUB_GLOBAL_RANK=str(rank), JOBSUB_LOCAL_RANK=str(rank),
+        JOBSUB_NUM_TASKS=str(spec["ranks"]), JOBSUB_NUM_NODES="1", JOBSUB_NODE="0",
+        JOBSUB_RAW_JOB_ID=job_id, JOBSUB_ARRAY_JOB_ID=key if spec["array"] else "",
+    )
+    labels = dict(spec["labels"])
+    labels.update(
+        {"jobsub.job_id": job_id, "jobsub.task": str(index), "jobsub.rank": str(rank), "jobsub.attempt": str(attempt)}
+    )
+    return env, labels
+
+
+def write_exit(folder: JobFolder, index: int, state: str, reason: str, codes: list[int | None] | None = None) -> None:
+    """Record a task's end; the first record wins (a cancellation is not overwritten)."""
+    if folder.read_marker("exit", f"{index}.json") is not None:
+        return
+    record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
+    folder.write_marker("exit", f"{index}.json", json.dumps(record).encode())
+
+
+def try_lock(folder: JobFolder) -> Any:
+    """The submission's lock file, held; None if another process holds it (a short retry covers probes)."""
+    path = folder.path
+    if path is None:
+        raise ValueError(f"{folder.url} is not a local folder")
+    (path / "docker").mkdir(exist_ok=True, mode=0o700)
+    lock = open(path / "docker" / "lock", "a")  # noqa: SIM115 - held while the submission is managed
+    for _ in range(20):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            time.sleep(0.01)  # a client probing the lock holds it for microseconds
+    lock.close()
+    return None
+
+
+def is_managed(folder: JobFolder) -> bool:
+    """True if some dispatcher holds the submission's lock."""
+    path = folder.path
+    if path is None or not (path / "docker" / "lock").exists():
+        return False
+    with open(path / "docker" / "lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+def run_attached(
+    api: Any,
+    image: str,
+    command: list[str],
+    *,
+    host_config: dict[str, Any],
+    environment: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    tty: bool = False,
+    stdout: BinaryIO | None = None,
+    stderr: BinaryIO | None = None,
+    base_url: str | None = None,
+    **create: Any,
+) -> tuple[dict[str, Any], bytes, bytes]:
+    """Run one container in the foreground; return its final ``State``, stdout and stderr.
+
+    The reusable piece for debugging any container backend locally (AWS
+    Batch, GCP Batch, Kubernetes with ``debug=True``): same image, same job
+    folder (in ``host_config["binds"]``), same command.  With ``tty`` the
+    terminal is attached raw (stdin included), so ``breakpoint()`` in the
+    task works; without it, output is streamed to ``stdout``/``stderr``
+    (default: this process's) as it comes.  The container is removed after.
+    """
+    out_stream = stdout or sys.stdout.buffer
+    err_stream = stderr or sys.stderr.buffer
+    outs: list[bytes] = []
+    errs: list[bytes] = []
+    with map_docker_errors("running an attached container", base_url):
+        cid = api.create_container(
+            image, command, environment=environment, labels=labels, tty=tty, stdin_open=tty,
+            host_config=api.create_host_config(**host_config), **create,
+        )["Id"]
+        try:
+            if tty:
+                _pump_tty(api, cid, outs)
+            else:
+                api.start(cid)
+                attached = api.attach(cid, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                try:
+                    for chunk_out, chunk_err in attached:
+                        for chunk, sink, stream in ((chunk_out, outs, out_stream), (chunk_err, errs, err_stream)):
+                            if chunk:
+                                sink.append(chunk)
+                                stream.write(chunk)
+                                stream.flush()
+                finally:
+                    # CancellableStream.close() shuts the socket but leaves the HTTP response's file
+                    # open (a ResourceWarning at exit): closing the response closes both
+                    response = getattr(attached, "_response", None)
+                    (response.close if response is not None else attached.close)()
+            api.wait(cid)
+            state: dict[str, Any] = api.inspect_container(cid)["State"]
+        finally:
+            with contextlib.suppress(Exception):
+                api.remove_container(cid, force=True)
+    return state, b"".join(outs), b"".join(errs)
+
+
+def _pump_tty(api: Any, cid: str, outs: list[bytes]) -> None:  # pragma: no cover - needs a terminal
+    """Attach this terminal (raw mode) to the container's TTY until it exits."""
+    import select
+    import termios
+    import tty
+
+    sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    raw = getattr(sock, "_sock", sock)
+    api.start(cid)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        while True:
+            ready, _, _ = select.select([fd, raw], [], [])
+            if raw in ready:
+                data = raw.recv(65536)
+                if not data:
+                    return
+                outs.append(data)
+                os.write(sys.stdout.fileno(), data)
+            if fd in ready:
+                raw.sendall(os.read(fd, 65536))
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def dispatcher_request(sock_path: str, base_url: str | None, req: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the dispatcher serving ``sock_path``, starting it if none answers."""
+    deadline = time.monotonic() + 20
+    started = False
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(sock_path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+        if not started:
+            start_dispatcher(sock_path, base_url)
+            started = True
+        if time.monotonic() > deadline:
+            raise BackendError(f"the docker dispatcher did not start; see {sock_path}.log")
+        time.sleep(0.005)
+    with conn:
+        conn.settimeout(120)
+        conn.sendall(json.dumps(req).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise BackendError(f"the docker dispatcher closed the connection; see {sock_path}.log")
+            reply += chunk
+    answer: dict[str, Any] = json.loads(reply)
+    if not answer.get("ok"):
+        if req.get("first"):  # the engine refused the first container: a bad parameter, most likely
+            raise SubmissionError(f"the Docker engine refused the task container: {answer.get('error')}")
+        raise BackendError(f"the docker dispatcher failed: {answer.get('error')}; see {sock_path}.log")
+    return answer
+
+
+def start_dispatcher(sock_path: str, base_url: str | None) -> None:
+    """Start the dispatcher detached (double fork, own session): it must outlive this process."""
+    argv = [sys.executable, "-m", "jobsub.backends._docker_dispatch", sock_path, base_url or ""]
+    log_fd = os.open(sock_path + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the intermediate child
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    os.chdir("/")
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    os.closerange(3, 65536)
+                    os.execv(sys.executable, argv)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    finally:
+        os.close(log_fd)

@@ -1,0 +1,386 @@
+"""The Docker backend: each task (each rank) is one container of ``docker_image``.
+
+::
+
+    submit ─> check the image exists (no hanging pull) ─> package the code (jobsub.packaging,
+              cached by digest, unpacked once in <root>/.code/) ─> docker/spec.json in the folder
+              ─> {"adopt": folder} to the dispatcher ──> it starts task 0, replies, starts the rest
+    states ─> exit/<i>.json markers, then ONE containers(filters=label jobsub.root=ROOT) call
+    cancel ─> exit/<i>.json = CANCELLED, then kill/remove the task's containers
+
+Why a dispatcher process, and why one per user rather than per submission:
+tasks must keep starting (``array_parallelism``), be timed out and be
+cleaned up after the submitting process exits, so that work cannot live in
+client threads.  Creating every container up front does not cover time
+limits or cleanup, and a detached process per submission would cost a
+Python start plus a docker SDK import (~0.2 s CPU, ~40 MB) for each of the
+hundreds of ``submit`` calls a loop makes.  So, like the local backend's fork
+server, one detached dispatcher (``_docker_dispatch``) per user, Python,
+jobsub version and engine serves every submission over a Unix socket, keeps
+its state in folder markers, and takes a submission's ``docker/lock`` so
+that a restarted dispatcher (any client finding a job without one asks for
+it) adopts orphaned submissions from the markers and the containers' labels.
+
+Common parameters: ``cpus_per_task`` -> NanoCpus, ``mem_gb`` -> a memory
+limit without swap (shared by the ``tasks_per_node`` rank containers),
+``gpus_per_node`` -> a GPU device request, ``timeout_min`` enforced by the
+dispatcher (SIGUSR2 ``signal_delay_s`` before, for checkpoints), ``env``,
+``setup`` (shell lines, run by ``/bin/sh`` in the container),
+``array_parallelism`` (default: this machine's CPU count).
+
+The engine is reached through the docker SDK only (imported on first use,
+never by ``import jobsub``); every SDK call runs inside ``map_docker_errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import BackendError, InvalidParameterError, SubmissionError
+from ..folder import JobFolder
+from ..packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
+from ..parameters import Resolved
+from ..states import JobState, Status
+from ..storage import open_storage
+from ._docker_engine import (
+    connect,
+    dispatcher_request,
+    final_status,
+    is_managed,
+    map_docker_errors,
+    run_attached,
+    task_env_and_labels,
+    unless_gone,
+    write_exit,
+)
+from .base import Backend
+
+__all__ = ["DockerBackend", "DockerParameters", "map_docker_errors", "run_attached"]
+
+
+@dataclass(kw_only=True)
+class DockerParameters:
+    """Keys of the Docker backend (``docker_<key>`` with AutoExecutor)."""
+
+    image: str = ""
+    """Image of the task containers; it needs only ``python3`` and cloudpickle (code is packaged)."""
+    pull: bool = False
+    """Pull ``image`` when it is not on the engine (else a missing image fails the submit at once)."""
+    network_mode: str = "bridge"
+    network: str | None = None
+    """A user-defined network to join (overrides ``network_mode``)."""
+    volumes: list[str] = field(default_factory=list)
+    """Extra bind mounts, ``"HOST:CONTAINER[:ro]"``; the job folder is always mounted at its own path."""
+    user: str | None = None
+    """``uid:gid`` of the tasks; default the submitting user's, so folder files stay theirs."""
+    python: str = "python3"
+    interactive: bool = False
+    """Run each task attached to this terminal (a TTY when there is one: ``breakpoint()`` works)."""
+    package_code: bool = True
+    """Ship the ``*.py`` of ``code_root`` and jobsub itself (else the image must hold them)."""
+    code_root: str | None = None
+    """Tree to package; default the working directory."""
+    code_includes: list[str] = field(default_factory=list)
+    """Globs packaged on top of ``**/*.py`` (e.g. ``"configs/*.yaml"``)."""
+    code_excludes: list[str] = field(default_factory=list)
+    """Globs left out on top of ``jobsub.packaging.DEFAULT_EXCLUDES``."""
+    code_max_mb: float = DEFAULT_MAX_MB
+
+
+class DockerBackend(Backend):
+    """Runs each task in a container on a Docker engine (local or reachable by DOCKER_HOST)."""
+
+    name = "docker"
+    Parameters = DockerParameters
+    poll_interval_s = 0.05  # a local engine answers a label-filtered listing in ~2 ms
+    result_grace_s = 0.0  # exit/<i>.json is written after the container ended: its result is there
+    # the dispatcher sets the canonical JOBSUB_* variables itself: the worker's defaults
+    task_env: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, root: str, base_url: str | None = None) -> None:
+        super().__init__(root)
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or None
+        self._storage = open_storage(root)
+        self._api_client: Any = None
+        self._in_task = False  # set when running inside a task container, without an engine
+        self._lock = threading.Lock()
+        package = Path(__file__).resolve().parent.parent
+        newest = max(p.stat().st_mtime_ns for p in package.rglob("*.py"))
+        tag = f"{sys.executable}|{package}|{newest}|{self.base_url}"
+        base = Path(os.environ.get("JOBSUB_LOCAL_DIR") or f"/tmp/jobsub-{os.getuid()}")
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._sock_path = str(base / f"docker-{hashlib.sha1(tag.encode()).hexdigest()[:12]}.sock")
+
+    def config(self) -> dict[str, Any]:
+        return {"root": self.root, **({"base_url": self.base_url} if self.base_url else {})}
+
+    def worker_command(self, python: str) -> list[str]:
+        return ["python3"]  # the image's interpreter; submit() wraps it in the code bootstrap
+
+    @property
+    def api(self) -> Any:
+        """The docker SDK's low-level client (one per backend instance, created on first use)."""
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = connect(self.base_url)
+            return self._api_client
+
+    def check(self) -> None:
+        with map_docker_errors("checking the engine", self.base_url):
+            self.api.ping()
+
+    # -- submit ---------------------------------------------------------------------------
+    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        common, spec = params.common, params.specific
+        if common.nodes > 1:
+            raise InvalidParameterError("the docker backend runs each task on one engine: use nodes=1")
+        if folder.path is None:
+            raise InvalidParameterError(f"the docker backend needs a local job folder to mount, not {folder.url}")
+        if not spec.image:
+            raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
+        image_id = self._resolve_image(spec.image, spec.pull)
+        run_spec = self._run_spec(command, n_tasks, params, folder, array, image_id)
+        if spec.interactive:
+            self._run_interactive(run_spec, folder)
+            return folder.key
+        folder.write_marker("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
+        self._request({"op": "adopt", "folder": folder.url, "first": True})
+        return folder.key
+
+    def _resolve_image(self, image: str, pull: bool) -> str:
+        """The image's id (every task of the array runs the same image, even if the tag moves)."""
+        api = self.api
+        from docker.errors import NotFound
+
+        with map_docker_errors(f"looking up image {image!r}", self.base_url):
+            with contextlib.suppress(NotFound):
+                return str(api.inspect_image(image)["Id"])
+            if not pull:
+                raise SubmissionError(
+                    f"the Docker image {image!r} is not on the engine at {self.base_url or 'the default socket'}; "
+                    "build or load it first (jobsub.images.build_image, docker load), or set docker_pull=True "
+                    "to pull it from its registry"
+                )
+            from docker.utils import parse_repository_tag
+
+            repository, tag = parse_repository_tag(image)
+            api.pull(repository, tag=tag or "latest")
+            return str(api.inspect_image(image)["Id"])
+
+    def _run_spec(
+        self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, array: bool, image_id: str
+    ) -> dict[str, Any]:
+        """Everything the dispatcher needs to create the containers, JSON-safe."""
+        common, spec = params.common, params.specific
+        assert folder.path is not None  # checked by submit()
+        path = str(folder.path)
+        module_args = command[command.index("-m") :]
+        if spec.interactive:  # output to the terminal, not the folder: pdb needs it
+            module_args = [a for a in module_args if a not in ("--logs", "--merge-logs")]
+        # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
+        mounts = [_bind(path)]
+        for dependency in sorted({d.partition("_")[0] for d in params.dependencies}):
+            # a Job argument waits for its result in the task: let it read that folder
+            dep_path = Path(self.root) / dependency
+            if (dep_path / "meta.json").exists():
+                mounts.append(_bind(str(dep_path), read_only=True))
+        working_dir = None
+        argv = [spec.python, *module_args]
+        if spec.package_code:
+            package = build_code_package(
+                spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes,
+                cache_dir=Path(self.root) / ".code", max_mb=spec.code_max_mb, exclude_paths=[self.root],
+            )
+            code_dir = str(ensure_unpacked(package))
+            shipped = folder.path / "code.tar.gz"
+            try:
+                os.link(package.path, shipped)
+            except OSError:
+                shipped.write_bytes(package.path.read_bytes())
+            mounts.append(_bind(code_dir))  # writable: tasks share the .pyc they compile
+            working_dir = code_dir
+            argv = bootstrap_command(spec.python, str(shipped), code_dir, module_args)
+        if common.setup:
+            import shlex
+
+            argv = ["/bin/sh", "-c", "\n".join([*common.setup, "exec " + shlex.join(argv)])]
+        ranks = common.tasks_per_node
+        host_config: dict[str, Any] = {
+            "mounts": mounts, "binds": spec.volumes, "network_mode": spec.network or spec.network_mode, "init": True,
+        }
+        if common.cpus_per_task:
+            host_config["nano_cpus"] = int(common.cpus_per_task * 1e9)
+        if common.mem_gb:  # per node, shared by its ranks; no swap, so the limit is the limit
+            host_config["mem_limit"] = host_config["memswap_limit"] = int(common.mem_gb * 2**30 / ranks)
+        if common.gpus_per_node:
+            host_config["device_requests"] = [{"count": common.gpus_per_node, "capabilities": [["gpu"]]}]
+        create: dict[str, Any] = {"user": spec.user or f"{os.getuid()}:{os.getgid()}"}
+        if working_dir:
+            create["working_dir"] = working_dir
+        return {
+            "n": n_tasks, "ranks": ranks, "array": array, "image": image_id, "command": argv,
+            "name": f"jobsub-{folder.key}",
+            "parallelism": common.array_parallelism or os.cpu_count() or 1,
+            "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
+            "signal_delay_s": common.signal_delay_s,
+            "environment": {"PYTHONUNBUFFERED": "1", **common.env},
+            "labels": {
+                "jobsub.backend": "docker", "jobsub.root": self._storage.url, "jobsub.folder": folder.url,
+                "jobsub.key": folder.key, "jobsub.name": common.name, "jobsub.image": spec.image,
+            },
+            "host_config": host_config, "create": create,
+        }
+
+    # -- states, cancel, logs -------------------------------------------------------------------
+    def _containers(self, **labels: str) -> list[dict[str, Any]]:
+        """ONE engine call: this root's task containers (finished ones are removed, so few)."""
+        filters = [f"jobsub.root={self._storage.url}", *(f"jobsub.{k}={v}" for k, v in labels.items())]
+        with map_docker_errors("listing containers", self.base_url):
+            found: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": filters})
+        return found
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        """Final states from ``exit/`` markers; the others from ONE engine listing.
+
+        Markers are listed once per submission (not read once per task), so
+        polling a 10,000-task array costs a few directory listings.
+        """
+        by_key: dict[str, list[tuple[str, int]]] = {}
+        for backend_id in backend_ids:
+            key, sep, raw = backend_id.partition("_")
+            by_key.setdefault(key, []).append((backend_id, int(raw) if sep else 0))
+        answer: dict[str, Status] = {}
+        waiting: dict[str, list[tuple[str, int]]] = {}
+        for key, tasks in by_key.items():
+            self._read_ended(JobFolder(self._storage, key), tasks, answer, waiting)
+        if not waiting:
+            return answer
+        try:
+            listing = [] if self._in_task else self._containers()
+        except BackendError:
+            if not os.environ.get("JOBSUB_BACKEND"):
+                raise
+            # a task waiting on a Job argument: no engine in here, the markers must do
+            self._in_task = True
+            listing = []
+        seen: dict[tuple[str, int], list[str]] = {}
+        for c in listing:
+            labels = c.get("Labels") or {}
+            seen.setdefault((labels.get("jobsub.key", ""), int(labels.get("jobsub.task", -1))), []).append(c["State"])
+        for key, tasks in waiting.items():
+            folder = JobFolder(self._storage, key)
+            still: dict[str, list[tuple[str, int]]] = {}
+            self._read_ended(folder, tasks, answer, still)  # some may have ended since the first look
+            started = _names(folder, "run")
+            for backend_id, index in still.get(key, []):
+                states = seen.get((key, index))
+                if states and all(s == "created" for s in states):
+                    answer[backend_id] = Status(JobState.PENDING)
+                elif states or f"{index}.json" in started:
+                    answer[backend_id] = Status(JobState.RUNNING)  # or ended, being finalized
+                else:
+                    answer[backend_id] = Status(JobState.PENDING)
+            if still and not self._in_task and not is_managed(folder):  # its dispatcher died: ours adopts it
+                self._request({"op": "adopt", "folder": folder.url})
+        return answer
+
+    @staticmethod
+    def _read_ended(
+        folder: JobFolder, tasks: list[tuple[str, int]], answer: dict[str, Status],
+        waiting: dict[str, list[tuple[str, int]]],
+    ) -> None:
+        ended = _names(folder, "exit")
+        for backend_id, index in tasks:
+            status = _exit_status(folder, index) if f"{index}.json" in ended else None
+            if status is not None:
+                answer[backend_id] = status
+            else:
+                waiting.setdefault(folder.key, []).append((backend_id, index))
+
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        targets: dict[str, set[int]] = {}
+        for backend_id in backend_ids:
+            folder, index = self._task(backend_id)
+            spec = json.loads(folder.read_marker("docker", "spec.json") or b"{}")
+            whole = "_" not in backend_id and spec.get("array")
+            indices = range(spec.get("n", 1)) if whole else [index]
+            for i in indices:
+                write_exit(folder, i, "CANCELLED", "cancelled by the user")
+            targets.setdefault(folder.key, set()).update(indices)
+        for c in self._containers():
+            labels = c.get("Labels") or {}
+            if int(labels.get("jobsub.task", -1)) in targets.get(labels.get("jobsub.key", ""), ()):
+                with map_docker_errors(f"cancelling container {c['Id'][:12]}", self.base_url), unless_gone():
+                    if c["State"] == "created":
+                        self.api.remove_container(c["Id"], force=True)
+                    else:
+                        self.api.kill(c["Id"])
+
+    def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
+        """The worker's own log files, plus what the container printed outside them (early errors)."""
+        out, err = super().logs(backend_id, folder, index, rank)
+        extra = folder.read_marker("log", f"{index}.{rank}.container")
+        if extra is None and _exit_status(folder, index) is None:
+            run = json.loads(folder.read_marker("run", f"{index}.json") or b"{}")
+            cid = run.get("containers", {}).get(str(rank))
+            if cid:
+                with map_docker_errors("reading container logs", self.base_url), unless_gone():
+                    extra = self.api.logs(cid, stdout=True, stderr=True)
+        if extra:
+            err = (err or "") + extra.decode(errors="replace")
+        return out, err
+
+    def _task(self, backend_id: str) -> tuple[JobFolder, int]:
+        key, sep, index = backend_id.partition("_")
+        return JobFolder(self._storage, key), int(index) if sep else 0
+
+    # -- the dispatcher ---------------------------------------------------------------------
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        return dispatcher_request(self._sock_path, self.base_url, req)
+
+    # -- interactive ------------------------------------------------------------------------------
+    def _run_interactive(self, run_spec: dict[str, Any], folder: JobFolder) -> None:
+        """Run the tasks one after the other, attached, before ``submit`` returns."""
+        if run_spec["ranks"] > 1:
+            raise InvalidParameterError("docker_interactive runs one rank at a time: use tasks_per_node=1")
+        tty = sys.stdin.isatty() and sys.stdout.isatty()
+        for index in range(run_spec["n"]):
+            env, labels = task_env_and_labels(run_spec, folder.key, index, 0, 1)
+            state, out, err = run_attached(
+                self.api, run_spec["image"], run_spec["command"], environment=env, labels=labels,
+                host_config=run_spec["host_config"], tty=tty, base_url=self.base_url, **run_spec["create"],
+            )
+            folder.write_marker("log", f"{index}.0.out", out)
+            folder.write_marker("log", f"{index}.0.err", err)
+            status, reason, codes = final_status([state], run_spec["host_config"].get("mem_limit"))
+            write_exit(folder, index, status, reason, codes)
+
+
+def _bind(path: str, read_only: bool = False) -> dict[str, Any]:
+    """A bind mount of ``path`` at the same path inside (the API's ``Mount`` shape, JSON-safe)."""
+    return {"Type": "bind", "Source": path, "Target": path, "ReadOnly": read_only}
+
+
+def _names(folder: JobFolder, kind: str) -> set[str]:
+    """The marker files of one kind (``exit``, ``run``) that exist in the folder."""
+    try:
+        return set(os.listdir(folder.path / kind)) if folder.path is not None else set()
+    except FileNotFoundError:
+        return set()
+
+
+def _exit_status(folder: JobFolder, index: int) -> Status | None:
+    record = folder.read_marker("exit", f"{index}.json")
+    if record is None:
+        return None
+    info = json.loads(record)
+    return Status(JobState(info["state"]), info["reason"])

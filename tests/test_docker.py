@@ -1,0 +1,343 @@
+"""What is special to the Docker backend, against the real engine (scripts/start-docker.sh).
+
+The shared behaviour (submit, arrays, failures, cancel, timeout, reattach)
+is in test_behaviour.py, which runs on Docker too.  Functions that run in
+containers are defined inside the tests: cloudpickle then ships them by
+value, so the containers never import this module (and its pytest/docker
+imports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobsub
+from jobsub import JobState
+from jobsub.backends.docker import DockerBackend
+from tests import tasks
+from tests.conftest import backend_parameters, require
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def api() -> Iterator[Any]:
+    require("docker")
+    import docker
+
+    client = docker.from_env()
+    yield client.api
+    client.close()
+
+
+@pytest.fixture
+def ex(api: Any, tmp_path: Path) -> jobsub.AutoExecutor:
+    executor = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="docker")
+    executor.update_parameters(**backend_parameters("docker"))
+    return executor
+
+
+def _containers(api: Any, key: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = api.containers(all=True, filters={"label": [f"jobsub.key={key}"]})
+    return found
+
+
+def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met after {timeout} s")
+        time.sleep(0.05)
+
+
+def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None:
+    ex.update_parameters(cpus_per_task=1, mem_gb=0.5, env={"FROM_ENV": "yes"})
+    job = ex.submit(tasks.sleep_then, 1.5, "done")
+    _wait_for(lambda: job.state == "RUNNING")
+    (container,) = _containers(api, job.job_id)
+    labels = container["Labels"]
+    assert labels["jobsub.folder"] == job.folder.url and labels["jobsub.job_id"] == job.job_id
+    assert (labels["jobsub.task"], labels["jobsub.rank"], labels["jobsub.backend"]) == ("0", "0", "docker")
+    info = api.inspect_container(container["Id"])
+    assert info["HostConfig"]["NanoCpus"] == 10**9
+    assert info["HostConfig"]["Memory"] == 2**29
+    assert info["HostConfig"]["NetworkMode"] == "host"
+    assert info["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+    assert "FROM_ENV=yes" in info["Config"]["Env"]
+    assert job.result(timeout=60) == "done"
+    # finished containers are removed once their output is saved
+    _wait_for(lambda: not _containers(api, job.job_id), timeout=10)
+    assert json.loads(job.folder.read_marker("exit", "0.json") or b"{}")["state"] == "COMPLETED"
+
+
+def test_states_of_many_jobs_is_one_engine_call(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(array_parallelism=2)
+    jobs = ex.map_array(tasks.sleep_then, [1.0] * 4)
+    backend = ex.backend
+    assert isinstance(backend, DockerBackend)
+    real = backend.api
+    calls: list[str] = []
+
+    class Counting:  # an injected client that records what is asked of the engine
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(real, name)
+
+    backend._api_client = Counting()
+    try:
+        states = backend.states([j.job_id for j in jobs])
+    finally:
+        backend._api_client = real
+    assert calls == ["containers"]
+    assert {s.state for s in states.values()} <= {JobState.PENDING, JobState.RUNNING}
+    assert [j.result(timeout=60) for j in jobs] == [None] * 4
+
+
+def test_array_parallelism_is_respected(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(array_parallelism=2)
+    jobs = ex.map_array(tasks.sleep_then, [0.6] * 5)
+    assert [j.result(timeout=120) for j in jobs] == [None] * 5
+    spans = [(j.usage[0]["start"], j.usage[0]["end"]) for j in jobs]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2, spans
+
+
+def test_failure_carries_the_remote_traceback(ex: jobsub.AutoExecutor) -> None:
+    job = ex.submit(tasks.fail, "broken in a container")
+    with pytest.raises(jobsub.FailedJobError, match="ValueError: broken in a container") as info:
+        job.result(timeout=60)
+    assert "in fail" in str(info.value) and isinstance(info.value.__cause__, ValueError)
+    assert job.state == "FAILED"
+
+
+def test_time_limit(ex: jobsub.AutoExecutor, api: Any) -> None:
+    ex.update_parameters(timeout_min=0.02)
+    job = ex.submit(tasks.sleep_then, 60)
+    with pytest.raises(jobsub.JobTimeoutError, match="time limit of 0.02 min") as info:
+        job.result(timeout=60)
+    assert info.value.state is JobState.TIMEOUT and job.state == "TIMEOUT"
+    _wait_for(lambda: not _containers(api, job.job_id), timeout=15)
+
+
+def test_checkpointable_task_is_requeued_in_a_new_container(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(timeout_min=0.05, signal_delay_s=2)
+    job = ex.submit(tasks.SlowCounter(), 30)
+    assert job.result(timeout=60) == 2  # the second container ran the checkpoint
+    assert json.loads(job.folder.read_marker("run", "0.json") or b"{}")["attempt"] == 2
+
+
+def test_out_of_memory(ex: jobsub.AutoExecutor) -> None:
+    def hog() -> int:
+        block = bytearray(300 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1  # touch every page: the memory is really used
+        return len(block)
+
+    ex.update_parameters(mem_gb=0.05)
+    job = ex.submit(hog)
+    with pytest.raises(jobsub.OutOfMemoryError, match="memory limit of 51 MiB") as info:
+        job.result(timeout=60)
+    assert info.value.state is JobState.OUT_OF_MEMORY and job.state == "OUT_OF_MEMORY"
+
+
+def test_cancel_running_and_pending_tasks(ex: jobsub.AutoExecutor, api: Any) -> None:
+    ex.update_parameters(array_parallelism=1)
+    running, pending = ex.map_array(tasks.sleep_then, [60, 60])
+    _wait_for(lambda: running.state == "RUNNING")
+    assert pending.state == "PENDING"
+    assert pending.cancel() and running.cancel()
+    for job in (running, pending):
+        with pytest.raises(jobsub.JobCancelledError):
+            job.result(timeout=30)
+    _wait_for(lambda: not _containers(api, running.folder.key), timeout=15)
+    assert running.folder.read_marker("run", "1.json") is None  # the pending task never started
+
+
+def test_vanished_container_is_lost(ex: jobsub.AutoExecutor, api: Any) -> None:
+    job = ex.submit(tasks.sleep_then, 60)
+    _wait_for(lambda: job.state == "RUNNING")
+    (container,) = _containers(api, job.job_id)
+    api.remove_container(container["Id"], force=True)  # someone else removes it
+    with pytest.raises(jobsub.JobLostError, match="disappeared"):
+        job.result(timeout=30)
+
+
+def test_code_from_the_working_tree_is_importable(ex: jobsub.AutoExecutor, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "tree"
+    (tree / "helpers").mkdir(parents=True)
+    (tree / "mymod.py").write_text("from helpers.names import NAME\nGREETING = 'hello from ' + NAME\n")
+    (tree / "helpers" / "__init__.py").write_text("")
+    (tree / "helpers" / "names.py").write_text("NAME = 'the working tree'\n")
+    monkeypatch.chdir(tree)
+
+    def greet() -> tuple[str, str]:
+        import mymod  # type: ignore[import-not-found]  # exists only in the temporary tree
+
+        return mymod.GREETING, mymod.__file__
+
+    job = ex.submit(greet)
+    greeting, where = job.result(timeout=60)
+    assert greeting == "hello from the working tree"
+    code_dir = Path(where).parent
+    assert (code_dir / "jobsub" / "worker.py").exists()  # jobsub came with it: the image has none
+    assert (job.folder.path / "code.tar.gz").exists()  # type: ignore[operator]
+
+
+def test_missing_image_fails_fast_and_names_it(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(docker_image="jobsub-no-such-image:nope")
+    start = time.monotonic()
+    with pytest.raises(jobsub.SubmissionError, match="'jobsub-no-such-image:nope' is not on the engine"):
+        ex.submit(tasks.add, 1, 1)
+    assert time.monotonic() - start < 10
+    assert not [p for p in ex.folder.iterdir() if not p.name.startswith(".")]
+
+
+def test_unreachable_engine_is_a_backend_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require("docker")
+    sock = tmp_path / "no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    with pytest.raises(jobsub.BackendError, match="cannot reach the Docker engine") as info:
+        jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="docker")
+    assert str(sock) in str(info.value)
+
+
+def test_bad_network_fails_the_submit(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(docker_network="jobsub-no-such-network")
+    with pytest.raises(jobsub.SubmissionError, match="jobsub-no-such-network"):
+        ex.submit(tasks.add, 1, 1)
+
+
+def test_folder_files_belong_to_the_submitting_user(ex: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "input.txt").write_text("mounted")
+
+    def read_and_write() -> str:
+        print("some output")
+        return Path(os.environ["EXTRA"], "input.txt").read_text()
+
+    ex.update_parameters(docker_volumes=[f"{extra}:/extra:ro"], env={"EXTRA": "/extra"})
+    job = ex.submit(read_and_write)
+    assert job.result(timeout=60) == "mounted"
+    _wait_for(lambda: job.folder.read_marker("exit", "0.json") is not None)
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in job.folder.path.rglob("*")}  # type: ignore[union-attr]
+    assert owners == {(os.getuid(), os.getgid())}
+
+
+def test_setup_lines_run_in_the_container_shell(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(setup=["export FROM_SETUP=yes"])
+    assert ex.submit(tasks.getenv, "FROM_SETUP").result(timeout=60) == "yes"
+
+
+def test_interactive_mode_runs_attached(ex: jobsub.AutoExecutor, capfd: pytest.CaptureFixture[str]) -> None:
+    ex.update_parameters(docker_interactive=True)
+    job = ex.submit(tasks.print_and_return, "attached")
+    assert job.done()  # it ran before submit returned
+    assert job.result() == "attached"
+    out, err = capfd.readouterr()
+    assert "attached" in out and "to stderr: attached" in err
+    assert "attached" in (job.stdout() or "")
+
+
+@pytest.fixture
+def private_dispatcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A dispatcher of this test's own (its socket in tmp_path): the test may kill it."""
+    monkeypatch.setenv("JOBSUB_LOCAL_DIR", str(tmp_path / "dispatch"))
+    monkeypatch.setenv("JOBSUB_DOCKER_IDLE_S", "5")
+    yield tmp_path / "dispatch"
+    for pid_file in (tmp_path / "dispatch").glob("*.pid"):
+        _kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def test_orphaned_submission_is_adopted(private_dispatcher: Path, ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(array_parallelism=1)
+    jobs = ex.map_array(tasks.sleep_then, [0.5, 0.5, 0.5], ["a", "b", "c"])
+    (pid_file,) = private_dispatcher.glob("docker-*.pid")
+    first_pid = int(pid_file.read_text())
+    _kill(first_pid, signal.SIGKILL)  # the dispatcher dies with tasks still to start
+    assert [j.result(timeout=60) for j in jobs] == ["a", "b", "c"]
+    assert int(pid_file.read_text()) != first_pid  # a new one adopted the submission
+    for job in jobs:  # and finishes its bookkeeping (before the fixture stops it)
+        _wait_for(lambda job=job: job.folder.read_marker("exit", f"{job.index}.json") is not None)
+
+
+REATTACH = textwrap.dedent(
+    """
+    import sys, jobsub
+    from tests import tasks
+    ex = jobsub.AutoExecutor(folder=sys.argv[1], cluster="docker")
+    ex.update_parameters(**eval(sys.argv[2]), array_parallelism=1)
+    jobs = ex.map_array(tasks.sleep_then, [0.3, 0.3, 0.3], ["x", "y", "z"])
+    print(jobs[-1].job_id)
+    """
+)
+
+
+def test_array_keeps_starting_after_the_client_exits(ex: jobsub.AutoExecutor) -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", REATTACH, str(ex.folder), repr(backend_parameters("docker"))],
+        capture_output=True, text=True, check=True, cwd=root,
+    )
+    last: jobsub.Job[str] = jobsub.Job(folder=ex.folder, job_id=out.stdout.strip().splitlines()[-1])
+    assert last.result(timeout=60) == "z"
+
+
+def test_build_image_offline(api: Any, tmp_path: Path) -> None:
+    from jobsub.images import build_image
+
+    wheel = _tiny_wheel(tmp_path)
+    tag = f"jobsub-test-derived:{os.getpid()}"
+    try:
+        build_image(tag, [str(wheel)], os.environ["JOBSUB_TEST_IMAGE"], offline=True)
+        output = api.create_container(
+            tag, ["python3", "-c", "import tinypkg; print(tinypkg.VALUE)"],
+            host_config=api.create_host_config(network_mode="none"),
+        )["Id"]
+        api.start(output)
+        assert api.wait(output)["StatusCode"] == 0
+        assert api.logs(output).strip() == b"42"
+        api.remove_container(output)
+    finally:
+        api.remove_image(tag, force=True)
+
+
+def _tiny_wheel(folder: Path) -> Path:
+    """A pure-Python wheel made by hand: no build backend, no network."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "tinypkg/__init__.py": b"VALUE = 42\n",
+        "tinypkg-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        "tinypkg-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    files["tinypkg-0.1.dist-info/RECORD"] = ("\n".join([*record, "tinypkg-0.1.dist-info/RECORD,,"]) + "\n").encode()
+    path = folder / "tinypkg-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
