@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import json
 import logging
 import os
 import queue
 import select
-import signal
 import socket
 import sys
 import threading
@@ -53,6 +51,7 @@ from typing import Any
 
 from .. import worker
 from ..folder import JobFolder
+from ._daemon import JsonLineServer, run_daemon
 from ._docker_engine import (
     connect,
     final_status,
@@ -97,7 +96,7 @@ class Submission:
         return self.folder.key
 
 
-class Dispatcher:
+class Dispatcher(JsonLineServer):
     """The loop thread owns every ``Submission`` and ``Task``; engine calls run in a pool.
 
     Starting a container costs the engine ~0.12 s: in one thread, the tasks
@@ -111,8 +110,7 @@ class Dispatcher:
         self.api = connect(base_url)
         self.base_url = base_url
         self.subs: dict[str, Submission] = {}
-        self.conns: dict[socket.socket, bytes] = {}
-        self.last_activity = time.monotonic()
+        super().__init__()
         self.last_poll = 0.0
         self.events_ok = False
         self.died: dict[str, float] = {}  # container id -> when its "die" event came
@@ -179,8 +177,7 @@ class Dispatcher:
         woke = False
         for r in ready:
             if r is self.listener:
-                conn, _ = self.listener.accept()
-                self.conns[conn] = b""
+                self.accept(self.listener)
             elif r == self.wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
@@ -202,27 +199,6 @@ class Dispatcher:
             logger.exception("%s failed", getattr(fn, "__name__", fn))
 
     # -- requests ----------------------------------------------------------------------
-    def read(self, conn: socket.socket) -> None:
-        try:
-            data = conn.recv(1 << 20)
-        except OSError:
-            data = b""
-        if not data:
-            self.conns.pop(conn, None)
-            conn.close()
-            return
-        *lines, rest = (self.conns[conn] + data).split(b"\n")
-        self.conns[conn] = rest
-        for line in lines:
-            self.last_activity = time.monotonic()
-            try:
-                reply = self.handle(json.loads(line))
-            except Exception as exc:
-                logger.exception("request failed")
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("op") == "ping":
             return {"ok": True, "pid": os.getpid()}
@@ -477,24 +453,7 @@ def _api_message(exc: BaseException) -> str:
 def main() -> None:
     sock_path = sys.argv[1]
     base_url = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
-    single = open(sock_path + ".lock", "w")  # noqa: SIM115 - held for the dispatcher's life
-    try:
-        fcntl.flock(single, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another dispatcher already serves this socket
-    logging.basicConfig(
-        filename=sock_path + ".log", level=logging.INFO,
-        format="%(asctime)s %(process)d %(levelname)s %(message)s",
-    )
-    with open(sock_path + ".pid", "w") as f:
-        f.write(str(os.getpid()))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        Dispatcher(sock_path, base_url).serve()
-    finally:
-        for leftover in (sock_path, sock_path + ".pid"):  # the log stays, for post-mortems
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
+    run_daemon(sock_path, lambda: Dispatcher(sock_path, base_url).serve())
 
 
 if __name__ == "__main__":

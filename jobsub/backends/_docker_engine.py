@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BackendError, JobsubError, SubmissionError
 from ..folder import JobFolder
+from ._daemon import request, spawn_detached
 
 __all__ = [
     "connect",
@@ -297,31 +297,7 @@ def _pump_tty(api: Any, cid: str, outs: list[bytes]) -> None:  # pragma: no cove
 
 def dispatcher_request(sock_path: str, base_url: str | None, req: dict[str, Any]) -> dict[str, Any]:
     """Send one request to the dispatcher serving ``sock_path``, starting it if none answers."""
-    deadline = time.monotonic() + 20
-    started = False
-    while True:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(sock_path)
-            break
-        except (FileNotFoundError, ConnectionRefusedError):
-            conn.close()
-        if not started:
-            start_dispatcher(sock_path, base_url)
-            started = True
-        if time.monotonic() > deadline:
-            raise BackendError(f"the docker dispatcher did not start; see {sock_path}.log")
-        time.sleep(0.005)
-    with conn:
-        conn.settimeout(120)
-        conn.sendall(json.dumps(req).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise BackendError(f"the docker dispatcher closed the connection; see {sock_path}.log")
-            reply += chunk
-    answer: dict[str, Any] = json.loads(reply)
+    answer = request(sock_path, req, lambda: start_dispatcher(sock_path, base_url), what="docker dispatcher")
     if not answer.get("ok"):
         if req.get("first"):  # the engine refused the first container: a bad parameter, most likely
             raise SubmissionError(f"the Docker engine refused the task container: {answer.get('error')}")
@@ -330,24 +306,5 @@ def dispatcher_request(sock_path: str, base_url: str | None, req: dict[str, Any]
 
 
 def start_dispatcher(sock_path: str, base_url: str | None) -> None:
-    """Start the dispatcher detached (double fork, own session): it must outlive this process."""
-    argv = [sys.executable, "-m", "jobsub.backends._docker_dispatch", sock_path, base_url or ""]
-    log_fd = os.open(sock_path + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the intermediate child
-            try:
-                os.setsid()
-                if os.fork() == 0:
-                    os.chdir("/")
-                    null = os.open(os.devnull, os.O_RDONLY)
-                    os.dup2(null, 0)
-                    os.dup2(log_fd, 1)
-                    os.dup2(log_fd, 2)
-                    os.closerange(3, 65536)
-                    os.execv(sys.executable, argv)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-    finally:
-        os.close(log_fd)
+    """Start the dispatcher detached: it must outlive this process."""
+    spawn_detached("jobsub.backends._docker_dispatch", [sock_path, base_url or ""], sock_path + ".log")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any
 
 from .. import worker
 from ..folder import JobFolder
+from ._daemon import JsonLineServer, run_daemon
 
 logger = logging.getLogger("jobsub.localserver")
 
@@ -84,14 +84,13 @@ class Submission:
     running: int = 0
 
 
-class Server:
+class Server(JsonLineServer):
     def __init__(self, sock_path: str) -> None:
         self.sock_path = sock_path
         self.subs: dict[str, Submission] = {}
         self.by_pid: dict[int, tuple[Task, int]] = {}
         self.tasks_running: list[Task] = []
-        self.conns: dict[socket.socket, bytes] = {}
-        self.last_activity = time.monotonic()
+        super().__init__()
 
     # -- life cycle -------------------------------------------------------------------
     def serve(self) -> None:
@@ -105,7 +104,6 @@ class Server:
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         logger.info("serving on %s (pid %d)", self.sock_path, os.getpid())
         while True:
             self.step()
@@ -123,8 +121,7 @@ class Server:
             ready = []
         for r in ready:
             if r is self.listener:
-                conn, _ = self.listener.accept()
-                self.conns[conn] = b""
+                self.accept(self.listener)
             elif r == self.wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
@@ -135,28 +132,6 @@ class Server:
         self.start_pending()
 
     # -- requests ------------------------------------------------------------------------
-    def read(self, conn: socket.socket) -> None:
-        try:
-            data = conn.recv(1 << 20)
-        except OSError:
-            data = b""
-        if not data:
-            self.conns.pop(conn, None)
-            conn.close()
-            return
-        buffer = self.conns[conn] + data
-        *lines, rest = buffer.split(b"\n")
-        self.conns[conn] = rest
-        for line in lines:
-            self.last_activity = time.monotonic()
-            try:
-                reply = self.handle(json.loads(line))
-            except Exception as exc:
-                logger.exception("bad request")
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "ping":
@@ -354,22 +329,7 @@ class Server:
 
 def main() -> None:
     sock_path = sys.argv[1]
-    lock = open(sock_path + ".lock", "w")  # noqa: SIM115 - held for the server's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another server already serves this socket
-    logging.basicConfig(
-        filename=sock_path + ".log", level=logging.INFO,
-        format="%(asctime)s %(process)d %(levelname)s %(message)s",
-    )
-    with open(sock_path + ".pid", "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        Server(sock_path).serve()
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(sock_path)
+    run_daemon(sock_path, lambda: Server(sock_path).serve())
 
 
 if __name__ == "__main__":

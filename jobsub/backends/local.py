@@ -11,10 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from ..folder import JobFolder
 from ..parameters import Resolved
 from ..states import JobState, Status
 from ..storage import open_storage
+from ._daemon import request, spawn_detached
 from .base import Backend
 
 __all__ = ["LocalBackend", "LocalParameters"]
@@ -70,59 +69,14 @@ class LocalBackend(Backend):
     # -- talking to the server ------------------------------------------------------------
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:
         """One request, one short-lived connection (a Unix socket connect costs microseconds)."""
-        with self._connect() as conn:
-            conn.sendall(json.dumps(req).encode() + b"\n")
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    raise BackendError("the local job server closed the connection")
-                reply += chunk
-        answer: dict[str, Any] = json.loads(reply)
+        answer = request(self._sock_path, req, self._start_server, what="local job server")
         if not answer.get("ok"):
             raise BackendError(f"local job server: {answer.get('error')}")
         return answer
 
-    def _connect(self) -> socket.socket:
-        deadline = time.monotonic() + 15
-        started = False
-        while True:
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                conn.connect(self._sock_path)
-                return conn
-            except (FileNotFoundError, ConnectionRefusedError):
-                conn.close()
-            if not started:
-                with self._lock:
-                    self._start_server()
-                started = True
-            if time.monotonic() > deadline:
-                raise BackendError(f"the local job server did not start; see {self._sock_path}.log")
-            time.sleep(0.005)
-
     def _start_server(self) -> None:
-        """Start the server detached (double fork): it must outlive this process."""
-        argv = [sys.executable, "-m", "jobsub.backends._localserver", self._sock_path]
-        log_fd = os.open(self._sock_path + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the intermediate child
-                try:
-                    os.setsid()
-                    if os.fork() == 0:
-                        os.chdir("/")
-                        null = os.open(os.devnull, os.O_RDONLY)
-                        os.dup2(null, 0)
-                        os.dup2(log_fd, 1)
-                        os.dup2(log_fd, 2)
-                        os.closerange(3, 65536)
-                        os.execv(sys.executable, argv)
-                finally:
-                    os._exit(0)
-            os.waitpid(pid, 0)
-        finally:
-            os.close(log_fd)
+        with self._lock:
+            spawn_detached("jobsub.backends._localserver", [self._sock_path], self._sock_path + ".log")
 
     def _server_alive(self) -> bool:
         try:

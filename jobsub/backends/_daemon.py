@@ -1,0 +1,142 @@
+"""Detached helper daemons (the local fork server, the Docker dispatcher) and their protocol.
+
+Both are started on first use, outlive the process that started them (double
+fork into their own session), and speak one JSON object per line over a Unix
+socket: a request, then its reply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import BackendError
+
+__all__ = ["JsonLineServer", "request", "spawn_detached"]
+
+logger = logging.getLogger("jobsub.daemon")
+
+
+def spawn_detached(module: str, args: Sequence[str], log_path: str) -> None:
+    """Run ``python -m module args`` detached (double fork, own session), output to ``log_path``."""
+    argv = [sys.executable, "-m", module, *args]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the intermediate child
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    os.chdir("/")
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    os.closerange(3, 65536)
+                    os.execv(sys.executable, argv)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+    finally:
+        os.close(log_fd)
+
+
+def request(
+    sock_path: str, req: dict[str, Any], start: Callable[[], None], *, what: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Send one request to the daemon at ``sock_path`` (calling ``start`` if none answers)."""
+    deadline = time.monotonic() + 20
+    started = False
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(sock_path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+        if not started:
+            start()
+            started = True
+        if time.monotonic() > deadline:
+            raise BackendError(f"the {what} did not start; see {sock_path}.log")
+        time.sleep(0.005)
+    with conn:
+        conn.settimeout(timeout)
+        conn.sendall(json.dumps(req).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise BackendError(f"the {what} closed the connection; see {sock_path}.log")
+            reply += chunk
+    answer: dict[str, Any] = json.loads(reply)
+    return answer
+
+
+class JsonLineServer:
+    """The connection handling both daemons share; subclasses implement ``handle``."""
+
+    def __init__(self) -> None:
+        self.conns: dict[socket.socket, bytes] = {}
+        self.last_activity = time.monotonic()
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        self.conns[conn] = b""
+
+    def read(self, conn: socket.socket) -> None:
+        """Read what ``conn`` sent; answer every complete line."""
+        try:
+            data = conn.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self.conns.pop(conn, None)
+            conn.close()
+            return
+        *lines, rest = (self.conns[conn] + data).split(b"\n")
+        self.conns[conn] = rest
+        for line in lines:
+            self.last_activity = time.monotonic()
+            try:
+                reply = self.handle(json.loads(line))
+            except Exception as exc:  # report, don't die: the daemon serves everyone
+                logger.exception("request failed")
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def run_daemon(sock_path: str, serve: Callable[[], None]) -> None:
+    """The life of a daemon: one per socket (a lock), a log and a pid file next to it."""
+    import fcntl
+    import signal
+
+    single = open(sock_path + ".lock", "w")  # noqa: SIM115 - held for the daemon's life
+    try:
+        fcntl.flock(single, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another daemon already serves this socket
+    logging.basicConfig(
+        filename=sock_path + ".log", level=logging.INFO,
+        format="%(asctime)s %(process)d %(levelname)s %(message)s",
+    )
+    with open(sock_path + ".pid", "w") as f:
+        f.write(str(os.getpid()))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve()
+    finally:
+        for leftover in (sock_path, sock_path + ".pid"):  # the log stays, for post-mortems
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
