@@ -140,6 +140,24 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def run(repeat: int = 5, image: str | None = None) -> None:
+    """Section of compare_submitit.py: print the figures for parallelism 2 and 4."""
+    image = image or os.environ.get("JOBSUB_TEST_IMAGE", "jobsub-test-python:latest")
+    print(f"docker backend (image {image}):")
+    for parallelism in (2, 4):
+        f = measure(image, repetitions=max(3, repeat), parallelism=parallelism)
+        print(
+            f"  single submit -> result  {f['single_s']:.3f} s   bare docker run {f['floor_s']:.3f} s   "
+            f"ratio {f['single_vs_floor']:.2f} (goal <= 1.2)"
+        )
+        print(
+            f"  {f['array_tasks']} tasks, parallelism {parallelism}: {f['array_s']:.2f} s   goal "
+            f"{f['array_goal_s']:.2f} s (ratio {f['array_vs_goal']:.2f}, goal <= 1)   "
+            f"bare runs at that parallelism {f['bare_parallel_s']:.2f} s "
+            f"(jobsub/bare {f['array_vs_bare_parallel']:.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default="jobsub-test-python:latest")
