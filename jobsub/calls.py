@@ -9,9 +9,7 @@ on a cluster.  ``Outcome`` is the record a worker writes for each task.
 
 from __future__ import annotations
 
-import io
 import pickle
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -135,6 +133,8 @@ class Outcome:
 
     @classmethod
     def from_exception(cls, exc: BaseException, usage: dict[str, Any]) -> Outcome:
+        import traceback  # only failing tasks pay for it
+
         # start the traceback at the user's code: jobsub's own frames only add noise
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
@@ -202,6 +202,8 @@ class _Placeholder(Exception):
 
 
 def _loads_without_exception(data: bytes, original: Exception) -> Outcome:
+    import io
+
     try:
         outcome = _SkipExceptionUnpickler(io.BytesIO(data)).load()
     except Exception:

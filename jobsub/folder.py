@@ -22,7 +22,6 @@ a result.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
@@ -192,9 +191,13 @@ class JobFolder:
 
     # -- metadata ----------------------------------------------------------------
     def write_meta(self, meta: dict[str, Any]) -> None:
+        import json  # not at module level: every task imports this module, few need json
+
         self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode())
 
     def read_meta(self) -> dict[str, Any]:
+        import json
+
         meta: dict[str, Any] = json.loads(self.storage.read_bytes(self._k("meta.json")))
         return meta
 

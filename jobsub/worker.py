@@ -34,7 +34,6 @@ from typing import Any
 from .calls import DelayedSubmission, Outcome, dumps_checked
 from .errors import JobTimeoutError
 from .folder import JobFolder
-from .states import JobState
 
 __all__ = ["REQUEUE_EXIT_CODE", "load_task", "main", "run_task"]
 
@@ -144,6 +143,8 @@ class _CheckpointHandler:
             logger.warning("not checkpointable: ignoring the signal")
             return
         if countdown < 0:
+            from .states import JobState
+
             raise JobTimeoutError(
                 "the job timed out too many times (max_num_timeout reached)", state=JobState.TIMEOUT
             )
