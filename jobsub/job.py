@@ -209,6 +209,11 @@ class Job(Generic[R]):
             return now - self._final_seen >= grace or self._all_results_present()
         return True
 
+    def get_info(self, mode: str = "force") -> dict[str, str]:
+        """The backend's view of the job, as submitit's ``get_info()`` (``State``, ``Reason``)."""
+        status = self._status(force=mode == "force")
+        return {"JobID": self._job_id, "State": status.state.value, "Reason": status.reason}
+
     def running(self) -> bool:
         return self.state is JobState.RUNNING
 

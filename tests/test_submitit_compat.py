@@ -29,6 +29,7 @@ def test_explained_add_example(log_folder: str) -> None:
     job = executor.submit(tasks.add, 5, 7)
     assert isinstance(job.job_id, str)
     assert job.result() == 12
+    assert job.get_info()["State"] == "COMPLETED"
 
 
 def test_job_arrays_and_batch(log_folder: str) -> None:
