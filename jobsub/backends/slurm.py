@@ -6,7 +6,8 @@
                  a transient failure is retried only after squeue shows that the script
                  was not submitted (its path is the job's command): never twice
     states(ids) ──> <root>/.slurm-state.json fresh? (file lock: processes watching the
-                 same folder share one poll) ──> else ONE squeue + ONE sacct for all ids
+                 same folder share one poll) ──> else ONE squeue for all ids, and ONE sacct
+                 for those squeue no longer shows (or shows FAILED), if any
                  squeue: live states (real time)    sacct: how jobs ended (lags ~2 s;
                  may be disabled: then squeue alone, and result files decide)
     cancel ──> scancel          logs ──> the worker's logs + Slurm's own output file
@@ -194,7 +195,10 @@ class SlurmBackend(Backend):
                 accept=lambda p: "Invalid job id specified" in p.stderr,  # when ALL ids are unknown
             ).stdout
         )
-        sacct = self._sacct(bases)
+        # sacct (slurmdbd, a database query) only for what squeue cannot tell: jobs that left
+        # the queue, and FAILED ones (an srun step's out-of-memory shows only in sacct)
+        need = [i for i in ids if i not in squeue or squeue[i].state is JobState.FAILED]
+        sacct = self._sacct(q.base_ids(need)) if need else {}
         known = {i.split("_", 1)[0] for i in (*squeue, *(sacct or ()))}
         now = time.time()
         answer: dict[str, Status] = {}
