@@ -79,8 +79,17 @@ wait_for() {
     done
 }
 
-# pid_alive PIDFILE: the process named in PIDFILE exists.
-pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# proc_running PID: the process runs. `kill -0` is not enough: a killed daemon stays a
+# zombie until init reaps it, which the init of our VMs does lazily.
+proc_running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
+# pid_alive PIDFILE: the process named in PIDFILE runs.
+pid_alive() { [[ -s $1 ]] && proc_running "$(cat "$1")"; }
 
 # stop_pid PIDFILE: SIGTERM, then SIGKILL after 15 s.
 stop_pid() {
@@ -89,7 +98,7 @@ stop_pid() {
     pid=$(cat "$1")
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        proc_running "$pid" || return 0
         sleep 0.5
     done
     kill -9 "$pid" 2>/dev/null || true

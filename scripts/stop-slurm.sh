@@ -17,10 +17,18 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 log() { printf '[stop-slurm %s] %s\n' "$(date +%T)" "$*"; }
 
+# proc_running PID: the process runs (a zombie, dead but not reaped yet, does not count).
+proc_running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 # stop NAME PIDFILE: SIGTERM the process, wait for it, SIGKILL after 15 s.
 stop() {
     local name=$1 pidfile=$2 pid i
-    if [[ ! -s $pidfile ]] || ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [[ ! -s $pidfile ]] || ! proc_running "$(cat "$pidfile")"; then
         log "$name: not running"
         return 0
     fi
@@ -28,7 +36,7 @@ stop() {
     log "$name: stopping (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+        proc_running "$pid" || { rm -f "$pidfile"; return 0; }
         sleep 0.5
     done
     log "$name: still running after 15 s, sending SIGKILL"
