@@ -122,6 +122,8 @@ class Job(Generic[R]):
         self._poller = poller_for(backend)
         self._poller.track([job_id])
         self._final_seen: float | None = None
+        # how long a result may lag behind a final state: the backend's, unless the user says
+        self._result_grace_s = float(os.environ.get("JOBSUB_RESULT_GRACE_S", backend.result_grace_s))
         self._cancel_at_deletion = False
 
     # -- identity ---------------------------------------------------------------------
@@ -205,8 +207,7 @@ class Job(Generic[R]):
             now = time.monotonic()
             if self._final_seen is None:
                 self._final_seen = now
-            grace = float(os.environ.get("JOBSUB_RESULT_GRACE_S", self._backend.result_grace_s))
-            return now - self._final_seen >= grace or self._all_results_present()
+            return now - self._final_seen >= self._result_grace_s or self._all_results_present()
         return True
 
     def get_info(self, mode: str = "force") -> dict[str, str]:

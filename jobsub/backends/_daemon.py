@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import sys
 import time
@@ -83,9 +84,32 @@ def request(
 class JsonLineServer:
     """The connection handling both daemons share; subclasses implement ``handle``."""
 
+    listener: socket.socket
+    wake_r: int
+    """Read end of the pipe that signal.set_wakeup_fd writes to (SIGCHLD, engine events...)."""
+
     def __init__(self) -> None:
         self.conns: dict[socket.socket, bytes] = {}
         self.last_activity = time.monotonic()
+
+    def serve_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s; accept, answer requests; True if the wake pipe fired."""
+        readers: list[Any] = [self.listener, self.wake_r, *self.conns]
+        try:
+            ready, _, _ = select.select(readers, [], [], timeout)
+        except InterruptedError:
+            ready = []
+        woke = False
+        for r in ready:
+            if r is self.listener:
+                self.accept(self.listener)
+            elif r == self.wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake_r, 4096)
+                woke = True
+            else:
+                self.read(r)
+        return woke
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

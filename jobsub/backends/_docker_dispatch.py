@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import queue
-import select
 import socket
 import sys
 import threading
@@ -169,21 +168,7 @@ class Dispatcher(JsonLineServer):
         deadline = self.next_deadline()
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - time.time()))
-        try:
-            readers: list[Any] = [self.listener, self.wake_r, *self.conns]
-            ready, _, _ = select.select(readers, [], [], timeout)
-        except InterruptedError:
-            ready = []
-        woke = False
-        for r in ready:
-            if r is self.listener:
-                self.accept(self.listener)
-            elif r == self.wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self.wake_r, 4096)
-                woke = True
-            else:
-                self.read(r)
+        woke = self.serve_ready(timeout)
         while not self.posted.empty():
             self.guard(self.posted.get())
         if live and (woke or time.monotonic() - self.last_poll >= poll_s):

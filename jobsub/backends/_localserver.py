@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import shlex
 import signal
 import socket
@@ -114,19 +113,7 @@ class Server(JsonLineServer):
 
     def step(self) -> None:
         timeout = 0.05 if self.tasks_running else 1.0
-        readers: list[Any] = [self.listener, self.wake_r, *self.conns]
-        try:
-            ready, _, _ = select.select(readers, [], [], timeout)
-        except InterruptedError:
-            ready = []
-        for r in ready:
-            if r is self.listener:
-                self.accept(self.listener)
-            elif r == self.wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self.wake_r, 4096)
-            else:
-                self.read(r)
+        self.serve_ready(timeout)
         self.reap()
         self.check_deadlines()
         self.start_pending()
