@@ -41,7 +41,6 @@ R = TypeVar("R")
 RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
 """How long a damaged result file may take to become whole (non-atomic stores)."""
 _PROGRESS_EVERY_S = 60.0
-_WAIT_CAP_S = 0.25
 
 
 def _tail(text: str | None, lines: int = 40) -> str:
@@ -247,7 +246,7 @@ class Job(Generic[R]):
         next_report = start + _PROGRESS_EVERY_S
         # a result file is a cheap check, so look often; the backend itself is asked at most
         # once per poll interval whatever this loop does (the poller caches its answer)
-        for delay in sleep_schedule(cap=min(_WAIT_CAP_S, max(0.05, self._poller.interval))):
+        for delay in sleep_schedule(cap=min(self._backend.result_check_s, max(0.05, self._poller.interval))):
             if self.done():
                 return
             now = time.monotonic()

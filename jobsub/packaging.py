@@ -361,7 +361,15 @@ def ensure_unpacked(package: CodePackage, dest: str | os.PathLike[str] | None = 
     host once per digest, so tasks skip the work and share compiled ``.pyc``.
     """
     target = Path(dest) if dest is not None else package.path.with_name(package.name)
+    fresh = not (target / ".jobsub-complete").exists()
     unpack_code_package(str(package.path), str(target))
+    if fresh and (target / "jobsub").is_dir():
+        # every task imports the worker: compile it once here rather than in each task of
+        # the first wave (they would all compile it at once); the user's modules are
+        # compiled by the first task that imports them, and shared through the mount
+        import compileall
+
+        compileall.compile_dir(target / "jobsub", quiet=2)
     return target
 
 

@@ -42,3 +42,34 @@ def test_submitit_module_paths() -> None:
     assert issubclass(jobsub.UncompletedJobError, RuntimeError)
     assert Job is jobsub.Job and JobEnvironment is jobsub.JobEnvironment
     assert jobsub.helpers.DelayedSubmission is jobsub.DelayedSubmission
+
+
+def test_worker_start_is_lean() -> None:
+    """Every task pays the worker's imports: cloudpickle, dataclasses and asyncio stay out of it."""
+    code = (
+        "import sys, jobsub.worker; print(sorted(m for m in sys.modules if m in "
+        "('cloudpickle', 'dataclasses', 'asyncio', 'inspect', 'jobsub.job')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_result_pickling_without_cloudpickle_loaded() -> None:
+    """A worker that never loaded cloudpickle still sends back what only cloudpickle can pickle."""
+    code = (
+        "import sys, operator; from jobsub.calls import Outcome\n"
+        "plain = Outcome(ok=True, value=operator.add).dumps()\n"
+        "assert 'cloudpickle' not in sys.modules\n"
+        "by_value = Outcome(ok=True, value=[1, lambda x: x + 1]).dumps()\n"
+        "assert 'cloudpickle' in sys.modules\n"
+        "sys.stdout.write(plain.hex() + ' ' + by_value.hex())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    plain, by_value = (bytes.fromhex(part) for part in out.stdout.split())
+    import operator
+
+    from jobsub.calls import Outcome
+
+    assert Outcome.loads(plain).value is operator.add
+    value = Outcome.loads(by_value).value
+    assert value[0] == 1 and value[1](2) == 3

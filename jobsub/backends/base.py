@@ -45,6 +45,7 @@ class Backend:
     - ``task_env``: canonical name -> the variable holding it in a task
       (``{"index": "SLURM_ARRAY_TASK_ID", ...}``), passed to the worker.
     - ``poll_interval_s``: how often its state may be asked.
+    - ``result_check_s``: how often a waiting ``Job`` looks for its result file.
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +53,9 @@ class Backend:
     aliases: ClassVar[Mapping[str, str]] = {}
     task_env: ClassVar[Mapping[str, str]] = {}
     poll_interval_s: ClassVar[float] = 1.0
+    result_check_s: ClassVar[float] = 0.25
+    """How often a waiting ``Job`` looks for its result file: a ``stat``, cheap on a local
+    disk, not on a busy shared file system."""
     result_grace_s: ClassVar[float] = 10.0
     """How long a result file may lag behind a final state (shared file systems cache attributes)."""
     reraise_original: ClassVar[bool] = False

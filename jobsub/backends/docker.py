@@ -104,6 +104,7 @@ class DockerBackend(Backend):
     # results are seen through their files; the engine is asked only to catch failures, and each
     # listing costs the engine CPU that starting containers needs
     poll_interval_s = 0.5
+    result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
     result_grace_s = 0.0  # exit/<i>.json is written after the container ended: its result is there
     # the dispatcher sets the canonical JOBSUB_* variables itself: the worker's defaults
     task_env: ClassVar[Mapping[str, str]] = {}
