@@ -66,6 +66,7 @@ DEFAULT_MAX_MB = 50.0
 FIXED_MTIME = 315532800  # 1980-01-01: deterministic members, and valid for timestamp .pyc files
 _FORMAT_TAG = b"jobsub-code-v1\0"
 _JOBSUB_DIR = Path(__file__).resolve().parent
+_UNPACKED_MARKER = ".jobsub-complete"  # written by ``unpack`` last: the directory is whole
 
 # The in-container half.  Kept to the Python 3.8 subset: it runs on whatever python3 an
 # image has.  ``unpack`` is also executed on the host (below), so both sides share it.
@@ -219,6 +220,8 @@ def collect_files(
         includes: patterns added to ``DEFAULT_INCLUDES`` (``**/*.py``).
         excludes: patterns added to ``DEFAULT_EXCLUDES``; a matching directory is not entered.
         exclude_paths: absolute paths never entered (e.g. the job folders, if under ``root``).
+            Roots of job folders (they hold ``.ids``) and unpacked code packages are never
+            entered either, whatever executor made them.
         include_jobsub: add ``jobsub/**/*.py`` from this installation (wins over a same-named
             path of the tree), so the image needs no jobsub of its own.
     """
@@ -228,6 +231,9 @@ def collect_files(
     skip_abs = {os.path.realpath(p) for p in exclude_paths}
     found: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(base):
+        if dirpath != str(base) and (_UNPACKED_MARKER in filenames or ".ids" in dirnames):
+            dirnames[:] = []  # jobsub's own output: an unpacked code package, a root of job folders
+            continue
         rel_dir = os.path.relpath(dirpath, base)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         kept = []

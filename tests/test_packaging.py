@@ -17,6 +17,7 @@ from jobsub.packaging import (
     bootstrap_command,
     build_code_package,
     collect_files,
+    ensure_unpacked,
     unpack_code_package,
 )
 
@@ -70,6 +71,23 @@ def test_anchored_and_recursive_patterns(tree: Path) -> None:
     assert regex("data/*.py").match("data/x.py") and not regex("data/*.py").match("sub/data/x.py")
     assert regex("*.py").match("deep/down/x.py")  # no '/': any depth
     assert not regex("a?.py").match("a/.py")
+
+
+def test_jobsub_output_in_the_tree_is_not_packaged(tree: Path, tmp_path: Path) -> None:
+    """Job folders of other executors and unpacked packages under the working tree stay out."""
+    (tree / "old_runs" / ".ids").mkdir(parents=True)
+    (tree / "old_runs" / "k1" / "stray.py").parent.mkdir()
+    (tree / "old_runs" / "k1" / "stray.py").write_text("x = 1\n")
+    ensure_unpacked(build_code_package(tree, cache_dir=tree / "cache", include_jobsub=False))
+    files = collect_files(tree, include_jobsub=False, exclude_paths=[tree / "runs"])
+    assert list(files) == ["main.py", "pkg/__init__.py", "pkg/skip_me.py", "pkg/util.py"]
+
+
+def test_unpacking_on_the_host_compiles_jobsub_once(tree: Path, tmp_path: Path) -> None:
+    """Tasks share the compiled worker instead of each compiling it in the first wave."""
+    target = ensure_unpacked(build_code_package(tree, cache_dir=tmp_path / "cache"))
+    assert list((target / "jobsub" / "__pycache__").glob("worker.*.pyc"))
+    assert not (target / "pkg" / "__pycache__").exists()  # the user's modules: by the first task
 
 
 def test_jobsub_itself_is_packaged(tree: Path) -> None:
