@@ -19,25 +19,28 @@ how), 75 a checkpoint was written and the backend should run the task again.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import resource
 import signal
 import sys
-import threading
 import time
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .calls import DelayedSubmission, Outcome, dumps_checked
 from .errors import JobTimeoutError
 from .folder import JobFolder
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["REQUEUE_EXIT_CODE", "load_task", "main", "run_task"]
 
-logger = logging.getLogger("jobsub.worker")
+_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+_owns_logging = False
+"""True in a worker process (``main``): it may configure the root logger; never in a user's process."""
 
 REQUEUE_EXIT_CODE = 75
 """Exit code meaning "checkpointed, run me again" for backends that requeue themselves."""
@@ -134,13 +137,13 @@ class _CheckpointHandler:
 
     def __call__(self, signum: int, frame: types.FrameType | None) -> None:
         timed_out = self.timed_out()
-        logger.warning("received %s (%s)", signal.Signals(signum).name, "timeout" if timed_out else "preemption")
+        _logger().warning("received %s (%s)", signal.Signals(signum).name, "timeout" if timed_out else "preemption")
         countdown = self.delayed._timeout_countdown - int(timed_out)
         checkpoint = self.delayed._checkpoint_function()
         if checkpoint is None:
             # not checkpointable: keep computing until the scheduler's own limit, which
             # then reports TIMEOUT (or PREEMPTED) itself
-            logger.warning("not checkpointable: ignoring the signal")
+            _logger().warning("not checkpointable: ignoring the signal")
             return
         if countdown < 0:
             from .states import JobState
@@ -150,7 +153,7 @@ class _CheckpointHandler:
             )
         checkpoint.set_timeout(self.delayed._timeout_min, countdown)
         self.folder.write_checkpoint(self.index, dumps_checked(checkpoint, "the checkpoint"))
-        logger.warning("checkpoint written for task %d; requeueing", self.index)
+        _logger().warning("checkpoint written for task %d; requeueing", self.index)
         raise _Requeue()
 
 
@@ -178,9 +181,13 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
     # rank 0 checkpoints; the other ranks must merely survive the signal
     usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
     handler = _CheckpointHandler(folder, index, delayed, start) if rank == 0 else signal.SIG_IGN
-    # signals can only be handled in the main thread (the debug backend may run tasks elsewhere)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(usr_sig, handler) if in_main else None
+    try:  # signals can only be handled in the main thread (the debug backend may run tasks elsewhere)
+        previous = signal.signal(usr_sig, handler)
+        in_main = True
+    except ValueError:
+        previous, in_main = None, False
+    if _owns_logging and "logging" in sys.modules:
+        _configure_logging()  # the task's code uses logging: show its INFO records
     try:
         _resolve_dependencies(delayed)
         value = delayed.result()
@@ -207,6 +214,27 @@ def _resolve_dependencies(delayed: DelayedSubmission) -> None:
     if any(isinstance(a, Job) for a in (*delayed.args, *delayed.kwargs.values())):
         delayed.args = tuple(a.result() if isinstance(a, Job) else a for a in delayed.args)
         delayed.kwargs = {k: v.result() if isinstance(v, Job) else v for k, v in delayed.kwargs.items()}
+
+
+def _configure_logging() -> None:
+    """INFO records to stderr, with time and logger name; a no-op once the root logger has handlers.
+
+    Done only once the call is unpickled (its modules imported) and only if
+    something imported ``logging`` by then: the import costs every task
+    start ~10 ms, which a task that never logs should not pay.
+    """
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+
+
+def _logger() -> logging.Logger:
+    """The worker's logger, for its rare messages (signals, checkpoints)."""
+    import logging
+
+    if _owns_logging:
+        _configure_logging()
+    return logging.getLogger("jobsub.worker")
 
 
 def _requeue() -> int:
@@ -266,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     index, rank = export_environment(folder, backend, env_map, offset)
     if logs:
         _redirect_logs(folder, index, rank, merge=logs == "merge")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    global _owns_logging
+    _owns_logging = True
     return run_task(folder, index, rank)
 
 

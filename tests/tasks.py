@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -40,6 +41,11 @@ def describe_environment() -> dict[str, Any]:
 def print_and_return(text: str) -> str:
     print(text)
     print(f"to stderr: {text}", file=sys.stderr)
+    return text
+
+
+def log_and_return(text: str) -> str:
+    logging.getLogger("tests.tasks").info("logged: %s", text)
     return text
 
 

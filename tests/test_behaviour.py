@@ -108,6 +108,15 @@ def test_logs(executor: jobsub.AutoExecutor) -> None:
     assert "to stderr: hello logs" in (job.stderr() or "")
 
 
+def test_task_logging_at_info_is_shown(executor: jobsub.AutoExecutor) -> None:
+    """A task's own ``logging.info`` records reach its stderr, with level and logger name."""
+    job = executor.submit(tasks.log_and_return, "a record")
+    assert job.result(timeout=120) == "a record"
+    if executor.cluster == "debug":
+        return  # in-process: this process's logging configuration applies
+    assert "tests.tasks INFO: logged: a record" in (job.stderr() or "")
+
+
 def test_job_environment(executor: jobsub.AutoExecutor) -> None:
     job = executor.submit(tasks.describe_environment)
     info = job.result(timeout=120)

@@ -13,7 +13,8 @@ the submitting process; it keeps nothing that is not also in the folders.
                                                 │  devices fail the submit, not a later poll)
                                                 │  start more as slots free: ≤ array_parallelism tasks
                                                 │  (one container per rank) run at once
-    engine ──die/destroy events──> wake ──> one containers() call ──> finalize exited containers:
+    engine ──die/destroy events──> wake ──> finalize the containers they name (one containers()
+                                                listing every POLL_S is the safety net):
                                                 inspect (exit code, OOMKilled) ─> log/<i>.<r>.container
                                                 ─> exit/<i>.json ─> remove the container
                                                 deadlines: SIGUSR2 before timeout_min, then SIGTERM,
@@ -307,28 +308,39 @@ class Dispatcher(JsonLineServer):
         task.phase = "running"
         if sub.folder.read_marker("exit", f"{task.index}.json") is not None:  # cancelled meanwhile
             self.kill(task, "SIGKILL")
-        self.last_poll = 0.0  # it may have ended already
 
     # -- ending tasks -----------------------------------------------------------------------
     def refresh(self) -> None:
-        """ONE listing for every managed container; tasks whose containers all ended are finalized."""
-        self.last_poll = time.monotonic()
+        """Finalize the tasks whose containers all ended.
+
+        The engine's die/destroy events name the containers that ended; ONE
+        listing of every managed container is the safety net, taken every
+        ``POLL_S`` (on every wake while the event stream is down).  An event
+        is kept until a task claims it, so one that comes before its task
+        is marked running is not lost.
+        """
+        now = time.monotonic()
         with self.died_lock:
             died = dict(self.died)
-        listing = {
-            c["Id"]: c["State"]
-            for c in self.api.containers(all=True, filters={"label": ["jobsub.backend=docker"]})
-        }
+        listing: dict[str, str] | None = None
+        if not self.events_ok or now - self.last_poll >= POLL_S:
+            self.last_poll = now
+            listing = {
+                c["Id"]: c["State"]
+                for c in self.api.containers(all=True, filters={"label": ["jobsub.backend=docker"]})
+            }
+        claimed: set[str] = set()
         for sub in list(self.subs.values()):
             for task in list(sub.running.values()):
-                cids = task.containers.values()
-                if task.phase == "running" and all(c in died or listing.get(c) not in _LIVE for c in cids):
+                cids = list(task.containers.values())
+                ended = [c in died or (listing is not None and listing.get(c) not in _LIVE) for c in cids]
+                if task.phase == "running" and all(ended):
+                    claimed.update(cids)
                     task.phase = "finalizing"
                     sub.finalizing[task.index] = sub.running.pop(task.index)
                     self.pool.submit(self._finalize_call, sub, task)
-        with self.died_lock:  # forget what was used, and what is not ours after a while
-            now = time.monotonic()
-            self.died = {c: t for c, t in self.died.items() if now - t < 60 and c not in died}
+        with self.died_lock:  # forget what was claimed, and what is not ours after a while
+            self.died = {c: t for c, t in self.died.items() if c not in claimed and now - t < 60}
 
     def _finalize_call(self, sub: Submission, task: Task) -> None:  # in a pool thread
         """Read how the containers ended, keep their output, remove them.
