@@ -252,6 +252,64 @@ def test_interactive_mode_runs_attached(ex: jobsub.AutoExecutor, capfd: pytest.C
     assert "attached" in (job.stdout() or "")
 
 
+_DEBUGGED_SCRIPT = """
+import json, sys
+import jobsub
+
+def task(x):
+    doubled = x * 2
+    breakpoint()
+    return doubled + 1
+
+ex = jobsub.AutoExecutor(folder=sys.argv[1], cluster="docker")
+ex.update_parameters(docker_interactive=True, **json.loads(sys.argv[2]))
+print("RESULT", ex.submit(task, 20).result(), flush=True)
+"""
+
+
+def test_interactive_mode_in_a_terminal_stops_at_breakpoint(api: Any, tmp_path: Path) -> None:
+    """A real pseudo-terminal: pdb inside the container reads our keys and prints to our screen."""
+    import pty
+    import select
+
+    project = tmp_path / "project"  # what gets packaged: just the script
+    project.mkdir()
+    (project / "debug_me.py").write_text(_DEBUGGED_SCRIPT)
+    argv = [sys.executable, "debug_me.py", str(tmp_path / "runs"), json.dumps(backend_parameters("docker"))]
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the script
+        os.chdir(project)
+        os.execv(sys.executable, argv)
+    screen = b""
+
+    def read_until(marker: bytes, timeout: float = 60.0) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while marker not in screen:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"no {marker!r} on the terminal after {timeout} s; it shows:\n{screen.decode(errors='replace')}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"the terminal closed before {marker!r}:\n{screen.decode(errors='replace')}")
+            screen += chunk
+
+    try:
+        read_until(b"(Pdb)")
+        os.write(fd, b"p doubled * 100\r")
+        read_until(b"4000")
+        os.write(fd, b"c\r")
+        read_until(b"RESULT 41")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
 @pytest.fixture
 def private_dispatcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A dispatcher of this test's own (its socket in tmp_path): the test may kill it."""
