@@ -214,6 +214,16 @@ def test_unreachable_engine_is_a_backend_error(tmp_path: Path, monkeypatch: pyte
     assert str(sock) in str(info.value)
 
 
+def test_gpus_on_an_engine_without_them_fail_the_submit_and_say_why(ex: jobsub.AutoExecutor, api: Any) -> None:
+    """Our engine has no GPU runtime: the engine takes the request's shape, and its refusal is explained."""
+    if "nvidia" in api.info().get("Runtimes", {}):
+        pytest.skip("this engine has the NVIDIA runtime: GPU requests would be granted")
+    ex.update_parameters(gpus_per_node=1)
+    with pytest.raises(jobsub.SubmissionError, match=r"device driver.*gpus_per_node=1 needs GPUs.*NVIDIA"):
+        ex.submit(tasks.add, 1, 2)
+    assert not any(p for p in ex.folder.iterdir() if not p.name.startswith("."))
+
+
 def test_bad_network_fails_the_submit(ex: jobsub.AutoExecutor) -> None:
     ex.update_parameters(docker_network="jobsub-no-such-network")
     with pytest.raises(jobsub.SubmissionError, match="jobsub-no-such-network"):

@@ -156,7 +156,15 @@ class DockerBackend(Backend):
             self._run_interactive(run_spec, folder)
             return folder.key
         folder.write_marker("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
-        self._request({"op": "adopt", "folder": folder.url, "first": True})
+        try:
+            self._request({"op": "adopt", "folder": folder.url, "first": True})
+        except SubmissionError as exc:
+            if common.gpus_per_node and "device driver" in str(exc):
+                raise SubmissionError(
+                    f"{exc}. gpus_per_node={common.gpus_per_node} needs GPUs on the engine's machine and "
+                    "the NVIDIA Container Toolkit in the engine (nvidia-ctk runtime configure --runtime=docker)"
+                ) from exc
+            raise
         return folder.key
 
     def _resolve_image(self, image: str, pull: bool) -> str:
