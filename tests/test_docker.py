@@ -205,6 +205,13 @@ def test_missing_image_fails_fast_and_names_it(ex: jobsub.AutoExecutor) -> None:
     assert not [p for p in ex.folder.iterdir() if not p.name.startswith(".")]
 
 
+def test_image_that_cannot_be_pulled_fails_the_submit_and_names_it(ex: jobsub.AutoExecutor) -> None:
+    """No registry here (and no such image anywhere): the engine's refusal, not a hang."""
+    ex.update_parameters(docker_image="jobsub-test/no-such-image:never", docker_pull=True)
+    with pytest.raises(jobsub.SubmissionError, match=r"'jobsub-test/no-such-image:never' is not on the engine and pulling"):
+        ex.submit(tasks.add, 1, 2)
+
+
 def test_unreachable_engine_is_a_backend_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require("docker")
     sock = tmp_path / "no-engine.sock"

@@ -181,10 +181,17 @@ class DockerBackend(Backend):
                     "build or load it first (jobsub.images.build_image, docker load), or set docker_pull=True "
                     "to pull it from its registry"
                 )
+            from docker.errors import APIError
             from docker.utils import parse_repository_tag
 
             repository, tag = parse_repository_tag(image)
-            api.pull(repository, tag=tag or "latest")
+            try:
+                api.pull(repository, tag=tag or "latest")
+            except APIError as exc:  # no registry, no such image, no access: the submission's input is wrong
+                raise SubmissionError(
+                    f"the Docker image {image!r} is not on the engine and pulling it failed: "
+                    f"{exc.explanation or exc}"
+                ) from exc
             return str(api.inspect_image(image)["Id"])
 
     def _run_spec(
