@@ -1,8 +1,11 @@
-"""``jobsub status|logs|cancel``: look at job folders from a shell.
+"""``jobsub status|logs|cancel|image``: look at job folders, and build images, from a shell.
 
     jobsub status runs/            one line per submission: backend, ids, states, elapsed
     jobsub logs runs/ JOB_ID       the job's stdout (--err: stderr)
     jobsub cancel runs/ JOB_ID...  cancel jobs
+    jobsub image build TAG --base IMAGE [-r requirements.txt] [REQUIREMENT...] [--offline]
+                                   an image with your packages, for the container backends
+                                   (``jobsub.images.build_image``)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def status(folder: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders.")
+    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends.")
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
     p_status.add_argument("folder", type=Path)
@@ -54,7 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cancel = commands.add_parser("cancel", help="cancel jobs")
     p_cancel.add_argument("folder", type=Path)
     p_cancel.add_argument("job_ids", nargs="+")
-    ns = parser.parse_args(argv)
+    p_image = commands.add_parser("image", help="container images for the docker (and cloud) backends")
+    image_commands = p_image.add_subparsers(dest="image_command", required=True)
+    p_build = image_commands.add_parser(
+        "build", help="build TAG from a base image on the engine, with packages installed from host-built wheels"
+    )
+    p_build.add_argument("tag", help="name of the new image, e.g. myproject:env")
+    p_build.add_argument("requirements", nargs="*", help="pip requirement specs, wheels or project directories")
+    p_build.add_argument("--base", required=True, help="an image already on the engine, with python3 in it")
+    p_build.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE",
+                         help="a requirements file (repeatable)")
+    p_build.add_argument("--offline", action="store_true", help="no package index: pip's cache and --find-links only")
+    p_build.add_argument("--find-links", action="append", default=[], metavar="DIR", help="a directory of wheels")
+    # requirements may follow the options too (argparse stops filling a positional at the first option)
+    ns, extra = parser.parse_known_args(argv)
+    if ns.command == "image" and not any(arg.startswith("-") for arg in extra):
+        ns.requirements += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if ns.command == "image":
+        return _build_image(ns)
     if ns.command == "status":
         return status(ns.folder)
     if ns.command == "logs":
@@ -64,6 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for job_id in ns.job_ids:
         print(f"{job_id}: {'cancelled' if Job(ns.folder, job_id).cancel() else 'already finished'}")
+    return 0
+
+
+def _build_image(ns: argparse.Namespace) -> int:
+    from .errors import JobsubError
+    from .images import build_image
+
+    if not ns.requirements and not ns.requirement:
+        print("jobsub image build: give requirements (REQUIREMENT... or -r FILE)", file=sys.stderr)
+        return 2
+    pip_args = [arg for path in ns.requirement for arg in ("-r", path)]
+    try:
+        image_id = build_image(
+            ns.tag, ns.requirements, ns.base, offline=ns.offline, find_links=ns.find_links, pip_args=pip_args
+        )
+    except JobsubError as exc:
+        print(f"jobsub image build: {exc}", file=sys.stderr)
+        return 1
+    print(f"{ns.tag} {image_id}")
     return 0
 
 

@@ -395,6 +395,28 @@ def test_build_image_offline(api: Any, tmp_path: Path) -> None:
         api.remove_image(tag, force=True)
 
 
+def test_image_build_command(api: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``jobsub image build`` with a requirements file, offline; a base that is not there is a clear error."""
+    from jobsub.cli import main
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"# our packages\n{_tiny_wheel(tmp_path)}\n")
+    tag = f"jobsub-test-cli:{os.getpid()}"
+    base = os.environ["JOBSUB_TEST_IMAGE"]
+    try:
+        assert main(["image", "build", tag, "--base", base, "-r", str(requirements), "--offline"]) == 0
+        assert capsys.readouterr().out.startswith(f"{tag} sha256:")
+        out = api.create_container(tag, ["python3", "-c", "import tinypkg; print(tinypkg.VALUE)"])["Id"]
+        api.start(out)
+        assert api.wait(out)["StatusCode"] == 0 and api.logs(out).strip() == b"42"
+        api.remove_container(out)
+    finally:
+        with contextlib.suppress(Exception):
+            api.remove_image(tag, force=True)
+    assert main(["image", "build", tag, "--base", "no-such-base:1", "tinypkg"]) == 1
+    assert "'no-such-base:1' is not on the engine" in capsys.readouterr().err
+
+
 def _tiny_wheel(folder: Path) -> Path:
     """A pure-Python wheel made by hand: no build backend, no network."""
     import base64
