@@ -149,3 +149,18 @@ def test_stderr_to_stdout(local_executor: jobsub.AutoExecutor) -> None:
     job.result(timeout=30)
     assert "to stderr: merged" in (job.stdout() or "")
     assert job.stderr() is None
+
+
+def test_memory_limit_counts_subprocesses_and_reports_out_of_memory(local_executor: jobsub.AutoExecutor) -> None:
+    """mem_gb on this machine: the RSS of the task's whole process group, as a cgroup would count it."""
+
+    def hog_in_a_subprocess(megabytes: int) -> int:
+        code = f"import time; block = b'x' * ({megabytes} * 2**20); time.sleep(30)"
+        return subprocess.run([sys.executable, "-c", code], check=False).returncode
+
+    local_executor.update_parameters(mem_gb=0.15)
+    under, over = local_executor.map_array(lambda mb: mb if mb < 100 else hog_in_a_subprocess(mb), [10, 300])
+    assert under.result(timeout=60) == 10
+    with pytest.raises(jobsub.OutOfMemoryError, match=r"held \d+ MiB, over the memory limit of 154 MiB \(mem_gb\)"):
+        over.result(timeout=60)
+    assert over.state == "OUT_OF_MEMORY"

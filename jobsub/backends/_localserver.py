@@ -11,7 +11,9 @@ warm process that calls the worker in-process: no interpreter start per job.
     client ──JSON line──> server: queue tasks (array_parallelism at most running per submission)
                             │  fork() per rank ──> child: chdir, env, sys.path, worker.main(argv)
                             │  SIGCHLD ──> waitpid ──> exit/<i>.json   (COMPLETED/FAILED/TIMEOUT/CANCELLED)
-                            └─ deadlines: SIGUSR2 before the time limit, SIGTERM at it, SIGKILL after
+                            ├─ deadlines: SIGUSR2 before the time limit, SIGTERM at it, SIGKILL after
+                            └─ mem_gb: the RSS of each task's process groups, summed from /proc every
+                               0.25 s; over the limit, SIGKILL and OUT_OF_MEMORY (what a cgroup does)
 
 The server writes ``run/<i>.json`` when a task starts and ``exit/<i>.json``
 when it ends, so the client reads states from the folder without asking.
@@ -42,6 +44,7 @@ logger = logging.getLogger("jobsub.localserver")
 
 IDLE_EXIT_S = float(os.environ.get("JOBSUB_LOCAL_IDLE_S", "600"))
 KILL_GRACE_S = 3.0
+MEM_CHECK_S = 0.25
 MAX_ATTEMPTS = 100  # safety net; the worker's own countdown limits checkpoint requeues
 
 
@@ -57,6 +60,7 @@ class Task:
     timed_out: bool = False
     cancelled: bool = False
     kill_at: float | None = None
+    rss_over: int = 0  # bytes held when killed for exceeding mem_gb (0: not killed for that)
 
     @property
     def name(self) -> str:
@@ -79,6 +83,7 @@ class Submission:
     signal_delay_s: float
     parallelism: int
     setup: list[str]
+    mem_limit: int | None = None  # bytes, all ranks of a task together (mem_gb is per node)
     pending: collections.deque[Task] = field(default_factory=collections.deque)
     running: int = 0
 
@@ -89,6 +94,7 @@ class Server(JsonLineServer):
         self.subs: dict[str, Submission] = {}
         self.by_pid: dict[int, tuple[Task, int]] = {}
         self.tasks_running: list[Task] = []
+        self.last_memory_check = 0.0
         super().__init__()
 
     # -- life cycle -------------------------------------------------------------------
@@ -116,6 +122,7 @@ class Server(JsonLineServer):
         self.serve_ready(timeout)
         self.reap()
         self.check_deadlines()
+        self.check_memory()
         self.start_pending()
 
     # -- requests ------------------------------------------------------------------------
@@ -139,6 +146,7 @@ class Server(JsonLineServer):
                 signal_delay_s=req.get("signal_delay_s", 90),
                 parallelism=req.get("parallelism") or 256,
                 setup=req.get("setup", []),
+                mem_limit=req.get("mem_limit"),
             )
             sub.pending.extend(Task(sub, i) for i in range(sub.n))
             self.subs[sub.key] = sub
@@ -264,6 +272,12 @@ class Server(JsonLineServer):
         codes = [task.codes.get(r) for r in range(task.sub.ranks)]
         if task.cancelled:
             state, reason = "CANCELLED", "cancelled by the user"
+        elif task.rss_over:
+            limit = task.sub.mem_limit or 0
+            state, reason = "OUT_OF_MEMORY", (
+                f"its processes held {task.rss_over / 2**20:.0f} MiB, over the memory limit of "
+                f"{limit / 2**20:.0f} MiB (mem_gb); the local backend checks every {MEM_CHECK_S:g} s"
+            )
         elif task.timed_out or (task.signalled and any(c not in (0, None) for c in codes)):
             state, reason = "TIMEOUT", f"time limit of {task.sub.timeout_s:g} s reached"
         elif all(c == 0 for c in codes):
@@ -304,6 +318,31 @@ class Server(JsonLineServer):
                 task.timed_out = True
                 self.kill(task, signal.SIGTERM)
 
+    def check_memory(self) -> None:
+        """Kill the tasks whose processes hold more than ``mem_gb`` together, as a cgroup would."""
+        now = time.monotonic()
+        if now - self.last_memory_check < MEM_CHECK_S:
+            return
+        self.last_memory_check = now
+        groups = {  # each rank leads its own process group (child() calls setpgid)
+            pid: task
+            for task in self.tasks_running
+            if task.sub.mem_limit and not task.rss_over
+            for rank, pid in task.pids.items()
+            if rank not in task.codes
+        }
+        if not groups:
+            return
+        held: dict[int, int] = collections.Counter()  # id(task) -> bytes
+        for group, rss in _rss_by_process_group(set(groups)).items():
+            held[id(groups[group])] += rss
+        for task in {id(t): t for t in groups.values()}.values():
+            limit = task.sub.mem_limit or 0
+            if held[id(task)] > limit:
+                logger.info("task %s of %s holds %d bytes, over %d: killing it", task.name, task.sub.key, held[id(task)], limit)
+                task.rss_over = held[id(task)]
+                self.kill(task, signal.SIGKILL)
+
     def kill(self, task: Task, sig: signal.Signals) -> None:
         for rank, pid in task.pids.items():
             if rank in task.codes:
@@ -312,6 +351,29 @@ class Server(JsonLineServer):
                 os.killpg(pid, sig)
         if sig != signal.SIGKILL:
             task.kill_at = time.time() + KILL_GRACE_S
+
+
+def _rss_by_process_group(groups: set[int]) -> dict[int, int]:
+    """Resident bytes of every process in ``groups``, summed per group (one pass over /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    totals = dict.fromkeys(groups, 0)
+    try:
+        entries = os.listdir("/proc")
+    except FileNotFoundError:  # not Linux: nothing to measure with
+        return totals
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()  # the command name may hold spaces
+        group = int(fields[2])
+        if group in totals:
+            totals[group] += int(fields[21]) * page
+    return totals
 
 
 def main() -> None:

@@ -119,6 +119,7 @@ class LocalBackend(Backend):
                 "signal_delay_s": common.signal_delay_s,
                 "parallelism": common.array_parallelism,
                 "setup": common.setup,
+                "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
             }
         )
         return folder.key
