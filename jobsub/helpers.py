@@ -1,20 +1,25 @@
-"""submitit's helpers: checkpointing, commands as functions, waiting for many jobs."""
+"""submitit's helpers: checkpointing, commands as functions, waiting for and watching many jobs, code snapshots."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import datetime
+import functools
 import hashlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import IO, Any, Callable, TypeVar
 
 from .calls import DelayedSubmission
 from .environment import JobEnvironment
 from .errors import FailedJobError
 from .job import Job
+from .snapshot import RsyncSnapshot
 
 __all__ = [
     "Checkpointable",
@@ -22,10 +27,12 @@ __all__ = [
     "DelayedSubmission",
     "FunctionSequence",
     "JobEnvironment",
+    "RsyncSnapshot",
     "TorchDistributedEnvironment",
     "as_completed",
     "clean_env",
     "environment_variables",
+    "monitor_jobs",
 ]
 
 R = TypeVar("R")
@@ -128,6 +135,72 @@ def as_completed(
         if timeout is not None and time.monotonic() - start > timeout:
             raise TimeoutError(f"{len(remaining)} jobs not done after {timeout} s")
         time.sleep(poll_frequency)
+
+
+StatesReport = Callable[[float, int, "dict[str, set[int]]"], None]
+"""``report(start_time, n_jobs, indices_by_state)``: ``indices_by_state`` maps state names
+(``"RUNNING"``, ``"TIMEOUT"``, ...) and ``"DONE"`` to the indices of the jobs in them;
+``"FAILED"`` holds every job that ended other than COMPLETED."""
+
+
+def monitor_jobs(
+    jobs: Sequence[Job[Any]],
+    poll_frequency: float = 30,
+    test_mode: bool = False,
+    custom_logging: StatesReport | None = None,
+    *,
+    stream: IO[str] | None = None,
+) -> None:
+    """Report how ``jobs`` fare every ``poll_frequency`` s until all are done (submitit's helper).
+
+    A report is what this function is for, so the default one is written to
+    ``stream`` (stdout) rather than to a logger that may not be configured;
+    pass ``custom_logging`` to send it elsewhere.  Unlike submitit, any
+    ``poll_frequency`` is allowed: however often this looks, the backend is
+    asked at most once per its own poll interval for all jobs together.
+    ``test_mode`` skips the forced refresh before each report.
+    """
+    out = stream or sys.stdout
+    if not jobs:
+        out.write("There are no jobs to monitor\n")
+        return
+    arrays = ", ".join(sorted({job.job_id.split("_", 1)[0] for job in jobs}))
+    out.write(f"Monitoring {len(jobs)} jobs from job arrays {arrays}\n")
+    report = custom_logging or functools.partial(_report_states, out)
+    start = time.time()
+    while True:
+        if not test_mode:
+            jobs[0].get_info(mode="force")  # one fresh backend answer, shared by every handle
+        by_state: dict[str, set[int]] = collections.defaultdict(set)
+        for i, job in enumerate(jobs):
+            state = job.state
+            by_state[state.upper()].add(i)
+            if job.done():
+                by_state["DONE"].add(i)
+                if state != "COMPLETED":  # timeouts, OOM, cancels... count as failed too
+                    by_state["FAILED"].add(i)
+        if len(by_state["DONE"]) == len(jobs):
+            out.write(f"All jobs finished, jobs with indices {sorted(by_state['FAILED'])} failed\n")
+            break
+        report(start, len(jobs), by_state)
+        time.sleep(poll_frequency)
+    out.write(f"Whole process is finished, took {int((time.time() - start) / 60)} minutes\n")
+    out.flush()
+
+
+def _report_states(out: IO[str], start: float, n_jobs: int, by_state: dict[str, set[int]]) -> None:
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    failed = sorted(by_state["FAILED"])
+    width = len(str(n_jobs))
+    out.write(
+        f"[{now}] Launched {int((time.time() - start) / 60)} minutes ago, "
+        f"{len(by_state['RUNNING']):{width}}/{n_jobs} jobs running, "
+        f"{len(failed):{width}}/{n_jobs} jobs failed, "
+        f"{len(by_state['DONE']) - len(failed):{width}}/{n_jobs} jobs done\n"
+    )
+    if failed:
+        out.write(f"[{now}] Failed jobs, indices {failed}\n")
+    out.flush()
 
 
 _CLUSTER_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "SBATCH_", "SUBMITIT_", "JOBSUB_")

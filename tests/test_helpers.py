@@ -1,9 +1,12 @@
-"""submitit's helpers: CommandFunction, FunctionSequence, as_completed, clean_env."""
+"""submitit's helpers: CommandFunction, FunctionSequence, as_completed, clean_env, monitor_jobs, RsyncSnapshot."""
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,60 @@ def test_torch_distributed_environment(local_executor: jobsub.AutoExecutor) -> N
     assert [e["RANK"] for e in envs] == ["0", "1"]
     assert {e["WORLD_SIZE"] for e in envs} == {"2"}
     assert len({e["MASTER_PORT"] for e in envs}) == 1
+
+
+def test_monitor_jobs_reports_until_all_are_done(local_executor: jobsub.AutoExecutor) -> None:
+    jobs = local_executor.map_array(tasks.sleep_then, [0.0, 0.5])
+    jobs.append(local_executor.submit(tasks.fail, "on purpose"))
+    reports: list[dict[str, set[int]]] = []
+    out = io.StringIO()
+    jobsub.helpers.monitor_jobs(
+        jobs, poll_frequency=0.1, custom_logging=lambda start, n, by_state: reports.append(dict(by_state)), stream=out
+    )
+    assert all(job.done() for job in jobs)
+    assert reports and all(len(r["DONE"]) < 3 for r in reports)  # one per round until the last
+    text = out.getvalue()
+    assert text.startswith("Monitoring 3 jobs from job arrays ") and "indices [2] failed" in text
+
+
+def _git_repo(root: Path) -> Path:
+    root.mkdir()
+    (root / "mod.py").write_text("VALUE = 1\n\ndef value():\n    return VALUE\n")
+    (root / "notes.ipynb").write_text("{}")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "link.py").symlink_to("mod.py")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True)
+    (root / "untracked.py").write_text("")
+    (root / "built.so").write_text("binary")
+    return root
+
+
+def test_rsync_snapshot_jobs_run_the_code_as_submitted(
+    local_executor: jobsub.AutoExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edits made after submitting do not reach the job: it imports the snapshot's copy."""
+    repo = _git_repo(tmp_path / "repo")
+    monkeypatch.syspath_prepend(str(repo))
+    monkeypatch.chdir(repo)
+    snapshot = jobsub.helpers.RsyncSnapshot(tmp_path / "snap", exclude=["*.ipynb"], include=["built.so"])
+    try:
+        with snapshot:
+            assert Path.cwd() == tmp_path / "snap"
+            import mod  # type: ignore[import-not-found]
+
+            assert Path(mod.__file__).parent == tmp_path / "snap"
+            (repo / "mod.py").write_text("VALUE = 2\n\ndef value():\n    return VALUE\n")  # edited meanwhile
+            job = local_executor.submit(mod.value)
+            assert job.result(timeout=60) == 1
+        assert Path.cwd() == repo and str(repo) in sys.path
+        copied = sorted(str(p.relative_to(tmp_path / "snap")) for p in (tmp_path / "snap").rglob("*"))
+        assert copied == ["built.so", "link.py", "mod.py", "pkg", "pkg/__init__.py"]
+        assert (tmp_path / "snap" / "link.py").is_symlink()
+        with snapshot:  # taken again: the edit is in the snapshot now
+            assert (tmp_path / "snap" / "mod.py").read_text().startswith("VALUE = 2")
+    finally:
+        sys.modules.pop("mod", None)
