@@ -16,7 +16,6 @@ result file if there is one, else the backend's final state turned into a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -408,6 +407,8 @@ class AsyncJobProxy(Generic[R]):
         self.job = job
 
     async def wait(self, poll_interval: float | None = None) -> None:
+        import asyncio  # loaded already in a running event loop; `import jobsub` does not pay for it
+
         for delay in sleep_schedule(cap=poll_interval or 1.0):
             if self.job.done():
                 return
@@ -420,3 +421,4 @@ class AsyncJobProxy(Generic[R]):
     async def results(self, poll_interval: float | None = None) -> list[R]:
         await self.wait(poll_interval)
         return self.job.results()
+
