@@ -16,15 +16,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import JobsubError
+from .folder import split_folder_template
 from .job import Job
 
 __all__ = ["main"]
 
 
 def _submissions(folder: Path) -> list[Path]:
+    """The submissions in ``folder``: itself, its children, or (a parent of several executors' folders)
+    its grandchildren; ``runs/%j`` is read as ``runs``, as the executor does."""
+    folder = Path(split_folder_template(folder)[0])
     if (folder / "meta.json").exists():
         return [folder]
-    return sorted(p.parent for p in folder.glob("*/meta.json") if not p.parent.is_symlink())
+    for pattern in ("*/meta.json", "*/*/meta.json"):
+        found = sorted(p.parent for p in folder.glob(pattern) if not p.parent.is_symlink())
+        if found:
+            return found
+    return []
 
 
 def status(folder: Path) -> int:
@@ -32,16 +41,19 @@ def status(folder: Path) -> int:
     if not subs:
         print(f"no jobsub submissions in {folder}", file=sys.stderr)
         return 1
-    for sub in subs:
-        jobs = Job.attach(sub)
+    base = Path(split_folder_template(folder)[0])
+    attached = [(sub, Job.attach(sub)) for sub in subs]  # all first: their states come in one call per backend
+    for sub, jobs in attached:
+        name = sub.name if sub.parent == base else str(sub.relative_to(base))
         if not jobs:
-            print(f"{sub.name}  (not submitted)")
+            print(f"{name}  (not submitted)")
             continue
         states = collections.Counter(str(j.state) for j in jobs)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         peak = max((u.get("max_rss_mb", 0) for j in jobs for u in j.usage), default=0)
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
-        print(f"{sub.name}  {jobs[0].backend:<8} {ids:<40} {summary}  peak RSS {peak:.0f} MB")
+        memory = f"  peak RSS {peak:.0f} MB" if peak else ""
+        print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}")
     return 0
 
 
@@ -79,18 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _build_image(ns)
     if ns.command == "status":
         return status(ns.folder)
-    if ns.command == "logs":
-        job: Job[object] = Job(ns.folder, ns.job_id)
-        text = job.stderr() if ns.err else job.stdout()
-        sys.stdout.write(text or "")
-        return 0
-    for job_id in ns.job_ids:
-        print(f"{job_id}: {'cancelled' if Job(ns.folder, job_id).cancel() else 'already finished'}")
+    try:
+        if ns.command == "logs":
+            job: Job[object] = Job(ns.folder, ns.job_id)
+            text = job.stderr() if ns.err else job.stdout()
+            sys.stdout.write(text or "")
+            return 0
+        for job_id in ns.job_ids:
+            print(f"{job_id}: {'cancelled' if Job(ns.folder, job_id).cancel() else 'already finished'}")
+    except (FileNotFoundError, JobsubError) as exc:
+        print(f"jobsub {ns.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _build_image(ns: argparse.Namespace) -> int:
-    from .errors import JobsubError
     from .images import build_image
 
     if not ns.requirements and not ns.requirement:

@@ -36,6 +36,7 @@ from .errors import InvalidParameterError, InvalidStateError, JobsubError, Submi
 from .folder import JobFolder, register_id, split_folder_template
 from .job import Job
 from .parameters import CommonParameters, Resolved, check_value, field_types, unknown_key_error
+from .polling import poller_for
 
 __all__ = ["AutoExecutor", "Executor"]
 
@@ -231,6 +232,7 @@ class Executor:
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if array else sub["id"]
                 jobs.append(Job._create(self.backend, folder, job_id, sub["offset"] + local, ranks))
+        poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         return jobs
 
     def _start(self, folder: JobFolder, params: Resolved, count: int, array: bool) -> list[dict[str, Any]]:

@@ -82,6 +82,13 @@ class Job(Generic[R]):
                 index = sub["offset"] + int(job_id[len(base) + 1 :])
                 break
         else:
+            parent = next((sub for sub in meta.get("submissions", []) if sub["id"] == job_id), None)
+            if meta["array"] and parent is not None:
+                count = parent["count"]
+                raise FileNotFoundError(
+                    f"{job_id!r} is an array of {count} tasks: name one, {job_id}_0 to {job_id}_{count - 1} "
+                    f"(or use Job.attach({folder.path or folder.url!s}) for all of them)"
+                )
             raise FileNotFoundError(f"job {job_id!r} is not part of submission {folder.url}")
         self._init(backend, folder, job_id, index, meta["ranks"])
 
@@ -221,8 +228,10 @@ class Job(Generic[R]):
 
     def cancel(self, check: bool = True) -> bool:
         """Ask the backend to cancel the job; False if it had already finished."""
-        cached = self._poller.cached(self._job_id)
-        if self._all_results_present() or (cached is not None and cached.state.is_final):
+        # what is known suffices (asking would run a debug job); a handle that knows nothing
+        # yet (another process, the CLI) asks first: no "cancelled" for a job that has ended
+        known = self._poller.cached(self._job_id) or self._status()
+        if self._all_results_present() or known.state.is_final:
             return False
         self._backend.cancel([self._job_id])
         self._status(force=True)

@@ -49,11 +49,18 @@ class StatePoller:
         self._last_refresh = float("-inf")
         self._failures = 0
 
-    def track(self, backend_ids: Iterable[str]) -> None:
+    def track(self, backend_ids: Iterable[str], *, submitted: bool = False) -> None:
+        """Follow these jobs from now on; ``submitted``: they were just submitted, so PENDING.
+
+        Seeding a submission's jobs as PENDING keeps a loop of ``submit`` +
+        ``job.state`` from asking the backend once per job.
+        """
         with self._lock:
             for backend_id in backend_ids:
                 if backend_id not in self._cache or not self._cache[backend_id].state.is_final:
                     self._live.add(backend_id)
+                if submitted and backend_id not in self._cache:
+                    self._cache[backend_id] = Status(JobState.PENDING)
 
     def cached(self, backend_id: str) -> Status | None:
         """The last known status, without asking the backend."""
@@ -61,14 +68,21 @@ class StatePoller:
             return self._cache.get(backend_id)
 
     def status(self, backend_id: str, *, force: bool = False) -> Status:
-        """The cached status, refreshed first if the interval has passed (or ``force``)."""
+        """The cached status, refreshed first if the interval has passed, ``force``, or never asked.
+
+        A job nobody asked about yet (a handle re-attached from another
+        process, a CLI listing) gets a real answer at once rather than
+        UNKNOWN until the next interval; the refresh covers every tracked
+        job, so handles made together still cost one call.
+        """
         with self._lock:
             cached = self._cache.get(backend_id)
             if cached is not None and cached.state.is_final:
                 return cached
             self._live.add(backend_id)
             wait = self.interval * (2 ** min(self._failures, 6))
-            if force or time.monotonic() - self._last_refresh >= min(wait, 60.0):
+            never_asked = cached is None and self._failures == 0
+            if force or never_asked or time.monotonic() - self._last_refresh >= min(wait, 60.0):
                 self._refresh_locked()
             return self._cache.get(backend_id, _UNKNOWN)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,45 @@ def test_status_logs_cancel(local_executor: jobsub.AutoExecutor, capsys: pytest.
 
 def test_status_of_empty_folder(tmp_path: Path) -> None:
     assert main(["status", str(tmp_path)]) == 1
+
+
+def test_status_of_running_submissions_and_nested_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every submission gets a real state (not UNKNOWN), from the folder as the executor was given it or a parent."""
+    ex = jobsub.AutoExecutor(folder=tmp_path / "runs" / "sweep" / "%j", cluster="local")
+    ex.update_parameters(array_parallelism=1)
+    slow = ex.map_array(tasks.sleep_then, [30, 30])
+    other = ex.submit(tasks.sleep_then, 30)
+    try:
+        for folder in (tmp_path / "runs" / "sweep" / "%j", tmp_path / "runs"):
+            assert main(["status", str(folder)]) == 0
+            out = capsys.readouterr().out
+            assert "UNKNOWN" not in out and "peak RSS" not in out
+            lines = out.splitlines()
+            assert len(lines) == 2 and all("PENDING" in line or "RUNNING" in line for line in lines)
+    finally:
+        for job in (*slow, other):
+            job.cancel()
+
+
+def test_cli_errors_are_one_line(local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = local_executor.map_array(tasks.add, [1, 2], [3, 4])
+    array_id = jobs[0].job_id.rpartition("_")[0]
+    assert main(["logs", str(local_executor.folder), "no-such-job"]) == 1
+    assert capsys.readouterr().err.startswith("jobsub logs: no job 'no-such-job' was submitted with folder")
+    assert main(["logs", str(local_executor.folder), array_id]) == 1
+    assert f"is an array of 2 tasks: name one, {array_id}_0 to {array_id}_1" in capsys.readouterr().err
+
+
+def test_cancel_reaches_the_server_that_holds_the_job(local_executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    """A process whose own default fork server differs (another interpreter, JOBSUB_LOCAL_DIR) still cancels."""
+    job = local_executor.submit(tasks.sleep_then, 60)
+    elsewhere = tmp_path / "elsewhere"
+    code = f"import jobsub; print(jobsub.Job({str(local_executor.folder)!r}, {job.job_id!r}).cancel())"
+    env = {**os.environ, "JOBSUB_LOCAL_DIR": str(elsewhere)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    with pytest.raises(jobsub.JobCancelledError):
+        job.result(timeout=30)
+    assert not list(elsewhere.glob("*.sock"))  # no second server was started for the cancel
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "False"  # it has ended: nothing to cancel

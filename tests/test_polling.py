@@ -32,9 +32,11 @@ class CountingBackend(Backend):
         self.calls: list[list[str]] = []
         self.answer = JobState.RUNNING
         self.broken = False
+        self.submitted = 0
 
     def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        return "77"
+        self.submitted += 1
+        return str(76 + self.submitted)  # 77, 78, ...
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         self.calls.append(list(backend_ids))
@@ -54,6 +56,24 @@ def test_one_call_for_ten_thousand_jobs(tmp_path: Path) -> None:
     assert len(backend.calls) == 1 and len(backend.calls[0]) == 10_000
 
 
+def test_a_loop_of_submits_does_not_ask_once_per_job(tmp_path: Path) -> None:
+    """Just-submitted jobs are PENDING until the next interval; they need no call of their own."""
+    backend = CountingBackend(str(tmp_path))
+    ex = jobsub.Executor(tmp_path, backend=backend)
+    states = [ex.submit(operator.add, i, i).state for i in range(20)]
+    assert states == [JobState.RUNNING] + [JobState.PENDING] * 19
+    assert len(backend.calls) == 1
+
+
+def test_reattached_handles_get_a_real_state_at_once(tmp_path: Path) -> None:
+    """A handle nobody asked about yet does not say UNKNOWN until the next interval; handles made together share the call."""
+    backend = CountingBackend(str(tmp_path))
+    folder = jobsub.Executor(tmp_path, backend=backend).submit(operator.add, 1, 2).folder
+    handles = [jobsub.Job._create(backend, folder, f"88_{i}", i, 1) for i in range(3)]
+    assert [h.state for h in handles] == [JobState.RUNNING] * 3
+    assert len(backend.calls) == 1 and {"88_0", "88_1", "88_2"} <= set(backend.calls[0])
+
+
 def test_final_states_are_never_asked_again(tmp_path: Path) -> None:
     backend = CountingBackend(str(tmp_path))
     jobs = jobsub.Executor(tmp_path, backend=backend).map_array(operator.add, [1, 2], [3, 4])
@@ -69,7 +89,7 @@ def test_unreachable_backend_backs_off(tmp_path: Path) -> None:
     backend.poll_interval_s = 0.0
     job = jobsub.Executor(tmp_path, backend=backend).submit(operator.add, 1, 2)
     backend.broken = True
-    assert job.state is JobState.UNKNOWN
+    assert job.state is JobState.PENDING  # the last known state (as submitted) stays
     job._poller.interval = 0.2
     for _ in range(20):
         job.done()

@@ -152,16 +152,16 @@ class Server(JsonLineServer):
             self.subs[sub.key] = sub
             return {"ok": True}  # reply first: the loop forks the tasks right after
         if op == "cancel":
-            for job_id in req["ids"]:
-                self.cancel(job_id)
-            return {"ok": True}
+            unknown = [job_id for job_id in req["ids"] if not self.cancel(job_id)]
+            return {"ok": True, "unknown": unknown}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job or a whole array; False if this server does not hold it (ended, or never here)."""
         key, sep, index = job_id.partition("_")
         sub = self.subs.get(key)
         if sub is None:
-            return
+            return False
         wanted = None if not sep else int(index)
         for task in [t for t in sub.pending if wanted is None or t.index == wanted]:
             sub.pending.remove(task)
@@ -171,6 +171,7 @@ class Server(JsonLineServer):
             if task.sub is sub and (wanted is None or task.index == wanted):
                 task.cancelled = True
                 self.kill(task, signal.SIGTERM)
+        return True
 
     # -- running tasks ---------------------------------------------------------------------
     def start_pending(self) -> None:

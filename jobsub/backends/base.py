@@ -134,10 +134,17 @@ def get_backend(name: str, config: Mapping[str, Any]) -> Backend:
     Sharing instances is what lets every ``Job`` handle of a backend share one
     state poll, whichever executor or ``Job(folder, id)`` call created it.
     """
-    key = (name, json.dumps(dict(config), sort_keys=True, default=str))
+    key = _instance_key(name, config)
     with _instances_lock:
         backend = _instances.get(key)
         if backend is None:
             backend = load_backend_class(name)(**config)
+            # the same backend asked for with its defaults spelled out (as meta.json records
+            # them) or left out (as an executor does) is one instance, with one poller
+            backend = _instances.setdefault(_instance_key(name, backend.config()), backend)
             _instances[key] = backend
         return backend
+
+
+def _instance_key(name: str, config: Mapping[str, Any]) -> tuple[str, str]:
+    return name, json.dumps(dict(config), sort_keys=True, default=str)

@@ -61,11 +61,20 @@ class LocalBackend(Backend):
     result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
     result_grace_s = 0.0  # same machine: results are on disk before the process exits
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, server: str | None = None) -> None:
+        """``server``: the socket of the fork server that runs the jobs (default: this Python's).
+
+        It is stored with each submission, so a process started by another
+        interpreter (the ``jobsub`` command, ``python`` vs ``python3``) talks to
+        the server that holds the jobs rather than starting one of its own.
+        """
         super().__init__(root)
         self._storage = open_storage(root)
-        self._sock_path = _server_socket()
+        self._sock_path = server or _server_socket()
         self._lock = threading.Lock()
+
+    def config(self) -> dict[str, Any]:
+        return {"root": self.root, "server": self._sock_path}
 
     # -- talking to the server ------------------------------------------------------------
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -151,21 +160,25 @@ class LocalBackend(Backend):
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
         try:
-            self._request({"op": "cancel", "ids": list(backend_ids)})
+            unknown = self._request({"op": "cancel", "ids": list(backend_ids)}).get("unknown", [])
         except (OSError, BackendError):
-            # no server: kill what the run markers name and record the cancellation ourselves
-            for backend_id in backend_ids:
-                key, sep, index = backend_id.partition("_")
-                folder = JobFolder(self._storage, key)
-                name = index if sep else "0"
-                run = folder.read_marker("run", f"{name}.json")
-                for pid in json.loads(run)["pids"] if run else []:
-                    with contextlib.suppress(OSError):
-                        os.killpg(pid, 15)
-                folder.write_marker(
-                    "exit", f"{name}.json",
-                    json.dumps({"state": "CANCELLED", "reason": "cancelled by the user"}).encode(),
-                )
+            unknown = list(backend_ids)
+        # no server, or one that does not hold them (restarted): kill what the run markers name
+        # and record the cancellation ourselves, unless the job has ended already
+        for backend_id in unknown:
+            key, sep, index = backend_id.partition("_")
+            folder = JobFolder(self._storage, key)
+            name = index if sep else "0"
+            if folder.read_marker("exit", f"{name}.json") is not None:
+                continue
+            run = folder.read_marker("run", f"{name}.json")
+            for pid in json.loads(run)["pids"] if run else []:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, 15)
+            folder.write_marker(
+                "exit", f"{name}.json",
+                json.dumps({"state": "CANCELLED", "reason": "cancelled by the user"}).encode(),
+            )
 
 
 def _alive(pid: int) -> bool:
