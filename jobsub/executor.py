@@ -35,7 +35,14 @@ from .calls import DelayedSubmission, dumps_checked
 from .errors import InvalidParameterError, InvalidStateError, JobsubError, SubmissionError
 from .folder import JobFolder, register_id, split_folder_template
 from .job import Job
-from .parameters import CommonParameters, Resolved, check_value, field_types, unknown_key_error
+from .parameters import (
+    CommonParameters,
+    Resolved,
+    check_bounds,
+    check_value,
+    field_types,
+    unknown_key_error,
+)
 from .polling import poller_for
 
 __all__ = ["AutoExecutor", "Executor"]
@@ -101,22 +108,24 @@ class Executor:
         backend = type(self.backend)
         specific = field_types(backend.Parameters)
         if key in _COMMON_TYPES:
-            self._store(self._common, key, _COMMON_TYPES[key], value)
+            self._store(self._common, CommonParameters, key, value, shown=key)
         elif key in backend.aliases:
-            common = backend.aliases[key]
-            self._store(self._common, common, _COMMON_TYPES[common], value)
+            self._store(self._common, CommonParameters, backend.aliases[key], value, shown=key)
         elif key in specific:
-            self._store(self._specific.setdefault(backend.name, {}), key, specific[key], value)
+            self._store(self._specific.setdefault(backend.name, {}), backend.Parameters, key, value, shown=key)
         else:
             valid = [*_COMMON_TYPES, *backend.aliases, *specific]
             raise unknown_key_error(key, valid, f"the {backend.name} backend")
 
     @staticmethod
-    def _store(target: dict[str, Any], key: str, hint: Any, value: Any) -> None:
+    def _store(target: dict[str, Any], owner: type, key: str, value: Any, *, shown: str) -> None:
+        """Check ``value`` against ``owner``'s field ``key`` (type, bounds), naming it as the user did."""
         if value is None:
             target.pop(key, None)
-        else:
-            target[key] = check_value(key, hint, value)
+            return
+        checked = check_value(shown, field_types(owner)[key], value)
+        check_bounds(owner, key, checked, shown)
+        target[key] = checked
 
     def _resolve(self, dependencies: Sequence[str] = ()) -> Resolved:
         name = self.backend.name
@@ -369,7 +378,7 @@ class AutoExecutor(Executor):
 
     def _set(self, key: str, value: Any) -> None:
         if key in _COMMON_TYPES:
-            self._store(self._common, key, _COMMON_TYPES[key], value)
+            self._store(self._common, CommonParameters, key, value, shown=key)
             return
         name = next((n for n in sorted(known_backends(), key=len, reverse=True) if key.startswith(n + "_")), None)
         if name is None:
@@ -385,9 +394,9 @@ class AutoExecutor(Executor):
         specific = field_types(backend.Parameters)
         common = backend.aliases.get(sub, sub)
         if common in _COMMON_TYPES:
-            self._store(self._overrides.setdefault(name, {}), common, _COMMON_TYPES[common], value)
+            self._store(self._overrides.setdefault(name, {}), CommonParameters, common, value, shown=key)
         elif sub in specific:
-            self._store(self._specific.setdefault(name, {}), sub, specific[sub], value)
+            self._store(self._specific.setdefault(name, {}), backend.Parameters, sub, value, shown=key)
         else:
             valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
             raise unknown_key_error(key, valid, f"the {name} backend")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,9 @@ from typing import Any, Union
 
 from .errors import InvalidParameterError
 
-__all__ = ["CommonParameters", "NoParameters", "Resolved", "check_value", "field_types", "unknown_key_error"]
+__all__ = [
+    "CommonParameters", "NoParameters", "Resolved", "check_bounds", "check_value", "field_types", "unknown_key_error",
+]
 
 
 @dataclass(kw_only=True)
@@ -31,27 +34,27 @@ class CommonParameters:
 
     name: str = "jobsub"
     """Job name shown by the scheduler."""
-    timeout_min: float | None = None
+    timeout_min: float | None = field(default=None, metadata={"above": 0})
     """Time limit in minutes; the job is killed and reports TIMEOUT after it. None: the backend's default."""
-    mem_gb: float | None = None
+    mem_gb: float | None = field(default=None, metadata={"above": 0})
     """Memory limit per node in GB."""
-    cpus_per_task: int | None = None
-    gpus_per_node: int | None = None
-    tasks_per_node: int = 1
+    cpus_per_task: int | None = field(default=None, metadata={"min": 1})
+    gpus_per_node: int | None = field(default=None, metadata={"min": 0})
+    tasks_per_node: int = field(default=1, metadata={"min": 1})
     """Ranks per node: the function runs this many times, each with its own rank."""
-    nodes: int = 1
+    nodes: int = field(default=1, metadata={"min": 1})
     stderr_to_stdout: bool = False
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the worker (where the backend runs a shell)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables of the job."""
-    array_parallelism: int | None = None
+    array_parallelism: int | None = field(default=None, metadata={"min": 1})
     """At most this many tasks of one array run at once. None: the backend's default."""
-    max_num_timeout: int = 3
+    max_num_timeout: int = field(default=3, metadata={"min": 0})
     """How often a checkpointable job is requeued after a timeout."""
-    max_pickle_size_gb: float = 1.0
+    max_pickle_size_gb: float = field(default=1.0, metadata={"above": 0})
     """Refuse submissions whose pickles add up to more than this."""
-    signal_delay_s: int = 90
+    signal_delay_s: int = field(default=90, metadata={"min": 0})
     """Seconds before the time limit when checkpointable jobs get their signal."""
 
 
@@ -70,6 +73,7 @@ class Resolved:
     """Backend ids this submission must wait for (jobs of the same backend passed as arguments)."""
 
 
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """Field name -> resolved type hint of a parameters dataclass."""
     hints = typing.get_type_hints(cls)
@@ -123,6 +127,22 @@ def check_value(key: str, hint: Any, value: Any) -> Any:
     raise InvalidParameterError(
         f"parameter {key!r} expects {_type_name(hint)}, got {type(value).__name__} {value!r}"
     )
+
+
+def check_bounds(owner: type, name: str, value: Any, shown: str) -> None:
+    """The bounds a parameters dataclass declares in its fields' metadata.
+
+    ``min`` is inclusive, ``above`` exclusive: ``nodes=0`` would otherwise run
+    nothing and report success, ``timeout_min=0`` mean something different
+    to each scheduler.  ``shown`` is the key as the user typed it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    bounds: Mapping[str, Any] = next((f.metadata for f in dataclasses.fields(owner) if f.name == name), {})
+    if "min" in bounds and value < bounds["min"]:
+        raise InvalidParameterError(f"{shown}={value!r}: must be at least {bounds['min']}")
+    if "above" in bounds and value <= bounds["above"]:
+        raise InvalidParameterError(f"{shown}={value!r}: must be more than {bounds['above']}")
 
 
 def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:

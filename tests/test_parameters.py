@@ -19,6 +19,31 @@ def test_common_keys_are_typed(tmp_path: Path) -> None:
         ex.update_parameters(tasks_per_node=1.5)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("nodes", 0, "nodes=0: must be at least 1"),  # would run nothing and report success
+        ("tasks_per_node", 0, "tasks_per_node=0: must be at least 1"),
+        ("timeout_min", 0, r"timeout_min=0.0: must be more than 0"),
+        ("timeout_min", -1, r"timeout_min=-1.0: must be more than 0"),
+        ("mem_gb", 0, r"mem_gb=0.0: must be more than 0"),
+        ("array_parallelism", 0, "array_parallelism=0: must be at least 1"),
+        ("slurm_timeout_min", 0, r"slurm_timeout_min=0.0: must be more than 0"),  # overrides too, by their name
+    ],
+)
+def test_values_out_of_range_are_refused_when_set(tmp_path: Path, key: str, value: float, message: str) -> None:
+    ex = jobsub.AutoExecutor(tmp_path, cluster="local")
+    with pytest.raises(jobsub.InvalidParameterError, match=message):
+        ex.update_parameters(**{key: value})
+    assert key not in ex.parameters
+
+
+def test_type_errors_name_the_key_as_typed(tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(tmp_path, cluster="local")
+    with pytest.raises(jobsub.InvalidParameterError, match="parameter 'slurm_partition' expects str, got int 5"):
+        ex.update_parameters(slurm_partition=5)
+
+
 def test_none_means_not_set(tmp_path: Path) -> None:
     ex = jobsub.AutoExecutor(tmp_path, cluster="local")
     ex.update_parameters(timeout_min=5)
