@@ -190,14 +190,19 @@ class Job(Generic[R]):
         """The backend's state (a ``str`` enum: ``job.state == "RUNNING"`` works)."""
         status = self._status()
         if not status.state.is_final and self._all_results_present():
-            return JobState.COMPLETED if self._all_ok() else JobState.FAILED
+            return self._state_from_results()
         return status.state
 
     def _all_results_present(self) -> bool:
         return all(self._folder.has_result(self._index, r) for r in self._rank_list)
 
-    def _all_ok(self) -> bool:
-        return all(o is not None and o.ok for o in (self._outcome(r) for r in self._rank_list))
+    def _state_from_results(self) -> JobState:
+        """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED)."""
+        outcomes = [self._outcome(r) for r in self._rank_list]
+        if all(o is not None and o.ok for o in outcomes):
+            return JobState.COMPLETED
+        states = [getattr(o.exception, "state", None) for o in outcomes if o is not None and not o.ok]
+        return next((s for s in states if isinstance(s, JobState)), JobState.FAILED)
 
     def done(self, force_check: bool = False) -> bool:
         """True once the job ended (or every rank wrote its result)."""

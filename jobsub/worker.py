@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .calls import DelayedSubmission, Outcome, dumps_checked
-from .errors import JobTimeoutError
+from .errors import JobCancelledError, JobTimeoutError
 from .folder import JobFolder
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ _owns_logging = False
 
 REQUEUE_EXIT_CODE = 75
 """Exit code meaning "checkpointed, run me again" for backends that requeue themselves."""
+DEPENDENCY_FAILED_EXIT_CODE = 76
+"""Exit code meaning "a job passed as an argument failed, so this one did not run": CANCELLED,
+as Slurm reports a job whose ``afterok`` dependency failed."""
 
 # canonical name -> JOBSUB_* variable read by JobEnvironment
 CANONICAL = {
@@ -193,6 +196,11 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
         value = delayed.result()
     except _Requeue:
         return _requeue()
+    except _DependencyFailed as failed:
+        folder.write_result(index, rank, Outcome.from_exception(failed.error, _usage(start, rank)).dumps())
+        if reraise:
+            raise failed.error from None
+        return DEPENDENCY_FAILED_EXIT_CODE
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
         folder.write_result(index, rank, Outcome.from_exception(exc, _usage(start, rank)).dumps())
         if reraise:
@@ -205,15 +213,40 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
     return 0
 
 
+class _DependencyFailed(Exception):
+    def __init__(self, error: JobCancelledError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _resolve_dependencies(delayed: DelayedSubmission) -> None:
-    """Jobs passed as arguments stand for their results: wait for them here."""
+    """Jobs passed as arguments stand for their results: wait for them here.
+
+    One that failed (in any way) means this job does not run: it ends
+    CANCELLED, saying which dependency failed and how, as on Slurm.
+    """
     job_module = sys.modules.get("jobsub.job")
-    if job_module is None:  # no Job was unpickled, so none is an argument (and asyncio stays unloaded)
+    if job_module is None:  # no Job was unpickled, so none is an argument
         return
     Job = job_module.Job
-    if any(isinstance(a, Job) for a in (*delayed.args, *delayed.kwargs.values())):
-        delayed.args = tuple(a.result() if isinstance(a, Job) else a for a in delayed.args)
-        delayed.kwargs = {k: v.result() if isinstance(v, Job) else v for k, v in delayed.kwargs.items()}
+
+    def value(obj: Any) -> Any:
+        if not isinstance(obj, Job):
+            return obj
+        try:
+            return obj.result()
+        except Exception as exc:
+            from .states import JobState
+
+            reason = f"a dependency failed: job {obj.job_id} raised {type(exc).__name__}"
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            error = JobCancelledError(
+                f"{reason}: {first_line}" if first_line else reason, state=JobState.CANCELLED, reason=reason
+            )
+            raise _DependencyFailed(error) from exc
+
+    delayed.args = tuple(value(a) for a in delayed.args)
+    delayed.kwargs = {k: value(v) for k, v in delayed.kwargs.items()}
 
 
 def _configure_logging() -> None:

@@ -189,6 +189,16 @@ def test_job_as_argument_is_a_dependency(executor: jobsub.AutoExecutor) -> None:
     assert second.result(timeout=180) == 13
 
 
+def test_failed_dependency_cancels_the_dependent(executor: jobsub.AutoExecutor) -> None:
+    """The same on every backend: CANCELLED, naming the dependency that failed (never a nested failure)."""
+    broken = executor.submit(tasks.fail, "upstream")
+    orphan = executor.submit(tasks.add, broken, 1)
+    with pytest.raises(jobsub.JobCancelledError, match="dependency failed") as info:
+        orphan.result(timeout=120)
+    assert broken.job_id in str(info.value) and info.value.state is JobState.CANCELLED
+    assert orphan.state == "CANCELLED"
+
+
 def test_usage_is_recorded(executor: jobsub.AutoExecutor) -> None:
     job = executor.submit(tasks.add, 1, 1)
     job.result(timeout=120)

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BackendError, JobsubError, SubmissionError
 from ..folder import JobFolder
+from ..worker import DEPENDENCY_FAILED_EXIT_CODE
 from ._daemon import request, spawn_detached
 
 __all__ = [
@@ -144,6 +145,8 @@ def final_status(states: list[dict[str, Any] | None], mem_limit: int | None) -> 
         return "OUT_OF_MEMORY", f"the kernel killed the container for exceeding its memory limit{limit}", codes
     if all(c == 0 for c in codes):
         return "COMPLETED", "", codes
+    if DEPENDENCY_FAILED_EXIT_CODE in codes:
+        return "CANCELLED", "a dependency failed (its result file says which)", codes
     error = next((s.get("Error") for s in states if s and s.get("Error")), "")
     bad = next(c for c in codes if c != 0)
     reason = f"exit code {bad}"

@@ -283,6 +283,8 @@ class Server(JsonLineServer):
             state, reason = "TIMEOUT", f"time limit of {task.sub.timeout_s:g} s reached"
         elif all(c == 0 for c in codes):
             state, reason = "COMPLETED", ""
+        elif worker.DEPENDENCY_FAILED_EXIT_CODE in codes:
+            state, reason = "CANCELLED", "a dependency failed (its result file says which)"
         else:
             bad = next(c for c in codes if c != 0)
             if bad is not None and bad < 0:

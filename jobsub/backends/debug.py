@@ -76,8 +76,10 @@ class DebugBackend(Backend):
             with _task_environment(variables):
                 worker.export_environment(folder, self.name, {}, 0)
                 codes.append(worker.run_task(folder, index, rank))
-        failed = any(codes)
-        self._states[backend_id] = Status(JobState.FAILED if failed else JobState.COMPLETED)
+        if worker.DEPENDENCY_FAILED_EXIT_CODE in codes:
+            self._states[backend_id] = Status(JobState.CANCELLED, "a dependency failed")
+        else:
+            self._states[backend_id] = Status(JobState.FAILED if any(codes) else JobState.COMPLETED)
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
         for backend_id in backend_ids:
