@@ -18,6 +18,8 @@ if __name__ == "__main__":
         print("the job failed, as expected:")
         print(error)
         print("original exception type:", type(error.__cause__).__name__)
+    except ZeroDivisionError as error:  # the debug backend raises the function's own exception
+        print("the job failed, as expected (debug backend: the original exception):", error)
 
     if executor.cluster != "debug":
         executor.update_parameters(timeout_min=0.05)  # 3 seconds (Slurm rounds up to a minute)

@@ -123,14 +123,16 @@ def _describe_culprit(call: DelayedSubmission) -> str | None:
     return None
 
 
-def dumps_checked(obj: Any, what: str, *, call: DelayedSubmission | None = None) -> bytes:
-    """Cloudpickle ``obj``; raise ``PicklingError`` naming the part of ``call`` that fails."""
+def dumps_checked(obj: Any, what: str, *, call: DelayedSubmission | None = None, item: int | None = None) -> bytes:
+    """Cloudpickle ``obj``; raise ``PicklingError`` naming the part of ``call`` (item ``item`` of an array) that fails."""
     try:
         return _cloudpickle().dumps(obj)  # type: ignore[no-any-return]
     except Exception as exc:
-        culprit = _describe_culprit(call) if call is not None else None
+        culprit = (_describe_culprit(call) if call is not None else None) or what
+        if item is not None:
+            culprit += f" in item {item} of the array"
         raise PicklingError(
-            f"cannot pickle {culprit or what}: {type(exc).__name__}: {exc}. "
+            f"cannot pickle {culprit}: {type(exc).__name__}: {exc}. "
             "Everything a job needs is pickled with cloudpickle when it is submitted; "
             "pass a path or a plain value instead of open files, locks, sockets or clients."
         ) from exc

@@ -139,6 +139,7 @@ class Executor:
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
         """Submit ``fn(*args, **kwargs)``; returns at once with a ``Job``."""
+        _check_callable(fn, "submit")
         call = DelayedSubmission(fn, *args, **kwargs)
         if self._batch is not None:
             placeholder: _DelayedJob = _DelayedJob.__new__(_DelayedJob)
@@ -149,7 +150,16 @@ class Executor:
 
     def map_array(self, fn: Callable[..., R], *iterables: Iterable[Any]) -> list[Job[R]]:
         """Submit ``fn(*args)`` for each ``args`` in ``zip(*iterables)`` as ONE array."""
-        calls = [DelayedSubmission(fn, *args) for args in zip(*iterables)]
+        _check_callable(fn, "map_array")
+        columns = [list(items) for items in iterables]
+        if len({len(c) for c in columns}) > 1:
+            lengths = ", ".join(str(len(c)) for c in columns)
+            warnings.warn(
+                f"map_array received iterables of different lengths ({lengths}): like zip, it submits "
+                f"{min(len(c) for c in columns)} jobs and ignores the rest",
+                RuntimeWarning, stacklevel=2,
+            )
+        calls = [DelayedSubmission(fn, *args) for args in zip(*columns)]
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
             return []
@@ -157,6 +167,8 @@ class Executor:
 
     def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
         """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""
+        for fn in fns:
+            _check_callable(fn, "submit_array")
         calls = [DelayedSubmission(fn) for fn in fns]
         if not calls:
             warnings.warn("submit_array received no callables: nothing submitted", RuntimeWarning, stacklevel=2)
@@ -209,11 +221,12 @@ class Executor:
             "timeout_min": common.timeout_min,
             "max_num_timeout": common.max_num_timeout,
         }
+        items: list[int | None] = list(range(len(calls))) if array else [None]
         if shared:
             dumps_checked(function, "the function", call=calls[0])
-            task_bytes = [dumps_checked((c.args, c.kwargs), "the arguments", call=c) for c in calls]
+            task_bytes = [dumps_checked((c.args, c.kwargs), "the arguments", call=c, item=i) for c, i in zip(calls, items)]
         else:
-            task_bytes = [dumps_checked(c, "the submission", call=c) for c in calls]
+            task_bytes = [dumps_checked(c, "the submission", call=c, item=i) for c, i in zip(calls, items)]
         call_bytes = dumps_checked(spec, "the submitted function")
         total = len(call_bytes) + sum(map(len, task_bytes))
         if total > common.max_pickle_size_gb * 1024**3:
@@ -400,3 +413,9 @@ class AutoExecutor(Executor):
         else:
             valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
             raise unknown_key_error(key, valid, f"the {name} backend")
+
+
+def _check_callable(fn: Any, method: str) -> None:
+    """A value that cannot be called fails here, not in the job after it waited in a queue."""
+    if not callable(fn):
+        raise TypeError(f"{method}() needs a callable to run, got {type(fn).__name__} {fn!r}")

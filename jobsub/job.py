@@ -330,6 +330,7 @@ class Job(Generic[R]):
         exc = outcome.exception
         if isinstance(exc, errors.JobError):  # raised by the worker itself (e.g. timeout, not checkpointable)
             exc.job_id = self._job_id
+            exc.args = (f"{self._where(rank)}: {exc}\n{self._logs_hint(rank)}",)  # which job, where its logs are
             return exc
         if exc is not None:
             exc.__cause__ = RemoteTraceback(outcome.traceback)

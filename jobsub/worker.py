@@ -202,9 +202,12 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
             raise failed.error from None
         return DEPENDENCY_FAILED_EXIT_CODE
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
-        folder.write_result(index, rank, Outcome.from_exception(exc, _usage(start, rank)).dumps())
+        outcome = Outcome.from_exception(exc, _usage(start, rank))
+        folder.write_result(index, rank, outcome.dumps())
         if reraise:
             raise
+        # in the job's stderr too, as submitit does: whoever reads the log sees why it failed
+        _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
         return 1
     finally:
         if in_main:

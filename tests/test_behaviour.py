@@ -71,6 +71,8 @@ def test_failure_carries_remote_traceback(executor: jobsub.AutoExecutor) -> None
     assert "in fail" in str(info.value.__cause__.__cause__)
     assert job.state in ("FAILED", "COMPLETED")
     assert isinstance(job.exception(), jobsub.FailedJobError)
+    stderr = job.stderr() or ""  # the log says why too, as with submitit
+    assert "the job failed" in stderr and "ValueError: bad input 42" in stderr
 
 
 def test_unpicklable_return_value_is_reported(executor: jobsub.AutoExecutor) -> None:
@@ -94,9 +96,20 @@ def test_unpicklable_argument_fails_at_submit(executor: jobsub.AutoExecutor) -> 
 
     with pytest.raises(jobsub.PicklingError, match=r"argument #1 of add \(<unlocked _thread.lock"):
         executor.submit(tasks.add, 1, threading.Lock())
+    lock = threading.Lock()
     with pytest.raises(jobsub.PicklingError, match="the function"):
-        executor.submit(threading.Lock())
+        executor.submit(lambda: lock.locked())
+    with pytest.raises(jobsub.PicklingError, match=r"argument #0 of add .* in item 1 of the array"):
+        executor.map_array(tasks.add, [1, lock, 3], [1, 2, 3])
+    with pytest.raises(TypeError, match=r"submit\(\) needs a callable to run, got int 42"):
+        executor.submit(42)  # type: ignore[arg-type]
     assert not any(p for p in executor.folder.iterdir() if not p.name.startswith("."))
+
+
+def test_map_array_of_unequal_lengths_warns(executor: jobsub.AutoExecutor) -> None:
+    with pytest.warns(RuntimeWarning, match=r"different lengths \(3, 2\).* submits 2 jobs"):
+        jobs = executor.map_array(tasks.add, [1, 2, 3], [10, 20])
+    assert [j.result(timeout=120) for j in jobs] == [11, 22]
 
 
 def test_logs(executor: jobsub.AutoExecutor) -> None:

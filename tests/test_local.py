@@ -31,8 +31,9 @@ def test_requeue_stops_after_max_num_timeout(local_executor: jobsub.AutoExecutor
 
     local_executor.update_parameters(timeout_min=0.03, signal_delay_s=1, max_num_timeout=1)
     job = local_executor.submit(NeverDone())
-    with pytest.raises(jobsub.JobTimeoutError, match="too many times"):
+    with pytest.raises(jobsub.JobTimeoutError, match=rf"job {job.job_id} \(task 0\): .*too many times") as info:
         job.result(timeout=60)
+    assert "Logs: " in str(info.value) and info.value.job_id == job.job_id
 
 
 def test_setup_lines_run_before_the_worker(local_executor: jobsub.AutoExecutor) -> None:

@@ -11,6 +11,7 @@ Set JOBSUB_UPDATE_GOLDEN=1 to rewrite tests/golden/ after an intended change.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -146,6 +147,17 @@ def test_sbatch_script_golden(case: str, weird_tmp_path: Path) -> None:
         golden.write_text(text)
     assert text == golden.read_text(), f"{golden} differs (JOBSUB_UPDATE_GOLDEN=1 rewrites it if intended)"
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+
+
+def test_short_limit_rounds_up_with_a_warning_and_signals_half_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """3 seconds become Slurm's 1 minute, said aloud; the 90 s default warning would fire at the start."""
+    folder = tmp_path / "KEY"
+    with caplog.at_level(logging.WARNING, logger="jobsub.slurm"):
+        text = sbatch_script(_command(folder), 1, _resolved({"timeout_min": 0.05}), folder, array=False)
+    assert "#SBATCH --time=1\n" in text and "#SBATCH --signal=B:USR2@30\n" in text
+    assert "timeout_min=0.05: Slurm counts whole minutes, so the limit is 1 min" in caplog.text
 
 
 def test_script_quoting_survives_the_shell(weird_tmp_path: Path) -> None:

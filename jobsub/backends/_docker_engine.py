@@ -72,7 +72,7 @@ def map_docker_errors(action: str, base_url: str | None = None) -> Iterator[None
         if isinstance(exc, (*transport, OSError)):
             raise BackendError(
                 f"{action}: cannot reach the Docker engine at {where}: {exc}. "
-                "Is it running (scripts/start-docker.sh)? Is DOCKER_HOST right?"
+                "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
             ) from exc
         raise
 
@@ -96,7 +96,7 @@ def connect(base_url: str | None) -> Any:
         # (UnixHTTPConnection.connect does not close it), a ResourceWarning at exit
         raise BackendError(
             f"cannot reach the Docker engine at {host}: no such socket. "
-            "Is it running (scripts/start-docker.sh)? Is DOCKER_HOST right?"
+            "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
         )
     with map_docker_errors("connecting", base_url):
         return docker.from_env(environment=environment).api

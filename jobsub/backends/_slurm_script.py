@@ -18,6 +18,7 @@ teardown lines the shell stays and forwards the signal).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shlex
@@ -28,6 +29,8 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ..parameters import Resolved
+
+logger = logging.getLogger("jobsub.slurm")
 
 __all__ = ["SIGNAL", "SlurmParameters", "log_name", "sbatch_script"]
 
@@ -84,6 +87,16 @@ def _mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{math.ceil(mem_gb * 1024)}M"
 
 
+def _signal_delay_s(delay_s: int, timeout_min: float | None) -> int:
+    """The warning signal comes at most half-way through the limit, as on the other backends.
+
+    A delay longer than the limit would signal the job the moment it starts.
+    """
+    if timeout_min is None:
+        return delay_s
+    return min(delay_s, max(1, math.ceil(timeout_min) * 60 // 2))
+
+
 def _percent_escaped(path: Path) -> str:
     """Slurm expands %j, %A... in --output; a literal % in the folder path must be doubled."""
     return str(path).replace("%", "%%")
@@ -104,7 +117,7 @@ def _options(
         "output": f"{_percent_escaped(folder_path)}/slurm/{log_name(pattern)}",
         # a requeued run must not truncate the log of the first one
         "open-mode": "append",
-        "signal": f"{'' if srun else 'B:'}{SIGNAL}@{common.signal_delay_s}",
+        "signal": f"{'' if srun else 'B:'}{SIGNAL}@{_signal_delay_s(common.signal_delay_s, common.timeout_min)}",
     }
     if array:
         throttle = common.array_parallelism
@@ -112,6 +125,10 @@ def _options(
     if common.timeout_min is not None:
         # whole minutes (Slurm's unit), never below one
         opts["time"] = max(1, math.ceil(common.timeout_min))
+        if opts["time"] != common.timeout_min:
+            logger.warning(
+                "timeout_min=%g: Slurm counts whole minutes, so the limit is %d min", common.timeout_min, opts["time"]
+            )
     if common.nodes > 1:
         opts["nodes"] = common.nodes
     if common.tasks_per_node > 1:
