@@ -436,4 +436,3 @@ class AsyncJobProxy(Generic[R]):
     async def results(self, poll_interval: float | None = None) -> list[R]:
         await self.wait(poll_interval)
         return self.job.results()
-
