@@ -8,6 +8,7 @@ backend's own variables.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 from .folder import JobFolder, JobPaths
@@ -34,6 +35,10 @@ class JobEnvironment:
                 "(JOBSUB_FOLDER is not set)"
             )
         self.cluster = os.environ.get("JOBSUB_BACKEND", "local")
+        self.name = self.cluster
+        """The backend's name (submitit's ``JobEnvironment.name``: "slurm", "local", ...)."""
+        self.USR_SIG = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
+        """The signal that asks a checkpointable job to checkpoint (submitit's name)."""
 
     def activated(self) -> bool:
         return "JOBSUB_FOLDER" in os.environ

@@ -63,6 +63,9 @@ class Executor:
         **parameters: initial parameters, as for ``update_parameters``.
     """
 
+    job_class: type[Job[Any]] = Job
+    """The type of the handles ``submit`` returns (submitit's attribute)."""
+
     def __init__(self, folder: str | os.PathLike[str], backend: str | Backend = "local", **parameters: Any) -> None:
         self._folder_arg = os.fspath(folder)
         root, self._template = split_folder_template(folder)

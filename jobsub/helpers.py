@@ -33,6 +33,7 @@ __all__ = [
     "clean_env",
     "environment_variables",
     "monitor_jobs",
+    "run_cmd",
 ]
 
 R = TypeVar("R")
@@ -114,6 +115,12 @@ class CommandFunction:
                 f"command {full} exited with code {proc.returncode}; its stderr:\n{proc.stderr.strip()}"
             ) from error
         return proc.stdout.strip()
+
+
+def run_cmd(str_args: str | Sequence[str], **kwargs: Any) -> str:
+    """Run a command and return its stripped stdout (submitit's helper; ``subprocess.check_output``'s errors)."""
+    output: bytes = subprocess.check_output(str_args, **kwargs)
+    return output.decode("utf-8").strip()
 
 
 def as_completed(

@@ -188,7 +188,10 @@ class Job(Generic[R]):
     @property
     def state(self) -> JobState:
         """The backend's state (a ``str`` enum: ``job.state == "RUNNING"`` works)."""
-        status = self._status()
+        return self._seen_state(self._status())
+
+    def _seen_state(self, status: Status) -> JobState:
+        """The backend's state, unless the results already tell more (the backend lags behind them)."""
         if not status.state.is_final and self._all_results_present():
             return self._state_from_results()
         return status.state
@@ -223,7 +226,7 @@ class Job(Generic[R]):
     def get_info(self, mode: str = "force") -> dict[str, str]:
         """The backend's view of the job, as submitit's ``get_info()`` (``State``, ``Reason``)."""
         status = self._status(force=mode == "force")
-        return {"JobID": self._job_id, "State": status.state.value, "Reason": status.reason}
+        return {"JobID": self._job_id, "State": self._seen_state(status).value, "Reason": status.reason}
 
     def running(self) -> bool:
         return self.state is JobState.RUNNING

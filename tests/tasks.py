@@ -44,6 +44,11 @@ def print_and_return(text: str) -> str:
     return text
 
 
+def environment_name() -> tuple[str, int]:
+    env = jobsub.JobEnvironment()
+    return env.name, int(env.USR_SIG)
+
+
 def log_and_return(text: str) -> str:
     logging.getLogger("tests.tasks").info("logged: %s", text)
     return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -105,3 +106,23 @@ def test_slurm_keys_are_accepted_off_slurm(log_folder: str) -> None:
         slurm_signal_delay_s=None, slurm_comment=None, slurm_additional_parameters=None,
     )
     assert executor.submit(tasks.add, 1, 1).result() == 2
+
+
+def test_smaller_public_names(tmp_path: Path) -> None:
+    """Names scripts reach for beyond the docs: pickle helpers, run_cmd, job_class, JobEnvironment.name."""
+    from jobsub.core import utils
+    from jobsub.core.job_environment import DelayedSubmission, JobPaths
+
+    target = tmp_path / "saved.pkl"
+    utils.cloudpickle_dump(lambda x: x + 1, target)
+    assert utils.pickle_load(target)(1) == 2 and not list(tmp_path.glob("*.save_tmp"))
+    with pytest.raises(ZeroDivisionError), utils.temporary_save_path(target) as temporary:
+        temporary.write_text("half written")
+        1 / 0  # noqa: B018 - the block fails: the old file stays
+    assert utils.pickle_load(target)(1) == 2
+    assert submitit.helpers.run_cmd(["echo", " hi "]) == "hi"
+    assert submitit.AutoExecutor.job_class is submitit.Job
+    assert DelayedSubmission is submitit.helpers.DelayedSubmission and JobPaths is submitit.core.utils.JobPaths
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "env"), cluster="local")
+    name, signal_number = executor.submit(tasks.environment_name).result()
+    assert name == "local" and signal_number == int(signal.SIGUSR2)
