@@ -327,23 +327,18 @@ class Server(JsonLineServer):
         if now - self.last_memory_check < MEM_CHECK_S:
             return
         self.last_memory_check = now
-        groups = {  # each rank leads its own process group (child() calls setpgid)
-            pid: task
-            for task in self.tasks_running
-            if task.sub.mem_limit and not task.rss_over
-            for rank, pid in task.pids.items()
-            if rank not in task.codes
-        }
+        watched = [t for t in self.tasks_running if t.sub.mem_limit and not t.rss_over]
+        # each rank leads its own process group (child() calls setpgid)
+        groups = {pid for t in watched for rank, pid in t.pids.items() if rank not in t.codes}
         if not groups:
             return
-        held: dict[int, int] = collections.Counter()  # id(task) -> bytes
-        for group, rss in _rss_by_process_group(set(groups)).items():
-            held[id(groups[group])] += rss
-        for task in {id(t): t for t in groups.values()}.values():
+        rss = _rss_by_process_group(groups)
+        for task in watched:
+            held = sum(rss.get(pid, 0) for pid in task.pids.values())
             limit = task.sub.mem_limit or 0
-            if held[id(task)] > limit:
-                logger.info("task %s of %s holds %d bytes, over %d: killing it", task.name, task.sub.key, held[id(task)], limit)
-                task.rss_over = held[id(task)]
+            if held > limit:
+                logger.info("task %s of %s holds %d bytes, over %d: killing it", task.name, task.sub.key, held, limit)
+                task.rss_over = held
                 self.kill(task, signal.SIGKILL)
 
     def kill(self, task: Task, sig: signal.Signals) -> None:
