@@ -343,7 +343,7 @@ class Dispatcher(JsonLineServer):
             self.died = {c: t for c, t in self.died.items() if c not in claimed and now - t < 60}
 
     def _finalize_call(self, sub: Submission, task: Task) -> None:  # in a pool thread
-        """Read how the containers ended, keep their output, remove them.
+        """Read how the containers ended and keep their output.
 
         A container that someone else removed meanwhile (404, or 409 "removal
         in progress") vanished: its task is LOST.
@@ -361,9 +361,9 @@ class Dispatcher(JsonLineServer):
                     output = self.api.logs(cid, stdout=True, stderr=True)
                     if output:
                         sub.folder.write_marker("log", f"{task.index}.{rank}.container", output)
-                with unless_gone() as gone:
-                    self.api.remove_container(cid, force=True)
-                infos.append(None if gone else info)
+                if info is not None and info.get("Status") in ("removing", "dead"):
+                    info = None  # being removed, and not by us (we remove after the end is recorded)
+                infos.append(info)
         except Exception as exc:  # the engine failed: try again at the next refresh
             logger.warning("finalizing task %d of %s failed: %s", task.index, sub.key, exc)
             self.post(functools.partial(self._finalized, sub, task, None))
@@ -371,6 +371,7 @@ class Dispatcher(JsonLineServer):
         self.post(functools.partial(self._finalized, sub, task, infos))
 
     def _finalized(self, sub: Submission, task: Task, infos: list[dict[str, Any] | None] | None) -> None:
+        """Record the task's end (or requeue it), THEN remove its containers: the record outlives them."""
         sub.finalizing.pop(task.index, None)
         if infos is None:
             task.phase = "running"
@@ -383,7 +384,16 @@ class Dispatcher(JsonLineServer):
             sub.pending.appendleft(task)
         else:
             write_exit(sub.folder, task.index, state, reason, codes)
+        for cid in task.containers.values():
+            self.pool.submit(self._remove, cid)
         self.maybe_done(sub)
+
+    def _remove(self, cid: str) -> None:  # in a pool thread
+        try:
+            with unless_gone():  # gone already: fine
+                self.api.remove_container(cid, force=True)
+        except Exception as exc:  # left behind; a later adoption of the folder removes it
+            logger.warning("could not remove container %s: %s", cid[:12], exc)
 
     def maybe_done(self, sub: Submission) -> None:
         if not sub.pending and not sub.running and not sub.finalizing:
