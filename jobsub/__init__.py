@@ -10,8 +10,13 @@
     print(job.result())
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: every task imports this package
+if TYPE_CHECKING:
+    from typing import Any
 
 # Public names are imported on first use (PEP 562): ``python -m jobsub.worker`` imports this
 # package for every task and must not pay for the executor, asyncio or the backends.

@@ -9,17 +9,21 @@ on a cluster.  ``Outcome`` is the record a worker writes for each task.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
 
 from .errors import PicklingError
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the worker imports this module, and spares typing and pathlib
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Callable
+
 __all__ = ["DelayedSubmission", "Outcome", "RemoteTraceback", "dumps_checked"]
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent) + "/"
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + "/"
 
 
 def _cloudpickle() -> ModuleType:
@@ -78,11 +82,13 @@ class DelayedSubmission:
         self._timeout_countdown = max_num_timeout
 
     def dump(self, filepath: str | Path) -> None:
-        Path(filepath).write_bytes(dumps_checked(self, "the submission"))
+        with open(filepath, "wb") as f:
+            f.write(dumps_checked(self, "the submission"))
 
     @classmethod
     def load(cls, filepath: str | Path) -> DelayedSubmission:
-        obj = pickle.loads(Path(filepath).read_bytes())
+        with open(filepath, "rb") as f:
+            obj = pickle.load(f)
         if type(obj).__name__ != cls.__name__:
             raise TypeError(f"{filepath} holds a {type(obj).__name__}, not a {cls.__name__}")
         return obj  # type: ignore[no-any-return]

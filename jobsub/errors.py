@@ -29,7 +29,7 @@ the builtin ``TimeoutError`` (as ``concurrent.futures`` does), which is *not*
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING; the worker imports this module and spares typing
 
 if TYPE_CHECKING:
     from .states import JobState

@@ -26,10 +26,15 @@ import os
 import struct
 import time
 import zlib
-from pathlib import Path
-from typing import Any
 
-from .storage import Storage, open_storage
+from .storage import open_storage
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from .storage import Storage
 
 __all__ = ["CorruptResultError", "JobFolder", "JobPaths", "split_folder_template"]
 
@@ -54,6 +59,8 @@ def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | No
     link named after the job id (``runs/1234``) is made to the job's folder so
     that paths the user expects exist too.
     """
+    from pathlib import Path
+
     text = os.fspath(folder)
     if "%" not in text:
         return text, None
@@ -126,6 +133,10 @@ class JobFolder:
         """The local path of the folder, or None on an object store."""
         return self.storage.local_path(self.key)
 
+    def local_file(self, *parts: str) -> str | None:
+        """A file of the folder as a local path string (None on an object store): no pathlib for the worker."""
+        return self.storage.local_file(self._k(*parts))
+
     @property
     def url(self) -> str:
         return f"{self.storage.url.rstrip('/')}/{self.key}"
@@ -197,6 +208,8 @@ class JobFolder:
             return None
 
     def paths(self, index: int, rank: int) -> JobPaths:
+        from pathlib import Path
+
         base = self.path if self.path is not None else Path(self.url)
         return JobPaths(
             folder=base,

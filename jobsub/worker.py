@@ -26,15 +26,16 @@ import signal
 import sys
 import time
 import types
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from .calls import DelayedSubmission, Outcome, dumps_checked
 from .errors import JobCancelledError, JobTimeoutError
 from .folder import JobFolder
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: typing and pathlib stay out of every task's start
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["REQUEUE_EXIT_CODE", "load_task", "main", "run_task"]
 
@@ -161,11 +162,10 @@ class _CheckpointHandler:
 
 
 def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
-    path = folder.path
-    if path is None:
-        return
     for stream, fd in (("out", 1), ("err", 2)):
-        log = path / "log" / f"{index}.{rank}.{'out' if merge else stream}"
+        log = folder.local_file("log", f"{index}.{rank}.{'out' if merge else stream}")
+        if log is None:  # an object store: the backend keeps the logs
+            return
         target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(target, fd)
         os.close(target)

@@ -1,8 +1,10 @@
 """The public names are pinned: removing or adding one is a visible decision."""
 
 import ast
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jobsub
 
@@ -22,13 +24,19 @@ def test_all_is_pinned() -> None:
         assert hasattr(jobsub, name), name
 
 
-def _imported_by(module: str, candidates: tuple[str, ...]) -> list[str]:
-    """Which of ``candidates`` (or their submodules) a fresh interpreter has loaded after importing ``module``."""
+def _imported_by(module: str, candidates: tuple[str, ...], *, bare: bool = False) -> list[str]:
+    """Which of ``candidates`` (or their submodules) a fresh interpreter has loaded after importing ``module``.
+
+    ``bare``: as in a task container, jobsub on PYTHONPATH and no site-packages (an editable
+    install's import hook would load pathlib itself).
+    """
     code = (
         f"import sys, {module}; print(sorted(m for m in sys.modules if m in {candidates!r} "
         f"or m.split('.')[0] in {candidates!r}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    command = [sys.executable, *(["-S"] if bare else []), "-c", code]
+    env = {**os.environ, "PYTHONPATH": str(Path(jobsub.__file__).resolve().parent.parent)} if bare else None
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     found: list[str] = ast.literal_eval(out.stdout)
     return found
 
@@ -53,8 +61,8 @@ def test_submitit_module_paths() -> None:
 
 def test_worker_start_is_lean() -> None:
     """Every task pays the worker's imports: what only some tasks need stays out of it."""
-    heavy = ("cloudpickle", "dataclasses", "asyncio", "inspect", "logging", "jobsub.job")
-    assert _imported_by("jobsub.worker", heavy) == []
+    heavy = ("cloudpickle", "dataclasses", "asyncio", "inspect", "logging", "typing", "pathlib", "jobsub.job")
+    assert _imported_by("jobsub.worker", heavy, bare=True) == []
 
 
 def test_result_pickling_without_cloudpickle_loaded() -> None:

@@ -8,33 +8,27 @@ through ``open_storage`` and are imported only when such a URL is used.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import os
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._protocol import Storage
 
 __all__ = ["LocalStorage", "MemoryStorage", "Storage", "open_storage"]
 
 
-@runtime_checkable
-class Storage(Protocol):
-    """The few primitives a folder store must offer.
+def __getattr__(name: str) -> object:
+    """``Storage``, the protocol, is defined on first use: it needs ``typing``, which tasks do without."""
+    if name == "Storage":
+        from ._protocol import Storage
 
-    ``read_bytes`` raises ``FileNotFoundError`` for a missing key and any other
-    error as itself: an expired credential must never look like "result not
-    written yet".  ``write_bytes`` is atomic: a reader sees the old object,
-    nothing, or the whole new one.
-    """
-
-    url: str
-
-    def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes) -> None: ...
-    def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str) -> list[str]: ...
-    def delete(self, key: str) -> None: ...
-    def local_path(self, key: str) -> Path | None: ...
+        return Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _counter = itertools.count()
@@ -45,51 +39,65 @@ class LocalStorage:
 
     Directories are created with mode 0700: job folders hold pickled code and
     results that other users of a shared machine must not read or replace.
+    Paths are plain strings inside (``pathlib`` costs every task start ~3 ms);
+    ``local_path`` still hands out a ``Path``.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().absolute()
-        self.url = str(self.root)
+        text = os.path.expanduser(os.fspath(root))
+        if not os.path.isabs(text):
+            text = os.path.join(os.getcwd(), text)
+        # as pathlib spells it: no empty or "." parts, ".." kept
+        self.root = "/" + "/".join(part for part in text.split("/") if part not in ("", "."))
+        self.url = self.root
+
+    def local_file(self, key: str) -> str:
+        return os.path.join(self.root, key)
 
     def local_path(self, key: str) -> Path:
-        return self.root / key
+        from pathlib import Path
+
+        return Path(self.local_file(key))
 
     def read_bytes(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
+        with open(self.local_file(key), "rb") as f:
+            return f.read()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory, name = os.path.split(self.local_file(key))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         # temp file in the same directory + rename: atomic on POSIX file systems
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(_counter)}.tmp"
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(_counter)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
+            os.replace(tmp, os.path.join(directory, name))
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def exists(self, key: str) -> bool:
-        return (self.root / key).exists()
+        return os.path.exists(self.local_file(key))
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix
-        if not base.is_dir():
+        base = self.local_file(prefix)
+        try:
+            names = os.listdir(base)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            str(p.relative_to(self.root)) for p in base.iterdir() if not p.name.startswith(".")
-        )
+        return sorted(os.path.relpath(os.path.join(base, n), self.root) for n in names if not n.startswith("."))
 
     def delete(self, key: str) -> None:
-        path = self.root / key
-        if path.is_dir():
+        path = self.local_file(key)
+        if os.path.isdir(path) and not os.path.islink(path):
             import shutil
 
             shutil.rmtree(path)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def __repr__(self) -> str:
         return f"LocalStorage({self.url!r})"
@@ -103,6 +111,9 @@ class MemoryStorage:
         self._objects: dict[str, bytes] = {}
 
     def local_path(self, key: str) -> None:
+        return None
+
+    def local_file(self, key: str) -> None:
         return None
 
     def read_bytes(self, key: str) -> bytes:
