@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import JobsubError
-from .folder import split_folder_template
+from .folder import lookup_id, split_folder_template
 from .job import Job
+from .storage import open_storage
 
 __all__ = ["main"]
 
@@ -91,18 +92,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _build_image(ns)
     if ns.command == "status":
         return status(ns.folder)
-    try:
-        if ns.command == "logs":
+    if ns.command == "logs":
+        try:
             job: Job[object] = Job(ns.folder, ns.job_id)
-            text = job.stderr() if ns.err else job.stdout()
-            sys.stdout.write(text or "")
-            return 0
-        for job_id in ns.job_ids:
-            print(f"{job_id}: {'cancelled' if Job(ns.folder, job_id).cancel() else 'already finished'}")
-    except (FileNotFoundError, JobsubError) as exc:
-        print(f"jobsub {ns.command}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        except (FileNotFoundError, JobsubError) as exc:
+            print(f"jobsub logs: {exc}", file=sys.stderr)
+            return 1
+        text = job.stderr() if ns.err else job.stdout()
+        sys.stdout.write(text or "")
+        return 0
+    failed = 0
+    for job_id in ns.job_ids:  # each on its own: one bad id does not stop the others
+        try:
+            print(f"{job_id}: {'cancelled' if _cancel(ns.folder, job_id) else 'already finished'}")
+        except (FileNotFoundError, JobsubError) as exc:
+            print(f"jobsub cancel: {exc}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _cancel(folder: Path, job_id: str) -> bool:
+    """Cancel a job, or every task of an array given by its own id (in one backend call)."""
+    root = split_folder_template(folder)[0]
+    key = lookup_id(open_storage(root), job_id)
+    tasks = Job.attach(Path(root) / key) if key is not None else []
+    if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
+        return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
+    live = [task for task in tasks if not task.done()]
+    if live:
+        live[0]._backend.cancel([job_id])  # the backend cancels a whole array by its id
+    return bool(live)
 
 
 def _build_image(ns: argparse.Namespace) -> int:

@@ -79,7 +79,12 @@ class Job(Generic[R]):
             if job_id == base and not meta["array"]:
                 break
             if job_id.startswith(base + "_") and meta["array"]:
-                index = sub["offset"] + int(job_id[len(base) + 1 :])
+                suffix = job_id[len(base) + 1 :]
+                if not suffix.isdigit() or int(suffix) >= sub["count"]:
+                    raise FileNotFoundError(
+                        f"{job_id!r}: array {base} has tasks {base}_0 to {base}_{sub['count'] - 1}"
+                    )
+                index = sub["offset"] + int(suffix)
                 break
         else:
             parent = next((sub for sub in meta.get("submissions", []) if sub["id"] == job_id), None)

@@ -203,11 +203,13 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
         return DEPENDENCY_FAILED_EXIT_CODE
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
         outcome = Outcome.from_exception(exc, _usage(start, rank))
+        if not reraise:
+            # in the job's stderr too, as submitit does, and before the result: a client that
+            # sees the result may read the log at once
+            _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
         folder.write_result(index, rank, outcome.dumps())
         if reraise:
             raise
-        # in the job's stderr too, as submitit does: whoever reads the log sees why it failed
-        _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
         return 1
     finally:
         if in_main:

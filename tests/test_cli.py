@@ -58,6 +58,25 @@ def test_cli_errors_are_one_line(local_executor: jobsub.AutoExecutor, capsys: py
     assert capsys.readouterr().err.startswith("jobsub logs: no job 'no-such-job' was submitted with folder")
     assert main(["logs", str(local_executor.folder), array_id]) == 1
     assert f"is an array of 2 tasks: name one, {array_id}_0 to {array_id}_1" in capsys.readouterr().err
+    for bad in (f"{array_id}_x", f"{array_id}_7"):  # not a task of the array: never a job pending forever
+        assert main(["logs", str(local_executor.folder), bad]) == 1
+        assert capsys.readouterr().err == f"jobsub logs: '{bad}': array {array_id} has tasks {array_id}_0 to {array_id}_1\n"
+
+
+def test_cancel_an_array_by_its_id_and_go_on_after_a_bad_id(
+    local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_executor.update_parameters(array_parallelism=1)
+    array = local_executor.map_array(tasks.sleep_then, [60, 60, 60])
+    single = local_executor.submit(tasks.sleep_then, 60)
+    array_id = array[0].job_id.rpartition("_")[0]
+    assert main(["cancel", str(local_executor.folder), array_id, "no-such-job", single.job_id]) == 1
+    captured = capsys.readouterr()
+    assert f"{array_id}: cancelled" in captured.out and f"{single.job_id}: cancelled" in captured.out
+    assert "jobsub cancel: no job 'no-such-job'" in captured.err
+    for job in (*array, single):
+        with pytest.raises(jobsub.JobCancelledError):
+            job.result(timeout=30)
 
 
 def test_cancel_reaches_the_server_that_holds_the_job(local_executor: jobsub.AutoExecutor, tmp_path: Path) -> None:

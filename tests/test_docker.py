@@ -325,6 +325,9 @@ def test_interactive_mode_in_a_terminal_stops_at_breakpoint(api: Any, tmp_path: 
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(fd)
+        # a failed run leaves pdb waiting in its container (the killed script could not remove it)
+        for container in api.containers(all=True, filters={"label": [f"jobsub.root={tmp_path / 'runs'}"]}):
+            api.remove_container(container["Id"], force=True)
 
 
 @pytest.fixture
