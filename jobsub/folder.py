@@ -235,6 +235,22 @@ class JobFolder:
         """Small files a backend uses for its own bookkeeping (``cancel/<i>``, ``exit/<i>.<r>``)."""
         self.storage.write_bytes(self._k(kind, name), data)
 
+    def write_exit(
+        self, name: int | str, state: str, reason: str, codes: list[int | None] | None = None
+    ) -> None:
+        """Record how task ``name`` ended in ``exit/<name>.json``; the first record wins.
+
+        Backends that manage tasks themselves (local, Docker) read their
+        states from these markers; a cancellation written first is not
+        overwritten by the failure the kill then causes.
+        """
+        import json
+
+        if self.read_marker("exit", f"{name}.json") is not None:
+            return
+        record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
+        self.write_marker("exit", f"{name}.json", json.dumps(record).encode())
+
     def read_marker(self, kind: str, name: str) -> bytes | None:
         try:
             return self.storage.read_bytes(self._k(kind, name))

@@ -58,7 +58,6 @@ from ._docker_engine import (
     task_env_and_labels,
     try_lock,
     unless_gone,
-    write_exit,
 )
 
 logger = logging.getLogger("jobsub.docker.dispatch")
@@ -294,8 +293,7 @@ class Dispatcher(JsonLineServer):
                 self.api.start(cid)
         except Exception:
             for cid in containers.values():
-                with contextlib.suppress(Exception):
-                    self.api.remove_container(cid, force=True)
+                self._remove(cid)
             raise
         task.containers = containers
 
@@ -303,7 +301,7 @@ class Dispatcher(JsonLineServer):
         if exc is not None:
             logger.warning("task %d of %s did not start: %s", task.index, sub.key, exc)
             sub.running.pop(task.index, None)
-            write_exit(sub.folder, task.index, "FAILED", f"the container did not start: {_api_message(exc)}")
+            sub.folder.write_exit(task.index, "FAILED", f"the container did not start: {_api_message(exc)}")
             return
         task.phase = "running"
         if sub.folder.read_marker("exit", f"{task.index}.json") is not None:  # cancelled meanwhile
@@ -383,7 +381,7 @@ class Dispatcher(JsonLineServer):
             logger.info("requeueing task %d of %s (checkpointed)", task.index, sub.key)
             sub.pending.appendleft(task)
         else:
-            write_exit(sub.folder, task.index, state, reason, codes)
+            sub.folder.write_exit(task.index, state, reason, codes)
         for cid in task.containers.values():
             self.pool.submit(self._remove, cid)
         self.maybe_done(sub)
@@ -435,7 +433,7 @@ class Dispatcher(JsonLineServer):
                     self.pool.submit(self._signal, task.containers[0], "SIGUSR2")  # checkpoint, if it can
                 if now >= task.start + limit:
                     minutes = limit / 60
-                    write_exit(sub.folder, task.index, "TIMEOUT", f"time limit of {minutes:g} min (timeout_min) reached")
+                    sub.folder.write_exit(task.index, "TIMEOUT", f"time limit of {minutes:g} min (timeout_min) reached")
                     self.kill(task, "SIGTERM")
                     task.killed_at = now
 

@@ -2,8 +2,8 @@
 
 What both sides must agree on lives here: how SDK errors become jobsub
 errors, how a container's end becomes a job state, a task container's
-environment and labels, the ``exit/<i>.json`` marker, and the lock that
-says which dispatcher manages a submission; the client half of the
+environment and labels, and the lock that says which dispatcher manages
+a submission (the ``exit/<i>.json`` marker is ``JobFolder.write_exit``); the client half of the
 dispatcher protocol (one JSON line each way on a Unix socket).  Plus
 ``run_attached``, the piece every container backend reuses to debug a task
 on the local engine.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import sys
@@ -41,7 +40,6 @@ __all__ = [
     "task_env_and_labels",
     "try_lock",
     "unless_gone",
-    "write_exit",
 ]
 
 
@@ -172,14 +170,6 @@ def task_env_and_labels(
         {"jobsub.job_id": job_id, "jobsub.task": str(index), "jobsub.rank": str(rank), "jobsub.attempt": str(attempt)}
     )
     return env, labels
-
-
-def write_exit(folder: JobFolder, index: int, state: str, reason: str, codes: list[int | None] | None = None) -> None:
-    """Record a task's end; the first record wins (a cancellation is not overwritten)."""
-    if folder.read_marker("exit", f"{index}.json") is not None:
-        return
-    record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
-    folder.write_marker("exit", f"{index}.json", json.dumps(record).encode())
 
 
 def try_lock(folder: JobFolder) -> Any:

@@ -293,10 +293,7 @@ class Server(JsonLineServer):
                 state, reason = "FAILED", f"killed by {name}{hint}"
             else:
                 state, reason = "FAILED", f"exit code {bad}"
-        task.sub.folder.write_marker(
-            "exit", f"{task.name}.json",
-            json.dumps({"state": state, "reason": reason, "codes": codes, "end": time.time()}).encode(),
-        )
+        task.sub.folder.write_exit(task.name, state, reason, codes)
         sub = task.sub
         if not sub.pending and sub.running == 0 and all(
             t.sub is not sub for t in self.tasks_running

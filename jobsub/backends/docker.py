@@ -60,7 +60,6 @@ from ._docker_engine import (
     run_attached,
     task_env_and_labels,
     unless_gone,
-    write_exit,
 )
 from .base import Backend
 
@@ -332,7 +331,7 @@ class DockerBackend(Backend):
             whole = "_" not in backend_id and spec.get("array")
             indices = range(spec.get("n", 1)) if whole else [index]
             for i in indices:
-                write_exit(folder, i, "CANCELLED", "cancelled by the user")
+                folder.write_exit(i, "CANCELLED", "cancelled by the user")
             targets.setdefault(folder.key, set()).update(indices)
         for c in self._containers():
             labels = c.get("Labels") or {}
@@ -380,7 +379,7 @@ class DockerBackend(Backend):
             folder.write_marker("log", f"{index}.0.out", out)
             folder.write_marker("log", f"{index}.0.err", err)
             status, reason, codes = final_status([state], run_spec["host_config"].get("mem_limit"))
-            write_exit(folder, index, status, reason, codes)
+            folder.write_exit(index, status, reason, codes)
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:

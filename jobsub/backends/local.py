@@ -175,10 +175,7 @@ class LocalBackend(Backend):
             for pid in json.loads(run)["pids"] if run else []:
                 with contextlib.suppress(OSError):
                     os.killpg(pid, 15)
-            folder.write_marker(
-                "exit", f"{name}.json",
-                json.dumps({"state": "CANCELLED", "reason": "cancelled by the user"}).encode(),
-            )
+            folder.write_exit(name, "CANCELLED", "cancelled by the user")
 
 
 def _alive(pid: int) -> bool:
