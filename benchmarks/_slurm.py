@@ -32,8 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jobsub
-from jobsub.backends import _slurm_query as q
 from jobsub.backends.slurm import SlurmBackend
+from jobsub.backends.slurm import query as q
 
 logger = logging.getLogger("jobsub.benchmarks")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._version import __version__ as _version
-from .backends.base import Backend, get_backend, known_backends, load_backend_class
+from .backends.base import Backend, Launch, get_backend, known_backends, load_backend_class
 from .calls import DelayedSubmission, dumps_checked
 from .errors import InvalidParameterError, InvalidStateError, JobsubError, SubmissionError
 from .folder import JobFolder, register_id, split_folder_template
@@ -267,8 +267,8 @@ class Executor:
         try:
             for offset in range(0, count, cap):
                 n = min(cap, count - offset)
-                command = self._worker_command(folder, offset, params)
-                backend_id = self.backend.submit(command, n, params, folder, array=array)
+                launch = self._launch(folder, offset, params)
+                backend_id = self.backend.submit(launch, n, params, folder, array=array)
                 parts.append({"id": backend_id, "offset": offset, "count": n, "submitted_at": time.time()})
         except Exception as exc:
             if parts:
@@ -279,15 +279,16 @@ class Executor:
             raise SubmissionError(f"{self.backend.name} refused the submission: {exc}") from exc
         return parts
 
-    def _worker_command(self, folder: JobFolder, offset: int, params: Resolved) -> list[str]:
-        command = [*self.backend.worker_command(sys.executable), "-m", "jobsub.worker", folder.url]
-        logs = "--merge-logs" if params.common.stderr_to_stdout else "--logs"
-        command += ["--backend", self.backend.name, logs]
-        for name, variable in self.backend.task_env.items():
-            command += ["--env", f"{name}={variable}"]
-        if offset:
-            command += ["--offset", str(offset)]
-        return command
+    def _launch(self, folder: JobFolder, offset: int, params: Resolved) -> Launch:
+        return Launch(
+            folder=folder.url,
+            backend=self.backend.name,
+            offset=offset,
+            logs="merge" if params.common.stderr_to_stdout else "separate",
+            task_env=dict(self.backend.task_env),
+            env={**folder.storage.task_env(), **params.common.env},
+            tag=f"{folder.key}-{offset}",
+        )
 
     def _meta(self, params: Resolved, count: int, ranks: int, array: bool) -> dict[str, Any]:
         return {

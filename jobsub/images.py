@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends._docker_engine import connect, map_docker_errors, not_found
+from .backends.docker.engine import connect, map_docker_errors, not_found
 from .errors import JobsubError, SubmissionError
 
 __all__ = ["ImageBuildError", "build_image", "dockerfile", "find_pip_wheel"]

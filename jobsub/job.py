@@ -342,7 +342,7 @@ class Job(Generic[R]):
             return exc
         if exc is not None:
             exc.__cause__ = RemoteTraceback(outcome.traceback)
-            if self._backend.reraise_original:
+            if self._backend.capabilities.reraise_original:
                 return exc
         message = (
             f"{self._where(rank)} failed with {outcome.exc_type}: {outcome.message}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import jobsub
-from jobsub.backends.base import Backend
+from jobsub.backends.base import Backend, Launch
 from jobsub.errors import BackendError
 from jobsub.folder import JobFolder
 from jobsub.parameters import Resolved
@@ -34,7 +34,7 @@ class CountingBackend(Backend):
         self.broken = False
         self.submitted = 0
 
-    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         self.submitted += 1
         return str(76 + self.submitted)  # 77, 78, ...
 

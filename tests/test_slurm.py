@@ -27,10 +27,11 @@ import pytest
 
 import jobsub
 from jobsub import JobState
-from jobsub.backends import _slurm_query as q
-from jobsub.backends import slurm as slurm_module
-from jobsub.backends._slurm_script import sbatch_script
+from jobsub.backends.base import Launch
 from jobsub.backends.slurm import SlurmBackend, SlurmParameters
+from jobsub.backends.slurm import backend as slurm_module
+from jobsub.backends.slurm import query as q
+from jobsub.backends.slurm.script import sbatch_script
 from jobsub.parameters import CommonParameters, Resolved
 from jobsub.polling import poller_for
 from tests import tasks
@@ -97,11 +98,10 @@ def slow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, jo
 
 
 # -- pure: the sbatch script --------------------------------------------------------------
-def _command(folder: Path, offset: int = 0) -> list[str]:
-    command = ["/usr/bin/python3", "-m", "jobsub.worker", str(folder), "--backend", "slurm", "--logs"]
-    for name, variable in SlurmBackend.task_env.items():
-        command += ["--env", f"{name}={variable}"]
-    return command + (["--offset", str(offset)] if offset else [])
+def _script(folder: Path, n_tasks: int, params: Resolved, *, array: bool, offset: int = 0) -> str:
+    """The sbatch script as the backend writes it (the executor puts the ``env`` key into the launch)."""
+    launch = Launch(str(folder), "slurm", offset=offset, task_env=SlurmBackend.task_env, env=params.common.env)
+    return sbatch_script(launch, n_tasks, params, folder, array=array, python="/usr/bin/python3")
 
 
 def _resolved(keys: dict[str, Any], dependencies: tuple[str, ...] = ()) -> Resolved:
@@ -139,7 +139,7 @@ def test_sbatch_script_golden(case: str, weird_tmp_path: Path) -> None:
     """The script for each parameter set matches tests/golden/<case>.sh, in a folder named to break quoting."""
     keys, n_tasks, array, deps = GOLDEN_CASES[case]
     folder = weird_tmp_path / "runs" / "KEY"
-    text = sbatch_script(_command(folder, 6 if array else 0), n_tasks, _resolved(keys, deps), folder, array=array)
+    text = _script(folder, n_tasks, _resolved(keys, deps), array=array, offset=6 if array else 0)
     text = text.replace(str(weird_tmp_path.parent), "{TMP}")
     golden = GOLDEN / f"{case}.sh"
     if os.environ.get("JOBSUB_UPDATE_GOLDEN"):
@@ -155,7 +155,7 @@ def test_short_limit_rounds_up_with_a_warning_and_signals_half_way(
     """3 seconds become Slurm's 1 minute, said aloud; the 90 s default warning would fire at the start."""
     folder = tmp_path / "KEY"
     with caplog.at_level(logging.WARNING, logger="jobsub.slurm"):
-        text = sbatch_script(_command(folder), 1, _resolved({"timeout_min": 0.05}), folder, array=False)
+        text = _script(folder, 1, _resolved({"timeout_min": 0.05}), array=False)
     assert "#SBATCH --time=1\n" in text and "#SBATCH --signal=B:USR2@30\n" in text
     assert "timeout_min=0.05: Slurm counts whole minutes, so the limit is 1 min" in caplog.text
 
@@ -165,7 +165,7 @@ def test_script_quoting_survives_the_shell(weird_tmp_path: Path) -> None:
     folder = weird_tmp_path / "runs" / "KEY"
     keys = {"python": "printf '<%s>\\n'", "env": {"ODD": "a'b \"c\" $HOME"}, "setup": ['echo "rq=$JOBSUB_REQUEUE_COMMAND odd=$ODD"']}
     script = weird_tmp_path / "s.sh"
-    script.write_text(sbatch_script(_command(folder), 3, _resolved(keys), folder, array=True))
+    script.write_text(_script(folder, 3, _resolved(keys), array=True))
     env = {**os.environ, "SLURM_ARRAY_JOB_ID": "41", "SLURM_ARRAY_TASK_ID": "2", "SLURM_JOB_ID": "43"}
     out = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=True).stdout
     assert "rq=scontrol requeue 41_2 odd=a'b \"c\" $HOME" in out  # an array task requeues itself, not its array
@@ -175,7 +175,7 @@ def test_script_quoting_survives_the_shell(weird_tmp_path: Path) -> None:
 def test_percent_in_the_folder_is_not_a_slurm_pattern(tmp_path: Path) -> None:
     """Slurm expands %j in --output: a literal % of the folder path is written %%."""
     folder = tmp_path / "50%j" / "KEY"
-    text = sbatch_script(_command(folder), 1, _resolved({}), folder, array=False)
+    text = _script(folder, 1, _resolved({}), array=False)
     assert f"#SBATCH --output={tmp_path}/50%%j/KEY/slurm/%j.out\n" in text
 
 
@@ -186,7 +186,7 @@ def test_teardown_script_forwards_the_checkpoint_signal(tmp_path: Path) -> None:
     worker = f"{sys.executable} -c {shlex.quote(body)}"
     keys = {"python": worker, "teardown": ["echo teardown ran"]}
     script = tmp_path / "s.sh"
-    script.write_text(sbatch_script(_command(tmp_path), 1, _resolved(keys), tmp_path, array=False))
+    script.write_text(_script(tmp_path, 1, _resolved(keys), array=False))
     assert "#SBATCH --signal=B:USR2@90" in script.read_text()
     proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -301,14 +301,14 @@ def test_submitit_parameter_spellings(cluster: None, tmp_path: Path) -> None:
     )
     params = auto._resolve()
     assert params.common.max_num_timeout == 3 and params.common.timeout_min == 3
-    text = sbatch_script(_command(tmp_path), 1, params, tmp_path, array=False)
+    text = _script(tmp_path, 1, params, array=False)
     for line in ("--partition=debug", "--mem-per-cpu=1G", "--gpus-per-task=1", "--signal=B:USR2@30",
                  "--comment=x", "--hint=compute_bound", "--time=3"):
         assert f"#SBATCH {line}\n" in text
     assert "--mem=" not in text and "echo hi" in text  # --mem and --mem-per-cpu exclude each other
     native = jobsub.SlurmExecutor(tmp_path, max_num_timeout=2)
     native.update_parameters(partition="debug", time=5, mem="1G", job_name="n", ntasks_per_node=2)
-    text = sbatch_script(_command(tmp_path), 1, native._resolve(), tmp_path, array=False)
+    text = _script(tmp_path, 1, native._resolve(), array=False)
     for line in ("--partition=debug", "--time=5", "--mem=1G", "--job-name=n", "--ntasks-per-node=2"):
         assert f"#SBATCH {line}\n" in text
     assert "srun --unbuffered" in text
@@ -469,7 +469,7 @@ def test_processes_share_one_poll(ex: jobsub.AutoExecutor, calls: list[list[str]
         script = textwrap.dedent(
             """
             import sys
-            from jobsub.backends import _slurm_query as q
+            from jobsub.backends.slurm import query as q
             from jobsub.backends.slurm import SlurmBackend
             real, seen = q._exec, []
             q._exec = lambda cmd: seen.append(cmd[0]) or real(cmd)

@@ -1,25 +1,105 @@
 """The contract between jobsub's core and a backend, and the lazy registry.
 
-A backend knows how to *start* N copies of the worker command with
-resources, how to ask the state of many of its jobs in ONE call, how to
+A backend knows how to *start* N copies of the worker (rendering a
+``Launch``), how to ask the state of many of its jobs in ONE call, how to
 cancel, and where its logs are.  It never pickles, waits, retries or formats
 errors: ``jobsub.executor`` and ``jobsub.job`` do that, once, for all.
+docs/adding-a-backend.md walks through writing one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import BackendError
+from ..errors import BackendError, InvalidParameterError
 from ..folder import JobFolder
 from ..parameters import NoParameters, Resolved
 from ..states import Status
 
-__all__ = ["Backend", "get_backend", "known_backends", "load_backend_class"]
+__all__ = ["Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a backend starts N copies of: the worker, told where its folder and its index are.
+
+    A backend renders this into its own form (an sbatch script, a fork
+    request, a container command, a Batch job's command) and never parses a
+    command line back.
+
+    Attributes:
+        folder: the job folder's URL (a path, or ``s3://...``) as the task must see it.
+        backend: the backend's name (``JobEnvironment().cluster`` in the task).
+        offset: added to the task's index; an array split at the backend's cap starts here.
+        logs: ``"separate"`` (stdout and stderr into the folder), ``"merge"`` (both into stdout),
+            or ``"none"`` (the task's streams stay where the backend put them: a terminal).
+        task_env: canonical name (``index``, ``rank``...) -> the variable that holds it in the
+            task (``SLURM_ARRAY_TASK_ID``); ``jobsub.worker.CANONICAL`` lists the names.
+        env: extra environment of the task: the user's ``env`` and what the folder's store
+            needs (an emulator's endpoint).  Plain text: never secrets by value.
+        code_package: where the task finds the code package (container backends), or None.
+        tag: the name that finds this submission in the scheduler again (``<key>-<offset>``):
+            a retried or interrupted submission is looked up by it, never made twice.
+    """
+
+    folder: str
+    backend: str
+    offset: int = 0
+    logs: str = "separate"
+    task_env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    code_package: str | None = None
+    tag: str = ""
+
+    def module_args(self) -> list[str]:
+        """``-m jobsub.worker FOLDER ...``: what follows the interpreter in the task's command."""
+        args = ["-m", "jobsub.worker", self.folder, "--backend", self.backend]
+        if self.logs != "none":
+            args.append("--merge-logs" if self.logs == "merge" else "--logs")
+        for name, variable in self.task_env.items():
+            args += ["--env", f"{name}={variable}"]
+        if self.offset:
+            args += ["--offset", str(self.offset)]
+        return args
+
+    def command(self, python: str) -> list[str]:
+        return [python, *self.module_args()]
+
+    def replace(self, **changes: Any) -> Launch:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the conformance suite runs the tests that apply (tests/conformance/).
+
+    Attributes:
+        time_limit: ``timeout_min`` is enforced and ends in TIMEOUT.
+        memory_limit: ``mem_gb`` is enforced and ends in OUT_OF_MEMORY.
+        ranks: ``tasks_per_node`` > 1 runs that many ranks at once.
+        checkpoint: a checkpointable callable is signalled before its limit and run again.
+        own_logs: a task's output is in ``job.stdout()``/``job.stderr()``.
+        survives_client: jobs outlive the submitting process and are re-attached.
+        reraise_original: ``result()`` raises the function's own exception (debug).
+        local_folders: job folders on a local or shared path.
+        object_store_folders: job folders on ``s3://``/``gs://`` stores.
+    """
+
+    time_limit: bool = True
+    memory_limit: bool = True
+    ranks: bool = True
+    checkpoint: bool = True
+    own_logs: bool = True
+    survives_client: bool = True
+    reraise_original: bool = False
+    local_folders: bool = True
+    object_store_folders: bool = False
 
 # name -> "module:Class"; a module is imported the first time its backend is used
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -58,19 +138,16 @@ class Backend:
     disk, not on a busy shared file system."""
     result_grace_s: ClassVar[float] = 10.0
     """How long a result file may lag behind a final state (shared file systems cache attributes)."""
-    reraise_original: ClassVar[bool] = False
-    """Debug backend: ``result()`` raises the function's own exception, not FailedJobError."""
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, root: str) -> None:
         self.root = root
 
     # -- the four primitives ----------------------------------------------------------
-    def submit(
-        self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool
-    ) -> str:
-        """Start ``n_tasks`` copies of ``command`` (an array if ``array``); return the backend id.
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        """Start ``n_tasks`` copies of the worker ``launch`` describes (an array if ``array``).
 
-        Task ``i`` of an array has id ``f"{returned_id}_{i}"``.
+        Returns the backend id; task ``i`` of an array has id ``f"{returned_id}_{i}"``.
         """
         raise NotImplementedError(f"{type(self).__name__}.submit")
 
@@ -98,9 +175,16 @@ class Backend:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""
         return {"root": self.root}
 
-    def worker_command(self, python: str) -> list[str]:
-        """How this backend starts Python for the worker (containers use their own ``python3``)."""
-        return [python]
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        """The id of a submission the backend accepted under ``launch.tag``, None if none.
+
+        Asked when a submission was interrupted (the client died during it, or
+        its answer was lost): the job is adopted rather than submitted twice.
+        """
+        return None
+
+    def on_wait(self, backend_id: str) -> None:
+        """A client is about to block on this job (the debug backend runs it now)."""
 
 
 def known_backends() -> list[str]:
@@ -112,7 +196,7 @@ def load_backend_class(name: str) -> type[Backend]:
     try:
         target, hint = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}") from None
+        raise InvalidParameterError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}") from None
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

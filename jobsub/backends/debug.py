@@ -16,7 +16,7 @@ from .. import worker
 from ..folder import JobFolder
 from ..parameters import Resolved
 from ..states import JobState, Status
-from .base import Backend
+from .base import Backend, Capabilities, Launch
 
 __all__ = ["DebugBackend"]
 
@@ -36,7 +36,10 @@ class DebugBackend(Backend):
     name = "debug"
     poll_interval_s = 0.0
     result_grace_s = 0.0
-    reraise_original = True
+    capabilities = Capabilities(
+        time_limit=False, memory_limit=False, ranks=False, checkpoint=False, own_logs=False,
+        survives_client=False, reraise_original=True,
+    )
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
@@ -44,11 +47,11 @@ class DebugBackend(Backend):
         self._states: dict[str, Status] = {}
         self._count = 0
 
-    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         base = folder.key
         for i in range(n_tasks):
             job_id = f"{base}_{i}" if array else base
-            self._pending[job_id] = (folder, i, params.common.tasks_per_node, array, dict(params.common.env))
+            self._pending[job_id] = (folder, i, params.common.tasks_per_node, array, dict(launch.env))
             self._states[job_id] = Status(JobState.PENDING)
         return base
 

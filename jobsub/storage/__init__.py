@@ -61,9 +61,10 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes:
         with open(self.local_file(key), "rb") as f:
+            _check_owner(f.fileno(), f.name)  # on the open file: no window to swap it after the check
             return f.read()
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         directory, name = os.path.split(self.local_file(key))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # temp file in the same directory + rename: atomic on POSIX file systems
@@ -72,11 +73,27 @@ class LocalStorage:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, os.path.join(directory, name))
+            if create_only:
+                os.link(tmp, os.path.join(directory, name))  # atomic, and fails if the name exists
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, os.path.join(directory, name))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+    def check_writable(self) -> None:
+        """Create the root (0700) and write a probe file; ``PermissionError`` naming the folder if not."""
+        probe = f".jobsub-write-test-{os.getpid()}"
+        try:
+            self.write_bytes(probe, b"")
+            os.unlink(self.local_file(probe))
+        except OSError as exc:
+            raise PermissionError(f"jobsub cannot write job folders in {self.root}: {exc}") from exc
+
+    def task_env(self) -> dict[str, str]:
+        return {}
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self.local_file(key))
@@ -122,8 +139,16 @@ class MemoryStorage:
         except KeyError:
             raise FileNotFoundError(f"{self.url}/{key}") from None
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        if create_only and key in self._objects:
+            raise FileExistsError(f"{self.url}/{key}")
         self._objects[key] = bytes(data)
+
+    def check_writable(self) -> None:
+        pass
+
+    def task_env(self) -> dict[str, str]:
+        return {}
 
     def exists(self, key: str) -> bool:
         return key in self._objects or any(k.startswith(key.rstrip("/") + "/") for k in self._objects)
@@ -136,6 +161,27 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         for k in [k for k in self._objects if k == key or k.startswith(key.rstrip("/") + "/")]:
             del self._objects[k]
+
+
+def _check_owner(fd: int, name: str) -> None:
+    """Refuse a file that another user owns or may write: jobsub unpickles what it reads.
+
+    Another user who can write into a job folder (a world-writable parent, a
+    shared scratch space) could otherwise replace a result and have the
+    client run their code when it unpickles it.
+    """
+    st = os.fstat(fd)
+    uid = os.getuid()
+    if st.st_uid != uid:
+        raise PermissionError(
+            f"{name} belongs to uid {st.st_uid}, not to this user (uid {uid}): jobsub does not read job files "
+            "that someone else may have written"
+        )
+    if st.st_mode & 0o022:
+        raise PermissionError(
+            f"{name} is writable by other users (mode {st.st_mode & 0o777:o}): jobsub does not read job files "
+            "that someone else may have written"
+        )
 
 
 # scheme -> (dotted class path, install hint); imported only when such a URL is used

@@ -2,7 +2,7 @@
 
 ::
 
-    submit ──> <folder>/slurm/<offset>.sh (see _slurm_script) ──> sbatch --parsable ──> "<id>"
+    submit ──> <folder>/slurm/<offset>.sh (see script.py) ──> sbatch --parsable ──> "<id>"
                  a transient failure is retried only after squeue shows that the script
                  was not submitted (its path is the job's command): never twice
     states(ids) ──> <root>/.slurm-state.json fresh? (file lock: processes watching the
@@ -34,14 +34,14 @@ from typing import Any, ClassVar
 
 import filelock
 
-from ..errors import BackendError, SubmissionError
-from ..folder import JobFolder
-from ..parameters import Resolved
-from ..states import JobState, Status
-from ..storage import LocalStorage
-from . import _slurm_query as q
-from ._slurm_script import SlurmParameters, log_name, sbatch_script
-from .base import Backend
+from ...errors import BackendError, SubmissionError
+from ...folder import JobFolder
+from ...parameters import Resolved
+from ...states import JobState, Status
+from ...storage import LocalStorage
+from ..base import Backend, Launch
+from . import query as q
+from .script import SlurmParameters, log_name, sbatch_script
 
 __all__ = ["SlurmBackend", "SlurmParameters"]
 
@@ -120,7 +120,7 @@ class SlurmBackend(Backend):
                 _max_array_size = int(match.group(1)) if match else 1001
             return _max_array_size
 
-    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         """Write ``<folder>/slurm/<offset>.sh`` and sbatch it; return the job (or array) id.
 
         Raises:
@@ -130,10 +130,9 @@ class SlurmBackend(Backend):
         path = folder.path
         if path is None:
             raise SubmissionError(f"Slurm jobs need their folder on a shared file system path, not {folder.url}")
-        offset = int(command[command.index("--offset") + 1]) if "--offset" in command else 0
-        script = path / "slurm" / f"{offset}.sh"
+        script = path / "slurm" / f"{launch.offset}.sh"
         script.parent.mkdir(mode=0o700, exist_ok=True)
-        text = sbatch_script(command, n_tasks, params, path, array=array)
+        text = sbatch_script(launch, n_tasks, params, path, array=array)
         # 0700 from the start: the script names the folder holding the job's pickles
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
         with os.fdopen(fd, "w") as f:

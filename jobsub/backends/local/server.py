@@ -1,4 +1,4 @@
-"""The local backend's fork server: ``python -m jobsub.backends._localserver SOCKET``.
+"""The local backend's fork server: ``python -m jobsub.backends.local.server SOCKET``.
 
 Started detached (its own session) by the first local submission and shared
 by every process of the same user and Python; it survives the submitting
@@ -36,9 +36,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import worker
-from ..folder import JobFolder
-from ._daemon import JsonLineServer, run_daemon
+from ... import worker
+from ...folder import JobFolder
+from .._daemon import JsonLineServer, run_daemon
 
 logger = logging.getLogger("jobsub.localserver")
 

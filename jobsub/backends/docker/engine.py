@@ -23,10 +23,10 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..errors import BackendError, JobsubError, SubmissionError
-from ..folder import JobFolder
-from ..worker import DEPENDENCY_FAILED_EXIT_CODE
-from ._daemon import request, spawn_detached
+from ...errors import BackendError, JobsubError, SubmissionError
+from ...folder import JobFolder
+from ...worker import DEPENDENCY_FAILED_EXIT_CODE
+from .._daemon import request, spawn_detached
 
 __all__ = [
     "connect",
@@ -300,4 +300,4 @@ def dispatcher_request(sock_path: str, base_url: str | None, req: dict[str, Any]
 
 def start_dispatcher(sock_path: str, base_url: str | None) -> None:
     """Start the dispatcher detached: it must outlive this process."""
-    spawn_detached("jobsub.backends._docker_dispatch", [sock_path, base_url or ""], sock_path + ".log")
+    spawn_detached("jobsub.backends.docker.dispatch", [sock_path, base_url or ""], sock_path + ".log")

@@ -22,13 +22,14 @@ import logging
 import math
 import re
 import shlex
-from collections.abc import Sequence
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParameterError
-from ..parameters import Resolved
+from ...errors import InvalidParameterError
+from ...parameters import Resolved
+from ..base import Launch
 
 logger = logging.getLogger("jobsub.slurm")
 
@@ -169,21 +170,14 @@ def _flag(name: str, value: Any) -> str:
     return f"#SBATCH --{name}" if value is True else f"#SBATCH --{name}={shlex.quote(str(value))}"
 
 
-def _python_command(command: Sequence[str], python: str | None) -> str:
-    """The worker command as shell text; ``python`` (raw shell) replaces the interpreter."""
-    try:
-        start = next(i for i in range(len(command) - 1) if command[i : i + 2] == ["-m", "jobsub.worker"])
-    except StopIteration:
-        start = 1
-    if python is None:
-        return shlex.join(command)
-    return f"{python} {shlex.join(command[start:])}"
-
-
 def sbatch_script(
-    command: Sequence[str], n_tasks: int, params: Resolved, folder_path: Path, *, array: bool
+    launch: Launch, n_tasks: int, params: Resolved, folder_path: Path, *, array: bool, python: str = sys.executable
 ) -> str:
-    """The text of the sbatch script that runs ``n_tasks`` copies of the worker ``command``.
+    """The text of the sbatch script that runs ``n_tasks`` copies of the worker ``launch`` describes.
+
+    ``python`` is the interpreter on the nodes (this one, by default); the
+    ``python`` key (raw shell text, e.g. ``singularity exec img.sif python``)
+    replaces it.
 
     Raises:
         InvalidParameterError: a combination sbatch would accept but that cannot work
@@ -210,13 +204,13 @@ def sbatch_script(
         f'export JOBSUB_REQUEUE_COMMAND="scontrol requeue {own_id}"',
         "export PYTHONUNBUFFERED=1",
     ]
-    for name, value in common.env.items():
+    for name, value in launch.env.items():
         if not _ENV_NAME.match(name):
             raise InvalidParameterError(f"env: {name!r} is not a valid environment variable name")
         lines.append(f"export {name}={shlex.quote(value)}")
     if common.setup:
         lines += ["", "# setup", *common.setup]
-    worker = _python_command(command, slurm.python)
+    worker = f"{slurm.python or shlex.quote(python)} {shlex.join(launch.module_args())}"
     lines += ["", "# the worker"]
     if srun:
         cpus = [f"--cpus-per-task={common.cpus_per_task}"] if common.cpus_per_task else []

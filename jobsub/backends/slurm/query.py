@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import BackendError, JobsubError
-from ..states import JobState
+from ...errors import BackendError, JobsubError
+from ...states import JobState
 
 __all__ = ["STATES", "Row", "expand_ids", "parse_sacct", "parse_squeue", "run", "to_state"]
 

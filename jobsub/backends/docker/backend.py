@@ -15,7 +15,7 @@ client threads.  Creating every container up front does not cover time
 limits or cleanup, and a detached process per submission would cost a
 Python start plus a docker SDK import (~0.2 s CPU, ~40 MB) for each of the
 hundreds of ``submit`` calls a loop makes.  So, like the local backend's fork
-server, one detached dispatcher (``_docker_dispatch``) per user, Python,
+server, one detached dispatcher (``dispatch``) per user, Python,
 jobsub version and engine serves every submission over a Unix socket, keeps
 its state in folder markers, and takes a submission's ``docker/lock`` so
 that a restarted dispatcher (any client finding a job without one asks for
@@ -45,13 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendError, InvalidParameterError, SubmissionError
-from ..folder import JobFolder
-from ..packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
-from ..parameters import Resolved
-from ..states import JobState, Status
-from ..storage import open_storage
-from ._docker_engine import (
+from ...errors import BackendError, InvalidParameterError, SubmissionError
+from ...folder import JobFolder
+from ...packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
+from ...parameters import Resolved
+from ...states import JobState, Status
+from ...storage import open_storage
+from ..base import Backend, Launch
+from .engine import (
     connect,
     dispatcher_request,
     final_status,
@@ -61,7 +62,6 @@ from ._docker_engine import (
     task_env_and_labels,
     unless_gone,
 )
-from .base import Backend
 
 __all__ = ["DockerBackend", "DockerParameters", "map_docker_errors", "run_attached"]
 
@@ -125,9 +125,6 @@ class DockerBackend(Backend):
     def config(self) -> dict[str, Any]:
         return {"root": self.root, **({"base_url": self.base_url} if self.base_url else {})}
 
-    def worker_command(self, python: str) -> list[str]:
-        return ["python3"]  # the image's interpreter; submit() wraps it in the code bootstrap
-
     @property
     def api(self) -> Any:
         """The docker SDK's low-level client (one per backend instance, created on first use)."""
@@ -141,7 +138,7 @@ class DockerBackend(Backend):
             self.api.ping()
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common, spec = params.common, params.specific
         if common.nodes > 1:
             raise InvalidParameterError("the docker backend runs each task on one engine: use nodes=1")
@@ -150,7 +147,7 @@ class DockerBackend(Backend):
         if not spec.image:
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
-        run_spec = self._run_spec(command, n_tasks, params, folder, array, image_id)
+        run_spec = self._run_spec(launch, n_tasks, params, folder, array, image_id)
         if spec.interactive:
             self._run_interactive(run_spec, folder)
             return folder.key
@@ -194,15 +191,15 @@ class DockerBackend(Backend):
             return str(api.inspect_image(image)["Id"])
 
     def _run_spec(
-        self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, array: bool, image_id: str
+        self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, array: bool, image_id: str
     ) -> dict[str, Any]:
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
         assert folder.path is not None  # checked by submit()
         path = str(folder.path)
-        module_args = command[command.index("-m") :]
         if spec.interactive:  # output to the terminal, not the folder: pdb needs it
-            module_args = [a for a in module_args if a not in ("--logs", "--merge-logs")]
+            launch = launch.replace(logs="none")
+        module_args = launch.module_args()
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)]
         for dependency in sorted({d.partition("_")[0] for d in params.dependencies}):
@@ -249,7 +246,7 @@ class DockerBackend(Backend):
             "parallelism": common.array_parallelism or os.cpu_count() or 1,
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
             "signal_delay_s": common.signal_delay_s,
-            "environment": {"PYTHONUNBUFFERED": "1", **common.env},
+            "environment": {"PYTHONUNBUFFERED": "1", **launch.env},
             "labels": {
                 "jobsub.backend": "docker", "jobsub.root": self._storage.url, "jobsub.folder": folder.url,
                 "jobsub.key": folder.key, "jobsub.name": common.name, "jobsub.image": spec.image,

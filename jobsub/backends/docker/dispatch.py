@@ -1,4 +1,4 @@
-"""The Docker backend's dispatcher: ``python -m jobsub.backends._docker_dispatch SOCKET [BASE_URL]``.
+"""The Docker backend's dispatcher: ``python -m jobsub.backends.docker.dispatch SOCKET [BASE_URL]``.
 
 One detached process per user, Python, jobsub version and engine (started
 by the first submission, like the local backend's fork server), so a loop
@@ -49,10 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import worker
-from ..folder import JobFolder
-from ._daemon import JsonLineServer, run_daemon
-from ._docker_engine import (
+from ... import worker
+from ...folder import JobFolder
+from .._daemon import JsonLineServer, run_daemon
+from .engine import (
     connect,
     final_status,
     task_env_and_labels,

@@ -1,6 +1,6 @@
 """The local backend: jobs as forked children of a warm, detached fork server.
 
-The client part here only talks to the server (``_localserver``) over a Unix
+The client part here only talks to the server (``server``) over a Unix
 socket and reads states from the job folder's ``run/`` and ``exit/``
 markers, so asking the state of 10,000 jobs is file reads, not requests.
 """
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, InvalidParameterError
-from ..folder import JobFolder
-from ..parameters import Resolved
-from ..states import JobState, Status
-from ..storage import open_storage
-from ._daemon import request, spawn_detached
-from .base import Backend
+from ...errors import BackendError, InvalidParameterError
+from ...folder import JobFolder
+from ...parameters import Resolved
+from ...states import JobState, Status
+from ...storage import open_storage
+from .._daemon import request, spawn_detached
+from ..base import Backend, Launch
 
 __all__ = ["LocalBackend", "LocalParameters"]
 
@@ -86,7 +86,7 @@ class LocalBackend(Backend):
 
     def _start_server(self) -> None:
         with self._lock:
-            spawn_detached("jobsub.backends._localserver", [self._sock_path], self._sock_path + ".log")
+            spawn_detached("jobsub.backends.local.server", [self._sock_path], self._sock_path + ".log")
 
     def _server_alive(self) -> bool:
         try:
@@ -97,33 +97,31 @@ class LocalBackend(Backend):
         return True
 
     # -- the four primitives --------------------------------------------------------------
-    def submit(self, command: list[str], n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common = params.common
         if common.nodes > 1:
             raise InvalidParameterError("the local backend runs on one node: use nodes=1")
         env = dict(os.environ)
-        env.update(common.env)
+        env.update(launch.env)
         gpus = params.specific.visible_gpus
         if common.gpus_per_node:
             if gpus and common.gpus_per_node > len(gpus):
                 raise InvalidParameterError(f"{common.gpus_per_node} GPUs asked, visible_gpus has {gpus}")
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus[: common.gpus_per_node]))
-        argv = command[command.index("jobsub.worker") + 1 :]
-        offset = int(argv[argv.index("--offset") + 1]) if "--offset" in argv else 0
         self._request(
             {
                 "op": "submit",
                 "id": folder.key,
                 "folder": folder.url,
-                "argv": argv,
+                "argv": launch.module_args()[2:],
                 "env": env,
                 "cwd": os.getcwd(),
                 "sys_path": [p or os.getcwd() for p in sys.path],
                 "n": n_tasks,
                 "ranks": common.tasks_per_node,
                 "array": array,
-                "offset": offset,
+                "offset": launch.offset,
                 "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
                 "signal_delay_s": common.signal_delay_s,
                 "parallelism": common.array_parallelism,
