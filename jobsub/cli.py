@@ -14,61 +14,71 @@ import argparse
 import collections
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from .errors import JobsubError
-from .folder import lookup_id, split_folder_template
+from .folder import JobFolder, find_submissions, lookup_id, split_folder_template
 from .job import Job
 from .storage import open_storage
 
 __all__ = ["main"]
 
 
-def _submissions(folder: Path) -> list[Path]:
-    """The submissions in ``folder``: itself, its children, or (a parent of several executors' folders)
-    its grandchildren; ``runs/%j`` is read as ``runs``, as the executor does."""
-    folder = Path(split_folder_template(folder)[0])
-    if (folder / "meta.json").exists():
-        return [folder]
-    for pattern in ("*/meta.json", "*/*/meta.json"):
-        found = sorted(p.parent for p in folder.glob(pattern) if not p.parent.is_symlink())
-        if found:
-            return found
-    return []
+def status(folder: str) -> int:
+    """One line per submission under ``folder`` (a path, ``runs/%j``, or a store URL).
 
-
-def status(folder: Path) -> int:
-    subs = _submissions(folder)
+    A submission whose files are damaged or unreadable gets a line saying so;
+    it never hides the others.
+    """
+    root = split_folder_template(folder)[0]
+    subs = find_submissions(open_storage(root))
     if not subs:
         print(f"no jobsub submissions in {folder}", file=sys.stderr)
         return 1
-    base = Path(split_folder_template(folder)[0])
-    attached = [(sub, Job.attach(sub)) for sub in subs]  # all first: their states come in one call per backend
-    for sub, jobs in attached:
-        name = sub.name if sub.parent == base else str(sub.relative_to(base))
-        if not jobs:
-            print(f"{name}  (not submitted)")
+    base = open_storage(root).url.rstrip("/")
+    attached: list[tuple[str, list[Job[Any]] | str]] = []
+    for sub in subs:  # all first: their states come in one call per backend
+        name = sub.url[len(base) + 1 :] if sub.url.startswith(base + "/") else sub.key
+        try:
+            attached.append((name, Job.attach(sub.url)))
+        except (JobsubError, OSError, ValueError, KeyError, TypeError) as exc:
+            attached.append((name, f"(cannot be read: {type(exc).__name__}: {exc})"))
+    for name, jobs in attached:
+        if isinstance(jobs, str) or not jobs:
+            print(f"{name}  {jobs or '(not submitted)'}")
             continue
-        states = collections.Counter(str(j.state) for j in jobs)
+        try:
+            states = collections.Counter(str(j.state) for j in jobs)
+            peak = max((u.get("max_rss_mb", 0) for j in jobs for u in _usage(j)), default=0)
+        except (JobsubError, OSError) as exc:
+            print(f"{name}  {jobs[0].backend:<8} (cannot ask its states: {exc})")
+            continue
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        peak = max((u.get("max_rss_mb", 0) for j in jobs for u in j.usage), default=0)
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
         memory = f"  peak RSS {peak:.0f} MB" if peak else ""
         print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}")
     return 0
 
 
+def _usage(job: Job[Any]) -> list[dict[str, Any]]:
+    """A job's usage records; a damaged or unreadable result has none (its state says why)."""
+    try:
+        return job.usage
+    except (JobsubError, OSError, TypeError):
+        return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends.")
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
-    p_status.add_argument("folder", type=Path)
+    p_status.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
     p_logs = commands.add_parser("logs", help="a job's output")
-    p_logs.add_argument("folder", type=Path)
+    p_logs.add_argument("folder")
     p_logs.add_argument("job_id")
     p_logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
     p_cancel = commands.add_parser("cancel", help="cancel jobs")
-    p_cancel.add_argument("folder", type=Path)
+    p_cancel.add_argument("folder")
     p_cancel.add_argument("job_ids", nargs="+")
     p_image = commands.add_parser("image", help="container images for the docker (and cloud) backends")
     image_commands = p_image.add_subparsers(dest="image_command", required=True)
@@ -111,11 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return failed
 
 
-def _cancel(folder: Path, job_id: str) -> bool:
+def _cancel(folder: str, job_id: str) -> bool:
     """Cancel a job, or every task of an array given by its own id (in one backend call)."""
-    root = split_folder_template(folder)[0]
-    key = lookup_id(open_storage(root), job_id)
-    tasks = Job.attach(Path(root) / key) if key is not None else []
+    storage = open_storage(split_folder_template(folder)[0])
+    key = lookup_id(storage, job_id)
+    tasks = Job.attach(JobFolder(storage, key).url) if key is not None else []
     if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
     live = [task for task in tasks if not task.done()]

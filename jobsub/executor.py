@@ -44,6 +44,7 @@ from .parameters import (
     unknown_key_error,
 )
 from .polling import poller_for
+from .storage import open_storage
 
 __all__ = ["AutoExecutor", "Executor"]
 
@@ -69,10 +70,13 @@ class Executor:
     def __init__(self, folder: str | os.PathLike[str], backend: str | Backend = "local", **parameters: Any) -> None:
         self._folder_arg = os.fspath(folder)
         root, self._template = split_folder_template(folder)
-        self.folder = Path(root).expanduser().absolute()
-        _check_writable(self.folder)
+        self.storage = open_storage(root)
+        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
+        local = self.storage.local_path("")
+        self.folder: Path = local if local is not None else Path(self.storage.url)
+        """Where job folders go (submitit's attribute); for an object store, its URL as a path-like."""
         if isinstance(backend, str):
-            backend = get_backend(backend, {"root": str(self.folder)})
+            backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
         backend.check()
         self._common: dict[str, Any] = {}
@@ -211,9 +215,13 @@ class Executor:
             placeholder._promote(job)
 
     def _submit_calls(self, calls: list[DelayedSubmission], *, array: bool) -> list[Job[Any]]:
-        dependencies = sorted(
-            {a.job_id for c in calls for a in (*c.args, *c.kwargs.values()) if isinstance(a, Job) and a.backend == self.backend.name}
-        )
+        # Jobs among the arguments travel as references to their folders (JobRef); those of this
+        # backend become native dependencies where it has them (Slurm's afterok)
+        upstream = [_replace_jobs(c) for c in calls]
+        dependencies = sorted({j.job_id for jobs in upstream for j in jobs if j.backend == self.backend.name})
+        waits_for = {
+            str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+        }
         params = self._resolve(dependencies)
         common = params.common
         ranks = common.tasks_per_node * common.nodes
@@ -223,6 +231,7 @@ class Executor:
             "function": function if shared else None,
             "timeout_min": common.timeout_min,
             "max_num_timeout": common.max_num_timeout,
+            "signal_delay_s": common.signal_delay_s,
         }
         items: list[int | None] = list(range(len(calls))) if array else [None]
         if shared:
@@ -238,12 +247,14 @@ class Executor:
                 f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
                 "or raise max_pickle_size_gb"
             )
-        folder = JobFolder.create(self.folder)
+        folder = JobFolder.create(self.storage)
         try:
             folder.write_call(call_bytes)
             for index, data in enumerate(task_bytes):
                 folder.write_args(index, data)
             meta = self._meta(params, len(calls), ranks, array)
+            if waits_for:
+                meta["waits_for"] = waits_for
             folder.write_meta(meta)
             meta["submissions"] = self._start(folder, params, len(calls), array)
             folder.write_meta(meta)
@@ -319,16 +330,6 @@ class Executor:
         with contextlib.suppress(OSError):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(folder.path, target_is_directory=True)
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = folder / f".jobsub-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"jobsub cannot write job folders in {folder}: {exc}") from exc
 
 
 class _DelayedJob(Job[Any]):
@@ -417,6 +418,31 @@ class AutoExecutor(Executor):
         else:
             valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
             raise unknown_key_error(key, valid, f"the {name} backend")
+
+
+def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
+    """Put a ``JobRef`` in place of every ``Job`` among the call's arguments; return those jobs.
+
+    Lists, tuples and dicts (exactly those types) are searched too, so
+    ``submit(merge, [job_a, job_b])`` waits for both.
+    """
+    found: list[Job[Any]] = []
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, Job):
+            found.append(obj)
+            return obj.ref()
+        if type(obj) in (list, tuple):
+            items = [swap(x) for x in obj]
+            return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
+        if type(obj) is dict:
+            values = {k: swap(v) for k, v in obj.items()}
+            return obj if all(values[k] is v for k, v in obj.items()) else values
+        return obj
+
+    call.args = tuple(swap(a) for a in call.args)
+    call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    return found
 
 
 def _check_callable(fn: Any, method: str) -> None:

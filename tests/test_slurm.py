@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shlex
 import signal
 import subprocess
@@ -532,7 +533,8 @@ def test_without_accounting_squeue_is_enough(ex: jobsub.AutoExecutor, monkeypatc
     cancelled.cancel()
     with pytest.raises(jobsub.JobCancelledError):
         cancelled.result(timeout=60)
-    status = ex.backend.states(["999999999"])["999999999"]
+    unknown = str(random.randrange(900_000_000, 999_999_999))  # never cached by an earlier run
+    status = ex.backend.states([unknown])[unknown]
     assert isinstance(ex.backend, SlurmBackend) and ex.backend._sacct_disabled
     assert status.state is JobState.LOST and "accounting" in status.reason
 

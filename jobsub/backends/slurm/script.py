@@ -29,6 +29,7 @@ from typing import Any
 
 from ...errors import InvalidParameterError
 from ...parameters import Resolved
+from ...worker import warning_delay_s
 from ..base import Launch
 
 logger = logging.getLogger("jobsub.slurm")
@@ -89,13 +90,10 @@ def _mem(mem_gb: float) -> str:
 
 
 def _signal_delay_s(delay_s: int, timeout_min: float | None) -> int:
-    """The warning signal comes at most half-way through the limit, as on the other backends.
-
-    A delay longer than the limit would signal the job the moment it starts.
-    """
+    """Whole seconds before Slurm's (whole-minute) limit: the one rule of every backend."""
     if timeout_min is None:
         return delay_s
-    return min(delay_s, max(1, math.ceil(timeout_min) * 60 // 2))
+    return max(1, int(warning_delay_s(delay_s, math.ceil(timeout_min) * 60)))
 
 
 def _percent_escaped(path: Path) -> str:
