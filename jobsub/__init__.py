@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 # Public names are imported on first use (PEP 562): ``python -m jobsub.worker`` imports this
 # package for every task and must not pay for the executor, asyncio or the backends.
 _ERRORS = (
-    "BackendError", "FailedJobError", "FailedSubmissionError", "InvalidParameterError",
-    "InvalidStateError", "JobCancelledError", "JobError", "JobLostError", "JobsubError",
-    "JobTimeoutError", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
-    "QuotaError", "SubmissionError", "UncompletedJobError",
+    "BackendError", "CodePackageTooLargeError", "CorruptResultError", "FailedJobError",
+    "FailedSubmissionError", "ImageBuildError", "InvalidParameterError", "InvalidStateError",
+    "JobCancelledError", "JobError", "JobLostError", "JobsubError", "JobTimeoutError",
+    "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError", "QuotaError",
+    "SubmissionError", "UncompletedJobError", "UnreadableResultError",
 )
 _ALIASES = ("DebugExecutor", "DebugJob", "LocalExecutor", "LocalJob", "SlurmExecutor", "SlurmJob")
 _WHERE = {
@@ -65,8 +66,11 @@ if TYPE_CHECKING:
     from .environment import JobEnvironment
     from .errors import (
         BackendError,
+        CodePackageTooLargeError,
+        CorruptResultError,
         FailedJobError,
         FailedSubmissionError,
+        ImageBuildError,
         InvalidParameterError,
         InvalidStateError,
         JobCancelledError,
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
         QuotaError,
         SubmissionError,
         UncompletedJobError,
+        UnreadableResultError,
     )
     from .executor import AutoExecutor, Executor
     from .job import Job
@@ -89,12 +94,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoExecutor",
     "BackendError",
+    "CodePackageTooLargeError",
+    "CorruptResultError",
     "DebugExecutor",
     "DebugJob",
     "DelayedSubmission",
     "Executor",
     "FailedJobError",
     "FailedSubmissionError",
+    "ImageBuildError",
     "InvalidParameterError",
     "InvalidStateError",
     "Job",
@@ -116,6 +124,7 @@ __all__ = [
     "SlurmJob",
     "SubmissionError",
     "UncompletedJobError",
+    "UnreadableResultError",
     "__version__",
     "helpers",
 ]

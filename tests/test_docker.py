@@ -27,6 +27,7 @@ import jobsub
 from jobsub import JobState
 from jobsub.backends.docker import DockerBackend
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
 from tests.conftest import backend_parameters, require
 
 pytestmark = pytest.mark.docker
@@ -60,6 +61,10 @@ def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met after {timeout} s")
         time.sleep(0.05)
+
+
+class TestDockerBehaviour(BehaviourSuite):
+    cluster = "docker"
 
 
 def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None:
@@ -115,42 +120,13 @@ def test_array_parallelism_is_respected(ex: jobsub.AutoExecutor) -> None:
     assert most == 2, spans
 
 
-def test_failure_carries_the_remote_traceback(ex: jobsub.AutoExecutor) -> None:
-    job = ex.submit(tasks.fail, "broken in a container")
-    with pytest.raises(jobsub.FailedJobError, match="ValueError: broken in a container") as info:
-        job.result(timeout=60)
-    assert "in fail" in str(info.value) and isinstance(info.value.__cause__, ValueError)
-    assert job.state == "FAILED"
-
-
-def test_time_limit(ex: jobsub.AutoExecutor, api: Any) -> None:
+def test_time_limit_removes_the_container(ex: jobsub.AutoExecutor, api: Any) -> None:
     ex.update_parameters(timeout_min=0.02)
     job = ex.submit(tasks.sleep_then, 60)
     with pytest.raises(jobsub.JobTimeoutError, match="time limit of 0.02 min") as info:
         job.result(timeout=60)
     assert info.value.state is JobState.TIMEOUT and job.state == "TIMEOUT"
     _wait_for(lambda: not _containers(api, job.job_id), timeout=15)
-
-
-def test_checkpointable_task_is_requeued_in_a_new_container(ex: jobsub.AutoExecutor) -> None:
-    ex.update_parameters(timeout_min=0.05, signal_delay_s=2)
-    job = ex.submit(tasks.SlowCounter(), 30)
-    assert job.result(timeout=60) == 2  # the second container ran the checkpoint
-    assert job.folder.read_run(0)["attempt"] == 2
-
-
-def test_out_of_memory(ex: jobsub.AutoExecutor) -> None:
-    def hog() -> int:
-        block = bytearray(300 * 2**20)
-        for i in range(0, len(block), 4096):
-            block[i] = 1  # touch every page: the memory is really used
-        return len(block)
-
-    ex.update_parameters(mem_gb=0.05)
-    job = ex.submit(hog)
-    with pytest.raises(jobsub.OutOfMemoryError, match="memory limit of 51 MiB") as info:
-        job.result(timeout=60)
-    assert info.value.state is JobState.OUT_OF_MEMORY and job.state == "OUT_OF_MEMORY"
 
 
 def test_cancel_running_and_pending_tasks(ex: jobsub.AutoExecutor, api: Any) -> None:

@@ -1,4 +1,4 @@
-"""What is special to the local backend: the fork server, time limits, requeue, folder hygiene."""
+"""The local backend runs the behaviour suite; what is special to it: the fork server, requeue, folder hygiene."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ import pytest
 
 import jobsub
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
 
 
-def test_checkpointable_job_is_requeued_after_its_time_limit(local_executor: jobsub.AutoExecutor) -> None:
-    """The pre-timeout signal checkpoints the callable; the server runs the checkpoint again."""
-    local_executor.update_parameters(timeout_min=0.05, signal_delay_s=2)
-    job = local_executor.submit(tasks.SlowCounter(), 30)
-    assert job.result(timeout=60) == 2  # second attempt, state carried by the checkpoint
-    assert job.folder.read_checkpoint(0) is not None
+class TestLocalBehaviour(BehaviourSuite):
+    cluster = "local"
 
 
 def test_requeue_stops_after_max_num_timeout(local_executor: jobsub.AutoExecutor) -> None:

@@ -40,7 +40,7 @@ class DebugBackend(Backend):
     result_grace_s = 0.0
     capabilities = Capabilities(
         time_limit=False, memory_limit=False, ranks=False, checkpoint=False, own_logs=False,
-        survives_client=False, reraise_original=True,
+        survives_client=False, isolated=False, reraise_original=True,
     )
 
     def __init__(self, root: str) -> None:

@@ -69,6 +69,10 @@ class LocalServer(Supervisor):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
                 self.child(task, rank)
+            # the child makes itself a group leader too; doing it here as well means the group
+            # exists before anyone reads the run record and signals it (whichever runs first)
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
             task.handles[rank] = [pid, start_time(pid)]
             self.by_pid[pid] = (task, rank)
         self.started(task)
