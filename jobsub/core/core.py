@@ -2,5 +2,6 @@
 
 from ..executor import Executor
 from ..job import AsyncJobProxy, Job
+from ..watcher import Watcher as InfoWatcher
 
-__all__ = ["AsyncJobProxy", "Executor", "Job"]
+__all__ = ["AsyncJobProxy", "Executor", "InfoWatcher", "Job"]
