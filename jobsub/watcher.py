@@ -52,10 +52,16 @@ def _refresh(poller: StatePoller) -> None:
 
 
 class Watcher:
-    """State look-ups by job id over some pollers: one job's backend, or every backend of the process."""
+    """State look-ups by job id over some pollers: one job's backend, or every backend of the process.
 
-    def __init__(self, poller: StatePoller | None = None) -> None:
+    Bound to a job, it answers for that job as ``job.state`` does (its result
+    files count before the scheduler catches up), so a tool never sees a job
+    RUNNING whose result ``job.result()`` already returns.
+    """
+
+    def __init__(self, poller: StatePoller | None = None, job: Job[Any] | None = None) -> None:
         self._poller = poller
+        self._job = job
 
     def _pollers(self) -> list[StatePoller]:
         return [self._poller] if self._poller is not None else list(_process_pollers())
@@ -86,9 +92,11 @@ class Watcher:
         poller = self._poller_of(job_id)
         if poller is None:
             return Status(JobState.UNKNOWN)
-        if mode == "cache":
-            return poller.cached(job_id) or Status(JobState.UNKNOWN)
-        return poller.status(job_id, force=mode == "force")
+        status = poller.cached(job_id) if mode == "cache" else poller.status(job_id, force=mode == "force")
+        status = status or Status(JobState.UNKNOWN)
+        if self._job is not None and job_id == self._job.job_id:
+            return Status(self._job._seen_state(status), status.reason)
+        return status
 
     def get_state(self, job_id: str, mode: str = "standard") -> str:
         """The backend's state of ``job_id``, as a plain string (``"UNKNOWN"`` if never seen)."""
@@ -110,4 +118,4 @@ class JobWatcher:
     def __get__(self, job: Job[Any] | None, owner: type | None = None) -> Watcher:
         if job is None:
             return Watcher()
-        return Watcher(job._poller)
+        return Watcher(job._poller, job)
