@@ -70,7 +70,7 @@ def _submitit_files() -> list[tuple[Path, str]]:
         if parts[0] != "submitit":
             continue
         name = parts[-1]
-        if name.startswith("test_") and name.endswith(".py") or name in ("conftest.py", "_sbatch_test_record.txt"):
+        if (name.startswith("test_") and name.endswith(".py")) or name in ("conftest.py", "_sbatch_test_record.txt"):
             found.append((Path(str(file.locate())), "/".join(parts[1:])))
     return found
 
