@@ -28,6 +28,8 @@ _ERRORS = (
     "SubmissionError", "UncompletedJobError", "UnreadableResultError",
 )
 _ALIASES = ("DebugExecutor", "DebugJob", "LocalExecutor", "LocalJob", "SlurmExecutor", "SlurmJob")
+_SUBMODULES = ("auto", "core", "helpers", "local", "slurm")
+"""Submodules that submitit code reaches as attributes (``submitit.helpers.as_completed``)."""
 _WHERE = {
     **dict.fromkeys(_ERRORS, "errors"),
     **dict.fromkeys(_ALIASES, "aliases"),
@@ -42,7 +44,7 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("helpers", "core"):  # submodules that submitit code reaches as attributes
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     try:
         module = _WHERE[name]
@@ -58,8 +60,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from . import auto as auto
     from . import core as core
     from . import helpers
+    from . import local as local
+    from . import slurm as slurm
     from ._version import __version__
     from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
     from .calls import DelayedSubmission

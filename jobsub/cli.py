@@ -6,6 +6,9 @@
     jobsub image build TAG --base IMAGE [-r requirements.txt] [REQUIREMENT...] [--offline]
                                    an image with your packages, for the container backends
                                    (``jobsub.images.build_image``)
+    jobsub install-submitit-alias  a ``submitit`` package that is jobsub, so tools built on
+                                   submitit run unchanged (``jobsub.submitit_alias``)
+    jobsub uninstall-submitit-alias
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import collections
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import JobsubError
@@ -69,7 +73,7 @@ def _usage(job: Job[Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends.")
+    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends; alias submitit.")
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
     p_status.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
@@ -92,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="a requirements file (repeatable)")
     p_build.add_argument("--offline", action="store_true", help="no package index: pip's cache and --find-links only")
     p_build.add_argument("--find-links", action="append", default=[], metavar="DIR", help="a directory of wheels")
+    for command, verb in (("install-submitit-alias", "write"), ("uninstall-submitit-alias", "remove")):
+        p_alias = commands.add_parser(
+            command, help=f"{verb} a 'submitit' package that is jobsub, in this environment (tools built on submitit)"
+        )
+        p_alias.add_argument("--target", type=Path, default=None, metavar="DIR",
+                             help="a site-packages directory (default: this Python's)")
     # requirements may follow the options too (argparse stops filling a positional at the first option)
     ns, extra = parser.parse_known_args(argv)
     if ns.command == "image" and not any(arg.startswith("-") for arg in extra):
@@ -100,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if ns.command == "image":
         return _build_image(ns)
+    if ns.command in ("install-submitit-alias", "uninstall-submitit-alias"):
+        return _submitit_alias(ns.command, ns.target)
     if ns.command == "status":
         return status(ns.folder)
     if ns.command == "logs":
@@ -132,6 +144,20 @@ def _cancel(folder: str, job_id: str) -> bool:
     if live:
         live[0]._backend.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)
+
+
+def _submitit_alias(command: str, target: Path | None) -> int:
+    from .submitit_alias import AliasError, install_alias, uninstall_alias
+
+    try:
+        if command == "install-submitit-alias":
+            print(f"installed {install_alias(target)}: `import submitit` is now jobsub")
+        else:
+            print(f"removed {uninstall_alias(target)}")
+    except AliasError as exc:
+        print(f"jobsub {command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _build_image(ns: argparse.Namespace) -> int:

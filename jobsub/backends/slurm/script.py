@@ -25,10 +25,11 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from ...errors import InvalidParameterError
-from ...parameters import Resolved
+from ...parameters import Parse, Resolved
+from ...units import check_slurm_memory
 from ...worker import warning_delay_s
 from ..base import Launch
 
@@ -56,10 +57,10 @@ class SlurmParameters:
     partition: str | None = None
     qos: str | None = None
     account: str | None = None
-    mem: str | int | None = None
-    """Native ``--mem`` (``"4G"``, or MB as an int); overrides ``mem_gb``."""
-    mem_per_cpu: str | int | None = None
-    mem_per_gpu: str | int | None = None
+    mem: Annotated[str | int | None, Parse(check_slurm_memory)] = None
+    """Native ``--mem`` as Slurm writes it (``"4G"``, ``"500M"``, or MB as an int); overrides ``mem_gb``."""
+    mem_per_cpu: Annotated[str | int | None, Parse(check_slurm_memory)] = None
+    mem_per_gpu: Annotated[str | int | None, Parse(check_slurm_memory)] = None
     cpus_per_gpu: int | None = None
     gpus_per_task: int | None = None
     gres: str | None = None
