@@ -118,14 +118,22 @@ class JobFolder:
 
     # -- creation and identity -------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike[str] | Storage) -> JobFolder:
+    def create(cls, root: str | os.PathLike[str] | Storage, mode: int | None = None) -> JobFolder:
+        """A new, empty submission folder under ``root``.
+
+        ``mode``: the folder's own permissions (``folder_mode``); by default
+        the umask decides who may read it.  Never writable by group or others.
+        """
         storage = open_storage(root) if isinstance(root, (str, os.PathLike)) else root
         folder = cls(storage, new_key())
-        local = folder.path
+        local = folder.local_file()
         if local is not None:
-            local.mkdir(parents=True, mode=0o700)
+            os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
+            os.mkdir(local, 0o755)
+            if mode is not None:
+                os.chmod(local, mode & ~0o022)
             for sub in _SUBDIRS:
-                (local / sub).mkdir(mode=0o700)
+                os.mkdir(os.path.join(local, sub), 0o755)
         return folder
 
     @classmethod
@@ -214,6 +222,24 @@ class JobFolder:
         except FileNotFoundError:
             return None
 
+    def link_submitit_logs(self, where: str, job_id: str, index: int, ranks: int, merged: bool) -> None:
+        """``<where>/<job_id>_<rank>_log.out`` (and ``.err``): submitit's log names, as links to ours.
+
+        Tools built on submitit read these names by hand (dora's ``--log``).
+        Local folders only; a link that cannot be made is no error.
+        """
+        if self.path is None:
+            return
+        streams = ("out",) if merged else ("out", "err")
+        for rank in range(ranks):
+            for stream in streams:
+                link = os.path.join(where, f"{job_id}_{rank}_log.{stream}")
+                target = os.path.relpath(self.local_file("log", f"{index}.{rank}.{stream}") or "", where)
+                try:
+                    os.symlink(target, link)
+                except OSError:
+                    continue
+
     def paths(self, index: int, rank: int) -> JobPaths:
         from pathlib import Path
 
@@ -230,7 +256,8 @@ class JobFolder:
     def write_meta(self, meta: dict[str, Any]) -> None:
         import json  # not at module level: every task imports this module, few need json
 
-        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode())
+        # private: it holds the job's parameters, ``env`` values among them
+        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode(), private=True)
 
     def read_meta(self) -> dict[str, Any]:
         import json
@@ -320,9 +347,12 @@ class JobFolder:
         return True
 
     # -- a backend's own files -----------------------------------------------------------------
-    def write_backend_file(self, backend: str, name: str, data: bytes) -> None:
-        """``<backend>/<name>``: a script, a spec, what the backend needs again later."""
-        self.storage.write_bytes(self._k(backend, name), data)
+    def write_backend_file(self, backend: str, name: str, data: bytes, *, private: bool = True) -> None:
+        """``<backend>/<name>``: a script, a spec, what the backend needs again later.
+
+        Private by default: a spec or a script carries the job's environment.
+        """
+        self.storage.write_bytes(self._k(backend, name), data, private=private)
 
     def read_backend_file(self, backend: str, name: str) -> bytes | None:
         return self._read(backend, name)
@@ -334,7 +364,7 @@ class JobFolder:
         """``<backend>/<name>`` from the local file ``source``: a hard link where possible, else a copy."""
         target = self.local_file(backend, name)
         if target is not None:
-            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
             try:
                 os.link(source, target)
                 return
@@ -343,7 +373,7 @@ class JobFolder:
             except OSError:
                 pass  # another file system: copy
         with open(source, "rb") as f:
-            self.write_backend_file(backend, name, f.read())
+            self.write_backend_file(backend, name, f.read(), private=False)
 
     def backend_file(self, backend: str, name: str) -> str | None:
         """The local path of ``<backend>/<name>`` (None on an object store)."""

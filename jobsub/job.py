@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import errors
@@ -30,6 +30,7 @@ from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_temp
 from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status
 from .storage import open_storage
+from .watcher import JobWatcher
 
 __all__ = ["Job"]
 
@@ -55,6 +56,9 @@ class Job(Generic[R]):
     process: ``folder`` is the executor's folder (``runs`` or ``runs/%j``) or
     the job's own folder.
     """
+
+    watcher = JobWatcher()
+    """submitit's ``Job.watcher`` (``update()``, ``get_state(job_id, mode)``, ``is_done``), over the shared poller."""
 
     def __init__(self, folder: str | os.PathLike[str], job_id: str, tasks: Sequence[int] = (0,)) -> None:
         root, _template = split_folder_template(folder)
@@ -460,3 +464,11 @@ class AsyncJobProxy(Generic[R]):
     async def results(self, poll_interval: float | None = None) -> list[R]:
         await self.wait(poll_interval)
         return self.job.results()
+
+    def results_as_completed(self, poll_interval: float | None = None) -> Iterator[Awaitable[R]]:
+        """Awaitables of each rank's result, in the order they finish (asyncio.as_completed)."""
+        import asyncio
+
+        job = self.job
+        handles = [job.task(rank) for rank in range(job.num_tasks)] if job.num_tasks > 1 else [job]
+        return asyncio.as_completed([AsyncJobProxy(h).result(poll_interval) for h in handles])

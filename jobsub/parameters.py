@@ -72,6 +72,9 @@ class CommonParameters:
     """Refuse submissions whose pickles add up to more than this."""
     signal_delay_s: int = field(default=90, metadata={"min": 0})
     """Seconds before the time limit when checkpointable jobs get their signal."""
+    folder_mode: int | None = field(default=None, metadata={"min": 0, "max": 0o777})
+    """Permissions of each job's folder on a local disk (``0o750``: the group reads it); by
+    default the umask decides.  Never writable by others, whatever is asked."""
 
 
 @dataclass(kw_only=True)
@@ -165,6 +168,8 @@ def check_bounds(owner: type, name: str, value: Any, shown: str) -> None:
         raise InvalidParameterError(f"{shown}={value!r}: must be at least {bounds['min']}")
     if "above" in bounds and value <= bounds["above"]:
         raise InvalidParameterError(f"{shown}={value!r}: must be more than {bounds['above']}")
+    if "max" in bounds and value > bounds["max"]:
+        raise InvalidParameterError(f"{shown}={value!r}: must be at most {bounds['max']!r}")
 
 
 def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:

@@ -196,7 +196,7 @@ def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False
         log = folder.local_file("log", f"{index}.{rank}.{'out' if merge else stream}")
         if log is None:  # an object store: the backend keeps the logs
             return
-        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # the umask decides who reads
         os.dup2(target, fd)
         os.close(target)
 
@@ -218,7 +218,7 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
     except ValueError:
         previous, in_main = None, False
     if _owns_logging and "logging" in sys.modules:
-        _configure_logging()  # the task's code uses logging: show its INFO records
+        _configure_logging(delayed.function)  # the task's code uses logging: show its INFO records
     try:
         _resolve_dependencies(delayed)
         value = delayed.result()
@@ -343,16 +343,49 @@ def _dependency_failed(ref: JobRef, what: str, detail: str = "") -> _DependencyF
     return _DependencyFailed(error)
 
 
-def _configure_logging() -> None:
-    """INFO records to stderr, with time and logger name; a no-op once the root logger has handlers.
+_task_handler: logging.Handler | None = None
 
-    Done only once the call is unpickled (its modules imported) and only if
-    something imported ``logging`` by then: the import costs every task
-    start ~10 ms, which a task that never logs should not pay.
+
+def _configure_logging(function: object = None) -> None:
+    """The INFO records of the task's own package (and jobsub's) to stderr, with time and logger name.
+
+    The root logger is left alone: a library's INFO chatter stays quiet (its
+    warnings still show, as Python shows them), and a task that configures
+    logging itself is in charge: the handler here stays silent for any record
+    another handler will show, so nothing is shown twice.  Done only once the
+    call is unpickled (its modules imported) and only if something imported
+    ``logging`` by then: the import costs every task start ~10 ms, which a
+    task that never logs should not pay.
     """
     import logging
 
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    global _task_handler
+    if _task_handler is None:
+        _task_handler = _new_task_log_handler()
+        _task_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    module = getattr(function, "__module__", None) or ""
+    for name in {"jobsub", module.partition(".")[0]} - {""}:
+        logger = logging.getLogger(name)
+        if _task_handler not in logger.handlers:
+            logger.addHandler(_task_handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
+def _new_task_log_handler() -> logging.Handler:
+    """The handler of ``_configure_logging`` (its class is made here: logging is imported late)."""
+    import logging
+
+    class TaskLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            logger: logging.Logger | None = logging.getLogger(record.name)
+            while logger is not None:  # the task's own handlers (root's included) win
+                if any(h is not self for h in logger.handlers):
+                    return
+                logger = logger.parent if logger.propagate else None
+            super().emit(record)
+
+    return TaskLogHandler()
 
 
 def _logger() -> logging.Logger:

@@ -36,6 +36,9 @@ class LocalParameters:
 
     visible_gpus: list[int] = field(default_factory=list)
     """GPU ids this machine may hand out; with ``gpus_per_node`` set, CUDA_VISIBLE_DEVICES is set."""
+    python: str | None = None
+    """Shell text that starts the job's interpreter (``"conda run -n env python"``, a wrapper
+    script); the job then runs in a fresh interpreter instead of a fork of the warm server."""
 
 
 class LocalBackend(Backend):
@@ -103,6 +106,7 @@ class LocalBackend(Backend):
             "signal_delay_s": common.signal_delay_s,
             "parallelism": common.array_parallelism,
             "setup": common.setup,
+            "python": params.specific.python,
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
         }
         folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())

@@ -109,9 +109,10 @@ class LocalServer(Supervisor):
                 JOBSUB_ARRAY_JOB_ID=task.sub.folder.key if spec["array"] else "",
             )
             argv = spec["argv"]
-            if spec.get("setup"):  # shell lines first: run the worker in a fresh interpreter after them
-                command = shlex.join([sys.executable, "-m", "jobsub.worker", *argv])
-                os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec["setup"], "exec " + command])])
+            if spec.get("setup") or spec.get("python"):  # a fresh interpreter, after the shell lines
+                python = spec.get("python") or shlex.quote(sys.executable)
+                command = f"exec {python} " + shlex.join(["-m", "jobsub.worker", *argv])
+                os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec.get("setup", []), command])])
             sys.path[:] = spec["sys_path"]
             sys.argv = ["jobsub.worker", *argv]
             code = worker.main(argv)
