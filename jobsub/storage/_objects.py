@@ -26,10 +26,10 @@ def split_url(url: str, scheme: str) -> tuple[str, str]:
     head, sep, rest = url.partition("://")
     if not sep or head != scheme:
         raise ValueError(f"not a {scheme}:// URL: {url!r}")
-    parts = [part for part in rest.split("/") if part]
-    if not parts:
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
         raise ValueError(f"{url!r} names no bucket (expected {scheme}://BUCKET or {scheme}://BUCKET/PREFIX)")
-    return parts[0], "/".join(parts[1:])
+    return bucket, "/".join(part for part in prefix.split("/") if part)
 
 
 def check_key(key: str) -> str:

@@ -144,10 +144,10 @@ class GCSStorage:
             raise PermissionError(message) from exc
         except api_exceptions.GoogleAPICallError as exc:
             raise BackendError(f"GCS {operation} {where} failed (HTTP {exc.code}): {exc.message}") from exc
-        except google.auth.exceptions.RefreshError as exc:
-            raise PermissionError(f"GCS {operation} {where}: the credentials could not be refreshed: {exc}") from exc
-        except (google.auth.exceptions.GoogleAuthError, requests.exceptions.RequestException) as exc:
+        except (google.auth.exceptions.TransportError, requests.exceptions.RequestException) as exc:
             raise BackendError(f"GCS {operation} {where} failed: {exc}") from exc
+        except google.auth.exceptions.GoogleAuthError as exc:  # no, expired or unusable credentials
+            raise PermissionError(f"GCS {operation} {where} (bucket {self.bucket!r}): credentials: {exc}") from exc
         self._bucket_seen = time.monotonic()
         return result
 
@@ -168,14 +168,13 @@ class GCSStorage:
         return data
 
     def _page(
-        self, prefix: str, key: str, *, delimiter: str | None, token: str | None, size: int = PAGE_SIZE
+        self, prefix: str, key: str, *, delimiter: str | None, token: str | None, size: int | None = None
     ) -> tuple[list[str], str | None]:
         """One listing call: the names (objects, then common prefixes) and the next page's token."""
+        arguments = {"prefix": prefix, "delimiter": delimiter, "max_results": size or PAGE_SIZE, "page_token": token}
 
         def call() -> tuple[list[str], str | None]:
-            found = self.client.list_blobs(
-                self.bucket, prefix=prefix, delimiter=delimiter, max_results=size, page_token=token, retry=None
-            )
+            found = self.client.list_blobs(self.bucket, retry=None, **arguments)
             page = next(found.pages)  # fetches exactly one page
             return [blob.name for blob in page] + list(page.prefixes), found.next_page_token
 
