@@ -30,7 +30,8 @@ from jobsub.storage.gcs import GCSStorage  # noqa: E402 - after the importorskip
 @pytest.fixture(scope="session")
 def fake_gcs() -> str:
     endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
-    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", "/storage/v1/b", b"storage#buckets", endpoint)
+    probe = ("/storage/v1/b", b"storage#buckets")
+    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", *probe, endpoint)
     if problem:
         pytest.skip(problem)
     assert endpoint is not None
@@ -118,9 +119,11 @@ def test_missing_gcp_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bucket_is_named_and_never_taken_for_a_missing_key(fake_gcs: str) -> None:
     name = f"jobsub-missing-{uuid.uuid4().hex[:8]}"
     storage = GCSStorage(f"gs://{name}/runs")
-    with pytest.raises(BackendError, match=rf"cannot write job folders in gs://{name}/runs: GCS bucket '{name}' does not exist"):
+    says = rf"cannot write job folders in gs://{name}/runs: GCS bucket '{name}' does not exist"
+    with pytest.raises(BackendError, match=says):
         storage.check_writable()
-    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""), lambda: storage.delete("k")):
+    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""),
+                 lambda: storage.delete("k")):
         with pytest.raises(BackendError, match=f"bucket '{name}' does not exist"):
             call()
 
@@ -174,7 +177,9 @@ def test_listing_asks_for_1000_names_a_call(url: str, bucket: str, proxy: FaultP
     assert "maxResults=1000" in object_requests(proxy, f"GET /storage/v1/b/{bucket}/o?")[0]
 
 
-def test_listing_pages_through_many_keys_in_few_calls(url: str, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_listing_pages_through_many_keys_in_few_calls(
+    url: str, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """2,500 keys at 1,000 a page, scaled down to 250 at 100 a page: each write costs the client ~5 ms."""
     import jobsub.storage.gcs
 

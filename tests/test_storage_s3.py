@@ -148,14 +148,18 @@ def test_missing_aws_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bucket_is_named_and_never_taken_for_a_missing_key(moto: str) -> None:
     name = f"jobsub-missing-{uuid.uuid4().hex[:8]}"
     storage = S3Storage(f"s3://{name}/runs")
-    with pytest.raises(BackendError, match=rf"cannot write job folders in s3://{name}/runs: S3 bucket '{name}' does not exist.*NoSuchBucket"):
+    says = rf"cannot write job folders in s3://{name}/runs: S3 bucket '{name}' does not exist.*NoSuchBucket"
+    with pytest.raises(BackendError, match=says):
         storage.check_writable()
-    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""), lambda: storage.delete("k")):
+    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""),
+                 lambda: storage.delete("k")):
         with pytest.raises(BackendError, match=f"bucket '{name}' does not exist"):
             call()
 
 
-@pytest.mark.parametrize(("status", "code"), [(403, "AccessDenied"), (403, "InvalidAccessKeyId"), (400, "ExpiredToken")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(403, "AccessDenied"), (403, "InvalidAccessKeyId"), (400, "ExpiredToken")]
+)
 def test_refusals_are_permission_errors_and_not_retried(url: str, bucket: str, status: int, code: str) -> None:
     client = raw_client()
     storage = fast_storage(url, client)
@@ -185,7 +189,8 @@ def test_no_credentials_is_a_permission_error(url: str, monkeypatch: pytest.Monk
 def test_check_writable_names_the_refusal(url: str, bucket: str) -> None:
     client = raw_client()
     on_send(client, "PutObject", lambda request: s3_error(403, "AccessDenied", "not for you"))
-    with pytest.raises(PermissionError, match=rf"cannot write job folders in {url}: .*'{bucket}'.*AccessDenied: not for you"):
+    says = rf"cannot write job folders in {url}: .*'{bucket}'.*AccessDenied: not for you"
+    with pytest.raises(PermissionError, match=says):
         S3Storage(url, client=client).check_writable()
 
 
