@@ -30,15 +30,25 @@ _clients: dict[tuple[str | None, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
+def _forget_clients() -> None:
+    """In a forked child: a connection pool must not cross processes, nor a lock another thread held."""
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients)
+
+
 def shared_client(kind: str, make: Callable[[], Any], variables: tuple[str, ...]) -> Any:
     """The process's SDK client of ``kind``, made by ``make()`` on first use.
 
     SDK clients are thread-safe and cost tens of milliseconds to make, so the
-    storages of a process share one.  A forked child makes its own (a
-    connection pool must not cross processes), and so does a change of the
-    ``variables`` that tell the SDK where the store is (tests move them).
+    storages of a process share one.  A forked child makes its own, and so
+    does a change of the ``variables`` that tell the SDK where the store is
+    (tests move them).
     """
-    key = (kind, str(os.getpid()), *(os.environ.get(name) for name in variables))
+    key = (kind, *(os.environ.get(name) for name in variables))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
