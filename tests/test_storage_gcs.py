@@ -7,6 +7,7 @@ GCS's own error documents.  jobsub itself is never patched.
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from jobsub.calls import Outcome, dumps_checked
 from jobsub.errors import BackendError
+from jobsub.folder import JobFolder
 from jobsub.storage import Storage, open_storage
 from tests.conformance.storage import StorageSuite
 from tests.emulators import FaultProxy, endpoint_problem, gcs_error
@@ -280,3 +283,16 @@ def test_task_env_reaches_the_store_and_holds_no_credentials(url: str, fake_gcs:
     task = {"PATH": os.environ["PATH"], **env}
     out = subprocess.run([sys.executable, "-c", code], env=task, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "payload"
+
+
+def test_the_worker_runs_a_task_whose_folder_is_in_gcs(url: str) -> None:
+    """What a cloud backend will start: ``python -m jobsub.worker gs://...``, with task_env only."""
+    folder = JobFolder.create(GCSStorage(url))
+    folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
+    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    task = {"PATH": os.environ["PATH"], **folder.storage.task_env()}
+    subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)
+    payload = folder.read_result(0, 0)
+    assert payload is not None
+    outcome = Outcome.loads(payload)
+    assert outcome.ok and outcome.value == 42

@@ -7,6 +7,7 @@ as it would AWS's answer.  jobsub itself is never patched.
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from jobsub.calls import Outcome, dumps_checked
 from jobsub.errors import BackendError
+from jobsub.folder import JobFolder
 from jobsub.storage import Storage, open_storage
 from tests.conformance.storage import StorageSuite
 from tests.emulators import endpoint_problem
@@ -325,3 +328,17 @@ def test_task_env_reaches_the_store_and_holds_no_credentials(url: str, monkeypat
     code = f"from jobsub.storage import open_storage; print(open_storage({url!r}).read_bytes('job/call.pkl').decode())"
     out = subprocess.run([sys.executable, "-c", code], env=task, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "payload"
+
+
+def test_the_worker_runs_a_task_whose_folder_is_in_s3(url: str) -> None:
+    """What a cloud backend will start: ``python -m jobsub.worker s3://...``, with task_env and its own credentials."""
+    folder = JobFolder.create(S3Storage(url))
+    folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
+    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    task = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            **folder.storage.task_env()}
+    subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)
+    payload = folder.read_result(0, 0)
+    assert payload is not None
+    outcome = Outcome.loads(payload)
+    assert outcome.ok and outcome.value == 42
