@@ -192,13 +192,75 @@ class _CheckpointHandler:
 
 
 def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
+    """stdout and stderr (fds 1 and 2, so subprocesses' output too) into the folder's log files.
+
+    On an object store they go to local files first, uploaded every
+    ``JOBSUB_LOG_FLUSH_S`` seconds (30) while the task runs and once more
+    before its result is written: ``job.stdout()`` works during and after.
+    """
+    global _uploader
+    if folder.local_file() is None:
+        _uploader = _LogUploader(folder, index, rank, merge)
+        return
     for stream, fd in (("out", 1), ("err", 2)):
         log = folder.local_file("log", f"{index}.{rank}.{'out' if merge else stream}")
-        if log is None:  # an object store: the backend keeps the logs
-            return
+        assert log is not None
         target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # the umask decides who reads
         os.dup2(target, fd)
         os.close(target)
+
+
+class _LogUploader:
+    """The task's streams in local files, copied to an object-store folder now and then."""
+
+    def __init__(self, folder: JobFolder, index: int, rank: int, merge: bool) -> None:
+        import tempfile
+        import threading
+
+        self.folder, self.index, self.rank = folder, index, rank
+        self.dir = tempfile.mkdtemp(prefix="jobsub-logs-")
+        self.files = {"out": os.path.join(self.dir, "out")}
+        if not merge:
+            self.files["err"] = os.path.join(self.dir, "err")
+        for stream, fd in (("out", 1), ("err", 2)):
+            target = os.open(self.files.get(stream, self.files["out"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        self.sent: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.every = float(os.environ.get("JOBSUB_LOG_FLUSH_S") or 30)
+        threading.Thread(target=self._loop, name="jobsub-log-upload", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.upload()
+
+    def close(self) -> None:
+        """The last upload, then the local copies go."""
+        import shutil
+
+        self.upload()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def upload(self) -> None:
+        """Send what the streams hold now (whole files: an object cannot be appended to)."""
+        with _QuietStreamErrors():
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with self.lock:
+            for stream, path in self.files.items():
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    if len(data) != self.sent.get(stream):
+                        self.folder.write_task_log(self.index, self.rank, stream, data)
+                        self.sent[stream] = len(data)
+                except Exception as exc:  # a log that cannot be sent must not end the task
+                    os.write(2, f"jobsub: could not upload the {stream} log: {exc}\n".encode())
+
+
+_uploader: _LogUploader | None = None
 
 
 def run_task(folder: JobFolder, index: int, rank: int) -> int:
@@ -249,6 +311,8 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
     at-least-once scheduler) wrote first: its result stands, and this one
     leaves quietly rather than replace what a client may have read.
     """
+    if _uploader is not None:  # the logs first: a client that sees the result may read them at once
+        _uploader.upload()
     try:
         folder.write_result(index, rank, outcome.dumps())
     except FileExistsError:
@@ -457,7 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _redirect_logs(folder, index, rank, merge=logs == "merge")
     global _owns_logging
     _owns_logging = True
-    return run_task(folder, index, rank)
+    code = run_task(folder, index, rank)
+    if _uploader is not None:  # what came after the result (the failure's traceback)
+        _uploader.close()
+    return code
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ class Submission:
     pending: collections.deque[Task] = field(default_factory=collections.deque)
     running: dict[int, Task] = field(default_factory=dict)  # starting, running or ending: they hold a slot
     unrecorded: dict[str, tuple[str, str]] = field(default_factory=dict)  # ends the folder refused
+    env: dict[str, str] = field(default_factory=dict)
+    """What the tasks' environment takes from the client: sent with the request, never written to
+    the folder (it may hold credentials, and the folder may be a shared bucket)."""
 
     @property
     def url(self) -> str:
@@ -226,15 +229,19 @@ class Supervisor(JsonLineServer):
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "adopt":
-            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")))
+            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")), env=req.get("env") or {})
         if op == "states":
             return {"ok": True, "states": self.states(req["tasks"])}
         if op == "cancel":
             return {"ok": True, "unknown": [t for t in req["tasks"] if not self.cancel(*t)]}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def adopt(self, folder: JobFolder, first: bool = False) -> dict[str, Any]:
-        """Take over a submission: its spec, and every task not recorded as ended."""
+    def adopt(self, folder: JobFolder, first: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Take over a submission: its spec, and every task not recorded as ended.
+
+        ``env``: what the tasks' environment takes from the client that asks
+        (after a supervisor died, the client that finds the submission).
+        """
         if folder.url in self.subs:
             return {"ok": True, "already": True}
         lock = claim(folder.url)
@@ -245,6 +252,7 @@ class Supervisor(JsonLineServer):
         except Exception:
             lock.close()  # or the submission would look supervised while nobody supervises it
             raise
+        sub.env = dict(env or {})
         self.subs[sub.url] = sub
         if first and sub.pending and not sub.pending[0].waits_for:
             # the first task starts before the reply: a task the runtime refuses (a bad mount,

@@ -83,8 +83,7 @@ class LocalBackend(Backend):
         common = params.common
         if common.nodes > 1:
             raise InvalidParameterError("the local backend runs on one node: use nodes=1")
-        env = dict(os.environ)
-        env.update(launch.env)
+        env = dict(launch.env)
         gpus = params.specific.visible_gpus
         if common.gpus_per_node:
             if gpus and common.gpus_per_node > len(gpus):
@@ -97,9 +96,7 @@ class LocalBackend(Backend):
             "array": array,
             "offset": launch.offset,
             "argv": launch.module_args()[2:],  # after "-m jobsub.worker": the child calls worker.main
-            # the whole environment, as the child would inherit it; in a 0600 file of a 0700
-            # folder, as the pickles are (see the guide on secrets)
-            "env": env,
+            "env": env,  # the job's own variables; the rest of the environment comes with the request
             "cwd": os.getcwd(),
             "sys_path": [p or os.getcwd() for p in sys.path],
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
@@ -110,8 +107,16 @@ class LocalBackend(Backend):
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
         }
         folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())
-        self._request({"op": "adopt", "folder": folder.url})
+        self._adopt(folder)
         return folder.key
+
+    def _adopt(self, folder: JobFolder) -> None:
+        """Hand the submission to the server, with this process's environment for its tasks.
+
+        The environment travels over the socket, never into the folder: it may
+        hold credentials, and the folder may be a bucket others read.
+        """
+        self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ)})
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
@@ -121,7 +126,7 @@ class LocalBackend(Backend):
         answer, orphans = states_from_records(self._storage, backend_ids, ask)
         for folder in orphans:  # its server died: ours adopts it (queued tasks run, running ones are watched)
             if not is_claimed(folder.url):
-                self._request({"op": "adopt", "folder": folder.url})
+                self._adopt(folder)
         return answer
 
     def cancel(self, backend_ids: Sequence[str]) -> None:

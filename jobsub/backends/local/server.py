@@ -97,7 +97,8 @@ class LocalServer(Supervisor):
             spec = task.sub.spec
             os.chdir(spec["cwd"])
             os.environ.clear()
-            os.environ.update(spec["env"])
+            os.environ.update(task.sub.env)  # the submitting process's environment (from its request)
+            os.environ.update(spec["env"])  # the job's own variables
             os.environ.update(
                 JOBSUB_ARRAY_TASK_ID=task.name,
                 JOBSUB_GLOBAL_RANK=str(rank),
