@@ -256,8 +256,16 @@ class Executor:
             meta = self._meta(params, len(calls), ranks, array)
             if waits_for:
                 meta["waits_for"] = waits_for
+            cap = self.backend.max_array_size(params) or len(calls)
+            # the intent first: a client killed while the backend accepts the submission leaves a
+            # record that finds the job again (by its tag), never one that runs unseen
+            meta["intents"] = [
+                {"offset": o, "count": min(cap, len(calls) - o), "tag": f"{folder.key}-{o}"}
+                for o in range(0, len(calls), cap)
+            ]
             folder.write_meta(meta)
-            meta["submissions"] = self._start(folder, params, len(calls), array)
+            meta["submissions"] = self._start(folder, params, meta["intents"], array)
+            del meta["intents"]
             folder.write_meta(meta)
         except BaseException:
             folder.delete()
@@ -274,16 +282,16 @@ class Executor:
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         return jobs
 
-    def _start(self, folder: JobFolder, params: Resolved, count: int, array: bool) -> list[dict[str, Any]]:
-        """Submit, split at the backend's array cap; cancel what was started if one part fails."""
-        cap = self.backend.max_array_size(params) or count
+    def _start(
+        self, folder: JobFolder, params: Resolved, intents: list[dict[str, Any]], array: bool
+    ) -> list[dict[str, Any]]:
+        """Submit each part (an array split at the backend's cap); cancel what started if one fails."""
         parts: list[dict[str, Any]] = []
         try:
-            for offset in range(0, count, cap):
-                n = min(cap, count - offset)
-                launch = self._launch(folder, offset, params)
-                backend_id = self.backend.submit(launch, n, params, folder, array=array)
-                parts.append({"id": backend_id, "offset": offset, "count": n, "submitted_at": time.time()})
+            for intent in intents:
+                launch = self._launch(folder, intent["offset"], params)
+                backend_id = self.backend.submit(launch, intent["count"], params, folder, array=array)
+                parts.append({"id": backend_id, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()})
         except Exception as exc:
             if parts:
                 with contextlib.suppress(Exception):

@@ -196,11 +196,13 @@ class JobFolder:
         return self.storage.exists(self.result_key(index, rank))
 
     def read_result(self, index: int, rank: int) -> bytes | None:
-        """The result payload, None if not written yet; CorruptResultError if damaged."""
+        """The result payload, None if not written yet; CorruptResultError if damaged or not trusted."""
         try:
             data = self.storage.read_bytes(self.result_key(index, rank))
         except FileNotFoundError:
             return None
+        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
+            raise CorruptResultError(str(exc), final=True) from None
         if len(data) < _HEADER.size:
             raise CorruptResultError(f"{self.result_key(index, rank)}: {len(data)} bytes, too short")
         magic, length, crc = _HEADER.unpack_from(data)
@@ -260,9 +262,15 @@ class JobFolder:
         self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode(), private=True)
 
     def read_meta(self) -> dict[str, Any]:
+        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged."""
         import json
 
-        meta: dict[str, Any] = json.loads(self.storage.read_bytes(self._k("meta.json")))
+        try:
+            meta = json.loads(self.storage.read_bytes(self._k("meta.json")))
+        except ValueError as exc:
+            raise CorruptResultError(f"{self.url}/meta.json is damaged ({exc})", final=True) from None
+        if not isinstance(meta, dict) or "backend" not in meta:
+            raise CorruptResultError(f"{self.url}/meta.json is not a jobsub submission record", final=True)
         return meta
 
     def _read(self, *parts: str) -> bytes | None:

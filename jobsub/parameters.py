@@ -63,7 +63,14 @@ class CommonParameters:
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the worker (where the backend runs a shell)."""
     env: dict[str, str] = field(default_factory=dict)
-    """Extra environment variables of the job."""
+    """Extra environment variables of the job.  Their values are written in plain text into the
+    job's folder (``meta.json``, the backend's spec, Slurm's script): pass secrets by name with
+    ``pass_env`` instead."""
+    pass_env: list[str] = field(default_factory=list)
+    """Names of variables the job takes from the submitting process's environment (tokens, keys),
+    by reference: the values go to the task over the backend's own channel (Slurm exports the
+    submitting environment; the local and Docker supervisors get them over their socket) and
+    are never written to the folder."""
     array_parallelism: int | None = field(default=None, metadata={"min": 1})
     """At most this many tasks of one array run at once. None: the backend's default."""
     max_num_timeout: int = field(default=3, metadata={"min": 0})

@@ -527,5 +527,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _leave(code: int) -> None:
+    """End the process now, whatever threads the task left running.
+
+    The task's outcome is written: a non-daemon thread it started must not
+    keep the job (a container, a Slurm allocation, a slot of the array)
+    alive after it, nor make ``cancel()`` of a finished job look possible.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with _QuietStreamErrors():
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())

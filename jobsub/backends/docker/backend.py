@@ -48,7 +48,13 @@ from typing import Any, ClassVar
 
 from ...errors import BackendError, InvalidParameterError, SubmissionError
 from ...folder import JobFolder
-from ...packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
+from ...packaging import (
+    DEFAULT_MAX_MB,
+    bootstrap_command,
+    build_code_package,
+    default_cache_dir,
+    ensure_unpacked,
+)
 from ...parameters import Resolved
 from ...runtime import daemon_socket
 from ...states import Status
@@ -60,7 +66,7 @@ from .._supervisor import (
     is_claimed,
     states_from_records,
 )
-from ..base import Backend, Launch
+from ..base import Backend, Capabilities, Launch
 from .engine import (
     connect,
     dispatcher_request,
@@ -108,6 +114,7 @@ class DockerBackend(Backend):
 
     name = "docker"
     Parameters = DockerParameters
+    capabilities = Capabilities(object_store_folders=True)
     # results are seen through their files; the engine is asked only to catch failures, and each
     # listing costs the engine CPU that starting containers needs
     poll_interval_s = 0.5
@@ -144,8 +151,6 @@ class DockerBackend(Backend):
         common, spec = params.common, params.specific
         if common.nodes > 1:
             raise InvalidParameterError("the docker backend runs each task on one engine: use nodes=1")
-        if folder.path is None:
-            raise InvalidParameterError(f"the docker backend needs a local job folder to mount, not {folder.url}")
         if not spec.image:
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
@@ -155,7 +160,7 @@ class DockerBackend(Backend):
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
         try:
-            self._request({"op": "adopt", "folder": folder.url, "first": True})
+            self._request({"op": "adopt", "folder": folder.url, "first": True, "env": self._passed(common.pass_env, folder)})
         except SubmissionError as exc:
             if common.gpus_per_node and "device driver" in str(exc):
                 raise SubmissionError(
@@ -197,13 +202,12 @@ class DockerBackend(Backend):
     ) -> dict[str, Any]:
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
-        assert folder.path is not None  # checked by submit()
-        path = str(folder.path)
+        path = folder.local_file()  # None: a bucket, which the task reads through its SDK
         if spec.interactive:  # output to the terminal, not the folder: pdb needs it
             launch = launch.replace(logs="none")
         module_args = launch.module_args()
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
-        mounts = [_bind(path)]
+        mounts = [_bind(path)] if path is not None else []
         upstream = {url for refs in folder.read_meta().get("waits_for", {}).values() for url, _, _ in refs}
         for url in sorted(upstream):  # the task reads the results of the jobs it takes as arguments
             if "://" not in url and url != path:
@@ -211,15 +215,19 @@ class DockerBackend(Backend):
         working_dir = None
         argv = [spec.python, *module_args]
         if spec.package_code:
+            local_root = self._storage.local_file("")
             package = build_code_package(
                 spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes,
-                cache_dir=Path(self.root) / ".code", max_mb=spec.code_max_mb, exclude_paths=[self.root],
+                cache_dir=Path(local_root, ".code") if local_root else default_cache_dir(),
+                max_mb=spec.code_max_mb, exclude_paths=[local_root] if local_root else [],
             )
             code_dir = str(ensure_unpacked(package))
-            folder.add_backend_file("docker", "code.tar.gz", str(package.path))
-            shipped = folder.backend_file("docker", "code.tar.gz")
-            assert shipped is not None  # a local folder (checked by submit())
             mounts.append(_bind(code_dir))  # writable: tasks share the .pyc they compile
+            if path is not None:  # kept with the job (a later adoption re-creates its containers)
+                folder.add_backend_file("docker", "code.tar.gz", str(package.path))
+                shipped = folder.backend_file("docker", "code.tar.gz") or ""
+            else:  # the engine is on this machine: the unpacked copy is all the task needs
+                shipped = ""
             working_dir = code_dir
             argv = bootstrap_command(spec.python, shipped, code_dir, module_args)
         if common.setup:
@@ -268,8 +276,23 @@ class DockerBackend(Backend):
         answer, orphans = states_from_records(self._storage, backend_ids, ask)
         for folder in orphans:  # its dispatcher died: ours adopts it from the records and labels
             if not is_claimed(folder.url):
-                self._request({"op": "adopt", "folder": folder.url})
+                meta = folder.read_meta()
+                names = meta.get("parameters", {}).get("common", {}).get("pass_env", [])
+                self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
         return answer
+
+    @staticmethod
+    def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
+        """What tasks take from this process's environment, by name: ``pass_env``, and the store's
+        credentials when the folder is a bucket.  Sent over the dispatcher's socket, never written."""
+        wanted = list(names)
+        if folder.local_file() is None:
+            wanted += _STORE_CREDENTIALS
+        return {name: os.environ[name] for name in wanted if name in os.environ}
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
+        return folder.key if folder.read_backend_file("docker", "spec.json") is not None else None
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
         targets = cancel_targets(self._storage, backend_ids)
@@ -326,6 +349,10 @@ class DockerBackend(Backend):
             end = end_of_containers([state], run_spec["host_config"].get("mem_limit"))
             status, reason = end_state(end)
             folder.write_exit(index, status, reason, end.codes)
+
+
+_STORE_CREDENTIALS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+"""Variables of the SDKs' credential chains a task needs to read a bucket folder."""
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:

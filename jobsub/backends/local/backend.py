@@ -105,6 +105,7 @@ class LocalBackend(Backend):
             "setup": common.setup,
             "python": params.specific.python,
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
+            "cpus_per_task": common.cpus_per_task,
         }
         folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())
         self._adopt(folder)
@@ -128,6 +129,10 @@ class LocalBackend(Backend):
             if not is_claimed(folder.url):
                 self._adopt(folder)
         return answer
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
+        return folder.key if folder.read_backend_file("local", "spec.json") is not None else None
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
         targets = cancel_targets(self._storage, backend_ids)

@@ -55,6 +55,7 @@ class LocalServer(Supervisor):
         self.codes: dict[Task, dict[int, tuple[int, int | None]]] = {}  # rank -> (code, signal)
         self.last_memory_check = 0.0
         self.last_orphan_check = 0.0
+        self.next_cpu = 0
 
     def serve(self, sock_path: str) -> None:
         self.listen(sock_path)
@@ -65,6 +66,7 @@ class LocalServer(Supervisor):
     # -- starting and signalling ----------------------------------------------------------------
     def start_task(self, task: Task, wait: bool) -> None:
         self.codes[task] = {}
+        task.scratch["cpus"] = self.cpus_for(int(task.sub.spec.get("cpus_per_task") or 0))
         for rank in range(task.sub.ranks):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -87,6 +89,8 @@ class LocalServer(Supervisor):
         code = 1
         try:
             os.setpgid(0, 0)  # its own group: a kill reaches the subprocesses it starts
+            if task.scratch.get("cpus"):  # cpus_per_task: these CPUs, not every one of the machine
+                os.sched_setaffinity(0, task.scratch["cpus"])
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
@@ -129,6 +133,15 @@ class LocalServer(Supervisor):
                     stream.flush()
             os._exit(code)
 
+    def cpus_for(self, wanted: int) -> list[int]:
+        """``wanted`` CPUs of this machine for the next task, taken in turn (none: no pinning)."""
+        available = sorted(os.sched_getaffinity(0))
+        if not wanted or wanted >= len(available):
+            return []
+        start = self.next_cpu % len(available)
+        self.next_cpu = start + wanted
+        return [available[(start + i) % len(available)] for i in range(wanted)]
+
     # -- watching ---------------------------------------------------------------------------------
     def watch(self) -> None:
         self.reap()
@@ -149,6 +162,8 @@ class LocalServer(Supervisor):
             task, rank = entry
             code = os.waitstatus_to_exitcode(status)
             self.codes[task][rank] = (code, -code if code < 0 else None)
+            # what the rank left behind in its group (a server it started, a pool) ends with it
+            kill_group(pid, signal.SIGKILL)
             if len(self.codes[task]) == len(task.handles):
                 self.end(task)
 
