@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import BackendError, InvalidParameterError, SubmissionError
+from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
 from ...packaging import (
     DEFAULT_MAX_MB,
@@ -57,16 +57,9 @@ from ...packaging import (
 )
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...states import Status
 from ...storage import open_storage
-from .._supervisor import (
-    cancel_targets,
-    cancel_unsupervised,
-    end_state,
-    is_claimed,
-    states_from_records,
-)
-from ..base import Backend, Capabilities, Launch
+from .._supervisor import SupervisedBackend, end_state
+from ..base import Capabilities, Launch
 from .engine import (
     connect,
     dispatcher_request,
@@ -109,10 +102,10 @@ class DockerParameters:
     code_max_mb: float = DEFAULT_MAX_MB
 
 
-class DockerBackend(Backend):
+class DockerBackend(SupervisedBackend):
     """Runs each task in a container on a Docker engine (local or reachable by DOCKER_HOST)."""
 
-    name = "docker"
+    name = kind = "docker"
     Parameters = DockerParameters
     capabilities = Capabilities(object_store_folders=True)
     # results are seen through their files; the engine is asked only to catch failures, and each
@@ -262,24 +255,10 @@ class DockerBackend(Backend):
         }
 
     # -- states, cancel, logs -------------------------------------------------------------------
-    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        """Ended tasks from their exit records, the rest from ONE request to the dispatcher.
-
-        No engine call: polling 10,000 tasks costs a listing per submission
-        and one socket round trip.
-        """
-        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
-            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
-            return told
-
-        answer: dict[str, Status]
-        answer, orphans = states_from_records(self._storage, backend_ids, ask)
-        for folder in orphans:  # its dispatcher died: ours adopts it from the records and labels
-            if not is_claimed(folder.url):
-                meta = folder.read_meta()
-                names = meta.get("parameters", {}).get("common", {}).get("pass_env", [])
-                self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
-        return answer
+    def _adopt(self, folder: JobFolder) -> None:
+        """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
+        names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
+        self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
 
     @staticmethod
     def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
@@ -289,21 +268,6 @@ class DockerBackend(Backend):
         if folder.local_file() is None:
             wanted += _STORE_CREDENTIALS
         return {name: os.environ[name] for name in wanted if name in os.environ}
-
-    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
-        """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
-        return folder.key if folder.read_backend_file("docker", "spec.json") is not None else None
-
-    def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets = cancel_targets(self._storage, backend_ids)
-        try:
-            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
-            unknown = {(url, name) for url, name in answer.get("unknown", [])}
-        except BackendError:
-            unknown = {(f.url, name) for f, name in targets}
-        for folder, name in targets:
-            if (folder.url, name) in unknown:  # no dispatcher holds it: record, then kill its containers
-                cancel_unsupervised(folder, name, self._kill_recorded)
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         for cid in run.get("handles", {}).values():

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +19,10 @@ from ...errors import BackendError, InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...states import Status
 from ...storage import open_storage
 from .._daemon import request, spawn_detached
-from .._supervisor import cancel_targets, cancel_unsupervised, is_claimed, states_from_records
-from ..base import Backend, Capabilities, Launch
+from .._supervisor import SupervisedBackend
+from ..base import Capabilities, Launch
 from .procs import kill_group
 
 __all__ = ["LocalBackend", "LocalParameters"]
@@ -41,10 +39,10 @@ class LocalParameters:
     script); the job then runs in a fresh interpreter instead of a fork of the warm server."""
 
 
-class LocalBackend(Backend):
+class LocalBackend(SupervisedBackend):
     """Runs jobs on this machine, isolated in their own processes."""
 
-    name = "local"
+    name = kind = "local"
     Parameters = LocalParameters
     capabilities = Capabilities(local_folders=True, object_store_folders=True)
     poll_interval_s = 0.1
@@ -119,34 +117,7 @@ class LocalBackend(Backend):
         """
         self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ)})
 
-    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
-            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
-            return told
-
-        answer, orphans = states_from_records(self._storage, backend_ids, ask)
-        for folder in orphans:  # its server died: ours adopts it (queued tasks run, running ones are watched)
-            if not is_claimed(folder.url):
-                self._adopt(folder)
-        return answer
-
-    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
-        """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
-        return folder.key if folder.read_backend_file("local", "spec.json") is not None else None
-
-    def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets = cancel_targets(self._storage, backend_ids)
-        try:
-            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
-            unknown = {(url, name) for url, name in answer.get("unknown", [])}
-        except BackendError:
-            unknown = {(f.url, name) for f, name in targets}
-        for folder, name in targets:
-            if (folder.url, name) in unknown:  # no server holds it: record the cancellation, then kill
-                cancel_unsupervised(folder, name, _kill_recorded)
-
-
-def _kill_recorded(run: dict[str, Any]) -> None:
-    """Stop the processes a run record names (only if they are still the ones it started)."""
-    for pid, started in run.get("handles", {}).values():
-        kill_group(int(pid), started=started)
+    def _kill_recorded(self, run: dict[str, Any]) -> None:
+        """Stop the processes a run record names (only if they are still the ones it started)."""
+        for pid, started in run.get("handles", {}).values():
+            kill_group(int(pid), started=started)
