@@ -41,6 +41,8 @@ class BehaviourSuite:
     """The behaviour tests; subclasses set ``cluster`` (and may add parameters)."""
 
     cluster: ClassVar[str] = ""
+    local_folder: ClassVar[bool] = True
+    """The executor's folder is a path here (tests that look at files directly need it)."""
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
@@ -81,6 +83,7 @@ class BehaviourSuite:
         assert [j.result(timeout=180) for j in jobs] == [1, 2, 3]
         assert len({j.job_id.rsplit("_", 1)[0] for j in jobs}) == 1
 
+    @needs("local_folder")
     def test_batch_error_submits_nothing(self, executor: jobsub.AutoExecutor) -> None:
         with pytest.raises(RuntimeError, match="boom"), executor.batch():
             executor.submit(tasks.add, 1, 1)
@@ -170,7 +173,7 @@ class BehaviourSuite:
         with pytest.raises(jobsub.FailedJobError, match="SystemExit"):
             job.result(timeout=120)
 
-    @needs("isolated")  # in one process, os._exit would end the test itself
+    @needs("isolated", "local_folder")  # in one process, os._exit would end the test itself
     def test_exit_code_75_without_a_checkpoint_is_not_rerun(self, executor: jobsub.AutoExecutor) -> None:
         """75 is the requeue code; a task that merely exits with it ran once and says so."""
         job = executor.submit(tasks.hard_exit, 75)
@@ -178,6 +181,7 @@ class BehaviourSuite:
             job.result(timeout=120)
         assert (job.paths.folder / "runs.txt").read_text().count("ran") == 1
 
+    @needs("local_folder")
     def test_unpicklable_argument_fails_at_submit(self, executor: jobsub.AutoExecutor) -> None:
         import threading
 
@@ -197,6 +201,7 @@ class BehaviourSuite:
             jobs = executor.map_array(tasks.add, [1, 2, 3], [10, 20])
         assert [j.result(timeout=120) for j in jobs] == [11, 22]
 
+    @needs("local_folder")
     def test_deleted_folder_is_lost_not_waited_for(self, executor: jobsub.AutoExecutor) -> None:
         """The job's folder removed after it ended, before anyone looked: a typed error, at once."""
         job = executor.submit(tasks.add, 1, 1)
@@ -227,6 +232,18 @@ class BehaviourSuite:
         assert job.result(timeout=120) == "hello logs"
         assert "hello logs" in (job.stdout() or "")
         assert "to stderr: hello logs" in (job.stderr() or "")
+
+    @needs("own_logs")
+    def test_logs_while_it_runs(self, executor: jobsub.AutoExecutor) -> None:
+        """``stdout()`` shows what a task printed while it still runs (an object store: every few seconds)."""
+        job = executor.submit(tasks.print_then_sleep, "started", 8)
+        deadline = time.monotonic() + 60
+        while "started" not in (job.stdout() or ""):
+            assert time.monotonic() < deadline, "nothing of the running task's output"
+            time.sleep(0.2)
+        assert job.state in ("RUNNING", "PENDING") or job.state == "RUNNING"
+        assert job.result(timeout=120) == "done"
+        assert "started" in (job.stdout() or "")
 
     @needs("own_logs")
     def test_task_logging_at_info_is_shown(self, executor: jobsub.AutoExecutor) -> None:
