@@ -20,6 +20,7 @@ Every error jobsub raises is one of these (or a builtin ``TypeError`` /
             ├── JobTimeoutError      hit its time limit            (state TIMEOUT)
             ├── OutOfMemoryError     killed for memory             (state OUT_OF_MEMORY)
             ├── JobCancelledError    cancelled                     (state CANCELLED)
+            │   └── DependencyError  not run: a job it takes as an argument failed, was cancelled or lost
             ├── PreemptedError       preempted and not requeued    (state PREEMPTED)
             ├── NodeFailureError     its node died                 (state NODE_FAIL)
             ├── QuotaError           refused for quota/limits      (state FAILED, reason says)
@@ -41,12 +42,15 @@ from __future__ import annotations
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING; the worker imports this module and spares typing
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .states import JobState
 
 __all__ = [
     "BackendError",
     "CodePackageTooLargeError",
     "CorruptResultError",
+    "DependencyError",
     "FailedJobError",
     "FailedSubmissionError",
     "ImageBuildError",
@@ -182,6 +186,21 @@ class OutOfMemoryError(JobError):
 
 class JobCancelledError(JobError):
     """The job was cancelled (by ``job.cancel()``, an admin or the scheduler)."""
+
+
+class DependencyError(JobCancelledError):
+    """The job did not run: a job it takes as an argument failed, was cancelled or was lost.
+
+    Its state is CANCELLED (as Slurm reports a job whose ``afterok`` cannot
+    be met) and its message names the upstream job and that job's error.
+
+    Attributes:
+        upstream: the id of the upstream job that ended badly.
+    """
+
+    def __init__(self, message: str, *, upstream: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream = upstream
 
 
 class PreemptedError(JobError):

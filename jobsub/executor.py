@@ -2,13 +2,16 @@
 
 ::
 
-    ex.submit(fn, *args) ─┐
-    ex.map_array(fn, xs) ─┼─> pickle (fails here, naming the culprit) ─> JobFolder.create()
-    with ex.batch(): ... ─┘     call.pkl, args/<i>.pkl, meta.json written BEFORE submitting
-                                  │
-                                  └─> backend.submit(worker command, N, params)   (ONE call per array,
-                                        │                                          split only at the
-                                        └─> Job handles (share one StatePoller)    backend's cap)
+    ex.submit(fn, *args) ─┐   cache=True: an identical earlier call's Job instead    (jobsub.cache)
+    ex.map_array(fn, xs) ─┤   auto_array: submits within a window coalesce into one (jobsub.autoarray)
+    with ex.batch(): ... ─┘
+        ─> pickle (fails here, naming the culprit); Jobs among the arguments -> JobRefs
+        ─> JobFolder.create(): call.pkl, args/<i>.pkl, meta.json written BEFORE submitting
+        ─> upstreams the backend waits for itself (or none) ─> submission.start(): backend.submit
+           (ONE call per array, split only at the backend's cap)
+           others (another backend, a debug job, a held one) ─> held (jobsub.hold): released by
+           whichever process watches the folder once they succeed
+        ─> Job handles (share one StatePoller)
 
 ``Executor(folder, backend="slurm")`` takes the backend's own key names
 (submitit's ``SlurmExecutor`` style); ``AutoExecutor`` takes prefixed ones
@@ -18,23 +21,31 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import copy
 import logging
 import os
 import shutil
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._version import __version__ as _version
-from .backends.base import Backend, Launch, get_backend, known_backends, load_backend_class
+from .autoarray import Coalescer, DelayedJob
+from .backends.base import Backend, get_backend, known_backends, load_backend_class
+from .cache import Cache, CallKey, call_key, settings_digest
 from .calls import DelayedSubmission, dumps_checked
-from .errors import InvalidParameterError, InvalidStateError, JobsubError, SubmissionError
-from .folder import JobFolder, register_id, split_folder_template
-from .job import Job
+from .errors import (
+    InvalidParameterError,
+    InvalidStateError,
+    JobCancelledError,
+    JobsubError,
+    SubmissionError,
+)
+from .folder import JobFolder, split_folder_template
+from .hashing import function_digest
+from .hold import end_unstarted, hold, plan, record
+from .job import Job, held_id
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -44,13 +55,18 @@ from .parameters import (
     unknown_key_error,
 )
 from .polling import poller_for
+from .states import JobState
 from .storage import open_storage
+from .submission import link_logs, new_meta, start, task_id
 
-__all__ = ["AutoExecutor", "Executor"]
+__all__ = ["AutoExecutor", "Executor", "cached"]
 
 logger = logging.getLogger("jobsub")
 
 R = TypeVar("R")
+E = TypeVar("E", bound="Executor")
+Claim = tuple[CallKey, int]
+"""A cache entry a new submission creates: the call's key and the entry's generation."""
 
 _COMMON_TYPES = field_types(CommonParameters)
 
@@ -82,8 +98,10 @@ class Executor:
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}
-        self._batch: list[tuple[_DelayedJob, DelayedSubmission]] | None = None
+        self._batch: list[tuple[DelayedJob, DelayedSubmission]] | None = None
         self._allow_implicit = False
+        self._cache: Cache | None = None
+        self._coalescer: Coalescer | None = None
         if parameters:
             self.update_parameters(**parameters)
 
@@ -108,6 +126,8 @@ class Executor:
         """
         if self._batch is not None:
             raise InvalidStateError("parameters cannot change inside 'with executor.batch():'")
+        if self._coalescer is not None:  # calls coalescing so far go out with the parameters they were made with
+            self._coalescer.flush_all()
         for key, value in kwargs.items():
             self._set(key, value)
 
@@ -145,15 +165,28 @@ class Executor:
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
-        """Submit ``fn(*args, **kwargs)``; returns at once with a ``Job``."""
+        """Submit ``fn(*args, **kwargs)``; returns at once with a ``Job``.
+
+        With ``cache=True`` an identical earlier call is returned instead
+        (finished, or reattached while it runs); with ``auto_array`` the call
+        may go out later, in one array with its neighbours (``job.job_id`` sends it).
+        """
         _check_callable(fn, "submit")
         call = DelayedSubmission(fn, *args, **kwargs)
         if self._batch is not None:
-            placeholder: _DelayedJob = _DelayedJob.__new__(_DelayedJob)
+            placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
             object.__setattr__(placeholder, "_executor", self)
             self._batch.append((placeholder, call))
             return placeholder
-        return self._submit_calls([call], array=False)[0]
+        params = self._resolve()
+        claims: list[Claim | None] = [None]
+        if params.common.cache:
+            found, claims = self._lookup([call], params)
+            if found[0] is not None:
+                return found[0]
+        if params.common.auto_array if params.common.auto_array is not None else self.backend.auto_array_default:
+            return self._coalesce(call, claims[0], params)
+        return self._submit_calls([call], array=False, claims=claims)[0]
 
     def map_array(self, fn: Callable[..., R], *iterables: Iterable[Any]) -> list[Job[R]]:
         """Submit ``fn(*args)`` for each ``args`` in ``zip(*iterables)`` as ONE array."""
@@ -170,7 +203,7 @@ class Executor:
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
             return []
-        return self._submit_calls(calls, array=True)
+        return self._submit_array(calls)
 
     def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
         """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""
@@ -180,7 +213,20 @@ class Executor:
         if not calls:
             warnings.warn("submit_array received no callables: nothing submitted", RuntimeWarning, stacklevel=2)
             return []
-        return self._submit_calls(calls, array=True)
+        return self._submit_array(calls)
+
+    def _submit_array(self, calls: list[DelayedSubmission]) -> list[Job[Any]]:
+        """One array of the calls the cache does not answer (all of them without ``cache``)."""
+        params = self._resolve()
+        if not params.common.cache:
+            return self._submit_calls(calls, array=True)
+        found, claims = self._lookup(calls, params)
+        missing = [i for i, job in enumerate(found) if job is None]
+        if missing:
+            submitted = self._submit_calls([calls[i] for i in missing], array=True, claims=[claims[i] for i in missing])
+            for i, job in zip(missing, submitted):
+                found[i] = job
+        return [job for job in found if job is not None]
 
     @contextlib.contextmanager
     def batch(self, allow_implicit_submissions: bool = False) -> Iterator[None]:
@@ -205,7 +251,7 @@ class Executor:
         finally:
             self._batch = None
 
-    def _flush(self, pending: list[tuple[_DelayedJob, DelayedSubmission]]) -> None:
+    def _flush(self, pending: list[tuple[DelayedJob, DelayedSubmission]]) -> None:
         if not pending:
             if not self._allow_implicit:
                 warnings.warn("no submission inside 'with executor.batch():'", RuntimeWarning, stacklevel=3)
@@ -215,14 +261,97 @@ class Executor:
         for placeholder, job in zip(placeholders, self._submit_calls(list(calls), array=len(calls) > 1)):
             placeholder._promote(job)
 
-    def _submit_calls(self, calls: list[DelayedSubmission], *, array: bool) -> list[Job[Any]]:
-        # Jobs among the arguments travel as references to their folders (JobRef); those of this
-        # backend become native dependencies where it has them (Slurm's afterok)
-        upstream = [_replace_jobs(c) for c in calls]
-        dependencies = sorted({j.job_id for jobs in upstream for j in jobs if j.backend == self.backend.name})
-        waits_for = {
-            str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+    # -- cache and automatic arrays ---------------------------------------------------------------
+    def _lookup(self, calls: list[DelayedSubmission], params: Resolved) -> tuple[list[Job[Any] | None], list[Claim | None]]:
+        """The cache's answer for each call: its job (a hit), else what a new submission claims."""
+        if self._cache is None:
+            self._cache = Cache(self.storage)
+        found: list[Job[Any] | None] = []
+        claims: list[Claim | None] = []
+        codes: dict[int, str] = {}
+        settings = settings_digest(params, self.backend)
+        for call in calls:
+            try:
+                code = codes.get(id(call.function)) or codes.setdefault(id(call.function), function_digest(call.function))
+                key = call_key(call, params, self.backend, code=code, settings=settings)
+            except (TypeError, ValueError, AttributeError, RecursionError, JobsubError) as exc:
+                logger.warning("cannot hash a call of %r for the cache (%s): it is submitted uncached", call.function, exc)
+                found.append(None)
+                claims.append(None)
+                continue
+            lookup = self._cache.lookup(key)
+            logger.debug(
+                "cache %s for %s (key %s): %s", "hit" if lookup.job else "miss", key.function, key.key[:16], lookup.why
+            )
+            found.append(lookup.job)
+            claims.append(None if lookup.job else (key, lookup.generation))
+        return found, claims
+
+    def _claim(self, folder: JobFolder, claims: list[Claim | None]) -> dict[int, Job[Any]]:
+        """Claim the cache entries of a new submission; the jobs of the calls another process claimed first."""
+        assert self._cache is not None
+        others: dict[int, Job[Any]] = {}
+        for index, claim in enumerate(claims):
+            if claim is None:
+                continue
+            key, generation = claim
+            for _ in range(5):
+                if self._cache.claim(key, generation, folder, index):
+                    break
+                lookup = self._cache.lookup(key)  # another process submitted the same call just now
+                if lookup.job is not None:
+                    logger.debug("cache: %s was submitted by another process meanwhile: reattached", key.function)
+                    others[index] = lookup.job
+                    break
+                generation = lookup.generation
+        return others
+
+    def _coalesce(self, call: DelayedSubmission, claim: Claim | None, params: Resolved) -> Job[Any]:
+        """Queue the call for an automatic array; its Jobs and pickling are handled now (errors raise here)."""
+        upstream = _replace_jobs(call)  # a coalesced job among the arguments is sent first
+        task = dumps_checked((call.args, call.kwargs), "the arguments", call=call)
+        if self._coalescer is None:
+            self._coalescer = Coalescer(self._submit_coalesced)
+        common = params.common
+        cap = min(self.backend.max_array_size(params) or 10_000, 10_000)
+        return self._coalescer.add(
+            ("fn", id(call.function)), (call, upstream, task, claim), window_s=common.auto_array_window_s,
+            min_size=common.auto_array_min, cap=cap, cache_key=claim[0].key if claim else None,
+        )
+
+    def _submit_coalesced(self, items: list[Any], array: bool) -> list[Job[Any]]:
+        return self._submit_calls(
+            [item[0] for item in items], array=array, claims=[item[3] for item in items],
+            prepared=[(item[1], item[2]) for item in items],
+        )
+
+    def _origin(self) -> dict[str, Any]:
+        """What a held submission needs of this process to be submitted by another one."""
+        return {
+            "cwd": os.getcwd(), "sys_path": [p or os.getcwd() for p in sys.path],
+            "template": self._template, "root": str(self.folder),
         }
+
+    # -- writing and submitting -------------------------------------------------------------------
+    def _submit_calls(
+        self,
+        calls: list[DelayedSubmission],
+        *,
+        array: bool,
+        claims: list[Claim | None] | None = None,
+        prepared: list[tuple[list[Job[Any]], bytes]] | None = None,
+    ) -> list[Job[Any]]:
+        """Write the calls into one new folder, then submit it, or hold it until its upstreams succeed.
+
+        ``prepared``: each call's upstream jobs and pickled arguments, when made
+        already (automatic arrays); ``claims``: the cache entries to create.
+        """
+        claims = claims or [None] * len(calls)
+        # Jobs among the arguments travel as references to their folders (JobRef); where this
+        # backend waits for them itself they are native dependencies, else the submission is held
+        upstream = [p[0] for p in prepared] if prepared is not None else [_replace_jobs(c) for c in calls]
+        unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
+        dependencies, held = plan(self.backend, unique)
         params = self._resolve(dependencies)
         common = params.common
         ranks = common.tasks_per_node * common.nodes
@@ -235,7 +364,9 @@ class Executor:
             "signal_delay_s": common.signal_delay_s,
         }
         items: list[int | None] = list(range(len(calls))) if array else [None]
-        if shared:
+        if prepared is not None:
+            task_bytes = [p[1] for p in prepared]
+        elif shared:
             dumps_checked(function, "the function", call=calls[0])
             task_bytes = [dumps_checked((c.args, c.kwargs), "the arguments", call=c, item=i) for c, i in zip(calls, items)]
         else:
@@ -254,131 +385,56 @@ class Executor:
         try:
             folder.write_call(call_bytes)
             folder.write_args(task_bytes, shard)
-            meta = self._meta(params, len(calls), ranks, array)
+            meta = new_meta(self.backend, params, len(calls), ranks, array)
+            waits_for = {
+                str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+            }
             if waits_for:
                 meta["waits_for"] = waits_for
-            cap = self.backend.max_array_size(params) or len(calls)
-            # the intent first: a client killed while the backend accepts the submission leaves a
-            # record that finds the job again (by its tag), never one that runs unseen
-            meta["intents"] = [
-                {"offset": o, "count": min(cap, len(calls) - o), "tag": f"{folder.key}-{o}"}
-                for o in range(0, len(calls), cap)
-            ]
+            keys = {str(i): claim[0].key for i, claim in enumerate(claims) if claim is not None}
+            if keys:
+                meta["cache_keys"] = keys
+            if held:
+                meta["held"] = record(unique, self._origin())
             folder.write_meta(meta)
-            meta["submissions"] = self._start(folder, params, meta["intents"], array)
-            del meta["intents"]
-            folder.write_meta(meta)
+            _record_dependents(folder, upstream)
+            others = self._claim(folder, claims) if keys else {}
+            if len(others) == len(calls):  # every call is another process's submission already
+                folder.delete()
+                return [others[i] for i in range(len(calls))]
+            for index, other in others.items():
+                duplicate = JobCancelledError(
+                    f"not run: the same call is job {other.job_id} (cache)", state=JobState.CANCELLED,
+                    reason="a duplicate of a cached call",
+                )
+                end_unstarted(folder, index, ranks, duplicate)
+            if held:
+                hold(folder, meta)
+            else:
+                meta = start(self.backend, folder, params, meta)
         except BaseException:
             folder.delete()
             raise
+        if keys:
+            assert self._cache is not None
+            self._cache.note(next(c for c in claims if c is not None)[0])
+        if held:
+            handles = [
+                Job._create(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,
+                            cache_key=keys.get(str(i)))
+                for i in range(len(calls))
+            ]
+            return [others.get(i, job) for i, job in enumerate(handles)]
+        link_logs(folder, self._template, str(self.folder), meta)
         jobs: list[Job[Any]] = []
-        for sub in meta["submissions"]:
-            register_id(folder.storage, sub["id"], folder.key)
-            where = self._link_template(sub["id"], folder)
-            for local in range(sub["count"]):
-                job_id = f"{sub['id']}_{local}" if array else sub["id"]
-                jobs.append(Job._create(self.backend, folder, job_id, sub["offset"] + local, ranks))
-                if where is not None:
-                    folder.link_submitit_logs(where, job_id, sub["offset"] + local, ranks, common.stderr_to_stdout)
+        for index in range(len(calls)):
+            job_id = task_id(meta, index) or ""
+            jobs.append(Job._create(self.backend, folder, job_id, index, ranks, cache_key=keys.get(str(index))))
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
-        return jobs
-
-    def _start(
-        self, folder: JobFolder, params: Resolved, intents: list[dict[str, Any]], array: bool
-    ) -> list[dict[str, Any]]:
-        """Submit each part (an array split at the backend's cap); cancel what started if one fails."""
-        parts: list[dict[str, Any]] = []
-        try:
-            for intent in intents:
-                launch = self._launch(folder, intent["offset"], params)
-                backend_id = self.backend.submit(launch, intent["count"], params, folder, array=array)
-                parts.append({"id": backend_id, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()})
-        except Exception as exc:
-            if parts:
-                with contextlib.suppress(Exception):
-                    self.backend.cancel([p["id"] for p in parts])
-            if isinstance(exc, JobsubError):
-                raise
-            raise SubmissionError(f"{self.backend.name} refused the submission: {exc}") from exc
-        return parts
-
-    def _launch(self, folder: JobFolder, offset: int, params: Resolved) -> Launch:
-        return Launch(
-            folder=folder.url,
-            backend=self.backend.name,
-            offset=offset,
-            logs="merge" if params.common.stderr_to_stdout else "separate",
-            task_env=dict(self.backend.task_env),
-            env={**folder.storage.task_env(), **params.common.env},
-            tag=f"{folder.key}-{offset}",
-        )
-
-    def _meta(self, params: Resolved, count: int, ranks: int, array: bool) -> dict[str, Any]:
-        return {
-            "backend": self.backend.name,
-            "backend_config": self.backend.config(),
-            "array": array,
-            "count": count,
-            "ranks": ranks,
-            "parameters": {
-                "common": dataclasses.asdict(params.common),
-                "specific": dataclasses.asdict(params.specific),
-            },
-            "dependencies": list(params.dependencies),
-            "submitted_at": time.time(),
-            "jobsub_version": _version,
-            "python": sys.version.split()[0],
-            "cwd": os.getcwd(),
-            "submissions": [],
-        }
-
-    def _link_template(self, backend_id: str, folder: JobFolder) -> str | None:
-        """Make ``runs/%j`` style paths exist (a link named after the job id); return where submitit
-        would have put the job's files (the folder of submitit's own log names), None if not local."""
-        if folder.path is None:
-            return None
-        if self._template is None:
-            return str(self.folder)
-        link = Path(self._template.replace("%j", backend_id)).expanduser().absolute()
-        if link != folder.path:
-            with contextlib.suppress(OSError):
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(folder.path, target_is_directory=True)
-        return str(folder.path)
-
-
-class _DelayedJob(Job[Any]):
-    """What ``submit`` returns inside ``batch()``: unusable until the block ends.
-
-    It has no attributes of its own, so any use of the Job API lands in
-    ``__getattr__``; when the block ends it becomes the real ``Job``.
-    """
-
-    _executor: Executor
-
-    def _promote(self, job: Job[Any]) -> None:
-        object.__setattr__(self, "__class__", Job)
-        self.__dict__.update(job.__dict__)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        executor = object.__getattribute__(self, "_executor")
-        if executor._allow_implicit and executor._batch is not None:
-            pending = executor._batch
-            executor._batch = []
-            executor._flush(pending)
-            return getattr(self, name)
-        raise InvalidStateError(
-            f"job.{name.lstrip('_')} is not available inside 'with executor.batch():': jobs are submitted "
-            "when the block ends; keep the handles and use them after it"
-        )
-
-    def __del__(self) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return "Job<not submitted yet: inside 'with executor.batch():'>"
+        if others:  # calls another process submitted meanwhile: this array must not run them
+            with contextlib.suppress(JobsubError):
+                self.backend.cancel([jobs[i].job_id for i in others])
+        return [others.get(i, job) for i, job in enumerate(jobs)]
 
 
 class AutoExecutor(Executor):
@@ -465,6 +521,34 @@ def _shard_size(*, folder_is_local: bool, task_bytes: list[bytes]) -> int:
         return 1
     average = max(1, sum(map(len, task_bytes)) // len(task_bytes))
     return max(1, min(1000, _SHARD_BYTES // average))
+
+
+def _record_dependents(folder: JobFolder, upstream: list[list[Job[Any]]]) -> None:
+    """Tell each upstream's folder which of its tasks this submission takes (``dependents/``):
+    ``cancel()`` of an upstream, from any process, then reaches this one."""
+    pairs: dict[str, tuple[JobFolder, list[list[int]]]] = {}
+    for index, jobs in enumerate(upstream):
+        for job in jobs:
+            pairs.setdefault(job.folder.url, (job.folder, []))[1].append([job.index, index])
+    for up_folder, links in pairs.values():
+        try:
+            up_folder.write_dependent(folder.key, {"url": folder.url, "pairs": links})
+        except OSError as exc:  # another user's folder: its cancel will not reach this one
+            logger.debug("cannot record in %s that %s depends on it: %s", up_folder.url, folder.url, exc)
+
+
+def cached(executor: E) -> E:
+    """A copy of ``executor`` that caches its calls (as ``update_parameters(cache=True)``).
+
+    ``jobsub.cached(ex).submit(fn, x)`` returns the job of an identical earlier
+    call (finished, or still running) instead of submitting it again.
+    """
+    clone = copy.copy(executor)
+    clone._common = {**executor._common, "cache": True}
+    clone._specific = {name: dict(keys) for name, keys in executor._specific.items()}
+    clone._overrides = {name: dict(keys) for name, keys in executor._overrides.items()}
+    clone._coalescer = None
+    return clone
 
 
 def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:

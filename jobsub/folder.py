@@ -16,7 +16,12 @@ Everything the two sides say to each other is a file in the folder::
         run/<i>.json        supervised backends (local, Docker): how task i was started
         exit/<i>.json       supervised backends: how task i ended (the first record wins)
         <backend>/<name>    a backend's own files (the sbatch script, a container spec)
+        held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
+        dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
+    <root>/.held/<key>      submission <key> is held: what ``jobsub attach`` releases
+    <root>/.cache/<h>/<g>.json  cache entry for call hash <h>, generation g (created once)
+    <root>/.cache/fn-<d>.json   the key parts of function <d>'s last cached call (why a miss)
 
 The client writes ``call.pkl``, ``args/`` and ``meta.json`` *before* it asks
 the backend to start anything, so a worker never waits for its inputs.
@@ -47,7 +52,9 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = [
-    "JobFolder", "JobPaths", "find_submissions", "folder_at", "lookup_id", "register_id", "split_folder_template",
+    "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions", "folder_at",
+    "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_note", "register_id",
+    "split_folder_template", "unmark_held", "write_cache_note",
 ]
 
 _MAGIC = b"JSR1"
@@ -435,6 +442,37 @@ class JobFolder:
         """``log/<i>.<r>.<kind>``: the worker's streams (``out``, ``err``), or what the backend saw."""
         self.storage.write_bytes(self.log_key(index, rank, kind), data)
 
+    # -- held submissions, and the submissions waiting on this one (jobsub.hold) -------------------
+    def claim_release(self, generation: int, record: dict[str, Any]) -> bool:
+        """Create ``held/<generation>.json``; False if it exists: another process releases it."""
+        try:
+            self.storage.write_bytes(self._k("held", f"{generation}.json"), _json_bytes(record), create_only=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def release_claims(self) -> list[tuple[int, dict[str, Any]]]:
+        """The release claims made so far, oldest generation first (one listing)."""
+        claims = []
+        for key in self.storage.list(self._k("held")):
+            name = key.rpartition("/")[2].removesuffix(".json")
+            if name.isdigit():
+                claims.append((int(name), self._read_json("held", f"{name}.json") or {}))
+        return sorted(claims, key=lambda claim: claim[0])
+
+    def write_dependent(self, downstream_key: str, record: dict[str, Any]) -> None:
+        """``dependents/<downstream_key>.json``: which of our tasks that submission takes as arguments."""
+        self._write_json(record, "dependents", f"{downstream_key}.json")
+
+    def dependents(self) -> list[dict[str, Any]]:
+        """The records ``write_dependent`` left (one listing, one read each)."""
+        records = []
+        for key in self.storage.list(self._k("dependents")):
+            record = self._read_json("dependents", key.rpartition("/")[2])
+            if record is not None and "damaged" not in record:
+                records.append(record)
+        return records
+
     def exists(self) -> bool:
         """Whether the submission's folder is still there (someone may have deleted it)."""
         return self.storage.exists(self._k("meta.json"))
@@ -452,6 +490,66 @@ def _json_bytes(record: dict[str, Any]) -> bytes:
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     storage.write_bytes(f".ids/{backend_id}", key.encode())
+
+
+def mark_held(storage: Storage, key: str) -> None:
+    """``.held/<key>``: one listing of the root finds every held submission (``jobsub attach``)."""
+    storage.write_bytes(f".held/{key}", b"")
+
+
+def unmark_held(storage: Storage, key: str) -> None:
+    storage.delete(f".held/{key}")
+
+
+def held_keys(storage: Storage) -> list[str]:
+    """Keys of the submissions marked held under ``storage``'s root."""
+    return [key.rpartition("/")[2] for key in storage.list(".held")]
+
+
+def cache_generations(storage: Storage, key: str) -> list[int]:
+    """The generations of cache entry ``key``, oldest first (one listing)."""
+    names = (k.rpartition("/")[2].removesuffix(".json") for k in storage.list(f".cache/{key}"))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def read_cache_entry(storage: Storage, key: str, generation: int) -> dict[str, Any] | None:
+    import json
+
+    try:
+        record = json.loads(storage.read_bytes(f".cache/{key}/{generation}.json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[str, Any]) -> bool:
+    """Create generation ``generation`` of entry ``key``; False if another process made it first."""
+    try:
+        storage.write_bytes(f".cache/{key}/{generation}.json", _json_bytes(record), create_only=True)
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_cache_note(storage: Storage, name: str, record: dict[str, Any]) -> None:
+    storage.write_bytes(f".cache/fn-{name}.json", _json_bytes(record))
+
+
+def read_cache_note(storage: Storage, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        record = json.loads(storage.read_bytes(f".cache/fn-{name}.json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def clear_cache(storage: Storage) -> int:
+    """Remove every cache entry under ``storage``'s root; return how many keys there were."""
+    count = sum(1 for key in storage.list(".cache") if not key.rpartition("/")[2].startswith("fn-"))
+    storage.delete(".cache")
+    return count
 
 
 def folder_at(path: str | os.PathLike[str]) -> JobFolder:

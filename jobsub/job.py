@@ -24,12 +24,13 @@ from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import errors
-from .backends.base import Backend, Launch, get_backend
+from .backends.base import Backend, get_backend
 from .calls import DelayedSubmission, JobRef, Outcome, RemoteTraceback
-from .folder import JobFolder, JobPaths, folder_at, lookup_id, register_id, split_folder_template
+from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_template
 from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status
 from .storage import open_storage
+from .submission import reconcile, task_id
 from .watcher import JobWatcher
 
 __all__ = ["Job"]
@@ -41,6 +42,8 @@ R = TypeVar("R")
 RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
 """How long a damaged result file may take to become whole (non-atomic stores)."""
 _PROGRESS_EVERY_S = 60.0
+_HOLD_CHECK_S = 0.25
+"""How often a handle of a held job reads its ``meta.json`` again to see whether it was released."""
 
 
 def _tail(text: str | None, lines: int = 40) -> str:
@@ -73,54 +76,68 @@ class Job(Generic[R]):
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
         meta = reconcile(folder, meta, backend)
-        index = 0
-        for sub in meta.get("submissions", []):
-            base = sub["id"]
-            if job_id == base and not meta["array"]:
-                break
-            if job_id.startswith(base + "_") and meta["array"]:
-                suffix = job_id[len(base) + 1 :]
-                if not suffix.isdigit() or int(suffix) >= sub["count"]:
-                    raise FileNotFoundError(
-                        f"{job_id!r}: array {base} has tasks {base}_0 to {base}_{sub['count'] - 1}"
-                    )
-                index = sub["offset"] + int(suffix)
-                break
-        else:
-            parent = next((sub for sub in meta.get("submissions", []) if sub["id"] == job_id), None)
-            if meta["array"] and parent is not None:
-                count = parent["count"]
-                raise FileNotFoundError(
-                    f"{job_id!r} is an array of {count} tasks: name one, {job_id}_0 to {job_id}_{count - 1} "
-                    f"(or use Job.attach({folder.path or folder.url!s}) for all of them)"
-                )
-            raise FileNotFoundError(f"job {job_id!r} is not part of submission {folder.url}")
-        self._init(backend, folder, job_id, index, meta["ranks"])
+        index = _index_of(folder, meta, job_id)
+        real = task_id(meta, index)
+        self._init(
+            backend, folder, real or job_id, index, meta["ranks"], held=real is None, cache_key=_cache_key(meta, index)
+        )
+        if real is None:
+            _hold().watch(folder)
 
     @classmethod
     def attach(cls, path: str | os.PathLike[str]) -> list[Job[Any]]:
-        """Every job of the submission whose folder (or ``%j`` link) is ``path``."""
+        """Every job of the submission whose folder (or ``%j`` link) is ``path``.
+
+        A held submission gives held handles, and this process releases it
+        when its upstreams succeed (as the submitting process would have).
+        """
         folder = folder_at(path)
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
         meta = reconcile(folder, meta, backend)
+        if not meta.get("submissions") and meta.get("held"):
+            _hold().watch(folder)
+            return [
+                cls._create(backend, folder, held_id(folder.key, i, meta["array"]), i, meta["ranks"], held=True,
+                            cache_key=_cache_key(meta, i))
+                for i in range(int(meta["count"]))
+            ]
         jobs: list[Job[Any]] = []
         for sub in meta["submissions"]:
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if meta["array"] else sub["id"]
-                jobs.append(cls._create(backend, folder, job_id, sub["offset"] + local, meta["ranks"]))
+                index = sub["offset"] + local
+                jobs.append(cls._create(backend, folder, job_id, index, meta["ranks"], cache_key=_cache_key(meta, index)))
+        if meta.get("held"):
+            _hold().watch_dependents(folder)
         return jobs
 
     @classmethod
+    def at(cls, folder: JobFolder | str, index: int) -> Job[Any]:
+        """The handle of task ``index`` of the submission at ``folder`` (held or submitted)."""
+        folder = JobFolder.from_url(folder) if isinstance(folder, str) else folder
+        meta = folder.read_meta()
+        backend = get_backend(meta["backend"], meta["backend_config"])
+        meta = reconcile(folder, meta, backend)
+        real = task_id(meta, index)
+        job_id = real or held_id(folder.key, index, meta["array"])
+        job = cls._create(backend, folder, job_id, index, meta["ranks"], held=real is None, cache_key=_cache_key(meta, index))
+        if real is None and meta.get("held"):
+            _hold().watch(folder)
+        return job
+
+    @classmethod
     def _create(
-        cls, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None
+        cls, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None,
+        *, held: bool = False, cache_key: str | None = None,
     ) -> Job[Any]:
         job: Job[Any] = cls.__new__(cls)
-        job._init(backend, folder, job_id, index, ranks, rank)
+        job._init(backend, folder, job_id, index, ranks, rank, held=held, cache_key=cache_key)
         return job
 
     def _init(
-        self, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None
+        self, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None,
+        *, held: bool = False, cache_key: str | None = None,
     ) -> None:
         self._backend = backend
         self._folder = folder
@@ -128,8 +145,14 @@ class Job(Generic[R]):
         self._index = index
         self._ranks = ranks
         self._rank = rank
+        self._cache_key = cache_key
+        self._held = held
+        """Not given to the backend yet (jobsub.hold): ``_job_id`` is the folder's key until it is."""
+        self._hold_checked = float("-inf")
+        self._held_status = Status(JobState.HELD)
         self._poller = poller_for(backend)
-        self._poller.track([job_id])
+        if not held:  # a held job's id is no backend's: asking would make it LOST
+            self._poller.track([job_id])
         self._final_seen: float | None = None
         # how long a result may lag behind a final state: the backend's, unless the user says
         self._result_grace_s = float(os.environ.get("JOBSUB_RESULT_GRACE_S", backend.result_grace_s))
@@ -146,6 +169,11 @@ class Job(Generic[R]):
     @property
     def backend(self) -> str:
         return self._backend.name
+
+    @property
+    def cache_key(self) -> str | None:
+        """The key of this call in the executor's cache (``cache=True``), None if it was not cached."""
+        return self._cache_key
 
     @property
     def index(self) -> int:
@@ -189,7 +217,41 @@ class Job(Generic[R]):
 
     # -- state ----------------------------------------------------------------------------
     def _status(self, force: bool = False) -> Status:
+        if self._held and not self._released(force):
+            return self._held_status
         return self._poller.status(self._job_id, force=force)
+
+    def _released(self, force: bool = False) -> bool:
+        """Whether a held job was given to its backend since (its record says so); rebind it then.
+
+        Asked at most every ``_HOLD_CHECK_S``: one read of ``meta.json``.
+        """
+        now = time.monotonic()
+        if not force and now - self._hold_checked < _HOLD_CHECK_S:
+            return False
+        self._hold_checked = now
+        if self._all_results_present():  # ended while held (cancelled, or an upstream failed)
+            self._held_status = Status(self._state_from_results(), "ended before it was submitted")
+            return False
+        try:
+            meta = self._folder.read_meta()
+        except FileNotFoundError:
+            self._held_status = Status(JobState.LOST, f"its job folder {self._folder.url} was deleted")
+            return False
+        real = task_id(meta, self._index)
+        if real is None:
+            held = meta.get("held")
+            if held:
+                names = sorted({up["job_id"] for up in held.get("upstreams", [])})
+                self._held_status = Status(JobState.HELD, f"waiting for {', '.join(names)}")
+                _hold().watch(self._folder)
+            else:  # intents without an answer: its client died while submitting (see reconcile)
+                self._held_status = Status(JobState.UNKNOWN, "not submitted (yet): its client may have died submitting it")
+            return False
+        self._job_id, self._held = real, False
+        self._poller.track([real])
+        logger.debug("held job %s of %s was released as %s", self._folder.key, self._folder.url, real)
+        return True
 
     @property
     def state(self) -> JobState:
@@ -222,9 +284,16 @@ class Job(Generic[R]):
     def done(self, force_check: bool = False) -> bool:
         """True once the job ended (or every rank wrote its result).
 
-        Like ``result()``, it is a wait for the job: a debug job runs now (as submitit's does).
+        Like ``result()``, it is a wait for the job: a debug job runs now (as submitit's does),
+        and a held job looks at its upstreams (a debug upstream runs now).
         """
+        if self._held and not self._all_results_present():
+            _hold().drive(self._folder)
         self._backend.on_wait(self._job_id)
+        return self._done_now(force_check)
+
+    def _done_now(self, force_check: bool = False) -> bool:
+        """``done()`` without running anything (for whoever watches many jobs: the releaser, graphs)."""
         if self._all_results_present():
             return True
         status = self._status(force=force_check)
@@ -251,7 +320,21 @@ class Job(Generic[R]):
         return self._status().state is JobState.CANCELLED
 
     def cancel(self, check: bool = True) -> bool:
-        """Ask the backend to cancel the job; False if it had already finished."""
+        """Ask the backend to cancel the job; False if it had already finished.
+
+        The jobs waiting on it (taking it as an argument) are cancelled too, transitively,
+        from any process: they end CANCELLED with ``DependencyError``.
+        """
+        cancelled: bool
+        if self._held and not self._released(force=True):
+            cancelled = _hold().cancel_held(self)
+        else:
+            cancelled = self._cancel_submitted()
+        if cancelled:
+            _hold().cancel_dependents(self._folder, self._index, self._job_id, "was cancelled")
+        return cancelled
+
+    def _cancel_submitted(self) -> bool:
         # what is known suffices (asking would run a debug job); a handle that knows nothing
         # yet (another process, the CLI) asks first: no "cancelled" for a job that has ended
         known = self._poller.cached(self._job_id) or self._status()
@@ -326,6 +409,10 @@ class Job(Generic[R]):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait, then return (not raise) the job's error, or None if it succeeded."""
         self.wait(timeout)
+        return self._error_now()
+
+    def _error_now(self) -> BaseException | None:
+        """The error of a job that is done, None if it succeeded (nothing waited for, nothing run)."""
         for rank in self._rank_list:
             try:
                 self._value_or_raise(rank)
@@ -383,8 +470,30 @@ class Job(Generic[R]):
         if tail:
             lines += ["Last lines of its output:", "-" * 40, tail, "-" * 40]
         lines.append(self._logs_hint(rank))
+        if status.state is JobState.CANCELLED:
+            upstream = self._failed_upstream()
+            if upstream is not None:  # Slurm cancelled it for its afterok: say which upstream, and why
+                up_id, why = upstream
+                return errors.DependencyError(
+                    f"{self._where(rank)} did not run: a dependency failed: job {up_id} {why}",
+                    state=status.state, reason=f"a dependency failed: job {up_id}", job_id=self._job_id, upstream=up_id,
+                )
         cls = errors.error_class_for(status.state, status.reason)
         return cls("\n".join(lines), state=status.state, reason=status.reason, job_id=self._job_id)
+
+    def _failed_upstream(self) -> tuple[str, str] | None:
+        """(id, what went wrong) of a job this one takes as an argument that ended badly, if one did."""
+        try:
+            refs = self._folder.read_meta().get("waits_for", {}).get(str(self._index), [])
+            for url, index, _ranks in refs:
+                upstream = Job.at(url, index)
+                if upstream._done_now():
+                    error = upstream._error_now()
+                    if error is not None:
+                        return upstream.job_id, _summary(error)
+        except (errors.JobsubError, OSError, KeyError, ValueError):
+            return None
+        return None
 
     # -- logs and usage ---------------------------------------------------------------------------
     def stdout(self) -> str | None:
@@ -395,6 +504,10 @@ class Job(Generic[R]):
         return self._log(1)
 
     def _log(self, which: int) -> str | None:
+        if self._held:  # no backend knows it yet: only what the folder holds
+            stream = ("out", "err")[which]
+            held = [self._folder.read_log(self._index, rank, stream) for rank in self._rank_list]
+            return "".join(t for t in held if t is not None) or None
         texts = [
             self._backend.logs(self._job_id, self._folder, self._index, rank)[which] for rank in self._rank_list
         ]
@@ -433,52 +546,92 @@ class Job(Generic[R]):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _restore,
-            (self._backend.name, self._backend.config(), self._folder.url, self._job_id, self._index, self._ranks, self._rank),
+            (
+                self._backend.name, self._backend.config(), self._folder.url, self._job_id, self._index, self._ranks,
+                self._rank, self._held, self._cache_key,
+            ),
         )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
 
 
-def reconcile(folder: JobFolder, meta: dict[str, Any], backend: Backend) -> dict[str, Any]:
-    """Finish the record of a submission whose client died while the backend accepted it.
-
-    The executor writes its intent (offset, count, tag) before each backend
-    submission; an intent still there means nobody recorded the answer.  The
-    backend is asked for the submission by its tag: found, it is recorded
-    (and can be watched, attached to, cancelled); not found, it never went out.
-    """
-    intents = meta.get("intents") or []
-    done = {sub["offset"] for sub in meta.get("submissions", [])}
-    found_any = False
-    for intent in intents:
-        if intent["offset"] in done:
-            continue
-        launch = Launch(folder=folder.url, backend=backend.name, offset=intent["offset"], tag=intent["tag"])
-        found = backend.find_submitted(launch, folder)
-        if found is None:
-            continue  # not (yet) at the backend: a client may still be submitting it; nothing is written
-        logger.warning(
-            "submission %s of %s was made but not recorded (its client died?): found as %s",
-            intent["tag"], folder.url, found,
-        )
-        meta.setdefault("submissions", []).append(
-            {"id": found, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()}
-        )
-        register_id(folder.storage, found, folder.key)
-        found_any = True
-    if found_any:  # the same record the client would have written: no race can lose its own
-        meta["submissions"] = sorted(meta["submissions"], key=lambda sub: sub["offset"])
-        if {sub["offset"] for sub in meta["submissions"]} >= {i["offset"] for i in intents}:
-            del meta["intents"]
-        folder.write_meta(meta)
-    return meta
-
-
 def _restore(
-    backend_name: str, config: dict[str, Any], url: str, job_id: str, index: int, ranks: int, rank: int | None
+    backend_name: str, config: dict[str, Any], url: str, job_id: str, index: int, ranks: int, rank: int | None,
+    held: bool = False, cache_key: str | None = None,
 ) -> Job[Any]:
-    return Job._create(get_backend(backend_name, config), JobFolder.from_url(url), job_id, index, ranks, rank)
+    backend = get_backend(backend_name, config)
+    return Job._create(backend, JobFolder.from_url(url), job_id, index, ranks, rank, held=held, cache_key=cache_key)
+
+
+def held_id(key: str, index: int, array: bool) -> str:
+    """What names a held job until its backend gives it an id: its folder's key (``<key>_<i>`` in an array).
+
+    ``Job(folder, held_id)`` finds it, before and after its release.
+    """
+    return f"{key}_{index}" if array else key
+
+
+def _index_of(folder: JobFolder, meta: dict[str, Any], job_id: str) -> int:
+    """Which task of the submission ``job_id`` names: a backend id, or the held name (``held_id``)."""
+    count = int(meta.get("count", 1))
+    if job_id == folder.key and not meta["array"]:
+        return 0
+    if job_id.startswith(folder.key + "_") and meta["array"]:
+        suffix = job_id[len(folder.key) + 1 :]
+        if suffix.isdigit() and int(suffix) < count:
+            return int(suffix)
+    for sub in meta.get("submissions", []):
+        base = sub["id"]
+        if job_id == base and not meta["array"]:
+            return 0
+        if job_id.startswith(base + "_") and meta["array"]:
+            suffix = job_id[len(base) + 1 :]
+            if not suffix.isdigit() or int(suffix) >= sub["count"]:
+                raise FileNotFoundError(f"{job_id!r}: array {base} has tasks {base}_0 to {base}_{sub['count'] - 1}")
+            return int(sub["offset"]) + int(suffix)
+    parent = next((sub for sub in meta.get("submissions", []) if sub["id"] == job_id), None)
+    if meta["array"] and (parent is not None or job_id == folder.key):
+        n = parent["count"] if parent is not None else count
+        raise FileNotFoundError(
+            f"{job_id!r} is an array of {n} tasks: name one, {job_id}_0 to {job_id}_{n - 1} "
+            f"(or use Job.attach({folder.path or folder.url!s}) for all of them)"
+        )
+    raise FileNotFoundError(f"job {job_id!r} is not part of submission {folder.url}")
+
+
+def _cache_key(meta: dict[str, Any], index: int) -> str | None:
+    key: str | None = meta.get("cache_keys", {}).get(str(index))
+    return key
+
+
+def _summary(error: BaseException) -> str:
+    """What happened to an upstream, in a few words: "raised ValueError: bad input", "was cancelled (...)"."""
+    text = str(error).strip()
+    if isinstance(error, errors.FailedJobError) and " failed with " in text:
+        return "raised " + text.split(" failed with ", 1)[1].splitlines()[0]
+    if isinstance(error, errors.DependencyError):
+        return f"did not run ({error.reason or 'a dependency failed'})"
+    if isinstance(error, errors.JobCancelledError):
+        return f"was cancelled ({error.reason})" if error.reason else "was cancelled"
+    if isinstance(error, errors.JobError) and error.state is not None:
+        return f"ended {error.state} ({error.reason})" if error.reason else f"ended {error.state}"
+    first = text.splitlines()[0] if text else ""
+    if not isinstance(error, errors.JobsubError):  # the function's own exception (debug)
+        return f"raised {type(error).__name__}: {first}"
+    return f"ended with {type(error).__name__}: {first}" if first else f"ended with {type(error).__name__}"
+
+
+def _hold() -> Any:
+    """``jobsub.hold``, imported when first needed.
+
+    It sits above this module (it releases submissions through handles of
+    their upstreams), so this is the one import that goes upward; held jobs
+    are the only ones that need it.
+    """
+    from . import hold
+
+    return hold
 
 
 class AsyncJobProxy(Generic[R]):

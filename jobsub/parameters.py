@@ -82,6 +82,17 @@ class CommonParameters:
     folder_mode: int | None = field(default=None, metadata={"min": 0, "max": 0o777})
     """Permissions of each job's folder on a local disk (``0o750``: the group reads it); by
     default the umask decides.  Never writable by others, whatever is asked."""
+    cache: bool = False
+    """An identical earlier call (same code, arguments and result-changing parameters) that
+    finished well is returned as a completed job, one still queued or running is reattached,
+    instead of submitting it again (``jobsub.cache``)."""
+    auto_array: bool | None = None
+    """Separate ``submit`` calls of one function made within ``auto_array_window_s`` go out as one
+    array submission.  None: the backend's default (on where each submission is a billed API call)."""
+    auto_array_window_s: float = field(default=1.0, metadata={"above": 0})
+    """How long the first ``submit`` of a coalesced array waits for more (``job.job_id`` sends it at once)."""
+    auto_array_min: int = field(default=2, metadata={"min": 1})
+    """Fewer coalesced calls than this go out as separate submissions."""
 
 
 @dataclass(kw_only=True)

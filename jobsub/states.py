@@ -18,6 +18,10 @@ class JobState(str, enum.Enum):
 
     PENDING = "PENDING"
     """Accepted, waiting for resources (or waiting in a client-side queue)."""
+    HELD = "HELD"
+    """Not given to its backend yet: it waits for the jobs it takes as arguments, which its
+    backend cannot wait for itself (the reason names them).  Recorded in its folder and
+    released by whichever jobsub process watches it."""
     RUNNING = "RUNNING"
     REQUEUED = "REQUEUED"
     """Put back in the queue (checkpoint/requeue or preemption); it will run again."""

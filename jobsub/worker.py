@@ -38,7 +38,7 @@ import time
 import types
 
 from .calls import DelayedSubmission, JobRef, Outcome, dumps_checked
-from .errors import CorruptResultError, JobCancelledError, JobTimeoutError
+from .errors import CorruptResultError, DependencyError, JobTimeoutError
 from .folder import JobFolder
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: typing and pathlib stay out of every task's start
@@ -340,7 +340,7 @@ class _QuietStreamErrors:
 
 
 class _DependencyFailed(Exception):
-    def __init__(self, error: JobCancelledError) -> None:
+    def __init__(self, error: DependencyError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -402,7 +402,8 @@ def _dependency_failed(ref: JobRef, what: str, detail: str = "") -> _DependencyF
     from .states import JobState
 
     reason = f"a dependency failed: job {ref.job_id} {what}"
-    error = JobCancelledError(f"{reason}: {detail}" if detail else reason, state=JobState.CANCELLED, reason=reason)
+    message = f"{reason}: {detail}" if detail else reason
+    error = DependencyError(message, state=JobState.CANCELLED, reason=reason, upstream=ref.job_id)
     return _DependencyFailed(error)
 
 

@@ -564,6 +564,11 @@ class SupervisedBackend(Backend):
                 self._adopt(folder)
         return answer
 
+    def waits_natively(self, upstream: Backend) -> bool:
+        """A supervisor holds a task until its upstreams have a result or an exit record, which
+        every supervised backend writes (local and Docker wait for each other's jobs)."""
+        return isinstance(upstream, SupervisedBackend)
+
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
         return folder.key if folder.read_backend_file(self.kind, "spec.json") is not None else None

@@ -46,6 +46,9 @@ class Launch:
         code_package: where the task finds the code package (container backends), or None.
         tag: the name that finds this submission in the scheduler again (``<key>-<offset>``):
             a retried or interrupted submission is looked up by it, never made twice.
+        cwd: the working directory of the process that made the submission, when another
+            process submits it (a held submission, released later); None: this process's.
+        sys_path: that process's ``sys.path`` (the local backend's tasks import from it); empty: this one's.
     """
 
     folder: str
@@ -56,6 +59,8 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     code_package: str | None = None
     tag: str = ""
+    cwd: str | None = None
+    sys_path: tuple[str, ...] = ()
 
     def module_args(self) -> list[str]:
         """``-m jobsub.worker FOLDER ...``: what follows the interpreter in the task's command."""
@@ -141,6 +146,11 @@ class Backend:
     result_grace_s: ClassVar[float] = 10.0
     """How long a result file may lag behind a final state (shared file systems cache attributes)."""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    auto_array_default: ClassVar[bool] = False
+    """Whether separate ``submit`` calls are coalesced into arrays unless ``auto_array`` says
+    otherwise: on for backends where each submission is a billed or rate-limited API call."""
+    result_parameters: ClassVar[tuple[str, ...]] = ()
+    """Its own keys that change what a task computes (an image, an interpreter): part of cache keys."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -187,6 +197,16 @@ class Backend:
 
     def on_wait(self, backend_id: str) -> None:
         """A client is about to block on this job (the debug backend runs it now)."""
+
+    def waits_natively(self, upstream: Backend) -> bool:
+        """Whether this backend itself holds a task until a job of ``upstream`` succeeded.
+
+        True where the scheduler has dependencies (Slurm's ``afterok`` on the
+        same cluster) or a supervisor watches the upstream's folder (local,
+        Docker).  Otherwise jobsub holds the submission in the client
+        (``jobsub.hold``) and submits it once its upstreams succeeded.
+        """
+        return False
 
 
 def known_backends() -> list[str]:

@@ -60,6 +60,10 @@ class DebugBackend(Backend):
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         return {i: self._states.get(i, Status(JobState.LOST, "unknown to this process")) for i in backend_ids}
 
+    def waits_natively(self, upstream: Backend) -> bool:
+        """Its own pending jobs run first when a job is waited for; anything else is held."""
+        return upstream is self
+
     def on_wait(self, backend_id: str) -> None:
         """Someone waits for this job: run it now (and the debug jobs it takes as arguments first)."""
         if backend_id in self._pending:

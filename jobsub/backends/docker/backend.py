@@ -115,6 +115,7 @@ class DockerBackend(SupervisedBackend):
     result_grace_s = 0.0  # exit/<i>.json is written after the container ended: its result is there
     # the dispatcher sets the canonical JOBSUB_* variables itself: the worker's defaults
     task_env: ClassVar[Mapping[str, str]] = {}
+    result_parameters = ("image", "python")
 
     def __init__(self, root: str, base_url: str | None = None) -> None:
         super().__init__(root)
@@ -210,7 +211,7 @@ class DockerBackend(SupervisedBackend):
         if spec.package_code:
             local_root = self._storage.local_file("")
             package = build_code_package(
-                spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes,
+                spec.code_root or launch.cwd or os.getcwd(), spec.code_includes, spec.code_excludes,
                 cache_dir=Path(local_root, ".code") if local_root else default_cache_dir(),
                 max_mb=spec.code_max_mb, exclude_paths=[local_root] if local_root else [],
             )

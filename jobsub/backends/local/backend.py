@@ -48,6 +48,7 @@ class LocalBackend(SupervisedBackend):
     poll_interval_s = 0.1
     result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
     result_grace_s = 0.0  # same machine: results are written before the process exits
+    result_parameters = ("python",)
 
     def __init__(self, root: str, server: str | None = None) -> None:
         """``server``: the socket of the fork server that runs the jobs (default: this Python's).
@@ -95,8 +96,8 @@ class LocalBackend(SupervisedBackend):
             "offset": launch.offset,
             "argv": launch.module_args()[2:],  # after "-m jobsub.worker": the child calls worker.main
             "env": env,  # the job's own variables; the rest of the environment comes with the request
-            "cwd": os.getcwd(),
-            "sys_path": [p or os.getcwd() for p in sys.path],
+            "cwd": launch.cwd or os.getcwd(),
+            "sys_path": list(launch.sys_path) or [p or os.getcwd() for p in sys.path],
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
             "signal_delay_s": common.signal_delay_s,
             "parallelism": common.array_parallelism,

@@ -87,6 +87,7 @@ class SlurmBackend(Backend):
     # slurmctld serves every user of the cluster: ask at most every 2 s (JOBSUB_POLL_INTERVAL
     # overrides); results are noticed sooner, through the result files
     poll_interval_s = 2.0
+    result_parameters = ("python", "srun_args")
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
@@ -98,7 +99,8 @@ class SlurmBackend(Backend):
             written = str(os.stat(conf).st_mtime_ns)
         except OSError:
             written = ""
-        self._cache = SharedStateCache(f"slurm-{digest(conf, written, os.environ.get('SLURM_CLUSTERS', ''))}")
+        self._cluster = digest(conf, written, os.environ.get("SLURM_CLUSTERS", ""))
+        self._cache = SharedStateCache(f"slurm-{self._cluster}")
         self._submitted: dict[str, float] = {}
         self._sacct_disabled = False
         self._missing_since: dict[str, float] = {}
@@ -149,6 +151,10 @@ class SlurmBackend(Backend):
             raise SubmissionError(f"cannot read a job id in sbatch's answer {proc.stdout!r}")
         logger.debug("submitted %s as Slurm job %s", script, job_id)
         return job_id
+
+    def waits_natively(self, upstream: Backend) -> bool:
+        """``--dependency=afterok`` works for jobs of the same cluster."""
+        return isinstance(upstream, SlurmBackend) and upstream._cluster == self._cluster
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         script = folder.backend_file("slurm", f"{launch.offset}.sh")

@@ -192,6 +192,8 @@ def sbatch_script(
         )
     srun = bool(slurm.use_srun) or ranks > 1
     opts = _options(params, folder_path, n_tasks, array, srun)
+    if launch.cwd:  # submitted by another process than the one that made it (a held submission)
+        opts.setdefault("chdir", launch.cwd)
     own_id = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" if array else "${SLURM_JOB_ID}"
     lines = [
         "#!/bin/bash",

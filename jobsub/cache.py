@@ -1,0 +1,209 @@
+"""The call cache: ``cache=True`` returns what a call already computed, or is computing.
+
+::
+
+    submit(fn, *args) with cache=True
+      key = hash(code of fn and its same-module callees, closure, defaults      jobsub.hashing
+                 + arguments (an upstream Job: its own key)
+                 + the parameters that change results: env, setup, ranks, the backend's own
+                   ``result_parameters`` such as an image)
+      <root>/.cache/<key>/<g>.json, newest generation g ─> its job:
+          finished well                ─> that Job, completed: nothing submitted        (hit)
+          pending, held or running     ─> that Job: reattached, not submitted twice    (hit)
+          failed, cancelled, lost, gone ─> submitted again; generation g+1              (miss)
+      a miss claims generation g+1 (created once) before the backend sees anything: of
+      two processes submitting the same call at once, one submits, the other reattaches
+
+The entries live in the executor's folder through ``jobsub.folder``, so a
+bucket (``s3://``) holds them as well as a disk.  ``jobsub clean --cache
+FOLDER`` removes them.  Debug logging (``logging.getLogger("jobsub.cache")``)
+says why each lookup hit or missed, and on a miss what changed since the
+function's last cached call: its code, its parameters, or its arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from typing import Any, NamedTuple
+
+from .backends.base import Backend, get_backend
+from .calls import DelayedSubmission, JobRef
+from .errors import CorruptResultError
+from .folder import (
+    JobFolder,
+    cache_generations,
+    claim_cache_entry,
+    clear_cache,
+    read_cache_entry,
+    read_cache_note,
+    write_cache_note,
+)
+from .hashing import function_digest, value_digest
+from .job import Job
+from .parameters import Resolved
+from .states import JobState
+from .storage import Storage, open_storage
+from .submission import task_id
+
+__all__ = ["CallKey", "Cache", "Lookup", "call_key", "clear", "settings_digest"]
+
+logger = logging.getLogger("jobsub.cache")
+
+STALE_SUBMISSION_S = 300.0
+"""An entry whose submission never reached its backend this long after it was written is a miss."""
+_VERSION = b"jobsub-cache-1"
+
+
+class CallKey(NamedTuple):
+    """A call's cache key and the digests it is made of (what debug logging compares)."""
+
+    key: str
+    function: str
+    """The function's qualified name (``module.name``)."""
+    parts: dict[str, str]
+    """``code``, ``args`` and ``params`` digests."""
+
+
+def _job_identity(obj: Any) -> str | None:
+    """What an upstream job contributes to a key: its own cache key, else where its result is."""
+    if isinstance(obj, Job):
+        return obj.cache_key or f"{obj.folder.url}#{obj.index}"
+    if isinstance(obj, JobRef):
+        return f"{obj.folder}#{obj.index}"
+    return None
+
+
+def _result_parameters(params: Resolved, backend: Backend) -> dict[str, Any]:
+    """The parameters that change what a task computes; time limits, queues and memory do not."""
+    common = params.common
+    chosen: dict[str, Any] = {
+        "env": common.env, "setup": common.setup, "tasks_per_node": common.tasks_per_node, "nodes": common.nodes,
+    }
+    specific = params.specific
+    for name in backend.result_parameters:
+        if dataclasses.is_dataclass(specific) and hasattr(specific, name):
+            chosen[f"{backend.name}_{name}"] = getattr(specific, name)
+    return chosen
+
+
+def settings_digest(params: Resolved, backend: Backend) -> str:
+    """The digest of the parameters that change results (the same for every call of a submission)."""
+    return value_digest(_result_parameters(params, backend))
+
+
+def call_key(call: DelayedSubmission, params: Resolved, backend: Backend, *, code: str = "", settings: str = "") -> CallKey:
+    """The cache key of ``call`` submitted with ``params``.
+
+    ``code`` and ``settings``: the function's and the parameters' digests when
+    known already (an array hashes them once, not once per call).
+    """
+    fn = call.function
+    code = code or function_digest(fn)
+    args = value_digest((call.args, call.kwargs), _job_identity)
+    settings = settings or settings_digest(params, backend)
+    h = hashlib.blake2b(_VERSION, digest_size=16)
+    for part in (code, args, settings):
+        h.update(part.encode())
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return CallKey(h.hexdigest(), name, {"code": code, "args": args, "params": settings})
+
+
+class Lookup(NamedTuple):
+    job: Job[Any] | None
+    """The cached job (finished well, or still on its way), None on a miss."""
+    generation: int
+    """On a miss: the generation a new submission claims."""
+    why: str
+
+
+class Cache:
+    """The cache entries of one executor folder.
+
+    Folders of cached jobs are remembered while the executor lives (their
+    ``meta.json`` once submitted, their result listing), so looking up ten
+    thousand calls of one array reads its meta and lists its results once.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._folders: dict[str, tuple[JobFolder, dict[str, Any], Backend]] = {}
+
+    def lookup(self, key: CallKey) -> Lookup:
+        generations = cache_generations(self.storage, key.key)
+        if not generations:
+            return Lookup(None, 0, self._why_new(key))
+        generation = generations[-1]
+        entry = read_cache_entry(self.storage, key.key, generation)
+        if entry is None:
+            return Lookup(None, generation + 1, f"its entry {key.key}/{generation} is damaged")
+        try:
+            job = self._job(entry["folder"], int(entry["index"]), key.key)
+        except (FileNotFoundError, CorruptResultError, KeyError) as exc:
+            return Lookup(None, generation + 1, f"its job folder {entry.get('folder')} is gone or damaged ({exc})")
+        if job._all_results_present():
+            if job._state_from_results() is JobState.COMPLETED:
+                return Lookup(job, generation, f"job {job.job_id} completed")
+            return Lookup(None, generation + 1, f"job {job.job_id} ended {job._state_from_results()}: submitting again")
+        status = job._status()
+        if job._held and status.state is JobState.UNKNOWN and time.time() - float(entry.get("at", 0)) > STALE_SUBMISSION_S:
+            return Lookup(None, generation + 1, f"job {job.job_id} was never submitted (its client died?)")
+        if not status.state.is_final:
+            return Lookup(job, generation, f"job {job.job_id} is {status.state}: reattached")
+        if job._done_now() and job._error_now() is None:
+            return Lookup(job, generation, f"job {job.job_id} completed")
+        return Lookup(None, generation + 1, f"job {job.job_id} ended {status.state}: submitting again")
+
+    def _job(self, url: str, index: int, key: str) -> Job[Any]:
+        known = self._folders.get(url)
+        if known is None:
+            folder = JobFolder.from_url(url)
+            meta = folder.read_meta()
+            backend = get_backend(meta["backend"], meta["backend_config"])
+            if meta.get("submissions") and not meta.get("intents"):  # final: kept
+                if len(self._folders) > 1024:
+                    self._folders.clear()
+                self._folders[url] = (folder, meta, backend)
+        else:
+            folder, meta, backend = known
+        real = task_id(meta, index)
+        if real is None:  # held, or being submitted: the handle follows its record
+            job = Job.at(folder, index)
+            job._cache_key = key
+            return job
+        return Job._create(backend, folder, real, index, int(meta["ranks"]), cache_key=key)
+
+    def claim(self, key: CallKey, generation: int, folder: JobFolder, index: int) -> bool:
+        """Make generation ``generation`` of ``key`` point at task ``index`` of ``folder``; False if
+        another process made it first (reattach to theirs, do not submit)."""
+        record = {"folder": folder.url, "index": index, "at": time.time(), "function": key.function, **key.parts}
+        return claim_cache_entry(self.storage, key.key, generation, record)
+
+    def note(self, key: CallKey) -> None:
+        """Remember the key parts of the function's latest cached call: the next miss says what changed."""
+        try:
+            write_cache_note(self.storage, _name(key.function), {"function": key.function, **key.parts})
+        except OSError as exc:
+            logger.debug("could not write the cache note of %s: %s", key.function, exc)
+
+    def _why_new(self, key: CallKey) -> str:
+        last = read_cache_note(self.storage, _name(key.function))
+        if last is None:
+            return f"no cached call of {key.function} yet"
+        if last.get("code") != key.parts["code"]:
+            return f"the code of {key.function} (or of what it calls in its module) changed"
+        if last.get("params") != key.parts["params"]:
+            return "parameters that change results (env, setup, ranks, image...) changed"
+        return "these arguments were not submitted before"
+
+
+def _name(function: str) -> str:
+    return hashlib.blake2b(function.encode(), digest_size=8).hexdigest()
+
+
+def clear(folder: str) -> int:
+    """Remove every cache entry of the executor folder ``folder``; return how many calls were cached."""
+    return clear_cache(open_storage(folder))
+
