@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # Public names are imported on first use (PEP 562): ``python -m jobsub.worker`` imports this
 # package for every task and must not pay for the executor, asyncio or the backends.
 _ERRORS = (
-    "BackendError", "CodePackageTooLargeError", "CorruptResultError", "FailedJobError",
+    "BackendError", "CodePackageTooLargeError", "CorruptResultError", "DependencyError", "FailedJobError",
     "FailedSubmissionError", "ImageBuildError", "InvalidParameterError", "InvalidStateError",
     "JobCancelledError", "JobError", "JobLostError", "JobsubError", "JobTimeoutError",
     "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError", "QuotaError",
@@ -35,6 +35,8 @@ _WHERE = {
     **dict.fromkeys(_ALIASES, "aliases"),
     "AutoExecutor": "executor",
     "Executor": "executor",
+    "cached": "executor",
+    "graph": "graph",
     "Job": "job",
     "JobState": "states",
     "JobEnvironment": "environment",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         BackendError,
         CodePackageTooLargeError,
         CorruptResultError,
+        DependencyError,
         FailedJobError,
         FailedSubmissionError,
         ImageBuildError,
@@ -92,7 +95,8 @@ if TYPE_CHECKING:
         UncompletedJobError,
         UnreadableResultError,
     )
-    from .executor import AutoExecutor, Executor
+    from .executor import AutoExecutor, Executor, cached
+    from .graph import graph
     from .job import Job
     from .states import JobState
 
@@ -104,6 +108,7 @@ __all__ = [
     "DebugExecutor",
     "DebugJob",
     "DelayedSubmission",
+    "DependencyError",
     "Executor",
     "FailedJobError",
     "FailedSubmissionError",
@@ -131,5 +136,7 @@ __all__ = [
     "UncompletedJobError",
     "UnreadableResultError",
     "__version__",
+    "cached",
+    "graph",
     "helpers",
 ]

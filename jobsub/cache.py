@@ -132,6 +132,12 @@ class Cache:
         self._folders: dict[str, tuple[JobFolder, dict[str, Any], Backend]] = {}
 
     def lookup(self, key: CallKey) -> Lookup:
+        """What the cache holds for ``key``; debug logging says why it is a hit or a miss."""
+        found = self._lookup(key)
+        logger.debug("%s for %s (key %s): %s", "hit" if found.job else "miss", key.function, key.key[:16], found.why)
+        return found
+
+    def _lookup(self, key: CallKey) -> Lookup:
         generations = cache_generations(self.storage, key.key)
         if not generations:
             return Lookup(None, 0, self._why_new(key))

@@ -2,7 +2,12 @@
 
     jobsub status runs/            one line per submission: backend, ids, states, elapsed
     jobsub logs runs/ JOB_ID       the job's stdout (--err: stderr)
-    jobsub cancel runs/ JOB_ID...  cancel jobs
+    jobsub cancel runs/ JOB_ID...  cancel jobs (and the jobs waiting on them)
+    jobsub attach runs/            release the held submissions of a folder as their upstreams
+                                   succeed, until none is held (--once: one look)
+    jobsub graph runs/ JOB_ID...   the jobs and the jobs they take as arguments, with states
+                                   (--mermaid: a Mermaid flowchart)
+    jobsub clean --cache runs/     forget every cached call of a folder (jobsub.cache)
     jobsub image build TAG --base IMAGE [-r requirements.txt] [REQUIREMENT...] [--offline]
                                    an image with your packages, for the container backends
                                    (``jobsub.images.build_image``)
@@ -17,13 +22,15 @@ import argparse
 import collections
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import JobsubError
-from .folder import JobFolder, find_submissions, lookup_id, split_folder_template
+from .folder import JobFolder, find_submissions, folder_at, lookup_id, split_folder_template
 from .job import Job
+from .states import JobState
 from .storage import open_storage
 
 __all__ = ["main"]
@@ -48,6 +55,15 @@ def status(folder: str) -> int:
             attached.append((name, Job.attach(sub.url)))
         except (JobsubError, OSError, ValueError, KeyError, TypeError) as exc:
             attached.append((name, f"(cannot be read: {type(exc).__name__}: {exc})"))
+    held = [jobs[0].folder for _, jobs in attached if not isinstance(jobs, str) and jobs and jobs[0]._held]
+    if held:  # release what can be now (a held submission has no backend to run it on its own)
+        from .hold import check
+
+        for folder_ in held:
+            try:
+                check(folder_)
+            except (JobsubError, OSError) as exc:
+                print(f"{folder_.key}: its upstreams cannot be looked at ({exc})", file=sys.stderr)
     for name, jobs in attached:
         if isinstance(jobs, str) or not jobs:
             print(f"{name}  {jobs or '(not submitted)'}")
@@ -61,7 +77,65 @@ def status(folder: str) -> int:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
         memory = f"  peak RSS {peak:.0f} MB" if peak else ""
-        print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}")
+        waiting = next((j._status().reason for j in jobs if j.state is JobState.HELD), "")
+        print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}" + (f"  ({waiting})" if waiting else ""))
+    return 0
+
+
+def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
+    """Release the held submissions under ``folder`` as their upstreams succeed (or end them)."""
+    from .hold import check, watch_root
+
+    root = split_folder_template(folder)[0]
+    storage = open_storage(root)
+    held = watch_root(root)
+    if storage.exists("meta.json"):  # the folder of one submission
+        held.append(folder_at(root))
+    if not held:
+        print(f"no held submissions in {folder}")
+        return 0
+    print(f"{len(held)} held submission(s) in {folder}")
+    try:
+        while held:
+            still = []
+            for sub in held:
+                try:
+                    finished = check(sub)
+                except (JobsubError, OSError) as exc:
+                    print(f"{sub.key}: cannot be looked at ({exc})", file=sys.stderr)
+                    finished = False
+                if not finished:
+                    still.append(sub)
+                    continue
+                try:
+                    ids = [s["id"] for s in sub.read_meta().get("submissions", [])]
+                except (JobsubError, OSError):
+                    ids = []
+                print(f"{sub.key}: " + (f"released as {', '.join(ids)}" if ids else "ended without being submitted"))
+            held = still
+            if once or not held:
+                break
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        print(f"stopped; {len(held)} submission(s) still held", file=sys.stderr)
+        return 130
+    if held:
+        print(f"{len(held)} submission(s) still held: {', '.join(sub.key for sub in held)}")
+    return 0
+
+
+def graph(folder: str, job_ids: Sequence[str], mermaid: bool) -> int:
+    from .graph import graph as make_graph
+
+    jobs: list[Job[Any]] = []
+    for job_id in job_ids:
+        try:
+            jobs.append(Job(folder, job_id))
+        except (FileNotFoundError, JobsubError) as exc:
+            print(f"jobsub graph: {exc}", file=sys.stderr)
+            return 1
+    view = make_graph(jobs)
+    print(view.mermaid() if mermaid else view.text())
     return 0
 
 
@@ -83,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends; alias submitit.")
+    parser = argparse.ArgumentParser(
+        prog="jobsub",
+        description="Look at jobsub job folders, release held submissions; build images for the container "
+        "backends; alias submitit.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
     p_status.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
@@ -94,6 +172,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p_cancel = commands.add_parser("cancel", help="cancel jobs")
     p_cancel.add_argument("folder")
     p_cancel.add_argument("job_ids", nargs="+")
+    p_attach = commands.add_parser("attach", help="release the held submissions of a folder as their upstreams succeed")
+    p_attach.add_argument("folder")
+    p_attach.add_argument("--once", action="store_true", help="look once, release what can be, and leave")
+    p_attach.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
+    p_graph = commands.add_parser("graph", help="jobs and the jobs they take as arguments, with their states")
+    p_graph.add_argument("folder")
+    p_graph.add_argument("job_ids", nargs="+")
+    p_graph.add_argument("--mermaid", action="store_true", help="a Mermaid flowchart instead of text")
+    p_clean = commands.add_parser("clean", help="remove what jobsub keeps beside the jobs of a folder")
+    p_clean.add_argument("folder")
+    p_clean.add_argument("--cache", action="store_true", help="every cached call (cache=True) of the folder")
     p_image = commands.add_parser("image", help="container images for the docker (and cloud) backends")
     image_commands = p_image.add_subparsers(dest="image_command", required=True)
     p_build = image_commands.add_parser(
@@ -124,6 +213,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return _submitit_alias(ns.command, ns.target)
     if ns.command == "status":
         return status(ns.folder)
+    if ns.command == "attach":
+        return attach(ns.folder, ns.once, ns.interval)
+    if ns.command == "graph":
+        return graph(ns.folder, ns.job_ids, ns.mermaid)
+    if ns.command == "clean":
+        if not ns.cache:
+            parser.error("clean: say what to remove (--cache)")
+        from .cache import clear
+
+        print(f"removed {clear(split_folder_template(ns.folder)[0])} cached call(s) from {ns.folder}")
+        return 0
     if ns.command == "logs":
         try:
             job: Job[object] = Job(ns.folder, ns.job_id)

@@ -280,9 +280,6 @@ class Executor:
                 claims.append(None)
                 continue
             lookup = self._cache.lookup(key)
-            logger.debug(
-                "cache %s for %s (key %s): %s", "hit" if lookup.job else "miss", key.function, key.key[:16], lookup.why
-            )
             found.append(lookup.job)
             claims.append(None if lookup.job else (key, lookup.generation))
         return found, claims
@@ -386,6 +383,7 @@ class Executor:
             folder.write_call(call_bytes)
             folder.write_args(task_bytes, shard)
             meta = new_meta(self.backend, params, len(calls), ranks, array)
+            meta["function"] = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
             waits_for = {
                 str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
             }
@@ -574,6 +572,11 @@ def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
     call.args = tuple(swap(a) for a in call.args)
     call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
     return found
+
+
+def _qualname(fn: Any) -> str:
+    """How graphs and logs name a submitted function."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
 
 def _check_callable(fn: Any, method: str) -> None:

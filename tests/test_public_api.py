@@ -13,13 +13,13 @@ def test_all_is_pinned() -> None:
     assert jobsub.__all__ == sorted(jobsub.__all__, key=str)
     assert set(jobsub.__all__) == {
         "AutoExecutor", "BackendError", "CodePackageTooLargeError", "CorruptResultError", "DebugExecutor",
-        "DebugJob", "DelayedSubmission", "Executor", "FailedJobError", "FailedSubmissionError",
+        "DebugJob", "DelayedSubmission", "DependencyError", "Executor", "FailedJobError", "FailedSubmissionError",
         "ImageBuildError", "InvalidParameterError",
         "InvalidStateError", "Job", "JobCancelledError", "JobEnvironment", "JobError",
         "JobLostError", "JobState", "JobTimeoutError", "JobsubError", "LocalExecutor",
         "LocalJob", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
         "QuotaError", "SlurmExecutor", "SlurmJob", "SubmissionError", "UncompletedJobError", "UnreadableResultError",
-        "__version__", "helpers",
+        "__version__", "cached", "graph", "helpers",
     }
     for name in jobsub.__all__:
         assert hasattr(jobsub, name), name

@@ -29,6 +29,7 @@ import jobsub
 from jobsub import JobState
 from jobsub.backends.base import Capabilities, load_backend_class
 from tests import tasks
+from tests.conformance.dag import DagBehaviour
 from tests.conftest import backend_parameters, require
 
 
@@ -37,8 +38,8 @@ def needs(*capabilities: str) -> pytest.MarkDecorator:
     return pytest.mark.needs(*capabilities)
 
 
-class BehaviourSuite:
-    """The behaviour tests; subclasses set ``cluster`` (and may add parameters)."""
+class BehaviourSuite(DagBehaviour):
+    """The behaviour tests (and the DAG layer's, ``DagBehaviour``); subclasses set ``cluster``."""
 
     cluster: ClassVar[str] = ""
     local_folder: ClassVar[bool] = True

@@ -1,0 +1,244 @@
+"""The call cache: stable keys, what invalidates them, and reattaching across processes.
+
+What the cache does on every backend (hits, reattach, a failed call submitted
+again, automatic arrays) is in the behaviour suite (tests/conformance/dag.py);
+here are the keys themselves and the cases that need several processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobsub
+from jobsub.backends.base import get_backend
+from jobsub.cache import call_key
+from jobsub.calls import DelayedSubmission
+from jobsub.hashing import function_digest, value_digest
+from jobsub.parameters import CommonParameters, NoParameters, Resolved
+from tests import tasks
+from tests.conftest import backend_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+def _key_of(fn: Any, *args: Any, **kwargs: Any) -> str:
+    params = Resolved(CommonParameters(), NoParameters())
+    return call_key(DelayedSubmission(fn, *args, **kwargs), params, get_backend("debug", {"root": "/tmp"})).key
+
+
+_KEY_SCRIPT = textwrap.dedent(
+    """
+    import pathlib, sys
+    from tests import tasks
+    from tests.test_cache import Point, _key_of
+    print(_key_of(tasks.add, {"b": 2, "a": [1.5, (2, "x")]}, pathlib.Path("/data/x"), point=Point(1, 2)))
+    """
+)
+
+
+def test_keys_are_the_same_in_every_process() -> None:
+    """No id(), no per-process string hashing: another interpreter (another hash seed) agrees."""
+    here = _key_of(tasks.add, {"a": [1.5, (2, "x")], "b": 2}, Path("/data/x"), point=Point(1, 2))
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", _KEY_SCRIPT], capture_output=True, text=True, check=True, cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert out.stdout.strip() == here
+
+
+def test_values_hash_by_content() -> None:
+    assert value_digest({"a": 1, "b": 2}) == value_digest({"b": 2, "a": 1})  # equal dicts
+    assert value_digest({1, 2, 3}) == value_digest({3, 2, 1})
+    assert len({value_digest(v) for v in (1, 1.0, "1", [1], (1,), True, b"1")}) == 7
+    assert value_digest([1, 2]) != value_digest([2, 1])
+    assert value_digest(Point(1, 2)) == value_digest(Point(1, 2)) != value_digest(Point(2, 1))
+    numpy = pytest.importorskip("numpy")
+    assert value_digest(numpy.arange(6)) == value_digest(numpy.arange(6))
+    assert value_digest(numpy.arange(6)) != value_digest(numpy.arange(6).reshape(2, 3))
+    assert value_digest(numpy.arange(6)) != value_digest(numpy.arange(6.0))
+
+
+class _SlowToPickle:
+    def __init__(self, payload: int) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        time.sleep(0.08)
+        return (_SlowToPickle, (self.payload,))
+
+
+def test_unknown_types_hash_by_their_pickle_and_slow_ones_warn() -> None:
+    with pytest.warns(RuntimeWarning, match="_SlowToPickle for the cache took"):
+        first = value_digest(_SlowToPickle(1))
+    assert value_digest(_SlowToPickle(1)) == first != value_digest(_SlowToPickle(2))
+
+
+def test_hashing_a_typical_call_takes_under_a_millisecond() -> None:
+    config = {"lr": 0.01, "layers": [64, 64, 32], "name": "run-7", "seed": 3}
+    call = DelayedSubmission(tasks.total, [float(i) for i in range(100)], extra=config)
+    params = Resolved(CommonParameters(), NoParameters())
+    backend = get_backend("debug", {"root": "/tmp"})
+    call_key(call, params, backend)  # code objects are digested once per process
+    timings = []
+    for _ in range(200):
+        started = time.perf_counter()
+        call_key(call, params, backend)
+        timings.append(time.perf_counter() - started)
+    assert sorted(timings)[len(timings) // 2] < 1e-3
+
+
+# -- what changes a function's key --------------------------------------------------------------------
+_MODULE = """
+SCALE = {scale}
+
+
+def helper(x):
+    return x * SCALE{helper_change}
+
+
+def compute(x, offset={default}):
+    return helper(x) + offset
+"""
+
+
+def _load(path: Path, name: str, **changes: Any) -> Any:
+    fields = {"scale": 2, "helper_change": "", "default": 1, **changes}
+    path.write_text(changes.pop("prefix", "") + _MODULE.format(**fields))
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_what_invalidates_a_functions_key(module_dir: Path) -> None:
+    path = module_dir / "jobsub_cached_mod.py"
+    base = function_digest(_load(path, "jobsub_cached_mod").compute)
+    assert function_digest(_load(path, "jobsub_cached_mod", prefix="# moved down\n\n\n").compute) == base
+    assert function_digest(_load(path, "jobsub_cached_mod", helper_change=" + 0").compute) != base  # a callee
+    assert function_digest(_load(path, "jobsub_cached_mod", scale=3).compute) != base  # a module constant
+    assert function_digest(_load(path, "jobsub_cached_mod", default=2).compute) != base  # a default
+    assert function_digest(_load(path, "jobsub_cached_mod").compute) == base
+
+    def closure(factor: int) -> Any:
+        return lambda x: x * factor
+
+    assert function_digest(closure(2)) == function_digest(closure(2)) != function_digest(closure(3))
+
+
+def test_a_code_change_is_a_miss_that_says_so(
+    module_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = module_dir / "jobsub_cached_mod2.py"
+    module = _load(path, "jobsub_cached_mod2")
+    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    first = ex.submit(module.compute, 5)
+    assert first.result(timeout=60) == 11
+    assert ex.submit(module.compute, 5).job_id == first.job_id
+    module = _load(path, "jobsub_cached_mod2", helper_change=" + 100")
+    with caplog.at_level(logging.DEBUG, logger="jobsub.cache"):
+        second = ex.submit(module.compute, 5)
+    assert second.job_id != first.job_id and second.result(timeout=60) == 111
+    assert "the code of jobsub_cached_mod2.compute (or of what it calls in its module) changed" in caplog.text
+    with caplog.at_level(logging.DEBUG, logger="jobsub.cache"):
+        ex.submit(module.compute, 6).result(timeout=60)
+    assert "these arguments were not submitted before" in caplog.text
+
+
+# -- across processes ------------------------------------------------------------------------------
+_SUBMIT = textwrap.dedent(
+    """
+    import sys, time, jobsub
+    from tests import tasks
+    ex = jobsub.AutoExecutor(folder=sys.argv[1], cluster=sys.argv[2], cache=True)
+    ex.update_parameters(**eval(sys.argv[3]))
+    job = ex.submit(tasks.sleep_then, float(sys.argv[4]), "computed once")
+    print(job.folder.key, job.job_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _submit_in_a_process(folder: Path, backend: str, seconds: float) -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SUBMIT, str(folder), backend, repr(backend_parameters(backend)), str(seconds)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    key, job_id = proc.stdout.readline().split()
+    return proc, key, job_id
+
+
+@pytest.mark.not_on("debug")  # debug jobs live and die with their process
+def test_reattached_after_the_submitting_process_is_killed(backend: str, tmp_path: Path) -> None:
+    """A notebook killed mid-run: the next process's identical submit finds the running job."""
+    folder = tmp_path / "runs"
+    proc, _key, job_id = _submit_in_a_process(folder, backend, 8)
+    job: jobsub.Job[Any] = jobsub.Job(folder, job_id)
+    deadline = time.monotonic() + 180
+    while job.state != "RUNNING":
+        assert time.monotonic() < deadline, f"never started: {job.state}"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    ex = jobsub.AutoExecutor(folder, cluster=backend, cache=True, **backend_parameters(backend))
+    again = ex.submit(tasks.sleep_then, 8.0, "computed once")
+    assert again.job_id == job_id and again.state == "RUNNING"
+    assert again.result(timeout=240) == "computed once"
+    assert ex.submit(tasks.sleep_then, 8.0, "computed once").job_id == job_id
+    assert len([p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1  # one submission
+
+
+def test_two_processes_submitting_the_same_call_submit_it_once(tmp_path: Path) -> None:
+    folder = tmp_path / "runs"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SUBMIT.replace("time.sleep(600)", ""), str(folder), "local", "{}", "2"],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        for _ in range(2)
+    ]
+    keys = {p.communicate(timeout=120)[0].split()[0] for p in procs}
+    assert len(keys) == 1
+    assert [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] == list(keys)
+
+
+def test_clean_removes_the_entries(tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    first = ex.submit(tasks.add, 1, 1)
+    first.result(timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "jobsub.cli", "clean", "--cache", str(tmp_path / "runs")],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    assert "removed 1 cached call(s)" in out.stdout
+    second = ex.submit(tasks.add, 1, 1)
+    assert second.job_id != first.job_id
+    plain = jobsub.AutoExecutor(tmp_path / "runs", cluster="local")
+    assert jobsub.cached(plain).submit(tasks.add, 1, 1).job_id == second.job_id  # a caching copy
+    assert plain.submit(tasks.add, 1, 1).cache_key is None  # the executor itself is unchanged
