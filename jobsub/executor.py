@@ -348,7 +348,8 @@ class Executor:
         # backend waits for them itself they are native dependencies, else the submission is held
         upstream = [p[0] for p in prepared] if prepared is not None else [_replace_jobs(c) for c in calls]
         unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
-        dependencies, held = plan(self.backend, unique)
+        dependencies, holding = plan(self.backend, unique)
+        held = bool(holding)
         params = self._resolve(dependencies)
         common = params.common
         ranks = common.tasks_per_node * common.nodes
@@ -393,7 +394,7 @@ class Executor:
             if keys:
                 meta["cache_keys"] = keys
             if held:
-                meta["held"] = record(unique, self._origin())
+                meta["held"] = record(holding, self._origin())
             folder.write_meta(meta)
             _record_dependents(folder, upstream)
             others = self._claim(folder, claims) if keys else {}

@@ -53,25 +53,31 @@ Long, because a backend that retries a submission (Slurm's backoff) may take min
 _MIN_CHECK_S = 0.1
 
 
-def plan(backend: Backend, upstream: Sequence[Job[Any]]) -> tuple[list[str], bool]:
-    """Where a submission taking ``upstream`` as arguments waits: (backend ids it waits on natively, held?)."""
+def plan(backend: Backend, upstream: Sequence[Job[Any]]) -> tuple[list[str], list[Job[Any]]]:
+    """Where a submission taking ``upstream`` as arguments waits.
+
+    Returns the backend ids it waits on natively (Slurm's ``afterok``) and the
+    upstream jobs that hold it in the client (none: it is submitted now).
+    """
     ids: set[str] = set()
-    held = False
+    holding: list[Job[Any]] = []
     for job in upstream:
         if job._held and not job._released(force=True):
-            held = True
+            holding.append(job)
         elif job._all_results_present():
             # ended already: nothing to wait for if it succeeded; if not, hold, and its dependents end at once
-            held = held or job._state_from_results() is not JobState.COMPLETED
+            if job._state_from_results() is not JobState.COMPLETED:
+                holding.append(job)
         elif backend.waits_natively(job._backend):
             ids.add(job.job_id)
         else:
-            held = True
-    return sorted(ids), held
+            holding.append(job)
+    return sorted(ids), holding
 
 
 def record(upstream: Sequence[Job[Any]], origin: dict[str, Any]) -> dict[str, Any]:
-    """The ``held`` entry of ``meta.json``: which jobs it waits on, and what a release needs."""
+    """The ``held`` entry of ``meta.json``: the jobs that hold it (the reason names them; the
+    releaser looks at every job in ``waits_for``), and what a release needs."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for job in upstream:
         seen.setdefault((job.folder.url, job.index), {

@@ -163,7 +163,12 @@ class Job(Generic[R]):
     # -- identity ---------------------------------------------------------------------
     @property
     def job_id(self) -> str:
-        """The backend's id of this task (``<array id>_<index>`` for array tasks)."""
+        """The backend's id of this task (``<array id>_<index>`` for array tasks).
+
+        A held job is named by its folder's key (``held_id``) until it is released.
+        """
+        if self._held:
+            self._released()
         return self._job_id
 
     @property
@@ -227,12 +232,9 @@ class Job(Generic[R]):
         Asked at most every ``_HOLD_CHECK_S``: one read of ``meta.json``.
         """
         now = time.monotonic()
-        if not force and now - self._hold_checked < _HOLD_CHECK_S:
+        if self._held_status.state.is_final or (not force and now - self._hold_checked < _HOLD_CHECK_S):
             return False
         self._hold_checked = now
-        if self._all_results_present():  # ended while held (cancelled, or an upstream failed)
-            self._held_status = Status(self._state_from_results(), "ended before it was submitted")
-            return False
         try:
             meta = self._folder.read_meta()
         except FileNotFoundError:
@@ -241,7 +243,9 @@ class Job(Generic[R]):
         real = task_id(meta, self._index)
         if real is None:
             held = meta.get("held")
-            if held:
+            if self._all_results_present():  # ended while held (cancelled, or an upstream failed)
+                self._held_status = Status(self._state_from_results(), "ended before it was submitted")
+            elif held:
                 names = sorted({up["job_id"] for up in held.get("upstreams", [])})
                 self._held_status = Status(JobState.HELD, f"waiting for {', '.join(names)}")
                 _hold().watch(self._folder)

@@ -198,3 +198,11 @@ def print_then_sleep(text: str, seconds: float) -> str:
     print(text, flush=True)
     time.sleep(seconds)
     return "done"
+
+
+def append_line(path: str, text: str) -> int:
+    """Append ``text`` to ``path`` and return how many lines it has: how often a job really ran."""
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    with open(path) as f:
+        return len(f.read().splitlines())
