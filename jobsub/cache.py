@@ -38,7 +38,9 @@ from .folder import (
     claim_cache_entry,
     clear_cache,
     read_cache_entry,
+    read_cache_manifest,
     read_cache_note,
+    write_cache_manifest,
     write_cache_note,
 )
 from .hashing import function_digest, value_digest
@@ -122,45 +124,87 @@ class Lookup(NamedTuple):
 class Cache:
     """The cache entries of one executor folder.
 
-    Folders of cached jobs are remembered while the executor lives (their
-    ``meta.json`` once submitted, their result listing), so looking up ten
-    thousand calls of one array reads its meta and lists its results once.
+    Many lookups at once (a ``map_array``) cost one listing of ``.cache``,
+    one manifest per submission the hits belong to (not one entry read per
+    hit), one ``meta.json`` and one result listing per folder, and one
+    result read per hit (is it a success?).  Folders of cached jobs are
+    remembered while the executor lives.
     """
+
+    BATCH = 64
+    """From this many lookups on, one listing of ``.cache`` replaces a probe per key."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._folders: dict[str, tuple[JobFolder, dict[str, Any], Backend]] = {}
+        self._manifests: dict[str, tuple[int, str, int]] = {}  # key -> (generation, folder url, index)
+        self._manifests_read: set[str] = set()
 
     def lookup(self, key: CallKey) -> Lookup:
         """What the cache holds for ``key``; debug logging says why it is a hit or a miss."""
-        found = self._lookup(key)
-        logger.debug("%s for %s (key %s): %s", "hit" if found.job else "miss", key.function, key.key[:16], found.why)
+        return self.lookup_many([key])[0]
+
+    def lookup_many(self, keys: list[CallKey]) -> list[Lookup]:
+        newest = cache_generations(self.storage) if len(keys) >= self.BATCH else {}
+        found = []
+        for key in keys:
+            generation = newest.get(key.key, -1) if newest or len(keys) >= self.BATCH else None
+            lookup = self._lookup(key, generation)
+            logger.debug("%s for %s (key %s): %s", "hit" if lookup.job else "miss", key.function, key.key[:16], lookup.why)
+            found.append(lookup)
         return found
 
-    def _lookup(self, key: CallKey) -> Lookup:
-        generations = cache_generations(self.storage, key.key)
-        if not generations:
+    def _entry(self, key: str, generation: int) -> tuple[str, int] | None:
+        """(folder url, task index) of generation ``generation`` of ``key``: from a manifest read already,
+        else from the entry itself (and then its submission's manifest, for the next keys)."""
+        known = self._manifests.get(key)
+        if known is not None and known[0] == generation:
+            return known[1], known[2]
+        entry = read_cache_entry(self.storage, key, generation)
+        if entry is None or "folder" not in entry:
+            return None
+        url, index = str(entry["folder"]), int(entry["index"])
+        folder_key = url.rstrip("/").rpartition("/")[2]
+        if folder_key not in self._manifests_read:
+            self._manifests_read.add(folder_key)
+            manifest = read_cache_manifest(self.storage, folder_key) or {}
+            for other, (gen, i) in manifest.get("entries", {}).items():
+                self._manifests[other] = (int(gen), url, int(i))
+        return url, index
+
+    def _lookup(self, key: CallKey, generation: int | None) -> Lookup:
+        if generation is None:
+            generation = cache_generations(self.storage, key.key).get(key.key, -1)
+        if generation < 0:
             return Lookup(None, 0, self._why_new(key))
-        generation = generations[-1]
-        entry = read_cache_entry(self.storage, key.key, generation)
+        entry = self._entry(key.key, generation)
         if entry is None:
-            return Lookup(None, generation + 1, f"its entry {key.key}/{generation} is damaged")
+            return Lookup(None, generation + 1, f"its entry {key.key}.{generation} is damaged")
         try:
-            job = self._job(entry["folder"], int(entry["index"]), key.key)
+            job = self._job(entry[0], entry[1], key.key)
         except (FileNotFoundError, CorruptResultError, KeyError) as exc:
-            return Lookup(None, generation + 1, f"its job folder {entry.get('folder')} is gone or damaged ({exc})")
+            return Lookup(None, generation + 1, f"its job folder {entry[0]} is gone or damaged ({exc})")
         if job._all_results_present():
-            if job._state_from_results() is JobState.COMPLETED:
-                return Lookup(job, generation, f"job {job.job_id} completed")
-            return Lookup(None, generation + 1, f"job {job.job_id} ended {job._state_from_results()}: submitting again")
+            state = job._state_from_results()
+            if state is JobState.COMPLETED:
+                return Lookup(job, generation, "completed")
+            return Lookup(None, generation + 1, f"job {job.job_id} ended {state}: submitting again")
         status = job._status()
-        if job._held and status.state is JobState.UNKNOWN and time.time() - float(entry.get("at", 0)) > STALE_SUBMISSION_S:
+        if job._held and status.state is JobState.UNKNOWN and self._stale(job.folder):
             return Lookup(None, generation + 1, f"job {job.job_id} was never submitted (its client died?)")
         if not status.state.is_final:
             return Lookup(job, generation, f"job {job.job_id} is {status.state}: reattached")
         if job._done_now() and job._error_now() is None:
             return Lookup(job, generation, f"job {job.job_id} completed")
         return Lookup(None, generation + 1, f"job {job.job_id} ended {status.state}: submitting again")
+
+    @staticmethod
+    def _stale(folder: JobFolder) -> bool:
+        """A submission whose client died before the backend answered, long enough ago."""
+        try:
+            return time.time() - float(folder.read_meta().get("submitted_at", 0)) > STALE_SUBMISSION_S
+        except (FileNotFoundError, CorruptResultError):
+            return True
 
     def _job(self, url: str, index: int, key: str) -> Job[Any]:
         known = self._folders.get(url)
@@ -187,12 +231,15 @@ class Cache:
         record = {"folder": folder.url, "index": index, "at": time.time(), "function": key.function, **key.parts}
         return claim_cache_entry(self.storage, key.key, generation, record)
 
-    def note(self, key: CallKey) -> None:
-        """Remember the key parts of the function's latest cached call: the next miss says what changed."""
+    def record(self, folder: JobFolder, claimed: dict[str, tuple[int, int]], key: CallKey) -> None:
+        """After a submission's claims: its manifest (key -> generation, index) and the function's note
+        (the next miss says what changed).  Neither is needed for correctness: failures are logged."""
         try:
+            if claimed:
+                write_cache_manifest(self.storage, folder.key, {"folder": folder.url, "entries": claimed})
             write_cache_note(self.storage, _name(key.function), {"function": key.function, **key.parts})
         except OSError as exc:
-            logger.debug("could not write the cache note of %s: %s", key.function, exc)
+            logger.debug("could not write the cache manifest of %s: %s", folder.url, exc)
 
     def _why_new(self, key: CallKey) -> str:
         last = read_cache_note(self.storage, _name(key.function))

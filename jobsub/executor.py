@@ -266,34 +266,34 @@ class Executor:
         """The cache's answer for each call: its job (a hit), else what a new submission claims."""
         if self._cache is None:
             self._cache = Cache(self.storage)
-        found: list[Job[Any] | None] = []
-        claims: list[Claim | None] = []
         codes: dict[int, str] = {}
         settings = settings_digest(params, self.backend)
-        for call in calls:
+        keyed: list[tuple[int, CallKey]] = []
+        for i, call in enumerate(calls):
             try:
                 code = codes.get(id(call.function)) or codes.setdefault(id(call.function), function_digest(call.function))
-                key = call_key(call, params, self.backend, code=code, settings=settings)
+                keyed.append((i, call_key(call, params, self.backend, code=code, settings=settings)))
             except (TypeError, ValueError, AttributeError, RecursionError, JobsubError) as exc:
                 logger.warning("cannot hash a call of %r for the cache (%s): it is submitted uncached", call.function, exc)
-                found.append(None)
-                claims.append(None)
-                continue
-            lookup = self._cache.lookup(key)
-            found.append(lookup.job)
-            claims.append(None if lookup.job else (key, lookup.generation))
+        found: list[Job[Any] | None] = [None] * len(calls)
+        claims: list[Claim | None] = [None] * len(calls)
+        for (i, key), lookup in zip(keyed, self._cache.lookup_many([key for _, key in keyed])):
+            found[i] = lookup.job
+            claims[i] = None if lookup.job else (key, lookup.generation)
         return found, claims
 
     def _claim(self, folder: JobFolder, claims: list[Claim | None]) -> dict[int, Job[Any]]:
         """Claim the cache entries of a new submission; the jobs of the calls another process claimed first."""
         assert self._cache is not None
         others: dict[int, Job[Any]] = {}
+        claimed: dict[str, tuple[int, int]] = {}
         for index, claim in enumerate(claims):
             if claim is None:
                 continue
             key, generation = claim
             for _ in range(5):
                 if self._cache.claim(key, generation, folder, index):
+                    claimed[key.key] = (generation, index)
                     break
                 lookup = self._cache.lookup(key)  # another process submitted the same call just now
                 if lookup.job is not None:
@@ -301,6 +301,9 @@ class Executor:
                     others[index] = lookup.job
                     break
                 generation = lookup.generation
+        first = next((c for c in claims if c is not None), None)
+        if first is not None:
+            self._cache.record(folder, claimed, first[0])
         return others
 
     def _coalesce(self, call: DelayedSubmission, claim: Claim | None, params: Resolved) -> Job[Any]:
@@ -414,9 +417,6 @@ class Executor:
         except BaseException:
             folder.delete()
             raise
-        if keys:
-            assert self._cache is not None
-            self._cache.note(next(c for c in claims if c is not None)[0])
         if held:
             handles = [
                 Job._create(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,

@@ -20,7 +20,8 @@ Everything the two sides say to each other is a file in the folder::
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
     <root>/.held/<key>      submission <key> is held: what ``jobsub attach`` releases
-    <root>/.cache/<h>/<g>.json  cache entry for call hash <h>, generation g (created once)
+    <root>/.cache/<h>.<g>.json  cache entry for call hash <h>, generation g (created once)
+    <root>/.cache/manifests/<key>.json  the entries submission <key> claimed (many hits, one read)
     <root>/.cache/fn-<d>.json   the key parts of function <d>'s last cached call (why a miss)
 
 The client writes ``call.pkl``, ``args/`` and ``meta.json`` *before* it asks
@@ -52,9 +53,9 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = [
-    "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions", "folder_at",
-    "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_note", "register_id",
-    "split_folder_template", "unmark_held", "write_cache_note",
+    "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
+    "folder_at", "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
+    "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
 ]
 
 _MAGIC = b"JSR1"
@@ -506,29 +507,54 @@ def held_keys(storage: Storage) -> list[str]:
     return [key.rpartition("/")[2] for key in storage.list(".held")]
 
 
-def cache_generations(storage: Storage, key: str) -> list[int]:
-    """The generations of cache entry ``key``, oldest first (one listing)."""
-    names = (k.rpartition("/")[2].removesuffix(".json") for k in storage.list(f".cache/{key}"))
-    return sorted(int(n) for n in names if n.isdigit())
-
-
-def read_cache_entry(storage: Storage, key: str, generation: int) -> dict[str, Any] | None:
+# -- the call cache (jobsub.cache): flat, so that one listing sees every entry ---------------------------------
+def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
+    """A small JSON record at ``key`` of the root; None if it is missing or damaged."""
     import json
 
     try:
-        record = json.loads(storage.read_bytes(f".cache/{key}/{generation}.json"))
+        record = json.loads(storage.read_bytes(key))
     except (FileNotFoundError, ValueError):
         return None
     return record if isinstance(record, dict) else None
 
 
+def cache_generations(storage: Storage, key: str | None = None) -> dict[str, int]:
+    """The newest generation of each cache entry: of ``key`` by probing (0, 1, ...: a call is rarely
+    submitted again), or of every entry by ONE listing of ``.cache`` (many lookups at once)."""
+    if key is None:
+        newest: dict[str, int] = {}
+        for name in storage.list(".cache"):
+            entry, _, number = name.rpartition("/")[2].removesuffix(".json").partition(".")
+            if len(entry) == 32 and number.isdigit() and int(number) >= newest.get(entry, 0):
+                newest[entry] = int(number)
+        return newest
+    generation = -1
+    while storage.exists(f".cache/{key}.{generation + 1}.json"):
+        generation += 1
+    return {key: generation} if generation >= 0 else {}
+
+
+def read_cache_entry(storage: Storage, key: str, generation: int) -> dict[str, Any] | None:
+    return _read_json_key(storage, f".cache/{key}.{generation}.json")
+
+
 def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[str, Any]) -> bool:
     """Create generation ``generation`` of entry ``key``; False if another process made it first."""
     try:
-        storage.write_bytes(f".cache/{key}/{generation}.json", _json_bytes(record), create_only=True)
+        storage.write_bytes(f".cache/{key}.{generation}.json", _json_bytes(record), create_only=True)
     except FileExistsError:
         return False
     return True
+
+
+def write_cache_manifest(storage: Storage, folder_key: str, record: dict[str, Any]) -> None:
+    """``.cache/manifests/<folder key>.json``: every entry a submission claimed, read in one go."""
+    storage.write_bytes(f".cache/manifests/{folder_key}.json", _json_bytes(record))
+
+
+def read_cache_manifest(storage: Storage, folder_key: str) -> dict[str, Any] | None:
+    return _read_json_key(storage, f".cache/manifests/{folder_key}.json")
 
 
 def write_cache_note(storage: Storage, name: str, record: dict[str, Any]) -> None:
@@ -536,18 +562,12 @@ def write_cache_note(storage: Storage, name: str, record: dict[str, Any]) -> Non
 
 
 def read_cache_note(storage: Storage, name: str) -> dict[str, Any] | None:
-    import json
-
-    try:
-        record = json.loads(storage.read_bytes(f".cache/fn-{name}.json"))
-    except (FileNotFoundError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return _read_json_key(storage, f".cache/fn-{name}.json")
 
 
 def clear_cache(storage: Storage) -> int:
-    """Remove every cache entry under ``storage``'s root; return how many keys there were."""
-    count = sum(1 for key in storage.list(".cache") if not key.rpartition("/")[2].startswith("fn-"))
+    """Remove every cache entry under ``storage``'s root; return how many calls were cached."""
+    count = len(cache_generations(storage))
     storage.delete(".cache")
     return count
 

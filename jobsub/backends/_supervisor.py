@@ -54,7 +54,7 @@ logger = logging.getLogger("jobsub.supervisor")
 
 KILL_GRACE_S = 3.0
 MAX_ATTEMPTS = 100  # safety net; the worker's own countdown (max_num_timeout) limits requeues
-HOLD_CHECK_S = 0.5  # how often tasks held for their dependencies look at them again
+HOLD_CHECK_S = 0.25  # how often tasks held for their dependencies look at them again
 UNRECORDED_KEEP_S = 3600.0  # how long an end that could not be written is kept for clients to ask
 
 
@@ -307,12 +307,13 @@ class Supervisor(JsonLineServer):
         check_holds = now - self.last_hold_check >= HOLD_CHECK_S
         if check_holds:
             self.last_hold_check = now
+        probe = _Upstreams()  # one look per upstream folder this round, however many tasks wait on it
         for sub in list(self.subs.values()):
             parallelism = int(sub.spec.get("parallelism") or 256)
             held: list[Task] = []
             while sub.pending and self.slots_used(sub) < parallelism:
                 task = sub.pending.popleft()
-                if task.waits_for and not (check_holds and self.dependencies_ended(task)):
+                if task.waits_for and not (check_holds and self.dependencies_ended(task, probe)):
                     held.append(task)
                     continue
                 self.launch(sub, task)
@@ -324,15 +325,14 @@ class Supervisor(JsonLineServer):
         """Tasks that hold a slot of ``array_parallelism``: a task whose end is being read holds none."""
         return sum(1 for t in sub.running.values() if t.phase != "ending")
 
-    def dependencies_ended(self, task: Task) -> bool:
+    def dependencies_ended(self, task: Task, probe: _Upstreams | None = None) -> bool:
         """Whether every job the task takes as an argument has ended (result or exit record)."""
+        probe = probe or _Upstreams()
         still = []
         for ref in task.waits_for:
             url, index, ranks = ref
             try:
-                upstream = JobFolder.from_url(url)
-                done = all(upstream.has_result(index, r) for r in ranks) or upstream.read_exit(index) is not None
-                done = done or not upstream.exists()  # deleted: the worker says so when it reads it
+                done = probe.ended(url, index, ranks)
             except Exception as exc:  # a store that cannot be reached now: look again later
                 logger.warning("cannot look at the dependency %s of %s: %s", url, task.sub.url, exc)
                 done = False
@@ -525,6 +525,28 @@ class Supervisor(JsonLineServer):
                 action()
             except Exception:  # report, don't die: every other submission still needs this loop
                 logger.exception("%s failed", action.__name__)
+
+
+class _Upstreams:
+    """What one round of hold checks knows of the upstream folders: a listing of each one's results
+    and exit records, taken once per folder (a thousand tasks waiting on one job cost one look)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[set[str], set[str]] | None] = {}
+
+    def ended(self, url: str, index: int, ranks: list[int]) -> bool:
+        if url not in self._seen:
+            folder = JobFolder.from_url(url)
+            if folder.exists():
+                results = {key.rpartition("/")[2] for key in folder.storage.list(f"{folder.key}/result")}
+                self._seen[url] = (results, folder.ended())
+            else:
+                self._seen[url] = None  # deleted: the worker says so when it reads it
+        seen = self._seen[url]
+        if seen is None:
+            return True
+        results, ended = seen
+        return all(f"{index}.{rank}.pkl" in results for rank in ranks) or str(index) in ended
 
 
 # -- the client side ------------------------------------------------------------------------------------
