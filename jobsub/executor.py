@@ -259,22 +259,33 @@ class Executor:
             if waits_for:
                 meta["waits_for"] = waits_for
             cap = self.backend.max_array_size(params) or len(calls)
-            # the intent first: a client killed while the backend accepts the submission leaves a
-            # record that finds the job again (by its tag), never one that runs unseen
-            meta["intents"] = [
+            intents: list[dict[str, Any]] = [
                 {"offset": o, "count": min(cap, len(calls) - o), "tag": f"{folder.key}-{o}"}
                 for o in range(0, len(calls), cap)
             ]
-            folder.write_meta(meta)
-            meta["submissions"] = self._start(folder, params, meta["intents"], array)
-            del meta["intents"]
-            folder.write_meta(meta)
+            planned = [self.backend.planned_id(self._launch(folder, i["offset"], params), folder) for i in intents]
+            if all(planned):  # the backend names it: recorded before it is made, in one write
+                meta["submissions"] = [
+                    {"id": p, "offset": i["offset"], "count": i["count"], "submitted_at": time.time()}
+                    for p, i in zip(planned, intents)
+                ]
+                folder.write_meta(meta)
+                self._start(folder, params, intents, array)
+            else:
+                # the intent first: a client killed while the backend accepts the submission leaves
+                # a record that finds the job again (by its tag), never one that runs unseen
+                meta["intents"] = intents
+                folder.write_meta(meta)
+                meta["submissions"] = self._start(folder, params, intents, array)
+                del meta["intents"]
+                folder.write_meta(meta)
         except BaseException:
             folder.delete()
             raise
         jobs: list[Job[Any]] = []
         for sub in meta["submissions"]:
-            register_id(folder.storage, sub["id"], folder.key)
+            if sub["id"] != folder.key:  # an id that is the key itself (local) is found without an index
+                register_id(folder.storage, sub["id"], folder.key)
             self._link_template(sub["id"], folder)
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if array else sub["id"]

@@ -52,7 +52,9 @@ __all__ = [
 
 _MAGIC = b"JSR1"
 _HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
-_SUBDIRS = ("args", "result", "log")
+_SUBDIRS = ("log",)
+"""Made with the folder: the worker opens its log files there directly (the others are made by
+their first write)."""
 
 
 def new_key() -> str:
@@ -131,8 +133,11 @@ class JobFolder:
         folder = cls(storage, new_key())
         local = folder.local_file()
         if local is not None:
-            os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
-            os.mkdir(local, 0o755)
+            try:
+                os.mkdir(local, 0o755)
+            except FileNotFoundError:  # the executor's folder itself is gone: make it again
+                os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
+                os.mkdir(local, 0o755)
             if mode is not None:
                 os.chmod(local, mode & ~0o022)
             for sub in _SUBDIRS:
@@ -229,7 +234,10 @@ class JobFolder:
         wanted = [f"{index}.{rank}.pkl" for rank in ranks]
         if all(name in names for name in wanted):
             return True  # results are written once: a name seen stays true
-        if now - self._results_listed_at < max_age_s:
+        # a short listing (a small array on a disk) costs microseconds: taken at every look, so a
+        # result is seen the moment it lands; a long one at most every ``max_age_s``
+        short = len(names) < 256 and self.storage.local_file("") is not None
+        if now - self._results_listed_at < (max_age_s / 20 if short else max_age_s):
             return False
         self._results_listed_at = now
         listed = {key.rpartition("/")[2] for key in self.storage.list(self._k("result"))}

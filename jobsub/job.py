@@ -279,7 +279,8 @@ class Job(Generic[R]):
         # a result file is a cheap check, so look often; the backend itself is asked at most
         # once per poll interval whatever this loop does (the poller caches its answer)
         self._backend.on_wait(self._job_id)
-        for delay in sleep_schedule(cap=min(self._check_s, max(0.05, self._poller.interval))):
+        # from 1 ms, growing by a quarter: a result is seen at most a fifth of its wait late
+        for delay in sleep_schedule(first=0.001, factor=1.25, cap=min(self._check_s, max(0.05, self._poller.interval))):
             if self.done():
                 return
             now = time.monotonic()
