@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from .storage import Storage
 
-__all__ = ["CorruptResultError", "JobFolder", "JobPaths", "split_folder_template"]
+__all__ = ["CorruptResultError", "JobFolder", "JobPaths", "is_url", "split_folder_template"]
 
 _MAGIC = b"JSR1"
 _HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
@@ -52,6 +52,12 @@ def new_key() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
 
 
+def is_url(folder: str | os.PathLike[str]) -> bool:
+    """True for an object-store folder (``s3://bucket/prefix``), False for a path or ``file://``."""
+    scheme, sep, _ = os.fspath(folder).partition("://")
+    return bool(sep) and scheme != "file"
+
+
 def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
     """Split submitit's ``runs/%j`` style folder into (root, template).
 
@@ -64,6 +70,10 @@ def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | No
     text = os.fspath(folder)
     if "%" not in text:
         return text, None
+    if is_url(text):  # s3://bucket/prefix/%j: pathlib would fold the "//"
+        pieces = text.split("/")
+        cut = next(i for i, part in enumerate(pieces) if "%" in part)
+        return "/".join(pieces[:cut]), text
     parts = Path(text).parts
     cut = next(i for i, part in enumerate(parts) if "%" in part)
     root = str(Path(*parts[:cut])) if cut else "."

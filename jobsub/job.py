@@ -26,7 +26,14 @@ from typing import Any, Generic, TypeVar
 from . import errors
 from .backends.base import Backend, get_backend
 from .calls import DelayedSubmission, Outcome, RemoteTraceback
-from .folder import CorruptResultError, JobFolder, JobPaths, lookup_id, split_folder_template
+from .folder import (
+    CorruptResultError,
+    JobFolder,
+    JobPaths,
+    is_url,
+    lookup_id,
+    split_folder_template,
+)
 from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status, error_class_for
 from .storage import open_storage
@@ -61,10 +68,11 @@ class Job(Generic[R]):
         storage = open_storage(root)
         key = lookup_id(storage, job_id)
         if key is None:  # maybe ``folder`` is the job's own folder (or its %j link)
-            own = os.path.realpath(os.fspath(folder).replace("%j", job_id))
+            own = _real(os.fspath(folder).replace("%j", job_id))
             parent, _, maybe_key = own.rpartition("/")
-            if os.path.exists(os.path.join(own, "meta.json")):
-                storage, key = open_storage(parent), maybe_key
+            candidate = open_storage(parent)
+            if candidate.exists(f"{maybe_key}/meta.json"):
+                storage, key = candidate, maybe_key
         if key is None:
             raise FileNotFoundError(f"no job {job_id!r} was submitted with folder {os.fspath(folder)!r}")
         jf = JobFolder(storage, key)
@@ -100,8 +108,7 @@ class Job(Generic[R]):
     @classmethod
     def attach(cls, path: str | os.PathLike[str]) -> list[Job[Any]]:
         """Every job of the submission whose folder (or ``%j`` link) is ``path``."""
-        real = os.path.realpath(os.fspath(path))
-        parent, _, key = real.rpartition("/")
+        parent, _, key = _real(os.fspath(path)).rpartition("/")
         folder = JobFolder(open_storage(parent), key)
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
@@ -415,6 +422,11 @@ class Job(Generic[R]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
+
+
+def _real(folder: str) -> str:
+    """A local folder with its links resolved (``runs/%j`` links); an object-store URL as it is."""
+    return folder.rstrip("/") if is_url(folder) else os.path.realpath(folder)
 
 
 def _restore(
