@@ -23,42 +23,25 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import InvalidParameterError
-from ...folder import JobFolder, lookup_id
-from ...packaging import build_code_package
+from ...folder import JobFolder
+from ...packaging import CodePackage, build_code_package
 from ...parameters import CommonParameters, Resolved
-from ...states import JobState, Status
+from ...states import Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
-from . import status as st
 from .api import Api
 from .cloudwatch import log_location, read_stream
 from .params import AWSBatchParameters
+from .tracker import LIST_PAGE, Tracker
 
 __all__ = ["AWSBatchBackend"]
 
 logger = logging.getLogger("jobsub.aws_batch")
-
-DESCRIBE_MAX_IDS = 100
-"""AWS's limit of ids per DescribeJobs call (moto does not enforce it; this module does)."""
-LIST_PAGE = 1000
-"""ListJobs page size (AWS's maximum)."""
-
-
-@dataclass
-class _ArrayView:
-    """What was last listed of one array's children (re-listed only when the counts change)."""
-
-    failed_count: int = -1
-    failed: dict[int, Mapping[str, Any]] = field(default_factory=dict)
-    running_key: tuple[tuple[str, int], ...] = ()
-    running: set[int] = field(default_factory=set)
 
 
 class AWSBatchBackend(Backend):
@@ -82,9 +65,6 @@ class AWSBatchBackend(Backend):
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True,
     )
-    lost_grace_s = 120.0
-    """A job DescribeJobs does not return is PENDING this long after its submission (AWS's
-    listings are eventually consistent), then judged by its folder."""
 
     def __init__(self, root: str, region: str | None = None) -> None:
         super().__init__(root)
@@ -93,12 +73,8 @@ class AWSBatchBackend(Backend):
         self._lock = threading.RLock()
         self._storage: Storage | None = None
         self._definitions: dict[str, str] = {}  # definition name -> ARN
-        self._images: dict[str, str] = {}  # definition ARN -> image
         self._code: set[str] = set()  # code package URLs known to be uploaded
-        self._arrays: dict[str, _ArrayView] = {}
-        self._is_array: dict[str, bool] = {}
-        self._limits: dict[str, float | None] = {}  # parent id -> runnable_timeout_min
-        self._runnable_since: dict[str, float] = {}
+        self.tracker = Tracker(self.api, lambda: self.storage, root)
 
     def config(self) -> dict[str, Any]:
         return {"root": self.root, **({"region": self.region} if self.region else {})}
@@ -124,27 +100,32 @@ class AWSBatchBackend(Backend):
         package = build_code_package(
             spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
         ) if spec.package_code else None
-        code_key = f".code/{package.name}.tar.gz" if package else ""
-        code = (f"{folder.storage.url.rstrip('/')}/{code_key}", f"/tmp/jobsub-code/{package.name}") if package else None
+        code = (_code_url(folder.storage, package), f"/tmp/jobsub-code/{package.name}") if package else None
         request = render.submit_request(launch, n_tasks, common, spec, spec.job_definition or "", code)
         render.check_overrides_size(request)  # before anything is uploaded or registered
-        if package is not None and code is not None and code[0] not in self._code:
-            if not folder.storage.exists(code_key):
-                folder.storage.write_bytes(code_key, package.path.read_bytes())
-            self._code.add(code[0])
+        if package is not None:
+            self._upload(folder.storage, package)
         request["jobDefinition"] = spec.job_definition or self._definition(launch, common, spec)
         if params.dependencies:
-            request["dependsOn"] = [{"jobId": self._aws_id(d)} for d in params.dependencies]
+            request["dependsOn"] = [{"jobId": self.tracker.aws_id(d)} for d in params.dependencies]
         queue, name = request["jobQueue"], request["jobName"]
         answer = self.api.call(
             "batch", "SubmitJob", what=f"SubmitJob {name} to queue {queue}", submitting=True,
             before_retry=lambda: self._found(queue, name), **request,
         )
         job_id = str(answer["jobId"])
-        with self._lock:
-            self._is_array[job_id] = n_tasks > 1
-            self._limits[job_id] = spec.runnable_timeout_min
+        self.tracker.is_array[job_id] = n_tasks > 1
+        self.tracker.limits[job_id] = spec.runnable_timeout_min
         return job_id
+
+    def _upload(self, storage: Storage, package: CodePackage) -> None:
+        """The code package next to the job folders, once per content digest (any process's copy counts)."""
+        url = _code_url(storage, package)
+        if url not in self._code:
+            key = url.removeprefix(storage.url.rstrip("/") + "/")
+            if not storage.exists(key):
+                storage.write_bytes(key, package.path.read_bytes())
+            self._code.add(url)
 
     def _definition(self, launch: Launch, common: CommonParameters, spec: AWSBatchParameters) -> str:
         """The ARN of the definition of this shape, registered if no process did it before."""
@@ -162,7 +143,7 @@ class AWSBatchBackend(Backend):
                 what = f"registering job definition {name} (image {spec.image!r})"
                 arn = str(self.api.call("batch", "RegisterJobDefinition", what=what, submitting=True, **request)["jobDefinitionArn"])
                 logger.info("registered AWS Batch job definition %s for image %s", arn, spec.image)
-            self._definitions[name], self._images[arn] = arn, spec.image
+            self._definitions[name], self.tracker.images[arn] = arn, spec.image
             return arn
 
     def _found(self, queue: str, name: str) -> dict[str, str] | None:
@@ -190,172 +171,22 @@ class AWSBatchBackend(Backend):
 
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        groups: dict[str, list[tuple[str, int | None]]] = {}
-        for backend_id in backend_ids:
-            parent, sep, index = backend_id.partition("_")
-            groups.setdefault(parent, []).append((backend_id, int(index) if sep else None))
-        described = self._describe(list(groups))
-        answer: dict[str, Status] = {}
-        for parent, members in groups.items():
-            job = described.get(parent)
-            if job is None:
-                answer.update(self._vanished(parent, members))
-            elif (job.get("arrayProperties") or {}).get("size"):
-                answer.update(self._array_states(job, members))
-            else:
-                status = self._plain_status(job)
-                answer.update((backend_id, status) for backend_id, _ in members)
-        return answer
-
-    def _describe(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(job_ids), DESCRIBE_MAX_IDS):
-            chunk = job_ids[start : start + DESCRIBE_MAX_IDS]
-            for job in self.api.call("batch", "DescribeJobs", jobs=chunk).get("jobs", []):
-                found[str(job["jobId"])] = job
-        return found
-
-    def _plain_status(self, job: dict[str, Any]) -> Status:
-        job_id = str(job["jobId"])
-        self._is_array[job_id] = False
-        if job.get("status") == "FAILED" and (job.get("container") or {}).get("exitCode") is None:
-            job = self._with_exit_code(job)
-        if job.get("status") == "RUNNABLE":
-            stuck = self._stuck(job_id, str(job.get("statusReason") or ""))
-            if stuck is not None:
-                return stuck
-        else:
-            self._runnable_since.pop(job_id, None)
-        return st.job_status(job, _timeout_s(job), lambda: self._image(job))
-
-    def _with_exit_code(self, job: dict[str, Any]) -> dict[str, Any]:
-        """moto's DescribeJobs leaves out the exit code that its ListJobs has: merge it in."""
-        for summary in self.api.pages(
-            "batch", "ListJobs", "jobSummaryList", jobQueue=job["jobQueue"],
-            filters=[{"name": "JOB_NAME", "values": [job["jobName"]]}], maxResults=LIST_PAGE,
-        ):
-            if summary.get("jobId") == job["jobId"] and (summary.get("container") or {}).get("exitCode") is not None:
-                return {**job, "container": {**(job.get("container") or {}), **summary["container"]}}
-        return job
-
-    def _array_states(self, job: dict[str, Any], members: list[tuple[str, int | None]]) -> dict[str, Status]:
-        parent = str(job["jobId"])
-        self._is_array[parent] = True
-        props = job["arrayProperties"]
-        counts: dict[str, int] = {k: int(v) for k, v in (props.get("statusSummary") or {}).items()}
-        # moto never marks a parent FAILED: the counts say when every child has ended
-        final = job.get("status") in ("SUCCEEDED", "FAILED") or counts.get("SUCCEEDED", 0) + counts.get("FAILED", 0) >= int(props["size"])
-        view = self._arrays.setdefault(parent, _ArrayView())
-        if counts.get("FAILED", 0) != view.failed_count:
-            view.failed = {_child_index(c): c for c in self._children(parent, "FAILED")}
-            view.failed_count = counts.get("FAILED", 0)
-        running: set[int] | None = None
-        waiting = sum(counts.get(s, 0) for s in st.WAITING)
-        if not final and counts.get("RUNNING") and waiting:
-            key = tuple(sorted(counts.items()))
-            if key != view.running_key:
-                view.running = {_child_index(c) for c in self._children(parent, "RUNNING")}
-                view.running_key = key
-            running = view.running
-        reason = str(job.get("statusReason") or "")
-        cancelled = reason.removeprefix("jobsub:").strip() if reason.startswith("jobsub:") else ""
-        if not final and not cancelled and st.never_started(counts):
-            stuck = self._stuck(parent, reason)
-            cancelled = stuck.reason if stuck is not None else ""
-        elif st.never_started(counts) is False:
-            self._runnable_since.pop(parent, None)
-        timeout_s = _timeout_s(job)
-        return {
-            backend_id: st.array_member(
-                index, counts, final, view.failed, running,
-                lambda child: st.job_status(child, timeout_s, lambda: self._image(job)), cancelled,
-            )
-            for backend_id, index in members
-        }
-
-    def _children(self, parent: str, status: str) -> list[dict[str, Any]]:
-        return list(self.api.pages(
-            "batch", "ListJobs", "jobSummaryList", arrayJobId=parent, jobStatus=status, maxResults=LIST_PAGE,
-        ))
-
-    def _stuck(self, job_id: str, aws_reason: str) -> Status | None:
-        """Terminate a job RUNNABLE (never started) for longer than its ``runnable_timeout_min``."""
-        limit = self._runnable_limit(job_id)
-        now = time.monotonic()
-        since = self._runnable_since.setdefault(job_id, now)
-        if limit is None or now - since < limit * 60:
-            return None
-        why = f"RUNNABLE for over {limit:g} min (aws_batch_runnable_timeout_min), cancelled by jobsub"
-        reason = f"{why}; AWS says: {aws_reason[:300]}" if aws_reason else f"{why}; AWS gives no reason"
-        self.api.call("batch", "TerminateJob", jobId=job_id, reason=f"jobsub: {reason}"[:1000])
-        logger.warning("AWS Batch job %s: %s", job_id, reason)
-        return Status(JobState.CANCELLED, reason)
-
-    def _runnable_limit(self, job_id: str) -> float | None:
-        with self._lock:
-            if job_id not in self._limits:  # a job of another process: its folder says
-                meta = self._meta(job_id)
-                self._limits[job_id] = (meta or {}).get("parameters", {}).get("specific", {}).get("runnable_timeout_min")
-            return self._limits[job_id]
-
-    def _meta(self, job_id: str) -> dict[str, Any] | None:
-        key = lookup_id(self.storage, job_id)
-        return None if key is None else JobFolder(self.storage, key).read_meta()
-
-    def _vanished(self, parent: str, members: list[tuple[str, int | None]]) -> dict[str, Status]:
-        """A job DescribeJobs does not know (any more): its folder tells how it ended."""
-        key = lookup_id(self.storage, parent)
-        if key is None:
-            why = f"AWS Batch does not know job {parent} and no folder in {self.root} names it"
-            return {backend_id: Status(JobState.LOST, why) for backend_id, _ in members}
-        folder = JobFolder(self.storage, key)
-        sub = next((s for s in folder.read_meta().get("submissions", []) if s["id"] == parent), None)
-        if sub is None or time.time() - float(sub.get("submitted_at", 0)) < self.lost_grace_s:
-            return {backend_id: Status(JobState.PENDING, "not listed by AWS Batch yet") for backend_id, _ in members}
-        answer = {}
-        for backend_id, index in members:
-            if folder.has_result(sub["offset"] + (index or 0), 0):
-                answer[backend_id] = Status(JobState.COMPLETED, f"AWS Batch no longer lists job {parent}; its result is in the folder")
-            else:
-                answer[backend_id] = Status(
-                    JobState.LOST,
-                    f"AWS Batch no longer lists job {parent} (it forgets finished jobs after a while) and "
-                    f"it left no result in {folder.url}",
-                )
-        return answer
-
-    def _image(self, job: Mapping[str, Any]) -> str:
-        """The image of a job, to name it in errors (moto's descriptions leave it out)."""
-        image = (job.get("container") or {}).get("image")
-        arn = str(job.get("jobDefinition", ""))
-        if not image and arn and arn not in self._images:
-            found = self.api.call("batch", "DescribeJobDefinitions", jobDefinitions=[arn]).get("jobDefinitions", [])
-            self._images[arn] = str(found[0].get("containerProperties", {}).get("image", "")) if found else ""
-        return str(image or self._images.get(arn, ""))
+        return self.tracker.states(backend_ids)
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
         for backend_id in backend_ids:
-            self.api.call("batch", "TerminateJob", jobId=self._aws_id(backend_id), reason=render.CANCEL_REASON)
+            self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's."""
-        job = self._describe([self._aws_id(backend_id)]).get(self._aws_id(backend_id))
+        aws_id = self.tracker.aws_id(backend_id)
+        job = self.tracker.describe([aws_id]).get(aws_id)
         where = log_location(job) if job else None
         text = read_stream(self.api, *where) if where else None
         if text is None:
             return super().logs(backend_id, folder, index, rank)
         return text, text
-
-    def _aws_id(self, backend_id: str) -> str:
-        """jobsub's ``<parent>_<i>`` as AWS's ``<parent>:<i>`` (a one-task "array" is a plain job)."""
-        parent, sep, index = backend_id.partition("_")
-        if not sep:
-            return parent
-        if parent not in self._is_array:
-            job = self._describe([parent]).get(parent) or {}
-            self._is_array[parent] = bool((job.get("arrayProperties") or {}).get("size"))
-        return f"{parent}:{index}" if self._is_array[parent] else parent
 
 
 def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFolder) -> None:
@@ -371,11 +202,7 @@ def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFol
         raise InvalidParameterError("the aws_batch backend runs one task per job: use nodes=1 and tasks_per_node=1")
 
 
-def _timeout_s(job: Mapping[str, Any]) -> int | None:
-    value = (job.get("timeout") or {}).get("attemptDurationSeconds")
-    return int(value) if value else None
-
-
-def _child_index(child: Mapping[str, Any]) -> int:
-    index = (child.get("arrayProperties") or {}).get("index")
-    return int(index) if index is not None else int(str(child["jobId"]).rpartition(":")[2])
+def _code_url(storage: Storage, package: CodePackage) -> str:
+    """Where a task finds the code package: read with its own credentials (not a presigned URL,
+    which would carry the submitter's and could expire while the job waits in its queue)."""
+    return f"{storage.url.rstrip('/')}/.code/{package.name}.tar.gz"
