@@ -3,8 +3,8 @@
 #
 # Installs the package with its test extras into the active Python, starts the
 # services the tests use (a one-node Slurm cluster, a Docker engine and its
-# test image) when they can run here, then runs pytest.  Extra arguments go
-# to pytest.
+# test image, moto for S3 and fake-gcs-server for GCS) when they can run here,
+# then runs pytest.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -18,6 +18,15 @@ if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
     eval "$(bash scripts/start-docker.sh)"
     JOBSUB_TEST_IMAGE=$(PYTHON="$PYTHON" bash scripts/build-test-image.sh | tail -n 1)
     export DOCKER_HOST JOBSUB_TEST_IMAGE
+fi
+if [[ -z ${JOBSUB_NO_SERVICES:-} ]]; then
+    # emulated S3 and GCS on loopback (no root needed): each prints the `export` lines that point
+    # the SDKs at it; moto starts after the engine, whose DOCKER_HOST runs its Batch jobs
+    # (assigned first: a failed start then stops this script, as `eval "$(...)"` alone would not)
+    moto_env=$(PYTHON="$PYTHON" bash scripts/start-moto.sh)
+    gcs_env=$(PYTHON="$PYTHON" bash scripts/start-fake-gcs.sh)
+    eval "$moto_env"
+    eval "$gcs_env"
 fi
 
 # static checks first: they take seconds and say exactly what is wrong

@@ -1,0 +1,347 @@
+"""Job folders in Amazon S3 (or a store that speaks its API): ``s3://bucket/prefix``.
+
+Every request goes through ``jobsub.retry.retry`` and a process-wide limiter
+per operation; botocore's own retries are off, so that one policy (with its
+backoff, its log lines and its shared slow-down) decides.  SDK errors are
+translated here, at the boundary, and nowhere else::
+
+    NoSuchKey                                   -> FileNotFoundError (only a missing key)
+    PreconditionFailed on a create-only write   -> FileExistsError
+    AccessDenied, bad or expired credentials    -> PermissionError, naming the bucket and S3's reason
+    anything else, NoSuchBucket included        -> jobsub.errors.BackendError
+
+A missing bucket is never "a missing key": a client waiting for a result
+would wait forever.  Endpoint, region and credentials come from boto3's own
+chain (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``,
+profiles, instance roles); jobsub stores none of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from ..errors import BackendError
+from ..retry import botocore_transient, limiter, retry
+from ._objects import PAGE_SIZE, ObjectNames, settle_conflict, split_url
+
+__all__ = ["S3Storage"]
+
+logger = logging.getLogger("jobsub.storage.s3")
+
+T = TypeVar("T")
+
+# S3's documented request rates per prefix: 3,500 writes and 5,500 reads a second
+_READS = frozenset({"GetObject", "ListObjectsV2"})
+
+_DENIED = frozenset(
+    {
+        "AccessDenied", "AllAccessDisabled", "AccountProblem", "ExpiredToken", "InvalidAccessKeyId",
+        "InvalidToken", "SignatureDoesNotMatch", "TokenRefreshRequired", "UnauthorizedAccess",
+    }
+)
+_NO_CREDENTIALS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.SSOError,
+)
+# who tells boto3 where S3 is: a new client when they change (tests point it elsewhere)
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+
+_clients: dict[tuple[str | None, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client() -> Any:
+    """The process's S3 client for the current environment.
+
+    A boto3 client is thread-safe and costs tens of milliseconds to make,
+    so every storage of a process shares one.  A forked child makes its own:
+    a connection pool must not be shared across processes.
+    """
+    key = (str(os.getpid()), *(os.environ.get(name) for name in _ENDPOINT_VARIABLES))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            # one attempt per call: jobsub.retry retries, botocore must not retry underneath it
+            config = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+            client = _clients[key] = boto3.session.Session().client("s3", config=config)
+        return client
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _transient(exc: BaseException) -> float | None:
+    """botocore's transient failures, and two more of S3's own.
+
+    409 ConditionalRequestConflict: a conditional write met a concurrent
+    write of the same key; S3 asks to retry (the retry then wins or gets 412).
+    A body cut short on the way is worth another GET too.
+    """
+    hint = botocore_transient(exc)
+    if hint is not None:
+        return hint
+    if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) == "ConditionalRequestConflict":
+        return 0.0
+    if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError)):
+        return 0.0
+    return None
+
+
+class S3Storage:
+    """Job folders under ``s3://bucket/prefix``; keys are relative to the prefix.
+
+    Writes are single PUTs (atomic: S3 shows the old object or the whole new
+    one); above ``multipart_threshold`` a multipart upload, which S3 also
+    publishes whole, at CompleteMultipartUpload.  Create-only writes send
+    ``If-None-Match: *`` on either.
+
+    Args:
+        url: ``s3://bucket`` or ``s3://bucket/prefix``.
+        client: a boto3 S3 client to use instead of the process's shared one
+            (one with its own credentials, endpoint or event hooks).
+    """
+
+    multipart_threshold: int = 64 * 2**20
+    """Bytes above which a write is a multipart upload (one PUT may carry 5 GiB, but a retry resends it all)."""
+    part_size: int = 16 * 2**20
+    """Bytes per part of a multipart upload (S3 wants at least 5 MiB but for the last, and 10,000 parts at most)."""
+    first_retry_delay_s: float = 1.0
+    """Backoff before the first retry of a call (doubled each time)."""
+
+    def __init__(self, url: str, *, client: Any = None) -> None:
+        self.bucket, prefix = split_url(url, "s3")
+        self.url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+        self._names = ObjectNames(prefix)
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client this storage calls."""
+        return self._client if self._client is not None else shared_client()
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r})"
+
+    def local_file(self, key: str) -> None:
+        return None
+
+    def local_path(self, key: str) -> None:
+        return None
+
+    # -- the one way to call S3 -------------------------------------------------------------------
+    def _call(self, operation: str, call: Callable[[], T], key: str) -> T:
+        """``call()`` with retries and pacing; a failure leaves as FileNotFoundError, PermissionError or BackendError."""
+        where = f"{self.url}/{key}" if key else self.url
+        rate = 5500 if operation in _READS else 3500
+        try:
+            return retry(
+                call,
+                what=f"S3 {operation} {where}",
+                classify=_transient,
+                limiter=limiter("s3", operation, rate),
+                first_delay_s=self.first_retry_delay_s,
+            )
+        except botocore.exceptions.ClientError as exc:
+            raise self._mapped(exc, operation, where) from exc
+        except _NO_CREDENTIALS as exc:
+            raise PermissionError(
+                f"S3 {operation} {where}: no usable AWS credentials in boto3's chain "
+                f"(environment, profile, SSO, instance role): {exc}"
+            ) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BackendError(f"S3 {operation} {where} failed: {exc}") from exc
+
+    def _mapped(self, exc: botocore.exceptions.ClientError, operation: str, where: str) -> Exception:
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = _code(exc)
+        reason = f"{code or status}: {error.get('Message') or 'no message'}"
+        if code == "NoSuchKey":
+            return FileNotFoundError(where)
+        if code == "NoSuchBucket":
+            return BackendError(f"S3 bucket {self.bucket!r} does not exist ({operation} {where}: {reason})")
+        if code in _DENIED or status in (401, 403):
+            return PermissionError(f"S3 refused {operation} on {where} (bucket {self.bucket!r}): {reason}")
+        return BackendError(f"S3 {operation} {where} failed (HTTP {status}): {reason}")
+
+    # -- reading --------------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        name = self._names.name(key)
+
+        def call() -> bytes:
+            # the body is read inside the retried call: a stream cut short is read again whole
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=name)["Body"].read()
+            return body
+
+        return self._call("GetObject", call, key)
+
+    def _pages(self, prefix: str, key: str, *, delimiter: str | None) -> Iterator[dict[str, Any]]:
+        """ListObjectsV2 pages of names under ``prefix``: 1,000 names a call."""
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": PAGE_SIZE}
+        if delimiter:
+            arguments["Delimiter"] = delimiter
+        while True:
+            listing = functools.partial(self.client.list_objects_v2, **arguments)
+            page: dict[str, Any] = self._call("ListObjectsV2", listing, key)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+    @staticmethod
+    def _entries(page: dict[str, Any]) -> list[str]:
+        return [o["Key"] for o in page.get("Contents", ())] + [p["Prefix"] for p in page.get("CommonPrefixes", ())]
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self._names.folder(prefix)
+        names = [name for page in self._pages(folder, prefix, delimiter="/") for name in self._entries(page)]
+        return self._names.children(folder, names)
+
+    def exists(self, key: str) -> bool:
+        """One listing of the names starting with the key's: is the key itself or ``key/`` among them?
+
+        Not HeadObject: its 404 has no body, and a missing bucket would look
+        like a missing key.  A listing names its missing bucket.
+        """
+        name = self._names.name(key)
+        below = name + "/"
+        for page in self._pages(name, key, delimiter="/"):
+            entries = self._entries(page)
+            if name in entries or below in entries:
+                return True
+            if any(entry > below for entry in entries):
+                return False  # S3 lists in name order: nothing later can match
+        return False
+
+    # -- writing --------------------------------------------------------------------------------
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        name = self._names.name(key)
+        if len(data) > self.multipart_threshold:
+            self._write_multipart(key, name, data, create_only=create_only)
+            return
+        conditions = {"IfNoneMatch": "*"} if create_only else {}
+        attempts = 0
+
+        def call() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=data, **conditions)
+            except botocore.exceptions.ClientError as exc:
+                if not (create_only and _code(exc) == "PreconditionFailed"):
+                    raise
+                settle_conflict(lambda: self.read_bytes(key), data, f"{self.url}/{key}", retried=attempts > 1)
+
+        self._call("PutObject", call, key)
+
+    def _write_multipart(self, key: str, name: str, data: bytes, *, create_only: bool) -> None:
+        """Parts, then CompleteMultipartUpload: the object appears whole, or not at all.
+
+        ``If-None-Match: *`` on the completion keeps create-only writes
+        create-only.  A failed upload is aborted, so that its parts are not
+        kept (and billed); a bucket lifecycle rule for incomplete uploads
+        catches what an interrupted process leaves.
+        """
+        client = self.client
+        target = {"Bucket": self.bucket, "Key": name}
+        created = self._call("CreateMultipartUpload", functools.partial(client.create_multipart_upload, **target), key)
+        upload = {**target, "UploadId": created["UploadId"]}
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(data), self.part_size), start=1):
+                send = functools.partial(
+                    client.upload_part, **upload, PartNumber=number, Body=data[start : start + self.part_size]
+                )
+                parts.append({"PartNumber": number, "ETag": self._call("UploadPart", send, key)["ETag"]})
+            attempts = 0
+
+            def complete() -> None:
+                nonlocal attempts
+                attempts += 1
+                try:
+                    client.complete_multipart_upload(
+                        **upload, MultipartUpload={"Parts": parts}, **({"IfNoneMatch": "*"} if create_only else {})
+                    )
+                except botocore.exceptions.ClientError as exc:
+                    code = _code(exc)
+                    lost_answer = attempts > 1 and code == "NoSuchUpload"  # an earlier attempt completed it
+                    if lost_answer and not create_only:
+                        return
+                    if lost_answer or (create_only and code == "PreconditionFailed"):
+                        settle_conflict(lambda: self.read_bytes(key), data, f"{self.url}/{key}", retried=attempts > 1)
+                        return
+                    raise
+
+            self._call("CompleteMultipartUpload", complete, key)
+        except BaseException:
+            try:
+                self._call("AbortMultipartUpload", functools.partial(client.abort_multipart_upload, **upload), key)
+            except (BackendError, PermissionError) as exc:
+                logger.warning("could not abort multipart upload %s of %s/%s: %s", upload["UploadId"], self.url, key, exc)
+            raise
+        logger.debug("%s/%s: %d bytes in %d parts", self.url, key, len(data), len(parts))
+
+    def delete(self, key: str) -> None:
+        """The object ``key`` and everything under ``key/``: 1,000 names per DeleteObjects call."""
+        name = self._names.name(key)
+        batch = [name]
+        for page in self._pages(name + "/", key, delimiter=None):
+            batch += [o["Key"] for o in page.get("Contents", ())]
+            while len(batch) >= PAGE_SIZE:
+                self._delete_names(batch[:PAGE_SIZE], key)
+                batch = batch[PAGE_SIZE:]
+        if batch:
+            self._delete_names(batch, key)
+
+    def _delete_names(self, names: Sequence[str], key: str) -> None:
+        request = {"Objects": [{"Key": name} for name in names], "Quiet": True}
+
+        def call() -> None:
+            response = self.client.delete_objects(Bucket=self.bucket, Delete=request)
+            errors = response.get("Errors") or []
+            if errors:
+                # one failed key fails the call, as a request would: retried when S3 was busy (deleting
+                # the others again is harmless), mapped like any other answer otherwise
+                first = errors[0]
+                message = f"{first.get('Message', '')} ({len(errors)} keys, e.g. {first.get('Key')})"
+                answer = {"Error": {"Code": first.get("Code", ""), "Message": message}}
+                raise botocore.exceptions.ClientError({**answer, "ResponseMetadata": response["ResponseMetadata"]}, "DeleteObjects")
+
+        self._call("DeleteObjects", call, key)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Write and delete a probe object; a missing bucket or a refusal names the bucket and S3's reason."""
+        probe = f".jobsub-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.write_bytes(probe, b"")
+        except (PermissionError, BackendError) as exc:
+            raise type(exc)(f"jobsub cannot write job folders in {self.url}: {exc}") from exc
+        try:
+            self._delete_names([self._names.name(probe)], probe)
+        except (PermissionError, BackendError) as exc:
+            # writing is what jobs need; a store that forbids deletes only keeps this empty object
+            logger.warning("could not delete the probe object %s/%s: %s", self.url, probe, exc)
+
+    def task_env(self) -> dict[str, str]:
+        """Where S3 is (an emulator's endpoint, the region), as boto3 reads it; never credentials."""
+        names = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+        env = {name: os.environ[name] for name in names if os.environ.get(name)}
+        region = os.environ.get("AWS_DEFAULT_REGION") or self.client.meta.region_name
+        if region:
+            env["AWS_DEFAULT_REGION"] = region
+        return env
