@@ -24,6 +24,7 @@ import pytest
 import jobsub
 from jobsub import JobState
 from jobsub.folder import JobFolder, register_id
+from tests.emulators import endpoint_problem
 
 pytestmark = pytest.mark.aws
 
@@ -33,21 +34,17 @@ BUCKET = "jobsub-aws-test"
 
 def _problem() -> str | None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        return 'AWS_ENDPOINT_URL is not set: start moto with eval "$(scripts/start-moto.sh)"'
+    problem = endpoint_problem("AWS_ENDPOINT_URL", "start-moto.sh", "/", b"ListAllMyBucketsResult", endpoint)
+    if problem:
+        return problem
     if not os.environ.get("JOBSUB_AWS_TEST_IMAGE"):
         return "JOBSUB_AWS_TEST_IMAGE is not set (scripts/build-aws-test-image.sh builds it)"
     try:
-        import boto3  # noqa: F401
         import docker
 
         docker.from_env().ping()
     except Exception as exc:
         return f"no Docker engine for moto's Batch jobs (scripts/start-docker.sh): {exc}"
-    try:
-        urllib.request.urlopen(endpoint + "/moto-api/", timeout=5).read(0)
-    except OSError as exc:
-        return f'moto does not answer at {endpoint} (eval "$(scripts/start-moto.sh)"): {exc}'
     return None
 
 
