@@ -17,35 +17,46 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import JobsubError
-from .folder import lookup_id, split_folder_template
+from .folder import is_url, lookup_id, split_folder_template
 from .job import Job
 from .storage import open_storage
 
 __all__ = ["main"]
 
 
-def _submissions(folder: Path) -> list[Path]:
+def _submissions(folder: str) -> list[str]:
     """The submissions in ``folder``: itself, its children, or (a parent of several executors' folders)
     its grandchildren; ``runs/%j`` is read as ``runs``, as the executor does."""
-    folder = Path(split_folder_template(folder)[0])
-    if (folder / "meta.json").exists():
-        return [folder]
+    root = split_folder_template(folder)[0]
+    if is_url(root):
+        return _stored_submissions(root.rstrip("/"))
+    base = Path(root)
+    if (base / "meta.json").exists():
+        return [str(base)]
     for pattern in ("*/meta.json", "*/*/meta.json"):
-        found = sorted(p.parent for p in folder.glob(pattern) if not p.parent.is_symlink())
+        found = sorted(p.parent for p in base.glob(pattern) if not p.parent.is_symlink())
         if found:
-            return found
+            return [str(p) for p in found]
     return []
 
 
-def status(folder: Path) -> int:
+def _stored_submissions(root: str) -> list[str]:
+    """The same on an object store: one listing of the root, one lookup per child."""
+    storage = open_storage(root)
+    if storage.exists("meta.json"):
+        return [root]
+    return [f"{root}/{key}" for key in storage.list("") if storage.exists(f"{key}/meta.json")]
+
+
+def status(folder: str) -> int:
     subs = _submissions(folder)
     if not subs:
         print(f"no jobsub submissions in {folder}", file=sys.stderr)
         return 1
-    base = Path(split_folder_template(folder)[0])
+    base = split_folder_template(folder)[0].rstrip("/")
     attached = [(sub, Job.attach(sub)) for sub in subs]  # all first: their states come in one call per backend
     for sub, jobs in attached:
-        name = sub.name if sub.parent == base else str(sub.relative_to(base))
+        name = sub.removeprefix(base).lstrip("/") or sub.rpartition("/")[2]
         if not jobs:
             print(f"{name}  (not submitted)")
             continue
@@ -62,13 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends.")
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
-    p_status.add_argument("folder", type=Path)
+    p_status.add_argument("folder", help="a folder (path or s3:// URL) of submissions")
     p_logs = commands.add_parser("logs", help="a job's output")
-    p_logs.add_argument("folder", type=Path)
+    p_logs.add_argument("folder")
     p_logs.add_argument("job_id")
     p_logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
     p_cancel = commands.add_parser("cancel", help="cancel jobs")
-    p_cancel.add_argument("folder", type=Path)
+    p_cancel.add_argument("folder")
     p_cancel.add_argument("job_ids", nargs="+")
     p_image = commands.add_parser("image", help="container images for the docker (and cloud) backends")
     image_commands = p_image.add_subparsers(dest="image_command", required=True)
@@ -111,11 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return failed
 
 
-def _cancel(folder: Path, job_id: str) -> bool:
+def _cancel(folder: str, job_id: str) -> bool:
     """Cancel a job, or every task of an array given by its own id (in one backend call)."""
     root = split_folder_template(folder)[0]
     key = lookup_id(open_storage(root), job_id)
-    tasks = Job.attach(Path(root) / key) if key is not None else []
+    tasks = Job.attach(f"{root.rstrip('/')}/{key}") if key is not None else []
     if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
     live = [task for task in tasks if not task.done()]

@@ -217,6 +217,23 @@ def test_reattach_from_a_new_process(ex: jobsub.AutoExecutor, root: str) -> None
     assert jobsub.Job.attach(job.folder.url)[0].result() == 6
 
 
+def test_the_command_line_tool_on_an_s3_folder(ex: jobsub.AutoExecutor, root: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobsub.cli import main
+
+    done = ex.submit(print, "printed by the task")
+    slow = ex.submit(time.sleep, 120)
+    assert done.result(timeout=120) is None
+    _wait(lambda: _aws_state(done) is JobState.COMPLETED)
+    assert main(["cancel", f"{root}/%j", slow.job_id]) == 0
+    _wait(lambda: _aws_state(slow) is JobState.CANCELLED)  # TerminateJob takes a moment
+    assert main(["logs", root, done.job_id]) == 0
+    assert "printed by the task" in capsys.readouterr().out
+    assert main(["status", f"{root}/%j"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(done.job_id in line and "aws_batch" in line and "COMPLETED" in line for line in lines), lines
+    assert any(slow.job_id in line and "CANCELLED" in line for line in lines), lines
+
+
 def test_one_job_definition_per_shape(aws: dict[str, str], root: str) -> None:
     backend, executor = _own_backend(aws, root)
     memory = 0.25 + uuid.uuid4().int % 1000 / 4096  # a shape no other test used
@@ -309,7 +326,7 @@ def test_throttling_and_lost_answers_end_in_results_without_duplicates(aws: dict
 
     backend, executor = _own_backend(aws, root)
     events = backend.api.client("batch").meta.events
-    faults = {"SubmitJob": ["throttle", "lost"], "DescribeJobs": ["unavailable"]}
+    faults: dict[str, list[str]] = {"SubmitJob": ["throttle", "lost"], "DescribeJobs": ["unavailable"]}
 
     def inject(request: Any, **kwargs: Any) -> Any:
         operation = kwargs["event_name"].rpartition(".")[2]
@@ -326,6 +343,10 @@ def test_throttling_and_lost_answers_end_in_results_without_duplicates(aws: dict
     events.register("before-send.batch.*", inject)
     job = executor.submit(abs, -5)
     assert job.result(timeout=120) == 5
+    calls = backend.api.counts["DescribeJobs"]
+    faults["DescribeJobs"] = ["unavailable"]  # the result may have come before any poll: one more
+    assert backend.states([job.job_id])[job.job_id].state in (JobState.RUNNING, JobState.COMPLETED)
+    assert backend.api.counts["DescribeJobs"] == calls + 2  # a 503, then the answer
     assert not faults["SubmitJob"] and not faults["DescribeJobs"]
     assert backend.api.counts["SubmitJob"] == 2  # throttled, then lost and found by ListJobs: not sent again
     name = client("batch").describe_jobs(jobs=[job.job_id])["jobs"][0]["jobName"]

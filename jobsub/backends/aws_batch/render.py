@@ -135,7 +135,7 @@ def definition_request(launch: Launch, common: CommonParameters, spec: AWSBatchP
         "type": "container",
         "containerProperties": properties,
         "platformCapabilities": [spec.platform],
-        "parameters": {"jobsub_folder": "", "jobsub_offset": "0", "jobsub_code": "", "jobsub_code_dir": ""},
+        "parameters": {"jobsub_offset": "0"},  # the others are given by every SubmitJob
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return {"jobDefinitionName": f"jobsub-{digest}", **body}
@@ -195,10 +195,9 @@ def submit_request(
         if resources:
             overrides["resourceRequirements"] = resources
     else:
-        request["parameters"] = {
-            "jobsub_folder": launch.folder, "jobsub_offset": str(launch.offset),
-            "jobsub_code": code_url, "jobsub_code_dir": code_dir,
-        }
+        request["parameters"] = {"jobsub_folder": launch.folder, "jobsub_offset": str(launch.offset)}
+        if code is not None:
+            request["parameters"].update(jobsub_code=code_url, jobsub_code_dir=code_dir)
     if n_tasks > 1:
         request["arrayProperties"] = {"size": n_tasks}
     timeout = _timeout_s(common)
