@@ -260,6 +260,20 @@ def test_overrides_over_8192_characters_are_refused_before_submitting(aws: dict[
     assert [k for k in backend.storage.list("") if not k.startswith(".")] == []  # the folder is removed
 
 
+def test_a_missing_image_is_named_in_the_error(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(aws_batch_image="jobsub-no-such-image:0")
+    job = ex.submit(abs, 1)
+    with pytest.raises(jobsub.JobError, match="image jobsub-no-such-image:0"):
+        job.result(timeout=120)
+    assert job.state == "FAILED"
+
+
+def test_a_missing_queue_is_a_submission_error(ex: jobsub.AutoExecutor) -> None:
+    ex.update_parameters(aws_batch_job_queue="no-such-queue")
+    with pytest.raises(jobsub.SubmissionError, match="no-such-queue"):
+        ex.submit(abs, 1)
+
+
 def test_credentials_never_travel_in_the_environment(ex: jobsub.AutoExecutor) -> None:
     ex.update_parameters(env={"AWS_SECRET_ACCESS_KEY": "nope"})
     with pytest.raises(jobsub.InvalidParameterError, match="give the job a role"):

@@ -42,7 +42,7 @@ LIST_PAGE = 1000
 class _ArrayView:
     """What was last listed of one array's children (listed again only when the counts move)."""
 
-    failed_count: int = -1
+    failed_count: int = 0
     failed: dict[int, Mapping[str, Any]] = field(default_factory=dict)
     running_key: tuple[tuple[str, int], ...] = ()
     running: set[int] = field(default_factory=set)
