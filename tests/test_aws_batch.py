@@ -10,6 +10,7 @@ never mocked: faults are injected at the HTTP level (botocore's
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -130,11 +131,16 @@ def _aws_state(job: jobsub.Job[Any]) -> JobState:
 
 
 def test_submit_and_result(ex: jobsub.AutoExecutor) -> None:
-    def where() -> tuple[str, str, str]:
-        return os.environ["JOBSUB_BACKEND"], os.environ["JOBSUB_ARRAY_TASK_ID"], os.environ["JOBSUB_FOLDER"]
+    def where() -> tuple[str, str, str, str]:
+        import jobsub
+
+        env = os.environ
+        return env["JOBSUB_BACKEND"], env["JOBSUB_ARRAY_TASK_ID"], env["JOBSUB_FOLDER"], jobsub.__file__ or ""
 
     job = ex.submit(where)
-    assert job.result(timeout=120) == ("aws_batch", "0", job.folder.url)
+    backend, index, folder, code = job.result(timeout=120)
+    assert (backend, index, folder) == ("aws_batch", "0", job.folder.url)
+    assert code.startswith("/tmp/jobsub-code/")  # the code package, fetched from the bucket
     assert job.folder.url.startswith("s3://")
     assert job.state == "COMPLETED"
 
@@ -160,6 +166,25 @@ def test_failure_carries_remote_traceback(ex: jobsub.AutoExecutor) -> None:
         job.result(timeout=120)
     assert "broken on purpose" in str(info.value) and "in fails" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_jobs_as_arguments_are_dependencies(ex: jobsub.AutoExecutor) -> None:
+    first = ex.submit(abs, -3)
+    second = ex.submit(operator.add, first, 1)  # waits for first: AWS holds it in PENDING (dependsOn)
+    assert second.result(timeout=180) == 4
+    described = client("batch").describe_jobs(jobs=[second.job_id])["jobs"][0]
+    assert described["dependsOn"] == [{"jobId": first.job_id}]
+
+
+def test_a_failed_dependency_cancels_the_dependent(ex: jobsub.AutoExecutor) -> None:
+    def fails() -> int:
+        raise RuntimeError("upstream")
+
+    broken = ex.submit(fails)
+    orphan = ex.submit(abs, broken)
+    with pytest.raises(jobsub.JobCancelledError, match="dependency failed"):
+        orphan.result(timeout=180)
+    assert orphan.state == "CANCELLED"
 
 
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:

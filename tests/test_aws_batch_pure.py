@@ -71,7 +71,9 @@ def test_definition_is_named_by_its_shape_only() -> None:
     assert first["jobDefinitionName"] != bigger["jobDefinitionName"]
     assert NAME.match(first["jobDefinitionName"])
     command = first["containerProperties"]["command"]
-    assert "Ref::jobsub_folder" in command and "Ref::jobsub_offset" in command and "Ref::jobsub_code" in command
+    assert {"Ref::jobsub_folder", "Ref::jobsub_offset", "Ref::jobsub_code_url", "Ref::jobsub_code_dir"} <= set(command)
+    names = [a.removeprefix("Ref::") for a in command if a.startswith("Ref::")]
+    assert not [(a, b) for a in names for b in names if a != b and b.startswith(a)]  # none eats another
 
 
 def test_small_submissions_and_plain_jobs_for_one_task() -> None:

@@ -106,8 +106,9 @@ class AWSBatchBackend(Backend):
         if package is not None:
             self._upload(folder.storage, package)
         request["jobDefinition"] = spec.job_definition or self._definition(launch, common, spec)
-        if params.dependencies:
-            request["dependsOn"] = [{"jobId": self.tracker.aws_id(d)} for d in params.dependencies]
+        depends_on = self._depends_on(params.dependencies)
+        if depends_on:
+            request["dependsOn"] = depends_on
         queue, name = request["jobQueue"], request["jobName"]
         answer = self.api.call(
             "batch", "SubmitJob", what=f"SubmitJob {name} to queue {queue}", submitting=True,
@@ -117,6 +118,16 @@ class AWSBatchBackend(Backend):
         self.tracker.is_array[job_id] = n_tasks > 1
         self.tracker.limits[job_id] = spec.runnable_timeout_min
         return job_id
+
+    def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
+        """``dependsOn`` for the plain jobs among the Jobs passed as arguments (AWS: at most 20).
+
+        A child of an array is left out: depending on its array would fail
+        this job when a sibling fails.  The task then waits for that result
+        itself, as it does for any Job argument.
+        """
+        plain = sorted({aws_id for aws_id in map(self.tracker.aws_id, dependencies) if ":" not in aws_id})
+        return [{"jobId": aws_id} for aws_id in plain] if len(plain) <= 20 else []
 
     def _upload(self, storage: Storage, package: CodePackage) -> None:
         """The code package next to the job folders, once per content digest (any process's copy counts)."""

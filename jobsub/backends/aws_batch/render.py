@@ -4,7 +4,7 @@
 
     job definition (registered once per shape, named by its content's hash):
         image, resources, roles, mounts, platform, and the command TEMPLATE
-          python3 -c BOOTSTRAP Ref::jobsub_code Ref::jobsub_code_dir -- -m jobsub.worker
+          python3 -c BOOTSTRAP Ref::jobsub_code_url Ref::jobsub_code_dir -- -m jobsub.worker
                   Ref::jobsub_folder --backend aws_batch ... --offset Ref::jobsub_offset
     SubmitJob (one per array, small): name (carries the submission tag), queue,
         definition, parameters {folder URL, offset, code URL}, environment,
@@ -94,7 +94,11 @@ def _volumes(specs: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 def command(launch: Launch, spec: AWSBatchParameters, *, packaged: bool, placeholders: bool) -> list[str]:
-    """The task's argv; with ``placeholders`` the per-submission values are ``Ref::`` parameters."""
+    """The task's argv; with ``placeholders`` the per-submission values are ``Ref::`` parameters.
+
+    No parameter name starts another one's: moto replaces ``Ref::name`` inside
+    longer words too (``Ref::jobsub_code`` would eat ``Ref::jobsub_code_dir``).
+    """
     offset = "Ref::jobsub_offset" if placeholders else str(launch.offset)
     if placeholders:
         launch = launch.replace(folder="Ref::jobsub_folder")
@@ -102,7 +106,7 @@ def command(launch: Launch, spec: AWSBatchParameters, *, packaged: bool, placeho
     if not packaged:
         return [spec.python, *module_args]
     if placeholders:
-        return bootstrap_command(spec.python, "Ref::jobsub_code", "Ref::jobsub_code_dir", module_args)
+        return bootstrap_command(spec.python, "Ref::jobsub_code_url", "Ref::jobsub_code_dir", module_args)
     return bootstrap_command(spec.python, "{code}", "{code_dir}", module_args)
 
 
@@ -197,7 +201,7 @@ def submit_request(
     else:
         request["parameters"] = {"jobsub_folder": launch.folder, "jobsub_offset": str(launch.offset)}
         if code is not None:
-            request["parameters"].update(jobsub_code=code_url, jobsub_code_dir=code_dir)
+            request["parameters"].update(jobsub_code_url=code_url, jobsub_code_dir=code_dir)
     if n_tasks > 1:
         request["arrayProperties"] = {"size": n_tasks}
     timeout = _timeout_s(common)

@@ -108,6 +108,8 @@ class Tracker:
         self.is_array[job_id] = False
         if job.get("status") == "FAILED" and (job.get("container") or {}).get("exitCode") is None:
             job = self._with_exit_code(job)
+            if (job.get("container") or {}).get("exitCode") is None and not job.get("statusReason"):
+                job = self._with_failed_dependency(job)
         if job.get("status") == "RUNNABLE":
             stuck = self._stuck(job_id, str(job.get("statusReason") or ""))
             if stuck is not None:
@@ -126,6 +128,12 @@ class Tracker:
             if summary.get("jobId") == job["jobId"] and container.get("exitCode") is not None:
                 return {**job, "container": {**(job.get("container") or {}), **container}}
         return job
+
+    def _with_failed_dependency(self, job: dict[str, Any]) -> dict[str, Any]:
+        """moto fails a job whose dependency failed without AWS's reason ("Dependent Job failed")."""
+        ids = [str(d["jobId"]) for d in job.get("dependsOn") or [] if d.get("jobId")]
+        failed = [i for i, dep in self.describe(ids).items() if dep.get("status") == "FAILED"] if ids else []
+        return {**job, "statusReason": f"Dependent Job failed: {', '.join(failed)}"} if failed else job
 
     def _array_states(self, job: dict[str, Any], members: list[tuple[str, int | None]]) -> dict[str, Status]:
         parent = str(job["jobId"])
