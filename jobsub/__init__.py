@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 # Public names are imported on first use (PEP 562): ``python -m jobsub.worker`` imports this
 # package for every task and must not pay for the executor, asyncio or the backends.
 _ERRORS = (
-    "BackendError", "FailedJobError", "FailedSubmissionError", "InvalidParameterError",
-    "InvalidStateError", "JobCancelledError", "JobError", "JobLostError", "JobsubError",
-    "JobTimeoutError", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
-    "QuotaError", "SubmissionError", "UncompletedJobError",
+    "BackendError", "CodePackageTooLargeError", "CorruptResultError", "FailedJobError",
+    "FailedSubmissionError", "ImageBuildError", "InvalidParameterError", "InvalidStateError",
+    "JobCancelledError", "JobError", "JobLostError", "JobsubError", "JobTimeoutError",
+    "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError", "QuotaError",
+    "SubmissionError", "UncompletedJobError", "UnreadableResultError",
 )
 _ALIASES = ("DebugExecutor", "DebugJob", "LocalExecutor", "LocalJob", "SlurmExecutor", "SlurmJob")
+_SUBMODULES = ("auto", "core", "helpers", "local", "slurm")
+"""Submodules that submitit code reaches as attributes (``submitit.helpers.as_completed``)."""
 _WHERE = {
     **dict.fromkeys(_ERRORS, "errors"),
     **dict.fromkeys(_ALIASES, "aliases"),
@@ -41,7 +44,7 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("helpers", "core"):  # submodules that submitit code reaches as attributes
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     try:
         module = _WHERE[name]
@@ -57,16 +60,22 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from . import auto as auto
     from . import core as core
     from . import helpers
+    from . import local as local
+    from . import slurm as slurm
     from ._version import __version__
     from .aliases import DebugExecutor, DebugJob, LocalExecutor, LocalJob, SlurmExecutor, SlurmJob
     from .calls import DelayedSubmission
     from .environment import JobEnvironment
     from .errors import (
         BackendError,
+        CodePackageTooLargeError,
+        CorruptResultError,
         FailedJobError,
         FailedSubmissionError,
+        ImageBuildError,
         InvalidParameterError,
         InvalidStateError,
         JobCancelledError,
@@ -81,6 +90,7 @@ if TYPE_CHECKING:
         QuotaError,
         SubmissionError,
         UncompletedJobError,
+        UnreadableResultError,
     )
     from .executor import AutoExecutor, Executor
     from .job import Job
@@ -89,12 +99,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoExecutor",
     "BackendError",
+    "CodePackageTooLargeError",
+    "CorruptResultError",
     "DebugExecutor",
     "DebugJob",
     "DelayedSubmission",
     "Executor",
     "FailedJobError",
     "FailedSubmissionError",
+    "ImageBuildError",
     "InvalidParameterError",
     "InvalidStateError",
     "Job",
@@ -116,6 +129,7 @@ __all__ = [
     "SlurmJob",
     "SubmissionError",
     "UncompletedJobError",
+    "UnreadableResultError",
     "__version__",
     "helpers",
 ]

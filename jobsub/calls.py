@@ -14,14 +14,14 @@ import pickle
 import sys
 from types import ModuleType
 
-from .errors import PicklingError
+from .errors import PicklingError, UnreadableResultError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the worker imports this module, and spares typing and pathlib
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Callable
 
-__all__ = ["DelayedSubmission", "Outcome", "RemoteTraceback", "dumps_checked"]
+__all__ = ["DelayedSubmission", "JobRef", "Outcome", "RemoteTraceback", "dumps_checked"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__)) + "/"
 
@@ -105,6 +105,35 @@ class DelayedSubmission:
     def __repr__(self) -> str:
         name = getattr(self.function, "__qualname__", repr(self.function))
         return f"DelayedSubmission({name}, {len(self.args)} args, {len(self.kwargs)} kwargs)"
+
+
+class JobRef:
+    """A job passed as an argument to another: where its result is, not how to ask its scheduler.
+
+    The executor puts these in place of ``Job`` arguments (also inside lists,
+    tuples and dicts); the worker replaces them by the upstream's value, read
+    from its folder through the storage, so a task needs no scheduler access.
+    """
+
+    __slots__ = ("backend", "folder", "index", "job_id", "ranks")
+    ranks: tuple[int, ...]
+    """The ranks whose results the argument stands for (several: a list of values, as ``results()``)."""
+    unpickled = False
+    """Set once a JobRef is unpickled in this process: a task without one skips the walk over its arguments."""
+
+    def __init__(self, folder: str, index: int, ranks: tuple[int, ...], job_id: str, backend: str) -> None:
+        self.folder, self.index, self.ranks, self.job_id, self.backend = folder, index, tuple(ranks), job_id, backend
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_job_ref, (self.folder, self.index, self.ranks, self.job_id, self.backend))
+
+    def __repr__(self) -> str:
+        return f"JobRef({self.job_id} of {self.backend}, task {self.index} in {self.folder})"
+
+
+def _job_ref(folder: str, index: int, ranks: tuple[int, ...], job_id: str, backend: str) -> JobRef:
+    JobRef.unpickled = True
+    return JobRef(folder, index, ranks, job_id, backend)
 
 
 def _short_repr(obj: Any, limit: int = 80) -> str:
@@ -227,24 +256,59 @@ class Outcome:
 
     @staticmethod
     def loads(data: bytes) -> Outcome:
-        """Unpickle an outcome; an exception class missing here falls back to its text."""
+        """Unpickle an outcome.
+
+        A remote exception whose class is missing here, or cannot be rebuilt
+        (an ``__init__`` with required arguments), falls back to its text; a
+        *value* that cannot be unpickled is an error naming what is missing,
+        never a placeholder that would pass for a result.
+        """
         try:
             outcome = pickle.loads(data)
         except Exception as exc:
-            outcome = _loads_without_exception(data, exc)
+            outcome = _loads_tolerantly(data, exc)
         if not isinstance(outcome, Outcome):
             raise TypeError(f"result file holds a {type(outcome).__name__}, not an Outcome")
         return outcome
 
 
-class _SkipExceptionUnpickler(pickle.Unpickler):
-    """Unpickles an Outcome whose exception class cannot be imported on this side."""
+class _TolerantUnpickler(pickle.Unpickler):
+    """Unpickles an Outcome whose exception cannot be rebuilt on this side.
+
+    Classes that cannot be imported become ``_Placeholder`` (the outcome keeps
+    the exception's type name, message and traceback as text); exception
+    classes whose constructor refuses their own ``args`` are rebuilt without
+    calling it.  What was replaced is remembered, so that a return value
+    needing it is reported rather than handed back damaged.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.missing: list[str] = []
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
+            cls = super().find_class(module, name)
+        except (ImportError, AttributeError) as exc:
+            self.missing.append(f"{module}.{name} ({exc})")
             return _Placeholder
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return _exception_factory(cls)
+        return cls
+
+
+def _exception_factory(cls: type[BaseException]) -> Any:
+    def rebuild(*args: Any) -> BaseException:
+        try:
+            return cls(*args)
+        except Exception:  # e.g. __init__(self, code, detail) pickled with args == (message,)
+            exc = cls.__new__(cls)
+            exc.args = args
+            return exc
+
+    return rebuild
 
 
 class _Placeholder(Exception):
@@ -255,13 +319,20 @@ class _Placeholder(Exception):
         pass
 
 
-def _loads_without_exception(data: bytes, original: Exception) -> Outcome:
-    import io
-
+def _loads_tolerantly(data: bytes, original: Exception) -> Outcome:
+    unpickler = _TolerantUnpickler(data)
     try:
-        outcome = _SkipExceptionUnpickler(io.BytesIO(data)).load()
+        outcome = unpickler.load()
     except Exception:
         raise original from None
-    if isinstance(outcome, Outcome) and isinstance(outcome.exception, _Placeholder):
+    if not isinstance(outcome, Outcome):
+        return outcome  # type: ignore[no-any-return]
+    if outcome.ok:
+        raise UnreadableResultError(
+            f"the job's return value cannot be unpickled here: {original}. It needs "
+            f"{', '.join(unpickler.missing) or 'something this process lacks'}; install in this "
+            "environment what the job's environment had (or return plain values)"
+        ) from original
+    if isinstance(outcome.exception, _Placeholder):
         outcome.exception = None
-    return outcome  # type: ignore[no-any-return]
+    return outcome

@@ -6,6 +6,9 @@
     jobsub image build TAG --base IMAGE [-r requirements.txt] [REQUIREMENT...] [--offline]
                                    an image with your packages, for the container backends
                                    (``jobsub.images.build_image``)
+    jobsub install-submitit-alias  a ``submitit`` package that is jobsub, so tools built on
+                                   submitit run unchanged (``jobsub.submitit_alias``)
+    jobsub uninstall-submitit-alias
 """
 
 from __future__ import annotations
@@ -15,65 +18,65 @@ import collections
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import JobsubError
-from .folder import is_url, lookup_id, split_folder_template
+from .folder import JobFolder, find_submissions, lookup_id, split_folder_template
 from .job import Job
 from .storage import open_storage
 
 __all__ = ["main"]
 
 
-def _submissions(folder: str) -> list[str]:
-    """The submissions in ``folder``: itself, its children, or (a parent of several executors' folders)
-    its grandchildren; ``runs/%j`` is read as ``runs``, as the executor does."""
-    root = split_folder_template(folder)[0]
-    if is_url(root):
-        return _stored_submissions(root.rstrip("/"))
-    base = Path(root)
-    if (base / "meta.json").exists():
-        return [str(base)]
-    for pattern in ("*/meta.json", "*/*/meta.json"):
-        found = sorted(p.parent for p in base.glob(pattern) if not p.parent.is_symlink())
-        if found:
-            return [str(p) for p in found]
-    return []
-
-
-def _stored_submissions(root: str) -> list[str]:
-    """The same on an object store: one listing of the root, one lookup per child."""
-    storage = open_storage(root)
-    if storage.exists("meta.json"):
-        return [root]
-    return [f"{root}/{key}" for key in storage.list("") if storage.exists(f"{key}/meta.json")]
-
-
 def status(folder: str) -> int:
-    subs = _submissions(folder)
+    """One line per submission under ``folder`` (a path, ``runs/%j``, or a store URL).
+
+    A submission whose files are damaged or unreadable gets a line saying so;
+    it never hides the others.
+    """
+    root = split_folder_template(folder)[0]
+    subs = find_submissions(open_storage(root))
     if not subs:
         print(f"no jobsub submissions in {folder}", file=sys.stderr)
         return 1
-    base = split_folder_template(folder)[0].rstrip("/")
-    attached = [(sub, Job.attach(sub)) for sub in subs]  # all first: their states come in one call per backend
-    for sub, jobs in attached:
-        name = sub.removeprefix(base).lstrip("/") or sub.rpartition("/")[2]
-        if not jobs:
-            print(f"{name}  (not submitted)")
+    base = open_storage(root).url.rstrip("/")
+    attached: list[tuple[str, list[Job[Any]] | str]] = []
+    for sub in subs:  # all first: their states come in one call per backend
+        name = sub.url[len(base) + 1 :] if sub.url.startswith(base + "/") else sub.key
+        try:
+            attached.append((name, Job.attach(sub.url)))
+        except (JobsubError, OSError, ValueError, KeyError, TypeError) as exc:
+            attached.append((name, f"(cannot be read: {type(exc).__name__}: {exc})"))
+    for name, jobs in attached:
+        if isinstance(jobs, str) or not jobs:
+            print(f"{name}  {jobs or '(not submitted)'}")
             continue
-        states = collections.Counter(str(j.state) for j in jobs)
+        try:
+            states = collections.Counter(str(j.state) for j in jobs)
+            peak = max((u.get("max_rss_mb", 0) for j in jobs for u in _usage(j)), default=0)
+        except (JobsubError, OSError) as exc:
+            print(f"{name}  {jobs[0].backend:<8} (cannot ask its states: {exc})")
+            continue
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        peak = max((u.get("max_rss_mb", 0) for j in jobs for u in j.usage), default=0)
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
         memory = f"  peak RSS {peak:.0f} MB" if peak else ""
         print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}")
     return 0
 
 
+def _usage(job: Job[Any]) -> list[dict[str, Any]]:
+    """A job's usage records; a damaged or unreadable result has none (its state says why)."""
+    try:
+        return job.usage
+    except (JobsubError, OSError, TypeError):
+        return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends.")
+    parser = argparse.ArgumentParser(prog="jobsub", description="Look at jobsub job folders; build images for the container backends; alias submitit.")
     commands = parser.add_subparsers(dest="command", required=True)
     p_status = commands.add_parser("status", help="states of every submission in a folder")
-    p_status.add_argument("folder", help="a folder (path or s3:// URL) of submissions")
+    p_status.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
     p_logs = commands.add_parser("logs", help="a job's output")
     p_logs.add_argument("folder")
     p_logs.add_argument("job_id")
@@ -93,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="a requirements file (repeatable)")
     p_build.add_argument("--offline", action="store_true", help="no package index: pip's cache and --find-links only")
     p_build.add_argument("--find-links", action="append", default=[], metavar="DIR", help="a directory of wheels")
+    for command, verb in (("install-submitit-alias", "write"), ("uninstall-submitit-alias", "remove")):
+        p_alias = commands.add_parser(
+            command, help=f"{verb} a 'submitit' package that is jobsub, in this environment (tools built on submitit)"
+        )
+        p_alias.add_argument("--target", type=Path, default=None, metavar="DIR",
+                             help="a site-packages directory (default: this Python's)")
     # requirements may follow the options too (argparse stops filling a positional at the first option)
     ns, extra = parser.parse_known_args(argv)
     if ns.command == "image" and not any(arg.startswith("-") for arg in extra):
@@ -101,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if ns.command == "image":
         return _build_image(ns)
+    if ns.command in ("install-submitit-alias", "uninstall-submitit-alias"):
+        return _submitit_alias(ns.command, ns.target)
     if ns.command == "status":
         return status(ns.folder)
     if ns.command == "logs":
@@ -124,15 +135,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cancel(folder: str, job_id: str) -> bool:
     """Cancel a job, or every task of an array given by its own id (in one backend call)."""
-    root = split_folder_template(folder)[0]
-    key = lookup_id(open_storage(root), job_id)
-    tasks = Job.attach(f"{root.rstrip('/')}/{key}") if key is not None else []
+    storage = open_storage(split_folder_template(folder)[0])
+    key = lookup_id(storage, job_id)
+    tasks = Job.attach(JobFolder(storage, key).url) if key is not None else []
     if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
     live = [task for task in tasks if not task.done()]
     if live:
         live[0]._backend.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)
+
+
+def _submitit_alias(command: str, target: Path | None) -> int:
+    from .submitit_alias import AliasError, install_alias, uninstall_alias
+
+    try:
+        if command == "install-submitit-alias":
+            print(f"installed {install_alias(target)}: `import submitit` is now jobsub")
+        else:
+            print(f"removed {uninstall_alias(target)}")
+    except AliasError as exc:
+        print(f"jobsub {command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _build_image(ns: argparse.Namespace) -> int:

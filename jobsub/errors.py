@@ -4,12 +4,17 @@ Every error jobsub raises is one of these (or a builtin ``TypeError`` /
 ``FileNotFoundError`` where Python already has the right word)::
 
     JobsubError
-    ├── InvalidParameterError        (also ValueError and NameError, as submitit raised both)
+    ├── InvalidParameterError        (also ValueError and NameError, as submitit raised both);
+    │                                also an unknown backend or cluster name
     ├── SubmissionError              (also RuntimeError; alias FailedSubmissionError)
-    │   └── PicklingError            the function or an argument cannot be pickled
+    │   ├── PicklingError            the function or an argument cannot be pickled
+    │   └── CodePackageTooLargeError the code shipped to containers is over code_max_mb
     ├── BackendError                 the scheduler/engine/API cannot be reached or misbehaves
+    │   └── ImageBuildError          ``jobsub image build`` failed (the engine's log in the text)
     ├── InvalidStateError            the handle cannot do that now (e.g. inside ``ex.batch()``)
+    ├── CorruptResultError           a result file is damaged or not jobsub's (never unpickled)
     └── UncompletedJobError          (also RuntimeError) the job ended without a result
+        ├── UnreadableResultError    it returned, but its value cannot be unpickled here
         ├── FailedJobError           the function raised; ``__cause__`` is the remote exception
         └── JobError                 the scheduler ended the job; ``.state`` and ``.reason`` say why
             ├── JobTimeoutError      hit its time limit            (state TIMEOUT)
@@ -19,6 +24,10 @@ Every error jobsub raises is one of these (or a builtin ``TypeError`` /
             ├── NodeFailureError     its node died                 (state NODE_FAIL)
             ├── QuotaError           refused for quota/limits      (state FAILED, reason says)
             └── JobLostError         vanished without a trace      (state LOST)
+
+``error_class_for(state, reason)`` picks the ``JobError`` subclass for a
+final state; it lives here, next to the tree, so that ``jobsub.states``
+needs nothing from this module and this module nothing from it.
 
 ``FailedJobError`` and ``UncompletedJobError`` keep submitit's names and bases,
 so ``except submitit.core.utils.FailedJobError`` code keeps working with
@@ -36,8 +45,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendError",
+    "CodePackageTooLargeError",
+    "CorruptResultError",
     "FailedJobError",
     "FailedSubmissionError",
+    "ImageBuildError",
     "InvalidParameterError",
     "InvalidStateError",
     "JobCancelledError",
@@ -52,6 +64,8 @@ __all__ = [
     "QuotaError",
     "SubmissionError",
     "UncompletedJobError",
+    "UnreadableResultError",
+    "error_class_for",
 ]
 
 
@@ -83,8 +97,24 @@ class PicklingError(SubmissionError):
     """The function or one of its arguments cannot be pickled (raised by ``submit``)."""
 
 
+class CodePackageTooLargeError(SubmissionError):
+    """The code package for a container backend exceeds its size limit (``code_max_mb``)."""
+
+
 class BackendError(JobsubError):
     """The backend could not be reached or answered something unexpected."""
+
+
+class ImageBuildError(BackendError):
+    """Building a container image failed; the build's own log is in the message."""
+
+
+class CorruptResultError(JobsubError):
+    """A result file exists but its framing is wrong (truncated, damaged, or not jobsub's).
+
+    It is never unpickled; ``Job.result()`` turns it into ``UncompletedJobError``
+    after a grace period for stores where a write may still be arriving.
+    """
 
 
 class InvalidStateError(JobsubError, RuntimeError):
@@ -93,6 +123,15 @@ class InvalidStateError(JobsubError, RuntimeError):
 
 class UncompletedJobError(JobsubError, RuntimeError):
     """The job finished without producing a result."""
+
+
+class UnreadableResultError(UncompletedJobError):
+    """The job returned a value that cannot be unpickled in this process.
+
+    A class it holds comes from a module the job's environment had and this
+    one lacks: the message names it.  Never a placeholder passed off as the
+    result.
+    """
 
 
 class FailedJobError(UncompletedJobError):
@@ -153,3 +192,20 @@ class QuotaError(JobError):
 
 class JobLostError(JobError):
     """The backend no longer knows the job and it left no result."""
+
+
+_BY_STATE: dict[str, type[JobError]] = {
+    "TIMEOUT": JobTimeoutError,
+    "OUT_OF_MEMORY": OutOfMemoryError,
+    "CANCELLED": JobCancelledError,
+    "PREEMPTED": PreemptedError,
+    "NODE_FAIL": NodeFailureError,
+    "LOST": JobLostError,
+}
+
+
+def error_class_for(state: str, reason: str = "") -> type[JobError]:
+    """The ``JobError`` subclass that reports a job which ended in ``state`` (a ``JobState``)."""
+    if state == "FAILED" and "quota" in reason.lower():
+        return QuotaError
+    return _BY_STATE.get(str(state), JobError)

@@ -33,7 +33,7 @@ from ._version import __version__ as _version
 from .backends.base import Backend, Launch, get_backend, known_backends, load_backend_class
 from .calls import DelayedSubmission, dumps_checked
 from .errors import InvalidParameterError, InvalidStateError, JobsubError, SubmissionError
-from .folder import JobFolder, is_url, register_id, split_folder_template
+from .folder import JobFolder, register_id, split_folder_template
 from .job import Job
 from .parameters import (
     CommonParameters,
@@ -70,20 +70,16 @@ class Executor:
     def __init__(self, folder: str | os.PathLike[str], backend: str | Backend = "local", **parameters: Any) -> None:
         self._folder_arg = os.fspath(folder)
         root, self._template = split_folder_template(folder)
-        if is_url(root):  # an object store (s3://bucket/prefix): for the backends that support one
-            self._storage = open_storage(root)
-            self._storage.check_writable()
-            self.folder: Path | str = self._storage.url
-            """The executor's folder: a ``Path``, or the URL of an object-store folder."""
-        else:
-            self.folder = Path(root).expanduser().absolute()
-            _check_writable(self.folder)
-            self._storage = open_storage(self.folder)
+        self.storage = open_storage(root)
+        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
+        local = self.storage.local_path("")
+        self.folder: Path = local if local is not None else Path(self.storage.url)
+        """Where job folders go (submitit's attribute); for an object store, its URL as a path-like."""
         if isinstance(backend, str):
-            backend = get_backend(backend, {"root": self._storage.url})
+            backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
         backend.check()
-        if is_url(root) and not backend.capabilities.object_store_folders:
+        if local is None and not backend.capabilities.object_store_folders:
             raise InvalidParameterError(
                 f"the {backend.name} backend needs job folders on a path its tasks can reach, not {root}"
             )
@@ -223,9 +219,13 @@ class Executor:
             placeholder._promote(job)
 
     def _submit_calls(self, calls: list[DelayedSubmission], *, array: bool) -> list[Job[Any]]:
-        dependencies = sorted(
-            {a.job_id for c in calls for a in (*c.args, *c.kwargs.values()) if isinstance(a, Job) and a.backend == self.backend.name}
-        )
+        # Jobs among the arguments travel as references to their folders (JobRef); those of this
+        # backend become native dependencies where it has them (Slurm's afterok)
+        upstream = [_replace_jobs(c) for c in calls]
+        dependencies = sorted({j.job_id for jobs in upstream for j in jobs if j.backend == self.backend.name})
+        waits_for = {
+            str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+        }
         params = self._resolve(dependencies)
         common = params.common
         ranks = common.tasks_per_node * common.nodes
@@ -235,6 +235,7 @@ class Executor:
             "function": function if shared else None,
             "timeout_min": common.timeout_min,
             "max_num_timeout": common.max_num_timeout,
+            "signal_delay_s": common.signal_delay_s,
         }
         items: list[int | None] = list(range(len(calls))) if array else [None]
         if shared:
@@ -250,11 +251,13 @@ class Executor:
                 f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
                 "or raise max_pickle_size_gb"
             )
-        folder = JobFolder.create(self._storage)
+        folder = JobFolder.create(self.storage)
         try:
             folder.write_call(call_bytes)
             _write_args(folder, task_bytes)
             meta = self._meta(params, len(calls), ranks, array)
+            if waits_for:
+                meta["waits_for"] = waits_for
             folder.write_meta(meta)
             meta["submissions"] = self._start(folder, params, len(calls), array)
             folder.write_meta(meta)
@@ -347,16 +350,6 @@ def _write_args(folder: JobFolder, task_bytes: list[bytes]) -> None:
             pass
 
 
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = folder / f".jobsub-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"jobsub cannot write job folders in {folder}: {exc}") from exc
-
-
 class _DelayedJob(Job[Any]):
     """What ``submit`` returns inside ``batch()``: unusable until the block ends.
 
@@ -443,6 +436,31 @@ class AutoExecutor(Executor):
         else:
             valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
             raise unknown_key_error(key, valid, f"the {name} backend")
+
+
+def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
+    """Put a ``JobRef`` in place of every ``Job`` among the call's arguments; return those jobs.
+
+    Lists, tuples and dicts (exactly those types) are searched too, so
+    ``submit(merge, [job_a, job_b])`` waits for both.
+    """
+    found: list[Job[Any]] = []
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, Job):
+            found.append(obj)
+            return obj.ref()
+        if type(obj) in (list, tuple):
+            items = [swap(x) for x in obj]
+            return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
+        if type(obj) is dict:
+            values = {k: swap(v) for k, v in obj.items()}
+            return obj if all(values[k] is v for k, v in obj.items()) else values
+        return obj
+
+    call.args = tuple(swap(a) for a in call.args)
+    call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    return found
 
 
 def _check_callable(fn: Any, method: str) -> None:

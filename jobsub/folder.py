@@ -7,13 +7,21 @@ Everything the two sides say to each other is a file in the folder::
         call.pkl            the function, pickled once per submission
         args/<i>.pkl        task i's arguments, or a whole DelayedSubmission (batch())
         checkpoint/<i>.pkl  task i's checkpointed DelayedSubmission, preferred over args/<i>.pkl
+        requeue/<i>         "checkpointed, run me again", written by the worker before it exits 75
         result/<i>.<r>.pkl  task i, rank r: a framed pickle of the outcome (atomic write)
         log/<i>.<r>.out     stdout and stderr of task i, rank r
         log/<i>.<r>.err
+        log/<i>.<r>.<kind>  what the backend itself saw of the task (a container's own output)
+        run/<i>.json        supervised backends (local, Docker): how task i was started
+        exit/<i>.json       supervised backends: how task i ended (the first record wins)
+        <backend>/<name>    a backend's own files (the sbatch script, a container spec)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
 
 The client writes ``call.pkl``, ``args/`` and ``meta.json`` *before* it asks
 the backend to start anything, so a worker never waits for its inputs.
+Every name above is spelled in this module only; backends and the CLI go
+through ``JobFolder``, which goes through the ``Storage`` protocol, so a
+folder works the same on a local disk, in memory or on an object store.
 
 Results are framed (magic, length, CRC32) on top of the storage's atomic
 write, so a truncated or half-copied file is detected and never unpickled as
@@ -27,6 +35,7 @@ import struct
 import time
 import zlib
 
+from .errors import CorruptResultError
 from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
@@ -36,26 +45,18 @@ if TYPE_CHECKING:
 
     from .storage import Storage
 
-__all__ = ["CorruptResultError", "JobFolder", "JobPaths", "is_url", "split_folder_template"]
+__all__ = [
+    "JobFolder", "JobPaths", "find_submissions", "folder_at", "lookup_id", "register_id", "split_folder_template",
+]
 
 _MAGIC = b"JSR1"
 _HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
 _SUBDIRS = ("args", "result", "log")
 
 
-class CorruptResultError(Exception):
-    """A result file exists but its framing is wrong (truncated, or not ours)."""
-
-
 def new_key() -> str:
     """A sortable, unique folder key; no ``_`` so that ``<id>_<index>`` stays parseable."""
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
-
-
-def is_url(folder: str | os.PathLike[str]) -> bool:
-    """True for an object-store folder (``s3://bucket/prefix``), False for a path or ``file://``."""
-    scheme, sep, _ = os.fspath(folder).partition("://")
-    return bool(sep) and scheme != "file"
 
 
 def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
@@ -65,19 +66,14 @@ def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | No
     link named after the job id (``runs/1234``) is made to the job's folder so
     that paths the user expects exist too.
     """
-    from pathlib import Path
-
     text = os.fspath(folder)
     if "%" not in text:
         return text, None
-    if is_url(text):  # s3://bucket/prefix/%j: pathlib would fold the "//"
-        pieces = text.split("/")
-        cut = next(i for i, part in enumerate(pieces) if "%" in part)
-        return "/".join(pieces[:cut]), text
-    parts = Path(text).parts
+    scheme, sep, rest = text.rpartition("://")
+    parts = rest.split("/")
     cut = next(i for i, part in enumerate(parts) if "%" in part)
-    root = str(Path(*parts[:cut])) if cut else "."
-    return root, text
+    root = "/".join(parts[:cut]).rstrip("/") or ("/" if rest.startswith("/") else ".")
+    return f"{scheme}{sep}{root}" if sep else root, text
 
 
 class JobPaths:
@@ -184,8 +180,9 @@ class JobFolder:
         return self._k("result", f"{index}.{rank}.pkl")
 
     def write_result(self, index: int, rank: int, payload: bytes) -> None:
+        """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first."""
         header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
-        self.storage.write_bytes(self.result_key(index, rank), header + payload)
+        self.storage.write_bytes(self.result_key(index, rank), header + payload, create_only=True)
 
     def has_result(self, index: int, rank: int) -> bool:
         return self.storage.exists(self.result_key(index, rank))
@@ -241,39 +238,162 @@ class JobFolder:
         meta: dict[str, Any] = json.loads(self.storage.read_bytes(self._k("meta.json")))
         return meta
 
-    def write_marker(self, kind: str, name: str, data: bytes = b"") -> None:
-        """Small files a backend uses for its own bookkeeping (``cancel/<i>``, ``exit/<i>.<r>``)."""
-        self.storage.write_bytes(self._k(kind, name), data)
+    def _read(self, *parts: str) -> bytes | None:
+        try:
+            return self.storage.read_bytes(self._k(*parts))
+        except FileNotFoundError:
+            return None
+
+    def _read_json(self, *parts: str) -> dict[str, Any] | None:
+        """A small JSON record; a damaged one reads as ``{"damaged": why}``, never as an exception.
+
+        One bad marker must not break the poll of every other job of the process.
+        """
+        import json
+
+        data = self._read(*parts)
+        if data is None:
+            return None
+        try:
+            record = json.loads(data)
+        except ValueError as exc:
+            return {"damaged": f"{self.url}/{'/'.join(parts)} is damaged ({exc})"}
+        return record if isinstance(record, dict) else {"damaged": f"{self.url}/{'/'.join(parts)} is not a record"}
+
+    def _write_json(self, record: dict[str, Any], *parts: str) -> None:
+        import json
+
+        self.storage.write_bytes(self._k(*parts), json.dumps(record).encode())
+
+    # -- what supervised backends record (local, Docker) ----------------------------------
+    def write_run(self, name: int | str, record: dict[str, Any]) -> None:
+        """``run/<name>.json``: how task ``name`` was started (pids or containers, start, attempt)."""
+        self._write_json(record, "run", f"{name}.json")
+
+    def read_run(self, name: int | str) -> dict[str, Any] | None:
+        return self._read_json("run", f"{name}.json")
 
     def write_exit(
         self, name: int | str, state: str, reason: str, codes: list[int | None] | None = None
-    ) -> None:
+    ) -> bool:
         """Record how task ``name`` ended in ``exit/<name>.json``; the first record wins.
 
         Backends that manage tasks themselves (local, Docker) read their
         states from these markers; a cancellation written first is not
-        overwritten by the failure the kill then causes.
+        overwritten by the failure the kill then causes.  Returns False if
+        a record existed already.
         """
-        import json
-
-        if self.read_marker("exit", f"{name}.json") is not None:
-            return
         record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
-        self.write_marker("exit", f"{name}.json", json.dumps(record).encode())
-
-    def read_marker(self, kind: str, name: str) -> bytes | None:
         try:
-            return self.storage.read_bytes(self._k(kind, name))
-        except FileNotFoundError:
-            return None
+            self.storage.write_bytes(self._k("exit", f"{name}.json"), _json_bytes(record), create_only=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def read_exit(self, name: int | str) -> dict[str, Any] | None:
+        """How task ``name`` ended (``state``, ``reason``, ``codes``), None if not recorded.
+
+        A damaged record reads as FAILED with the damage as its reason.
+        """
+        record = self._read_json("exit", f"{name}.json")
+        if record is not None and "damaged" in record:
+            return {"state": "FAILED", "reason": f"its exit record {record['damaged']}", "codes": []}
+        return record
+
+    def ended(self) -> set[str]:
+        """Names of the tasks with an exit record: ONE listing, whatever the size of the array."""
+        return {key.rpartition("/")[2].removesuffix(".json") for key in self.storage.list(self._k("exit"))}
+
+    def started(self) -> set[str]:
+        """Names of the tasks with a run record (one listing)."""
+        return {key.rpartition("/")[2].removesuffix(".json") for key in self.storage.list(self._k("run"))}
+
+    def mark_requeue(self, index: int) -> None:
+        """The worker checkpointed task ``index`` and asks to run again (backends that requeue themselves)."""
+        self.storage.write_bytes(self._k("requeue", str(index)), b"")
+
+    def take_requeue(self, index: int) -> bool:
+        """Whether task ``index`` asked to run again; the request is consumed."""
+        if not self.storage.exists(self._k("requeue", str(index))):
+            return False
+        self.storage.delete(self._k("requeue", str(index)))
+        return True
+
+    # -- a backend's own files -----------------------------------------------------------------
+    def write_backend_file(self, backend: str, name: str, data: bytes) -> None:
+        """``<backend>/<name>``: a script, a spec, what the backend needs again later."""
+        self.storage.write_bytes(self._k(backend, name), data)
+
+    def read_backend_file(self, backend: str, name: str) -> bytes | None:
+        return self._read(backend, name)
+
+    def read_backend_json(self, backend: str, name: str) -> dict[str, Any] | None:
+        return self._read_json(backend, name)
+
+    def add_backend_file(self, backend: str, name: str, source: str) -> None:
+        """``<backend>/<name>`` from the local file ``source``: a hard link where possible, else a copy."""
+        target = self.local_file(backend, name)
+        if target is not None:
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            try:
+                os.link(source, target)
+                return
+            except FileExistsError:
+                return
+            except OSError:
+                pass  # another file system: copy
+        with open(source, "rb") as f:
+            self.write_backend_file(backend, name, f.read())
+
+    def backend_file(self, backend: str, name: str) -> str | None:
+        """The local path of ``<backend>/<name>`` (None on an object store)."""
+        return self.local_file(backend, name)
+
+    def write_task_log(self, index: int, rank: int, kind: str, data: bytes) -> None:
+        """``log/<i>.<r>.<kind>``: the worker's streams (``out``, ``err``), or what the backend saw."""
+        self.storage.write_bytes(self.log_key(index, rank, kind), data)
+
+    def exists(self) -> bool:
+        """Whether the submission's folder is still there (someone may have deleted it)."""
+        return self.storage.exists(self._k("meta.json"))
 
     def delete(self) -> None:
         self.storage.delete(self.key)
 
 
+def _json_bytes(record: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(record).encode()
+
+
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     storage.write_bytes(f".ids/{backend_id}", key.encode())
+
+
+def folder_at(path: str | os.PathLike[str]) -> JobFolder:
+    """The submission whose own folder is ``path``: a path (a ``runs/1234`` link is followed) or a URL."""
+    text = os.fspath(path).rstrip("/")
+    if "://" not in text:
+        text = os.path.realpath(os.path.expanduser(text))
+    return JobFolder.from_url(text)
+
+
+def find_submissions(storage: Storage, depth: int = 2) -> list[JobFolder]:
+    """The submissions at ``storage``'s root: itself, its children, or (a folder holding several
+    executors' folders) its grandchildren, as ``jobsub status`` shows them."""
+    if storage.exists("meta.json"):
+        parent, _, key = storage.url.rstrip("/").rpartition("/")
+        return [JobFolder(open_storage(parent or "/"), key)]
+    level = [""]
+    for _ in range(depth):
+        children = [c for prefix in level for c in storage.list(prefix)]
+        found = [c for c in children if storage.exists(f"{c}/meta.json")]
+        if found:
+            return [JobFolder(storage, key) for key in sorted(found)]
+        level = children
+    return []
 
 
 def lookup_id(storage: Storage, backend_id: str) -> str | None:

@@ -58,7 +58,14 @@ class Checkpointable:
 
 
 class FunctionSequence(Checkpointable):
-    """Several calls run in order in one job; calls already done are not redone after a requeue."""
+    """Several calls run in order in one job; calls already done are not redone after a requeue.
+
+    Args:
+        verbose: write ``Starting from <done>/<total>`` to stdout when called, so a
+            job's stdout shows where a requeued run resumed (the line submitit
+            wrote, which scripts grep for). It is output the caller asked for,
+            not a diagnostic, so it goes to stdout rather than through logging.
+    """
 
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = verbose
@@ -74,6 +81,10 @@ class FunctionSequence(Checkpointable):
         return iter(self.delayed_functions)
 
     def __call__(self) -> list[Any]:
+        if self.verbose:
+            done = sum(f.done() for f in self.delayed_functions)  # computed before a checkpoint
+            sys.stdout.write(f"Starting from {done}/{len(self.delayed_functions)}\n")
+            sys.stdout.flush()
         return [f.result() for f in self.delayed_functions]
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.docker.engine import connect, map_docker_errors, not_found
-from .errors import JobsubError, SubmissionError
+from .errors import ImageBuildError, SubmissionError
 
 __all__ = ["ImageBuildError", "build_image", "dockerfile", "find_pip_wheel"]
 
@@ -40,10 +40,6 @@ logger = logging.getLogger("jobsub.images")
 
 _WHEELS = "/tmp/jobsub-build/wheels"
 _PIP = "/tmp/jobsub-build/pip"
-
-
-class ImageBuildError(JobsubError):
-    """Building the wheels or the image failed; the message ends with the tail of the build log."""
 
 
 def find_pip_wheel(search: Sequence[str | os.PathLike[str]] = ()) -> Path:

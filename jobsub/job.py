@@ -25,17 +25,10 @@ from typing import Any, Generic, TypeVar
 
 from . import errors
 from .backends.base import Backend, get_backend
-from .calls import DelayedSubmission, Outcome, RemoteTraceback
-from .folder import (
-    CorruptResultError,
-    JobFolder,
-    JobPaths,
-    is_url,
-    lookup_id,
-    split_folder_template,
-)
+from .calls import DelayedSubmission, JobRef, Outcome, RemoteTraceback
+from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_template
 from .polling import callbacks, poller_for, sleep_schedule
-from .states import JobState, Status, error_class_for
+from .states import JobState, Status
 from .storage import open_storage
 
 __all__ = ["Job"]
@@ -67,15 +60,9 @@ class Job(Generic[R]):
         root, _template = split_folder_template(folder)
         storage = open_storage(root)
         key = lookup_id(storage, job_id)
-        if key is None:  # maybe ``folder`` is the job's own folder (or its %j link)
-            own = _real(os.fspath(folder).replace("%j", job_id))
-            parent, _, maybe_key = own.rpartition("/")
-            candidate = open_storage(parent)
-            if candidate.exists(f"{maybe_key}/meta.json"):
-                storage, key = candidate, maybe_key
-        if key is None:
+        jf = JobFolder(storage, key) if key is not None else folder_at(os.fspath(folder).replace("%j", job_id))
+        if key is None and not jf.exists():  # nor is ``folder`` the job's own folder (or its %j link)
             raise FileNotFoundError(f"no job {job_id!r} was submitted with folder {os.fspath(folder)!r}")
-        jf = JobFolder(storage, key)
         self._bind_from_meta(jf, job_id)
 
     def _bind_from_meta(self, folder: JobFolder, job_id: str) -> None:
@@ -108,8 +95,7 @@ class Job(Generic[R]):
     @classmethod
     def attach(cls, path: str | os.PathLike[str]) -> list[Job[Any]]:
         """Every job of the submission whose folder (or ``%j`` link) is ``path``."""
-        parent, _, key = _real(os.fspath(path)).rpartition("/")
-        folder = JobFolder(open_storage(parent), key)
+        folder = folder_at(path)
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
         jobs: list[Job[Any]] = []
@@ -212,15 +198,25 @@ class Job(Generic[R]):
         return all(self._folder.has_result(self._index, r) for r in self._rank_list)
 
     def _state_from_results(self) -> JobState:
-        """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED)."""
-        outcomes = [self._outcome(r) for r in self._rank_list]
+        """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED).
+
+        A result that cannot be read here is FAILED: never a success that ``result()`` then denies.
+        """
+        try:
+            outcomes = [self._outcome(r) for r in self._rank_list]
+        except errors.JobsubError:
+            return JobState.FAILED
         if all(o is not None and o.ok for o in outcomes):
             return JobState.COMPLETED
         states = [getattr(o.exception, "state", None) for o in outcomes if o is not None and not o.ok]
         return next((s for s in states if isinstance(s, JobState)), JobState.FAILED)
 
     def done(self, force_check: bool = False) -> bool:
-        """True once the job ended (or every rank wrote its result)."""
+        """True once the job ended (or every rank wrote its result).
+
+        Like ``result()``, it is a wait for the job: a debug job runs now (as submitit's does).
+        """
+        self._backend.on_wait(self._job_id)
         if self._all_results_present():
             return True
         status = self._status(force=force_check)
@@ -274,6 +270,7 @@ class Job(Generic[R]):
         next_report = start + _PROGRESS_EVERY_S
         # a result file is a cheap check, so look often; the backend itself is asked at most
         # once per poll interval whatever this loop does (the poller caches its answer)
+        self._backend.on_wait(self._job_id)
         for delay in sleep_schedule(cap=min(self._backend.result_check_s, max(0.05, self._poller.interval))):
             if self.done():
                 return
@@ -294,14 +291,19 @@ class Job(Generic[R]):
         while True:
             try:
                 payload = self._folder.read_result(self._index, rank)
-            except CorruptResultError as exc:
+            except errors.CorruptResultError as exc:
                 # never unpickle a damaged file; on a non-atomic store it may still be arriving
                 deadline = deadline or time.monotonic() + RESULT_GRACE_S
                 if time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
                 raise errors.UncompletedJobError(f"job {self._job_id}: {exc}") from None
-            return None if payload is None else Outcome.loads(payload)
+            if payload is None:
+                return None
+            try:
+                return Outcome.loads(payload)
+            except errors.UnreadableResultError as exc:
+                raise errors.UnreadableResultError(f"{self._where(rank)} finished, but {exc}") from exc.__cause__
 
     def result(self, timeout: float | None = None) -> R:
         """Wait, then return the function's value (a list with one per rank for multi-task jobs)."""
@@ -349,7 +351,9 @@ class Job(Generic[R]):
             return exc
         if exc is not None:
             exc.__cause__ = RemoteTraceback(outcome.traceback)
-            if self._backend.capabilities.reraise_original:
+            # the function's own exception, where the backend promises it; never a SystemExit or
+            # KeyboardInterrupt: those would end the caller's program, not report the job's end
+            if self._backend.capabilities.reraise_original and isinstance(exc, Exception):
                 return exc
         message = (
             f"{self._where(rank)} failed with {outcome.exc_type}: {outcome.message}\n"
@@ -371,7 +375,7 @@ class Job(Generic[R]):
         if tail:
             lines += ["Last lines of its output:", "-" * 40, tail, "-" * 40]
         lines.append(self._logs_hint(rank))
-        cls = error_class_for(status.state, status.reason)
+        cls = errors.error_class_for(status.state, status.reason)
         return cls("\n".join(lines), state=status.state, reason=status.reason, job_id=self._job_id)
 
     # -- logs and usage ---------------------------------------------------------------------------
@@ -413,7 +417,11 @@ class Job(Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         return self.awaitable().result().__await__()
 
-    # -- pickling (jobs passed as arguments to other jobs) ---------------------------------------
+    # -- pickling --------------------------------------------------------------------------------
+    def ref(self) -> JobRef:
+        """What stands for this job where it is an argument of another: its folder, not its scheduler."""
+        return JobRef(self._folder.url, self._index, tuple(self._rank_list), self._job_id, self._backend.name)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _restore,
@@ -422,11 +430,6 @@ class Job(Generic[R]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
-
-
-def _real(folder: str) -> str:
-    """A local folder with its links resolved (``runs/%j`` links); an object-store URL as it is."""
-    return folder.rstrip("/") if is_url(folder) else os.path.realpath(folder)
 
 
 def _restore(
@@ -444,6 +447,7 @@ class AsyncJobProxy(Generic[R]):
     async def wait(self, poll_interval: float | None = None) -> None:
         import asyncio  # loaded already in a running event loop; `import jobsub` does not pay for it
 
+        self.job._backend.on_wait(self.job.job_id)
         for delay in sleep_schedule(cap=poll_interval or 1.0):
             if self.job.done():
                 return

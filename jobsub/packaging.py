@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SubmissionError
+from .errors import CodePackageTooLargeError
 
 __all__ = [
     "BOOTSTRAP_SOURCE",
@@ -143,10 +143,6 @@ _namespace: dict[str, object] = {}
 exec(compile(_UNPACK_SOURCE, "<jobsub bootstrap>", "exec"), _namespace)
 unpack_code_package: Callable[[str, str], None] = _namespace["unpack"]  # type: ignore[assignment]
 """``unpack_code_package(tarball_or_url, dest)``: the bootstrap's own unpacking, on the host."""
-
-
-class CodePackageTooLargeError(SubmissionError):
-    """The code selected for packaging is over the size cap (``code_max_mb``)."""
 
 
 @dataclass(frozen=True)

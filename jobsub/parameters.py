@@ -17,15 +17,29 @@ import difflib
 import functools
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 from .errors import InvalidParameterError
+from .units import slurm_time_parameter
 
 __all__ = [
-    "CommonParameters", "NoParameters", "Resolved", "check_bounds", "check_value", "field_types", "unknown_key_error",
+    "CommonParameters", "NoParameters", "Parse", "Resolved", "check_bounds", "check_value", "field_types",
+    "unknown_key_error",
 ]
+
+
+@dataclass(frozen=True)
+class Parse:
+    """Field metadata (``Annotated[T, Parse(fn)]``): ``fn(key as typed, value)`` runs before the type check.
+
+    It lets a field take a scheduler's own spelling of its value (Slurm's
+    ``"01:30:00"`` for a time, ``"4G"`` for memory) and refuse a malformed
+    one when it is set, with the key named as the user typed it.
+    """
+
+    fn: Callable[[str, Any], Any]
 
 
 @dataclass(kw_only=True)
@@ -34,8 +48,10 @@ class CommonParameters:
 
     name: str = "jobsub"
     """Job name shown by the scheduler."""
-    timeout_min: float | None = field(default=None, metadata={"above": 0})
-    """Time limit in minutes; the job is killed and reports TIMEOUT after it. None: the backend's default."""
+    timeout_min: Annotated[float | None, Parse(slurm_time_parameter)] = field(default=None, metadata={"above": 0})
+    """Time limit in minutes; the job is killed and reports TIMEOUT after it. None: the backend's default.
+
+    Slurm's ``time`` spellings of this key also take Slurm's strings (``"01:30:00"``, see ``jobsub.units``)."""
     mem_gb: float | None = field(default=None, metadata={"above": 0})
     """Memory limit per node in GB."""
     cpus_per_task: int | None = field(default=None, metadata={"min": 1})
@@ -75,8 +91,8 @@ class Resolved:
 
 @functools.cache
 def field_types(cls: type) -> dict[str, Any]:
-    """Field name -> resolved type hint of a parameters dataclass."""
-    hints = typing.get_type_hints(cls)
+    """Field name -> resolved type hint of a parameters dataclass (``Annotated`` parsers kept)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -87,6 +103,12 @@ def _type_name(hint: Any) -> str:
 def check_value(key: str, hint: Any, value: Any) -> Any:
     """Return ``value`` converted to ``hint`` where that is lossless; raise if it does not fit."""
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        hint, *extras = typing.get_args(hint)
+        for extra in extras:
+            if isinstance(extra, Parse):
+                value = extra.fn(key, value)
+        return check_value(key, hint, value)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         errors = []

@@ -22,14 +22,18 @@ from .states import JobState, Status
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-__all__ = ["StatePoller", "poller_for", "sleep_schedule"]
+__all__ = ["StatePoller", "poll_interval", "poller_for", "sleep_schedule"]
 
 logger = logging.getLogger("jobsub")
 
 _UNKNOWN = Status(JobState.UNKNOWN)
 
 
-def _interval(backend: Backend) -> float:
+def poll_interval(backend: Backend) -> float:
+    """How often ``backend`` may be asked: ``$JOBSUB_POLL_INTERVAL`` (seconds) or its own default.
+
+    Read here and nowhere else.
+    """
     env = os.environ.get("JOBSUB_POLL_INTERVAL")
     return float(env) if env else backend.poll_interval_s
 
@@ -39,7 +43,7 @@ class StatePoller:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.interval = _interval(backend)
+        self.interval = poll_interval(backend)
         self.calls = 0
         """How many times the backend was asked (tests and benchmarks read it)."""
         # re-entrant: a debug job's worker runs inside refresh() and may wait on another job

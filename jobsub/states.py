@@ -10,9 +10,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from . import errors
-
-__all__ = ["JobState", "Status", "error_class_for"]
+__all__ = ["JobState", "Status"]
 
 
 class JobState(str, enum.Enum):
@@ -64,20 +62,3 @@ class Status(NamedTuple):
 
     state: JobState
     reason: str = ""
-
-
-_ERRORS: dict[JobState, type[errors.JobError]] = {
-    JobState.TIMEOUT: errors.JobTimeoutError,
-    JobState.OUT_OF_MEMORY: errors.OutOfMemoryError,
-    JobState.CANCELLED: errors.JobCancelledError,
-    JobState.PREEMPTED: errors.PreemptedError,
-    JobState.NODE_FAIL: errors.NodeFailureError,
-    JobState.LOST: errors.JobLostError,
-}
-
-
-def error_class_for(state: JobState, reason: str = "") -> type[errors.JobError]:
-    """The ``JobError`` subclass that reports a job which ended in ``state``."""
-    if state is JobState.FAILED and "quota" in reason.lower():
-        return errors.QuotaError
-    return _ERRORS.get(state, errors.JobError)

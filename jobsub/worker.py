@@ -14,7 +14,17 @@ exports the canonical ``JOBSUB_*`` variables that ``JobEnvironment`` reads,
 so nothing in user code depends on the backend.
 
 Exit codes: 0 the function returned, 1 it raised (the result file says
-how), 75 a checkpoint was written and the backend should run the task again.
+how), 74 the job folder could not be written (a full disk), 75 a checkpoint
+was written and the backend should run the task again, 76 a job passed as an
+argument failed, so this one did not run.
+
+Jobs passed as arguments arrive as ``JobRef`` objects: the worker reads their
+results from their folders through the storage, never by asking a scheduler
+(a task on a cloud backend has no scheduler credentials).  Backends that
+supervise their tasks (local, Docker) and Slurm (``afterok``) start a task
+only once its upstream jobs have ended, so the read finds them; across
+backends the worker waits for the upstream's result or exit record, at most
+``JOBSUB_DEPENDENCY_WAIT_S`` seconds (default one hour).
 """
 
 from __future__ import annotations
@@ -27,8 +37,8 @@ import sys
 import time
 import types
 
-from .calls import DelayedSubmission, Outcome, dumps_checked
-from .errors import JobCancelledError, JobTimeoutError
+from .calls import DelayedSubmission, JobRef, Outcome, dumps_checked
+from .errors import CorruptResultError, JobCancelledError, JobTimeoutError
 from .folder import JobFolder
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: typing and pathlib stay out of every task's start
@@ -43,11 +53,24 @@ _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 _owns_logging = False
 """True in a worker process (``main``): it may configure the root logger; never in a user's process."""
 
+IO_ERROR_EXIT_CODE = 74
+"""Exit code meaning "the job folder could not be written" (a full disk, a deleted folder)."""
 REQUEUE_EXIT_CODE = 75
-"""Exit code meaning "checkpointed, run me again" for backends that requeue themselves."""
+"""Exit code meaning "checkpointed, run me again" for backends that requeue themselves; they
+also find ``requeue/<i>`` in the folder, so a task that merely exits 75 is not run again."""
 DEPENDENCY_FAILED_EXIT_CODE = 76
 """Exit code meaning "a job passed as an argument failed, so this one did not run": CANCELLED,
 as Slurm reports a job whose ``afterok`` dependency failed."""
+
+
+def warning_delay_s(signal_delay_s: float, timeout_s: float) -> float:
+    """Seconds before the time limit when the checkpoint signal comes: at most half-way through.
+
+    The one rule of every backend (a delay longer than the limit would signal
+    a task the moment it starts); the worker uses it to tell the timeout
+    warning from a preemption.
+    """
+    return min(signal_delay_s, timeout_s / 2)
 
 # canonical name -> JOBSUB_* variable read by JobEnvironment
 CANONICAL = {
@@ -123,6 +146,10 @@ def load_task(folder: JobFolder, index: int) -> tuple[DelayedSubmission, dict[st
     return delayed, spec
 
 
+_SIGNAL_SLACK_S = 60.0
+"""Slurm may send the warning up to a minute early (its event resolution)."""
+
+
 def _usage(start: float, rank: int) -> dict[str, Any]:
     return {
         "host": os.uname().nodename,
@@ -145,13 +172,16 @@ class _Requeue(BaseException):
 class _CheckpointHandler:
     """On the pre-timeout/preemption signal: checkpoint and ask to be run again."""
 
-    def __init__(self, folder: JobFolder, index: int, delayed: DelayedSubmission, start: float) -> None:
-        self.folder, self.index, self.delayed, self.start = folder, index, delayed, start
+    def __init__(
+        self, folder: JobFolder, index: int, delayed: DelayedSubmission, start: float, delay_s: float
+    ) -> None:
+        self.folder, self.index, self.delayed, self.start, self.delay_s = folder, index, delayed, start, delay_s
 
     def timed_out(self) -> bool:
+        """A signal near the time the warning is due is the timeout warning; an earlier one, a preemption."""
         limit_s = self.delayed._timeout_min * 60
-        # same rule as submitit: a signal late in the allotted time is the timeout warning
-        return limit_s > 0 and time.time() - self.start >= min(0.8 * limit_s, limit_s - 600)
+        due = limit_s - warning_delay_s(self.delay_s, limit_s)
+        return limit_s > 0 and time.time() - self.start >= due - _SIGNAL_SLACK_S
 
     def __call__(self, signum: int, frame: types.FrameType | None) -> None:
         timed_out = self.timed_out()
@@ -185,19 +215,17 @@ def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False
         os.close(target)
 
 
-def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False) -> int:
+def run_task(folder: JobFolder, index: int, rank: int) -> int:
     """Run task ``index`` (rank ``rank``) and write its outcome; return the exit code."""
     start = time.time()
     try:
-        delayed, _spec = load_task(folder, index)
+        delayed, spec = load_task(folder, index)
     except Exception as exc:  # the inputs themselves are broken: report it as the job's error
-        folder.write_result(index, rank, Outcome.from_exception(exc, _usage(start, rank)).dumps())
-        if reraise:
-            raise
-        return 1
+        return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
     # rank 0 checkpoints; the other ranks must merely survive the signal
     usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
-    handler = _CheckpointHandler(folder, index, delayed, start) if rank == 0 else signal.SIG_IGN
+    delay_s = float(spec.get("signal_delay_s", 90))
+    handler = _CheckpointHandler(folder, index, delayed, start, delay_s) if rank == 0 else signal.SIG_IGN
     try:  # signals can only be handled in the main thread (the debug backend may run tasks elsewhere)
         previous = signal.signal(usr_sig, handler)
         in_main = True
@@ -209,27 +237,57 @@ def run_task(folder: JobFolder, index: int, rank: int, *, reraise: bool = False)
         _resolve_dependencies(delayed)
         value = delayed.result()
     except _Requeue:
-        return _requeue()
+        return _requeue(folder, index)
     except _DependencyFailed as failed:
-        folder.write_result(index, rank, Outcome.from_exception(failed.error, _usage(start, rank)).dumps())
-        if reraise:
-            raise failed.error from None
-        return DEPENDENCY_FAILED_EXIT_CODE
+        outcome = Outcome.from_exception(failed.error, _usage(start, rank))
+        return _write_outcome(folder, index, rank, outcome, DEPENDENCY_FAILED_EXIT_CODE)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
         outcome = Outcome.from_exception(exc, _usage(start, rank))
-        if not reraise:
-            # in the job's stderr too, as submitit does, and before the result: a client that
-            # sees the result may read the log at once
+        # the result first: a task that closed its stderr (or filled its disk with logs) must
+        # not lose its real error to a failed log write
+        code = _write_outcome(folder, index, rank, outcome, 1)
+        # in the job's stderr too, as submitit does (the client reads it after the result)
+        with _QuietStreamErrors():
             _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
-        folder.write_result(index, rank, outcome.dumps())
-        if reraise:
-            raise
-        return 1
+        return code
     finally:
         if in_main:
             signal.signal(usr_sig, previous)
-    folder.write_result(index, rank, Outcome(ok=True, value=value, usage=_usage(start, rank)).dumps())
-    return 0
+    return _write_outcome(folder, index, rank, Outcome(ok=True, value=value, usage=_usage(start, rank)), 0)
+
+
+def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, code: int) -> int:
+    """Write the outcome once; ``code`` if it is written, 74 if the folder refused it.
+
+    A result already there means a twin of this task (a retried attempt on an
+    at-least-once scheduler) wrote first: its result stands, and this one
+    leaves quietly rather than replace what a client may have read.
+    """
+    try:
+        folder.write_result(index, rank, outcome.dumps())
+    except FileExistsError:
+        _stderr(f"jobsub: task {index} rank {rank} already has a result (written by an earlier attempt); keeping it\n")
+        return 0
+    except OSError as exc:
+        _stderr(f"jobsub: cannot write the result of task {index} rank {rank} to {folder.url}: {exc}\n")
+        return IO_ERROR_EXIT_CODE
+    return code
+
+
+def _stderr(text: str) -> None:
+    with _QuietStreamErrors():
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+class _QuietStreamErrors:
+    """Writing to a stream the task closed (or to a full disk) must not replace the task's own error."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], (OSError, ValueError))  # type: ignore[arg-type]
 
 
 class _DependencyFailed(Exception):
@@ -239,33 +297,64 @@ class _DependencyFailed(Exception):
 
 
 def _resolve_dependencies(delayed: DelayedSubmission) -> None:
-    """Jobs passed as arguments stand for their results: wait for them here.
+    """Jobs passed as arguments (``JobRef``, also inside lists, tuples and dicts) stand for their results.
 
     One that failed (in any way) means this job does not run: it ends
     CANCELLED, saying which dependency failed and how, as on Slurm.
     """
-    job_module = sys.modules.get("jobsub.job")
-    if job_module is None:  # no Job was unpickled, so none is an argument
+    if not JobRef.unpickled:  # no JobRef was unpickled, so none is an argument
         return
-    Job = job_module.Job
+    delayed.args = tuple(_resolve(a) for a in delayed.args)
+    delayed.kwargs = {k: _resolve(v) for k, v in delayed.kwargs.items()}
 
-    def value(obj: Any) -> Any:
-        if not isinstance(obj, Job):
-            return obj
+
+def _resolve(obj: Any) -> Any:
+    if isinstance(obj, JobRef):
+        return _dependency_value(obj)
+    if type(obj) in (list, tuple):
+        return type(obj)(_resolve(x) for x in obj)
+    if type(obj) is dict:
+        return {k: _resolve(v) for k, v in obj.items()}
+    return obj
+
+
+def _dependency_value(ref: JobRef) -> Any:
+    """The upstream's value; wait (bounded) while it has neither a result nor an exit record."""
+    folder = JobFolder.from_url(ref.folder)
+    wait_s = float(os.environ.get("JOBSUB_DEPENDENCY_WAIT_S") or 3600)
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
         try:
-            return obj.result()
-        except Exception as exc:
-            from .states import JobState
+            payloads = [folder.read_result(ref.index, rank) for rank in ref.ranks]
+        except CorruptResultError as exc:
+            raise _dependency_failed(ref, f"its result is damaged ({exc})") from None
+        if all(p is not None for p in payloads):
+            outcomes = [Outcome.loads(p) for p in payloads if p is not None]
+            bad = next((o for o in outcomes if not o.ok), None)
+            if bad is not None:
+                first = bad.message.strip().splitlines()[0] if bad.message.strip() else ""
+                raise _dependency_failed(ref, f"raised {bad.exc_type.rpartition('.')[2]}", first)
+            values = [o.value for o in outcomes]
+            return values[0] if len(values) == 1 else values
+        end = folder.read_exit(ref.index)
+        if end is not None:
+            reason = f" ({end.get('reason')})" if end.get("reason") else ""
+            raise _dependency_failed(ref, f"ended in state {end.get('state')}{reason} without a result")
+        if not folder.exists():
+            raise _dependency_failed(ref, f"has no job folder any more ({folder.url} was deleted)")
+        if time.monotonic() > deadline:
+            raise _dependency_failed(ref, f"had no result after {wait_s:g} s (JOBSUB_DEPENDENCY_WAIT_S)")
+        time.sleep(delay)
+        delay = min(2.0, delay * 1.5)
 
-            reason = f"a dependency failed: job {obj.job_id} raised {type(exc).__name__}"
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            error = JobCancelledError(
-                f"{reason}: {first_line}" if first_line else reason, state=JobState.CANCELLED, reason=reason
-            )
-            raise _DependencyFailed(error) from exc
 
-    delayed.args = tuple(value(a) for a in delayed.args)
-    delayed.kwargs = {k: value(v) for k, v in delayed.kwargs.items()}
+def _dependency_failed(ref: JobRef, what: str, detail: str = "") -> _DependencyFailed:
+    from .states import JobState
+
+    reason = f"a dependency failed: job {ref.job_id} {what}"
+    error = JobCancelledError(f"{reason}: {detail}" if detail else reason, state=JobState.CANCELLED, reason=reason)
+    return _DependencyFailed(error)
 
 
 def _configure_logging() -> None:
@@ -289,7 +378,8 @@ def _logger() -> logging.Logger:
     return logging.getLogger("jobsub.worker")
 
 
-def _requeue() -> int:
+def _requeue(folder: JobFolder, index: int) -> int:
+    folder.mark_requeue(index)  # the exit code alone could be anyone's: this says it is ours
     command = os.environ.get("JOBSUB_REQUEUE_COMMAND")
     if command:
         import subprocess

@@ -60,15 +60,29 @@ def backend_parameters(backend: str) -> dict[str, Any]:
     return {}
 
 
+def _excluded(item: pytest.Item) -> bool:
+    """Whether a test does not apply to its backend by design (a capability it lacks, or ``not_on``)."""
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec else getattr(item.cls, "cluster", None)
+    not_on = item.get_closest_marker("not_on")
+    if not_on and backend in not_on.args:
+        return True
+    needs = item.get_closest_marker("needs")
+    if needs and backend:
+        from jobsub.backends.base import load_backend_class
+
+        capabilities = load_backend_class(backend).capabilities
+        # a suite class may declare traits of its own (``fast_time_limits``) beside the capabilities
+        return not all(getattr(item.cls, name, None) or getattr(capabilities, name, False) for name in needs.args)
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop (not skip) backend variants a test excludes by design with ``@pytest.mark.not_on(...)``."""
+    """Drop (not skip) the tests a backend cannot pass by design: ``not_on``, or ``needs`` a capability it lacks."""
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        marker = item.get_closest_marker("not_on")
-        callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("backend") if callspec else None
-        (drop if marker and backend in marker.args else keep).append(item)
+        (drop if _excluded(item) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

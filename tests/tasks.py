@@ -94,3 +94,63 @@ def torch_env() -> dict[str, str]:
 
     TorchDistributedEnvironment().export()
     return {k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+
+def total(groups: list[Any], extra: dict[str, float]) -> float:
+    """Sum of nested numbers: jobs passed inside lists, tuples and dicts arrive as their values."""
+    flat: list[float] = []
+    for group in groups:
+        flat.extend(group if isinstance(group, (list, tuple)) else [group])
+    return sum(flat) + sum(extra.values())
+
+
+class NeedsArguments(Exception):
+    """An exception whose constructor takes two arguments but passes one message to Exception."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+def raise_with_required_arguments() -> None:
+    raise NeedsArguments(7, "needs both")
+
+
+def return_instance_of_a_module_missing_here() -> Any:
+    """An object of a class from a module that exists only where the job ran."""
+    import importlib
+    import tempfile
+
+    where = tempfile.mkdtemp(prefix="jobsub-test-module-")
+    with open(os.path.join(where, "jobsub_vanishing_module.py"), "w") as f:
+        f.write("class Thing:\n    pass\n")
+    sys.path.insert(0, where)
+    module = importlib.import_module("jobsub_vanishing_module")
+    return module.Thing()
+
+
+def close_stderr_then_fail(message: str) -> None:
+    sys.stderr.close()
+    os.close(2)
+    raise RuntimeError(message)
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)
+
+
+def hard_exit(code: int) -> None:
+    """Leave at once with ``code``, as a crashing extension or ``os._exit`` would (noting that it ran)."""
+    folder = jobsub.JobEnvironment().paths.folder
+    with open(os.path.join(folder, "runs.txt"), "a") as f:
+        f.write("ran\n")
+    os._exit(code)
+
+
+def hog(megabytes: int) -> int:
+    """Hold ``megabytes`` of touched memory for a while (every page written, so really resident)."""
+    block = bytearray(megabytes * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(min(10.0, megabytes / 40))  # long enough for a sampling limit (local: 0.25 s) to see it
+    return len(block)

@@ -9,6 +9,11 @@ import pytest
 
 import jobsub
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
+
+
+class TestDebugBehaviour(BehaviourSuite):
+    cluster = "debug"
 
 
 def test_runs_lazily_in_this_process(tmp_path: Path) -> None:

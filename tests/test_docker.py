@@ -27,6 +27,7 @@ import jobsub
 from jobsub import JobState
 from jobsub.backends.docker import DockerBackend
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
 from tests.conftest import backend_parameters, require
 
 pytestmark = pytest.mark.docker
@@ -62,6 +63,10 @@ def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+class TestDockerBehaviour(BehaviourSuite):
+    cluster = "docker"
+
+
 def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None:
     ex.update_parameters(cpus_per_task=1, mem_gb=0.5, env={"FROM_ENV": "yes"})
     job = ex.submit(tasks.sleep_then, 1.5, "done")
@@ -79,10 +84,11 @@ def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None
     assert job.result(timeout=60) == "done"
     # finished containers are removed once their output is saved
     _wait_for(lambda: not _containers(api, job.job_id), timeout=10)
-    assert json.loads(job.folder.read_marker("exit", "0.json") or b"{}")["state"] == "COMPLETED"
+    assert job.folder.read_exit(0)["state"] == "COMPLETED"
 
 
-def test_states_of_many_jobs_is_one_engine_call(ex: jobsub.AutoExecutor) -> None:
+def test_states_of_many_jobs_cost_no_engine_call(ex: jobsub.AutoExecutor) -> None:
+    """States come from the exit records and one request to the dispatcher: the engine's CPU starts containers."""
     ex.update_parameters(array_parallelism=2)
     jobs = ex.map_array(tasks.sleep_then, [1.0] * 4)
     backend = ex.backend
@@ -100,7 +106,7 @@ def test_states_of_many_jobs_is_one_engine_call(ex: jobsub.AutoExecutor) -> None
         states = backend.states([j.job_id for j in jobs])
     finally:
         backend._api_client = real
-    assert calls == ["containers"]
+    assert calls == []
     assert {s.state for s in states.values()} <= {JobState.PENDING, JobState.RUNNING}
     assert [j.result(timeout=60) for j in jobs] == [None] * 4
 
@@ -114,42 +120,13 @@ def test_array_parallelism_is_respected(ex: jobsub.AutoExecutor) -> None:
     assert most == 2, spans
 
 
-def test_failure_carries_the_remote_traceback(ex: jobsub.AutoExecutor) -> None:
-    job = ex.submit(tasks.fail, "broken in a container")
-    with pytest.raises(jobsub.FailedJobError, match="ValueError: broken in a container") as info:
-        job.result(timeout=60)
-    assert "in fail" in str(info.value) and isinstance(info.value.__cause__, ValueError)
-    assert job.state == "FAILED"
-
-
-def test_time_limit(ex: jobsub.AutoExecutor, api: Any) -> None:
+def test_time_limit_removes_the_container(ex: jobsub.AutoExecutor, api: Any) -> None:
     ex.update_parameters(timeout_min=0.02)
     job = ex.submit(tasks.sleep_then, 60)
     with pytest.raises(jobsub.JobTimeoutError, match="time limit of 0.02 min") as info:
         job.result(timeout=60)
     assert info.value.state is JobState.TIMEOUT and job.state == "TIMEOUT"
     _wait_for(lambda: not _containers(api, job.job_id), timeout=15)
-
-
-def test_checkpointable_task_is_requeued_in_a_new_container(ex: jobsub.AutoExecutor) -> None:
-    ex.update_parameters(timeout_min=0.05, signal_delay_s=2)
-    job = ex.submit(tasks.SlowCounter(), 30)
-    assert job.result(timeout=60) == 2  # the second container ran the checkpoint
-    assert json.loads(job.folder.read_marker("run", "0.json") or b"{}")["attempt"] == 2
-
-
-def test_out_of_memory(ex: jobsub.AutoExecutor) -> None:
-    def hog() -> int:
-        block = bytearray(300 * 2**20)
-        for i in range(0, len(block), 4096):
-            block[i] = 1  # touch every page: the memory is really used
-        return len(block)
-
-    ex.update_parameters(mem_gb=0.05)
-    job = ex.submit(hog)
-    with pytest.raises(jobsub.OutOfMemoryError, match="memory limit of 51 MiB") as info:
-        job.result(timeout=60)
-    assert info.value.state is JobState.OUT_OF_MEMORY and job.state == "OUT_OF_MEMORY"
 
 
 def test_cancel_running_and_pending_tasks(ex: jobsub.AutoExecutor, api: Any) -> None:
@@ -162,7 +139,7 @@ def test_cancel_running_and_pending_tasks(ex: jobsub.AutoExecutor, api: Any) -> 
         with pytest.raises(jobsub.JobCancelledError):
             job.result(timeout=30)
     _wait_for(lambda: not _containers(api, running.folder.key), timeout=15)
-    assert running.folder.read_marker("run", "1.json") is None  # the pending task never started
+    assert running.folder.read_run(1) is None  # the pending task never started
 
 
 def test_vanished_container_is_lost(ex: jobsub.AutoExecutor, api: Any) -> None:
@@ -193,7 +170,7 @@ def test_code_from_the_working_tree_is_importable(ex: jobsub.AutoExecutor, tmp_p
     assert greeting == "hello from the working tree"
     code_dir = Path(where).parent
     assert (code_dir / "jobsub" / "worker.py").exists()  # jobsub came with it: the image has none
-    assert (job.folder.path / "code.tar.gz").exists()  # type: ignore[operator]
+    assert Path(job.folder.backend_file("docker", "code.tar.gz") or "").exists()
 
 
 def test_missing_image_fails_fast_and_names_it(ex: jobsub.AutoExecutor) -> None:
@@ -249,7 +226,7 @@ def test_folder_files_belong_to_the_submitting_user(ex: jobsub.AutoExecutor, tmp
     ex.update_parameters(docker_volumes=[f"{extra}:/extra:ro"], env={"EXTRA": "/extra"})
     job = ex.submit(read_and_write)
     assert job.result(timeout=60) == "mounted"
-    _wait_for(lambda: job.folder.read_marker("exit", "0.json") is not None)
+    _wait_for(lambda: job.folder.read_exit(0) is not None)
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in job.folder.path.rglob("*")}  # type: ignore[union-attr]
     assert owners == {(os.getuid(), os.getgid())}
 
@@ -354,7 +331,7 @@ def test_orphaned_submission_is_adopted(private_dispatcher: Path, ex: jobsub.Aut
     assert [j.result(timeout=60) for j in jobs] == ["a", "b", "c"]
     assert int(pid_file.read_text()) != first_pid  # a new one adopted the submission
     for job in jobs:  # and finishes its bookkeeping (before the fixture stops it)
-        _wait_for(lambda job=job: job.folder.read_marker("exit", f"{job.index}.json") is not None)
+        _wait_for(lambda job=job: job.folder.read_exit(job.index) is not None)
 
 
 REATTACH = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""What is special to the local backend: the fork server, time limits, requeue, folder hygiene."""
+"""The local backend runs the behaviour suite; what is special to it: the fork server, requeue, folder hygiene."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 import jobsub
-from jobsub.folder import JobFolder
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
 
 
-def test_checkpointable_job_is_requeued_after_its_time_limit(local_executor: jobsub.AutoExecutor) -> None:
-    """The pre-timeout signal checkpoints the callable; the server runs the checkpoint again."""
-    local_executor.update_parameters(timeout_min=0.05, signal_delay_s=2)
-    job = local_executor.submit(tasks.SlowCounter(), 30)
-    assert job.result(timeout=60) == 2  # second attempt, state carried by the checkpoint
-    assert job.folder.read_checkpoint(0) is not None
+class TestLocalBehaviour(BehaviourSuite):
+    cluster = "local"
 
 
 def test_requeue_stops_after_max_num_timeout(local_executor: jobsub.AutoExecutor) -> None:
@@ -104,30 +100,49 @@ def test_server_is_shared_and_warm(local_executor: jobsub.AutoExecutor) -> None:
 
 def test_killed_job_reports_its_signal(local_executor: jobsub.AutoExecutor) -> None:
     job = local_executor.submit(tasks.sleep_then, 60)
-    for _ in range(200):
-        run = job.folder.read_marker("run", "0.json")
-        if run:
-            break
-        time.sleep(0.02)
-    import json
-
-    pid = json.loads(run or b"{}")["pids"][0]
+    pid = _pid_of(job)
     os.kill(pid, 9)  # what the kernel's OOM killer would do
     with pytest.raises(jobsub.JobError, match="SIGKILL") as info:
         job.result(timeout=30)
     assert info.value.state == "FAILED"
 
 
-def test_lost_when_server_is_gone(tmp_path: Path) -> None:
-    """A job whose server died without recording an end is LOST, not pending forever."""
-    from jobsub.backends.local import LocalBackend
+def _pid_of(job: jobsub.Job[object], timeout: float = 10) -> int:
+    """The pid of the task's rank 0, from its run record, once it started."""
+    deadline = time.monotonic() + timeout
+    while (run := job.folder.read_run(job.index)) is None:
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.02)
+    return int(run["handles"]["0"][0])
 
-    backend = LocalBackend(str(tmp_path))
-    folder = JobFolder.create(tmp_path)
-    folder.write_marker("run", "0.json", b'{"pids": [999999999], "start": 0, "attempt": 1, "server": 1}')
-    backend._sock_path = str(tmp_path / "no-server.sock")
-    (status,) = backend.states([folder.key]).values()
-    assert status.state == "LOST" and "not running" in status.reason
+
+def _server_pid(executor: jobsub.AutoExecutor) -> int:
+    return int(Path(executor.backend.config()["server"] + ".pid").read_text())
+
+
+def test_killed_server_loses_nothing(local_executor: jobsub.AutoExecutor) -> None:
+    """The fork server dies with one task running and three queued: another server takes them over.
+
+    The running task (its own process group) outlives the server and its result
+    counts; the queued ones, which lived in the dead server's memory, run from
+    the folder's spec.  Nothing stays RUNNING or PENDING for ever.
+    """
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.map_array(tasks.sleep_then, [1.0] * 4, range(4))
+    _pid_of(jobs[0])
+    os.kill(_server_pid(local_executor), 9)
+    assert [j.result(timeout=60) for j in jobs] == [0, 1, 2, 3]
+    assert {j.state for j in jobs} == {"COMPLETED"}
+
+
+def test_task_that_vanished_unwatched_is_lost(local_executor: jobsub.AutoExecutor) -> None:
+    """Killed together with its server (no result, no exit record): LOST, saying why, not RUNNING for ever."""
+    job = local_executor.submit(tasks.sleep_then, 60)
+    pid = _pid_of(job)
+    os.kill(_server_pid(local_executor), 9)
+    os.killpg(pid, 9)
+    with pytest.raises(jobsub.JobLostError, match="without a result while no local job server watched it"):
+        job.result(timeout=30)
 
 
 def test_job_survives_its_submitter(tmp_path: Path) -> None:

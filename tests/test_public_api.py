@@ -12,12 +12,13 @@ import jobsub
 def test_all_is_pinned() -> None:
     assert jobsub.__all__ == sorted(jobsub.__all__, key=str)
     assert set(jobsub.__all__) == {
-        "AutoExecutor", "BackendError", "DebugExecutor", "DebugJob", "DelayedSubmission",
-        "Executor", "FailedJobError", "FailedSubmissionError", "InvalidParameterError",
+        "AutoExecutor", "BackendError", "CodePackageTooLargeError", "CorruptResultError", "DebugExecutor",
+        "DebugJob", "DelayedSubmission", "Executor", "FailedJobError", "FailedSubmissionError",
+        "ImageBuildError", "InvalidParameterError",
         "InvalidStateError", "Job", "JobCancelledError", "JobEnvironment", "JobError",
         "JobLostError", "JobState", "JobTimeoutError", "JobsubError", "LocalExecutor",
         "LocalJob", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
-        "QuotaError", "SlurmExecutor", "SlurmJob", "SubmissionError", "UncompletedJobError",
+        "QuotaError", "SlurmExecutor", "SlurmJob", "SubmissionError", "UncompletedJobError", "UnreadableResultError",
         "__version__", "helpers",
     }
     for name in jobsub.__all__:

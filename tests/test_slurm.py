@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shlex
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ from jobsub.backends.slurm.script import sbatch_script
 from jobsub.parameters import CommonParameters, Resolved
 from jobsub.polling import poller_for
 from tests import tasks
+from tests.conformance.behaviour import BehaviourSuite
 from tests.conftest import require, service_problem
 
 pytestmark = pytest.mark.slurm
@@ -93,8 +96,26 @@ def slow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, jo
     # the warning comes when 50 s are left, at Slurm's next limit check (every ~30 s)
     executor.update_parameters(slurm_signal_delay_s=50)
     jobs["checkpoint"] = executor.submit(tasks.SlowCounter(), 150)
+    # someone waits on them meanwhile, as a user would: the poll that releases a requeued job
+    # (Slurm holds it 120 s) comes from whoever polls, here every 2 s
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(2.0):
+            for job in jobs.values():
+                job.done()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     yield jobs
+    stop.set()
+    watcher.join()
     executor.backend.cancel([j.job_id for j in jobs.values() if not j.done()])
+
+
+class TestSlurmBehaviour(BehaviourSuite):
+    cluster = "slurm"
+    fast_time_limits = False  # whole minutes: the slow jobs above cover the limit and the checkpoint
 
 
 # -- pure: the sbatch script --------------------------------------------------------------
@@ -532,7 +553,8 @@ def test_without_accounting_squeue_is_enough(ex: jobsub.AutoExecutor, monkeypatc
     cancelled.cancel()
     with pytest.raises(jobsub.JobCancelledError):
         cancelled.result(timeout=60)
-    status = ex.backend.states(["999999999"])["999999999"]
+    unknown = str(random.randrange(900_000_000, 999_999_999))  # never cached by an earlier run
+    status = ex.backend.states([unknown])[unknown]
     assert isinstance(ex.backend, SlurmBackend) and ex.backend._sacct_disabled
     assert status.state is JobState.LOST and "accounting" in status.reason
 

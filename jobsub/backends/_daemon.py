@@ -52,22 +52,48 @@ def spawn_detached(module: str, args: Sequence[str], log_path: str) -> None:
 def request(
     sock_path: str, req: dict[str, Any], start: Callable[[], None], *, what: str, timeout: float = 120
 ) -> dict[str, Any]:
-    """Send one request to the daemon at ``sock_path`` (calling ``start`` if none answers)."""
+    """Send one request to the daemon at ``sock_path``, starting one if none answers.
+
+    Every request is safe to repeat (adopting a held submission, cancelling a
+    cancelled task, asking states), so a connection that breaks before the
+    reply (a daemon that was exiting for idleness) is tried once more, against
+    a fresh daemon if need be.
+    """
+    try:
+        return _exchange(_connect(sock_path, start, what), req, timeout)
+    except (ConnectionError, _ClosedEarly) as exc:
+        logger.info("the %s dropped a request (%s); trying once more", what, exc)
+    try:
+        return _exchange(_connect(sock_path, start, what), req, timeout)
+    except (ConnectionError, _ClosedEarly) as exc:
+        raise BackendError(f"the {what} closed the connection ({exc}); see {sock_path}.log") from exc
+
+
+class _ClosedEarly(Exception):
+    pass
+
+
+def _connect(sock_path: str, start: Callable[[], None], what: str) -> socket.socket:
+    """A connection to the daemon; start one (again each second: an old one may still be leaving)."""
     deadline = time.monotonic() + 20
-    started = False
+    next_start = 0.0
     while True:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(sock_path)
-            break
+            return conn
         except (FileNotFoundError, ConnectionRefusedError):
             conn.close()
-        if not started:
+        now = time.monotonic()
+        if now >= next_start:
             start()
-            started = True
-        if time.monotonic() > deadline:
+            next_start = now + 1.0
+        if now > deadline:
             raise BackendError(f"the {what} did not start; see {sock_path}.log")
         time.sleep(0.005)
+
+
+def _exchange(conn: socket.socket, req: dict[str, Any], timeout: float) -> dict[str, Any]:
     with conn:
         conn.settimeout(timeout)
         conn.sendall(json.dumps(req).encode() + b"\n")
@@ -75,7 +101,7 @@ def request(
         while not reply.endswith(b"\n"):
             chunk = conn.recv(65536)
             if not chunk:
-                raise BackendError(f"the {what} closed the connection; see {sock_path}.log")
+                raise _ClosedEarly("no reply")
             reply += chunk
     answer: dict[str, Any] = json.loads(reply)
     return answer
@@ -86,11 +112,28 @@ class JsonLineServer:
 
     listener: socket.socket
     wake_r: int
-    """Read end of the pipe that signal.set_wakeup_fd writes to (SIGCHLD, engine events...)."""
+    """Read end of the pipe that wakes the loop (signal.set_wakeup_fd, engine events...)."""
+    wake_w: int
 
     def __init__(self) -> None:
         self.conns: dict[socket.socket, bytes] = {}
         self.last_activity = time.monotonic()
+
+    def listen(self, sock_path: str) -> None:
+        """Serve on ``sock_path`` (this user only), with a wake-up pipe for the loop."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(sock_path)
+        os.chmod(sock_path, 0o600)
+        self.listener.listen(64)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+    def wake(self) -> None:
+        """Make the loop's current wait return (from another thread or a signal handler)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"x")
 
     def serve_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s; accept, answer requests; True if the wake pipe fired."""
@@ -113,6 +156,16 @@ class JsonLineServer:
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def drain(self) -> bool:
+        """Answer what is queued on the socket already; False once nothing is (leaving)."""
+        ready, _, _ = select.select([self.listener, *self.conns], [], [], 0.05)
+        for r in ready:
+            if r is self.listener:
+                self.accept(self.listener)
+            else:
+                self.read(r)
+        return bool(ready) or bool(self.conns)
 
     def accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
@@ -142,7 +195,12 @@ class JsonLineServer:
 
 
 def run_daemon(sock_path: str, serve: Callable[[], None]) -> None:
-    """The life of a daemon: one per socket (a lock), a log and a pid file next to it."""
+    """The life of a daemon: one per socket (a lock), a log and a pid file next to it.
+
+    The lock's file descriptor is closed in every task a daemon forks (they
+    close every descriptor above 2), so a process a task leaves behind cannot
+    keep the next daemon from starting.
+    """
     import fcntl
     import signal
 

@@ -86,6 +86,7 @@ class Capabilities:
         checkpoint: a checkpointable callable is signalled before its limit and run again.
         own_logs: a task's output is in ``job.stdout()``/``job.stderr()``.
         survives_client: jobs outlive the submitting process and are re-attached.
+        isolated: a task runs in a process of its own: its crash or ``os._exit`` ends only it.
         reraise_original: ``result()`` raises the function's own exception (debug).
         local_folders: job folders on a local or shared path.
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
@@ -97,6 +98,7 @@ class Capabilities:
     checkpoint: bool = True
     own_logs: bool = True
     survives_client: bool = True
+    isolated: bool = True
     reraise_original: bool = False
     local_folders: bool = True
     object_store_folders: bool = False

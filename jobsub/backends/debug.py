@@ -1,9 +1,11 @@
-"""The debug backend: runs jobs in the calling process, when they are first looked at.
+"""The debug backend: runs jobs in the calling process, when a result is waited for.
 
 Arguments still go through cloudpickle and the worker (so pickling problems
 show up here first), but the function runs in this process, so breakpoints
 work, and ``result()`` raises the function's own exception rather than a
-``FailedJobError``.
+``FailedJobError``.  Asking a job's state never runs it: a job stays PENDING
+(and can be cancelled) until ``result()``, ``wait()`` or ``exception()``
+asks for it; the debug jobs it takes as arguments run first.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class DebugBackend(Backend):
     result_grace_s = 0.0
     capabilities = Capabilities(
         time_limit=False, memory_limit=False, ranks=False, checkpoint=False, own_logs=False,
-        survives_client=False, reraise_original=True,
+        survives_client=False, isolated=False, reraise_original=True,
     )
 
     def __init__(self, root: str) -> None:
@@ -56,13 +58,20 @@ class DebugBackend(Backend):
         return base
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        for backend_id in backend_ids:
-            if backend_id in self._pending:
-                self._run(backend_id)
         return {i: self._states.get(i, Status(JobState.LOST, "unknown to this process")) for i in backend_ids}
+
+    def on_wait(self, backend_id: str) -> None:
+        """Someone waits for this job: run it now (and the debug jobs it takes as arguments first)."""
+        if backend_id in self._pending:
+            self._run(backend_id)
 
     def _run(self, backend_id: str) -> None:
         folder, index, ranks, array, env = self._pending.pop(backend_id)
+        for refs in folder.read_meta().get("waits_for", {}).get(str(index), []):
+            upstream_url, upstream_index, _ = refs
+            for pending_id, (upstream, i, *_rest) in list(self._pending.items()):
+                if upstream.url == upstream_url and i == upstream_index:
+                    self._run(pending_id)
         self._states[backend_id] = Status(JobState.RUNNING)
         codes = []
         for rank in range(ranks):

@@ -84,13 +84,24 @@ class LocalStorage:
             raise
 
     def check_writable(self) -> None:
-        """Create the root (0700) and write a probe file; ``PermissionError`` naming the folder if not."""
+        """Create the root (0700) and write a probe file; ``PermissionError`` naming the folder if not.
+
+        A root that other users may write into (and rename or delete in: no
+        sticky bit) is refused: they could replace a job's folder with their
+        own and have its pickles run as this user.
+        """
         probe = f".jobsub-write-test-{os.getpid()}"
         try:
             self.write_bytes(probe, b"")
             os.unlink(self.local_file(probe))
         except OSError as exc:
             raise PermissionError(f"jobsub cannot write job folders in {self.root}: {exc}") from exc
+        mode = os.stat(self.root).st_mode
+        if mode & 0o002 and not mode & 0o1000:
+            raise PermissionError(
+                f"{self.root} is writable by every user (mode {mode & 0o7777:o}): another user could replace "
+                "a job's files there. Use a folder of your own, or `chmod o-w` it (or make it sticky, like /tmp)"
+            )
 
     def task_env(self) -> dict[str, str]:
         return {}
@@ -99,12 +110,15 @@ class LocalStorage:
         return os.path.exists(self.local_file(key))
 
     def list(self, prefix: str) -> list[str]:
+        """Children of ``prefix``; symbolic links (``runs/1234`` made for a ``%j`` folder) are not part of the store."""
         base = self.local_file(prefix)
         try:
-            names = os.listdir(base)
+            entries = list(os.scandir(base))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(os.path.relpath(os.path.join(base, n), self.root) for n in names if not n.startswith("."))
+        return sorted(
+            os.path.relpath(e.path, self.root) for e in entries if not e.name.startswith(".") and not e.is_symlink()
+        )
 
     def delete(self, key: str) -> None:
         path = self.local_file(key)
@@ -154,9 +168,9 @@ class MemoryStorage:
         return key in self._objects or any(k.startswith(key.rstrip("/") + "/") for k in self._objects)
 
     def list(self, prefix: str) -> list[str]:
-        prefix = prefix.rstrip("/") + "/"
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         children = {prefix + k[len(prefix) :].split("/", 1)[0] for k in self._objects if k.startswith(prefix)}
-        return sorted(children)
+        return sorted(c for c in children if not c.rpartition("/")[2].startswith("."))
 
     def delete(self, key: str) -> None:
         for k in [k for k in self._objects if k == key or k.startswith(key.rstrip("/") + "/")]:

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from jobsub.folder import CorruptResultError, JobFolder, lookup_id, register_id
+from jobsub.errors import CorruptResultError
+from jobsub.folder import JobFolder, lookup_id, register_id
 from jobsub.storage import Storage
 
 

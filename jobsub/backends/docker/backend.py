@@ -5,8 +5,10 @@
     submit ─> check the image exists (no hanging pull) ─> package the code (jobsub.packaging,
               cached by digest, unpacked once in <root>/.code/) ─> docker/spec.json in the folder
               ─> {"adopt": folder} to the dispatcher ──> it starts task 0, replies, starts the rest
-    states ─> exit/<i>.json markers, then ONE containers(filters=label jobsub.root=ROOT) call
-    cancel ─> exit/<i>.json = CANCELLED, then kill/remove the task's containers
+    states ─> exit/<i>.json records (one listing per submission), then ONE request to the
+              dispatcher for the rest (no engine call at all)
+    cancel ─> the dispatcher cancels (or, when none holds the submission, exit/<i>.json =
+              CANCELLED, then the task's containers are killed)
 
 Why a dispatcher process, and why one per user rather than per submission:
 tasks must keep starting (``array_parallelism``), be timed out and be
@@ -35,7 +37,6 @@ never by ``import jobsub``); every SDK call runs inside ``map_docker_errors``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -49,14 +50,21 @@ from ...errors import BackendError, InvalidParameterError, SubmissionError
 from ...folder import JobFolder
 from ...packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
 from ...parameters import Resolved
-from ...states import JobState, Status
+from ...runtime import daemon_socket
+from ...states import Status
 from ...storage import open_storage
+from .._supervisor import (
+    cancel_targets,
+    cancel_unsupervised,
+    end_state,
+    is_claimed,
+    states_from_records,
+)
 from ..base import Backend, Launch
 from .engine import (
     connect,
     dispatcher_request,
-    final_status,
-    is_managed,
+    end_of_containers,
     map_docker_errors,
     run_attached,
     task_env_and_labels,
@@ -113,14 +121,8 @@ class DockerBackend(Backend):
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or None
         self._storage = open_storage(root)
         self._api_client: Any = None
-        self._in_task = False  # set when running inside a task container, without an engine
         self._lock = threading.Lock()
-        package = Path(__file__).resolve().parent.parent
-        newest = max(p.stat().st_mtime_ns for p in package.rglob("*.py"))
-        tag = f"{sys.executable}|{package}|{newest}|{self.base_url}"
-        base = Path(os.environ.get("JOBSUB_LOCAL_DIR") or f"/tmp/jobsub-{os.getuid()}")
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._sock_path = str(base / f"docker-{hashlib.sha1(tag.encode()).hexdigest()[:12]}.sock")
+        self._sock_path = daemon_socket("docker", self.base_url or "")
 
     def config(self) -> dict[str, Any]:
         return {"root": self.root, **({"base_url": self.base_url} if self.base_url else {})}
@@ -151,7 +153,7 @@ class DockerBackend(Backend):
         if spec.interactive:
             self._run_interactive(run_spec, folder)
             return folder.key
-        folder.write_marker("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
+        folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
         try:
             self._request({"op": "adopt", "folder": folder.url, "first": True})
         except SubmissionError as exc:
@@ -202,11 +204,10 @@ class DockerBackend(Backend):
         module_args = launch.module_args()
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)]
-        for dependency in sorted({d.partition("_")[0] for d in params.dependencies}):
-            # a Job argument waits for its result in the task: let it read that folder
-            dep_path = Path(self.root) / dependency
-            if (dep_path / "meta.json").exists():
-                mounts.append(_bind(str(dep_path), read_only=True))
+        upstream = {url for refs in folder.read_meta().get("waits_for", {}).values() for url, _, _ in refs}
+        for url in sorted(upstream):  # the task reads the results of the jobs it takes as arguments
+            if "://" not in url and url != path:
+                mounts.append(_bind(url, read_only=True))
         working_dir = None
         argv = [spec.python, *module_args]
         if spec.package_code:
@@ -215,14 +216,12 @@ class DockerBackend(Backend):
                 cache_dir=Path(self.root) / ".code", max_mb=spec.code_max_mb, exclude_paths=[self.root],
             )
             code_dir = str(ensure_unpacked(package))
-            shipped = folder.path / "code.tar.gz"
-            try:
-                os.link(package.path, shipped)
-            except OSError:
-                shipped.write_bytes(package.path.read_bytes())
+            folder.add_backend_file("docker", "code.tar.gz", str(package.path))
+            shipped = folder.backend_file("docker", "code.tar.gz")
+            assert shipped is not None  # a local folder (checked by submit())
             mounts.append(_bind(code_dir))  # writable: tasks share the .pyc they compile
             working_dir = code_dir
-            argv = bootstrap_command(spec.python, str(shipped), code_dir, module_args)
+            argv = bootstrap_command(spec.python, shipped, code_dir, module_args)
         if common.setup:
             import shlex
 
@@ -241,7 +240,7 @@ class DockerBackend(Backend):
         if working_dir:
             create["working_dir"] = working_dir
         return {
-            "n": n_tasks, "ranks": ranks, "array": array, "image": image_id, "command": argv,
+            "n": n_tasks, "ranks": ranks, "array": array, "offset": launch.offset, "image": image_id, "command": argv,
             "name": f"jobsub-{folder.key}",
             "parallelism": common.array_parallelism or os.cpu_count() or 1,
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
@@ -255,102 +254,51 @@ class DockerBackend(Backend):
         }
 
     # -- states, cancel, logs -------------------------------------------------------------------
-    def _containers(self, **labels: str) -> list[dict[str, Any]]:
-        """ONE engine call: this root's task containers (finished ones are removed, so few)."""
-        filters = [f"jobsub.root={self._storage.url}", *(f"jobsub.{k}={v}" for k, v in labels.items())]
-        with map_docker_errors("listing containers", self.base_url):
-            found: list[dict[str, Any]] = self.api.containers(all=True, filters={"label": filters})
-        return found
-
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        """Final states from ``exit/`` markers; the others from ONE engine listing.
+        """Ended tasks from their exit records, the rest from ONE request to the dispatcher.
 
-        Markers are listed once per submission (not read once per task), so
-        polling a 10,000-task array costs a few directory listings.
+        No engine call: polling 10,000 tasks costs a listing per submission
+        and one socket round trip.
         """
-        by_key: dict[str, list[tuple[str, int]]] = {}
-        for backend_id in backend_ids:
-            key, sep, raw = backend_id.partition("_")
-            by_key.setdefault(key, []).append((backend_id, int(raw) if sep else 0))
-        answer: dict[str, Status] = {}
-        waiting: dict[str, list[tuple[str, int]]] = {}
-        for key, tasks in by_key.items():
-            self._read_ended(JobFolder(self._storage, key), tasks, answer, waiting)
-        if not waiting:
-            return answer
-        try:
-            listing = [] if self._in_task else self._containers()
-        except BackendError:
-            if not os.environ.get("JOBSUB_BACKEND"):
-                raise
-            # a task waiting on a Job argument: no engine in here, the markers must do
-            self._in_task = True
-            listing = []
-        seen: dict[tuple[str, int], list[str]] = {}
-        for c in listing:
-            labels = c.get("Labels") or {}
-            seen.setdefault((labels.get("jobsub.key", ""), int(labels.get("jobsub.task", -1))), []).append(c["State"])
-        for key, tasks in waiting.items():
-            folder = JobFolder(self._storage, key)
-            still: dict[str, list[tuple[str, int]]] = {}
-            self._read_ended(folder, tasks, answer, still)  # some may have ended since the first look
-            started = _names(folder, "run")
-            for backend_id, index in still.get(key, []):
-                states = seen.get((key, index))
-                if states and all(s == "created" for s in states):
-                    answer[backend_id] = Status(JobState.PENDING)
-                elif states or f"{index}.json" in started:
-                    answer[backend_id] = Status(JobState.RUNNING)  # or ended, being finalized
-                else:
-                    answer[backend_id] = Status(JobState.PENDING)
-            if still and not self._in_task and not is_managed(folder):  # its dispatcher died: ours adopts it
+        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
+            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
+            return told
+
+        answer: dict[str, Status]
+        answer, orphans = states_from_records(self._storage, backend_ids, ask)
+        for folder in orphans:  # its dispatcher died: ours adopts it from the records and labels
+            if not is_claimed(folder.url):
                 self._request({"op": "adopt", "folder": folder.url})
         return answer
 
-    @staticmethod
-    def _read_ended(
-        folder: JobFolder, tasks: list[tuple[str, int]], answer: dict[str, Status],
-        waiting: dict[str, list[tuple[str, int]]],
-    ) -> None:
-        ended = _names(folder, "exit")
-        for backend_id, index in tasks:
-            status = _exit_status(folder, index) if f"{index}.json" in ended else None
-            if status is not None:
-                answer[backend_id] = status
-            else:
-                waiting.setdefault(folder.key, []).append((backend_id, index))
-
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets: dict[str, set[int]] = {}
-        for backend_id in backend_ids:
-            folder, index = self._task(backend_id)
-            spec = json.loads(folder.read_marker("docker", "spec.json") or b"{}")
-            whole = "_" not in backend_id and spec.get("array")
-            indices = range(spec.get("n", 1)) if whole else [index]
-            for i in indices:
-                folder.write_exit(i, "CANCELLED", "cancelled by the user")
-            targets.setdefault(folder.key, set()).update(indices)
-        for c in self._containers():
-            labels = c.get("Labels") or {}
-            if int(labels.get("jobsub.task", -1)) in targets.get(labels.get("jobsub.key", ""), ()):
-                with map_docker_errors(f"cancelling container {c['Id'][:12]}", self.base_url), unless_gone():
-                    if c["State"] == "created":
-                        self.api.remove_container(c["Id"], force=True)
-                    else:
-                        self.api.kill(c["Id"])
+        targets = cancel_targets(self._storage, backend_ids)
+        try:
+            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
+            unknown = {(url, name) for url, name in answer.get("unknown", [])}
+        except BackendError:
+            unknown = {(f.url, name) for f, name in targets}
+        for folder, name in targets:
+            if (folder.url, name) in unknown:  # no dispatcher holds it: record, then kill its containers
+                cancel_unsupervised(folder, name, self._kill_recorded)
+
+    def _kill_recorded(self, run: dict[str, Any]) -> None:
+        for cid in run.get("handles", {}).values():
+            with map_docker_errors(f"cancelling container {cid[:12]}", self.base_url), unless_gone():
+                self.api.remove_container(cid, force=True)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The worker's own log files, plus what the container printed outside them (early errors)."""
         out, err = super().logs(backend_id, folder, index, rank)
-        extra = folder.read_marker("log", f"{index}.{rank}.container")
-        if extra is None and _exit_status(folder, index) is None:
-            run = json.loads(folder.read_marker("run", f"{index}.json") or b"{}")
-            cid = run.get("containers", {}).get(str(rank))
+        extra = folder.read_log(index, rank, "container")
+        if extra is None and folder.read_exit(index) is None:
+            run = folder.read_run(index) or {}
+            cid = run.get("handles", {}).get(str(rank))
             if cid:
                 with map_docker_errors("reading container logs", self.base_url), unless_gone():
-                    extra = self.api.logs(cid, stdout=True, stderr=True)
+                    extra = self.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
         if extra:
-            err = (err or "") + extra.decode(errors="replace")
+            err = (err or "") + extra
         return out, err
 
     def _task(self, backend_id: str) -> tuple[JobFolder, int]:
@@ -373,28 +321,13 @@ class DockerBackend(Backend):
                 self.api, run_spec["image"], run_spec["command"], environment=env, labels=labels,
                 host_config=run_spec["host_config"], tty=tty, base_url=self.base_url, **run_spec["create"],
             )
-            folder.write_marker("log", f"{index}.0.out", out)
-            folder.write_marker("log", f"{index}.0.err", err)
-            status, reason, codes = final_status([state], run_spec["host_config"].get("mem_limit"))
-            folder.write_exit(index, status, reason, codes)
+            folder.write_task_log(index, 0, "out", out)
+            folder.write_task_log(index, 0, "err", err)
+            end = end_of_containers([state], run_spec["host_config"].get("mem_limit"))
+            status, reason = end_state(end)
+            folder.write_exit(index, status, reason, end.codes)
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:
     """A bind mount of ``path`` at the same path inside (the API's ``Mount`` shape, JSON-safe)."""
     return {"Type": "bind", "Source": path, "Target": path, "ReadOnly": read_only}
-
-
-def _names(folder: JobFolder, kind: str) -> set[str]:
-    """The marker files of one kind (``exit``, ``run``) that exist in the folder."""
-    try:
-        return set(os.listdir(folder.path / kind)) if folder.path is not None else set()
-    except FileNotFoundError:
-        return set()
-
-
-def _exit_status(folder: JobFolder, index: int) -> Status | None:
-    record = folder.read_marker("exit", f"{index}.json")
-    if record is None:
-        return None
-    info = json.loads(record)
-    return Status(JobState(info["state"]), info["reason"])

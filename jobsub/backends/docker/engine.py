@@ -1,10 +1,9 @@
 """Docker engine helpers shared by the backend (client side) and its dispatcher.
 
 What both sides must agree on lives here: how SDK errors become jobsub
-errors, how a container's end becomes a job state, a task container's
-environment and labels, and the lock that says which dispatcher manages
-a submission (the ``exit/<i>.json`` marker is ``JobFolder.write_exit``); the client half of the
-dispatcher protocol (one JSON line each way on a Unix socket).  Plus
+errors, how a container's end is read, a task container's environment and
+labels; the client half of the dispatcher protocol (one JSON line each way
+on a Unix socket).  Plus
 ``run_attached``, the piece every container backend reuses to debug a task
 on the local engine.
 
@@ -15,30 +14,24 @@ stays free of it, and so does a task that only reads markers.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ...errors import BackendError, JobsubError, SubmissionError
-from ...folder import JobFolder
-from ...worker import DEPENDENCY_FAILED_EXIT_CODE
 from .._daemon import request, spawn_detached
+from .._supervisor import TaskEnd
 
 __all__ = [
     "connect",
     "dispatcher_request",
-    "final_status",
-    "is_managed",
+    "end_of_containers",
     "map_docker_errors",
     "not_found",
     "run_attached",
     "start_dispatcher",
     "task_env_and_labels",
-    "try_lock",
     "unless_gone",
 ]
 
@@ -129,29 +122,26 @@ def unless_gone() -> Iterator[_Gone]:
         flag.gone = True
 
 
-def final_status(states: list[dict[str, Any] | None], mem_limit: int | None) -> tuple[str, str, list[int | None]]:
-    """(state, reason, exit codes) of a task from its containers' ``State`` (None: vanished).
+def end_of_containers(states: list[dict[str, Any] | None], mem_limit: int | None) -> TaskEnd:
+    """How a task's containers ended, from their ``State`` (None: the container vanished).
 
     Shared by the dispatcher and the interactive path, so both read a
-    container's end the same way.
+    container's end the same way; the supervisor's ``end_state`` turns it
+    into a state.  A container runs under ``init``: a rank killed by a
+    signal exits with 128 + its number.
     """
     codes: list[int | None] = [s.get("ExitCode") if s else None for s in states]
-    if any(s is None for s in states):
-        return "LOST", "its container disappeared before jobsub saw it end (removed outside jobsub?)", codes
+    signals: list[int | None] = [c - 128 if c is not None and 128 < c < 128 + 65 else None for c in codes]
+    error = str(next((s.get("Error") for s in states if s and s.get("Error")), ""))
+    oom = ""
     if any(s.get("OOMKilled") for s in states if s):
         limit = f" of {mem_limit / 2**20:.0f} MiB (mem_gb)" if mem_limit else ""
-        return "OUT_OF_MEMORY", f"the kernel killed the container for exceeding its memory limit{limit}", codes
-    if all(c == 0 for c in codes):
-        return "COMPLETED", "", codes
-    if DEPENDENCY_FAILED_EXIT_CODE in codes:
-        return "CANCELLED", "a dependency failed (its result file says which)", codes
-    error = next((s.get("Error") for s in states if s and s.get("Error")), "")
-    bad = next(c for c in codes if c != 0)
-    reason = f"exit code {bad}"
-    if bad is not None and bad > 128:
-        with contextlib.suppress(ValueError):
-            reason += f" (killed by {signal.Signals(bad - 128).name})"
-    return "FAILED", f"{reason}: {error}" if error else reason, codes
+        oom = f"the kernel killed the container for exceeding its memory limit{limit}"
+    vanished = (
+        "its container disappeared before jobsub saw it end (removed outside jobsub?)"
+        if any(s is None for s in states) else ""
+    )
+    return TaskEnd(codes, signals, oom=oom, error=error, vanished=vanished)
 
 
 def task_env_and_labels(
@@ -170,37 +160,6 @@ def task_env_and_labels(
         {"jobsub.job_id": job_id, "jobsub.task": str(index), "jobsub.rank": str(rank), "jobsub.attempt": str(attempt)}
     )
     return env, labels
-
-
-def try_lock(folder: JobFolder) -> Any:
-    """The submission's lock file, held; None if another process holds it (a short retry covers probes)."""
-    path = folder.path
-    if path is None:
-        raise ValueError(f"{folder.url} is not a local folder")
-    (path / "docker").mkdir(exist_ok=True, mode=0o700)
-    lock = open(path / "docker" / "lock", "a")  # noqa: SIM115 - held while the submission is managed
-    for _ in range(20):
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock
-        except BlockingIOError:
-            time.sleep(0.01)  # a client probing the lock holds it for microseconds
-    lock.close()
-    return None
-
-
-def is_managed(folder: JobFolder) -> bool:
-    """True if some dispatcher holds the submission's lock."""
-    path = folder.path
-    if path is None or not (path / "docker" / "lock").exists():
-        return False
-    with open(path / "docker" / "lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        return False
 
 
 def run_attached(

@@ -1,30 +1,31 @@
-"""The local backend: jobs as forked children of a warm, detached fork server.
+"""The local backend: jobs as forked children of a warm, detached fork server (``server``).
 
-The client part here only talks to the server (``server``) over a Unix
-socket and reads states from the job folder's ``run/`` and ``exit/``
-markers, so asking the state of 10,000 jobs is file reads, not requests.
+The client writes the submission's ``local/spec.json`` (what a task needs:
+its environment, working directory, ``sys.path``, limits) and asks the
+server to adopt the folder; states come from the folder's exit records
+(one listing per submission) and ONE request to the server for the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError, InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import Resolved
-from ...states import JobState, Status
+from ...runtime import daemon_socket
+from ...states import Status
 from ...storage import open_storage
 from .._daemon import request, spawn_detached
-from ..base import Backend, Launch
+from .._supervisor import cancel_targets, cancel_unsupervised, is_claimed, states_from_records
+from ..base import Backend, Capabilities, Launch
+from .procs import kill_group
 
 __all__ = ["LocalBackend", "LocalParameters"]
 
@@ -37,29 +38,15 @@ class LocalParameters:
     """GPU ids this machine may hand out; with ``gpus_per_node`` set, CUDA_VISIBLE_DEVICES is set."""
 
 
-def _server_dir() -> Path:
-    base = os.environ.get("JOBSUB_LOCAL_DIR") or f"/tmp/jobsub-{os.getuid()}"
-    path = Path(base)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
-
-
-def _server_socket() -> str:
-    """One server per user, Python and jobsub code: a changed jobsub gets a fresh server."""
-    package = Path(__file__).resolve().parent.parent
-    newest = max(p.stat().st_mtime_ns for p in package.rglob("*.py"))
-    digest = hashlib.sha1(f"{sys.executable}|{package}|{newest}".encode()).hexdigest()[:12]
-    return str(_server_dir() / f"local-{digest}.sock")
-
-
 class LocalBackend(Backend):
     """Runs jobs on this machine, isolated in their own processes."""
 
     name = "local"
     Parameters = LocalParameters
+    capabilities = Capabilities(local_folders=True, object_store_folders=True)
     poll_interval_s = 0.1
     result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
-    result_grace_s = 0.0  # same machine: results are on disk before the process exits
+    result_grace_s = 0.0  # same machine: results are written before the process exits
 
     def __init__(self, root: str, server: str | None = None) -> None:
         """``server``: the socket of the fork server that runs the jobs (default: this Python's).
@@ -70,7 +57,7 @@ class LocalBackend(Backend):
         """
         super().__init__(root)
         self._storage = open_storage(root)
-        self._sock_path = server or _server_socket()
+        self._sock_path = server or daemon_socket("local")
         self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
@@ -81,20 +68,12 @@ class LocalBackend(Backend):
         """One request, one short-lived connection (a Unix socket connect costs microseconds)."""
         answer = request(self._sock_path, req, self._start_server, what="local job server")
         if not answer.get("ok"):
-            raise BackendError(f"local job server: {answer.get('error')}")
+            raise BackendError(f"local job server: {answer.get('error')}; see {self._sock_path}.log")
         return answer
 
     def _start_server(self) -> None:
         with self._lock:
             spawn_detached("jobsub.backends.local.server", [self._sock_path], self._sock_path + ".log")
-
-    def _server_alive(self) -> bool:
-        try:
-            pid = int(Path(self._sock_path + ".pid").read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return False
-        return True
 
     # -- the four primitives --------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
@@ -109,83 +88,51 @@ class LocalBackend(Backend):
                 raise InvalidParameterError(f"{common.gpus_per_node} GPUs asked, visible_gpus has {gpus}")
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus[: common.gpus_per_node]))
-        self._request(
-            {
-                "op": "submit",
-                "id": folder.key,
-                "folder": folder.url,
-                "argv": launch.module_args()[2:],
-                "env": env,
-                "cwd": os.getcwd(),
-                "sys_path": [p or os.getcwd() for p in sys.path],
-                "n": n_tasks,
-                "ranks": common.tasks_per_node,
-                "array": array,
-                "offset": launch.offset,
-                "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
-                "signal_delay_s": common.signal_delay_s,
-                "parallelism": common.array_parallelism,
-                "setup": common.setup,
-                "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
-            }
-        )
+        spec = {
+            "n": n_tasks,
+            "ranks": common.tasks_per_node,
+            "array": array,
+            "offset": launch.offset,
+            "argv": launch.module_args()[2:],  # after "-m jobsub.worker": the child calls worker.main
+            # the whole environment, as the child would inherit it; in a 0600 file of a 0700
+            # folder, as the pickles are (see the guide on secrets)
+            "env": env,
+            "cwd": os.getcwd(),
+            "sys_path": [p or os.getcwd() for p in sys.path],
+            "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
+            "signal_delay_s": common.signal_delay_s,
+            "parallelism": common.array_parallelism,
+            "setup": common.setup,
+            "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
+        }
+        folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())
+        self._request({"op": "adopt", "folder": folder.url})
         return folder.key
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        server_alive: bool | None = None
-        answer = {}
-        for backend_id in backend_ids:
-            key, sep, index = backend_id.partition("_")
-            folder = JobFolder(self._storage, key)
-            name = index if sep else "0"
-            end = folder.read_marker("exit", f"{name}.json")
-            if end is not None:
-                info = json.loads(end)
-                answer[backend_id] = Status(JobState(info["state"]), info["reason"])
-                continue
-            run = folder.read_marker("run", f"{name}.json")
-            if run is not None and any(_alive(pid) for pid in json.loads(run)["pids"]):
-                answer[backend_id] = Status(JobState.RUNNING)
-                continue
-            if server_alive is None:
-                server_alive = self._server_alive()
-            if server_alive:
-                # not started yet, or just ended and its exit marker is being written
-                answer[backend_id] = Status(JobState.RUNNING if run else JobState.PENDING)
-            else:
-                answer[backend_id] = Status(JobState.LOST, "the local job server is not running")
+        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
+            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
+            return told
+
+        answer, orphans = states_from_records(self._storage, backend_ids, ask)
+        for folder in orphans:  # its server died: ours adopts it (queued tasks run, running ones are watched)
+            if not is_claimed(folder.url):
+                self._request({"op": "adopt", "folder": folder.url})
         return answer
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
+        targets = cancel_targets(self._storage, backend_ids)
         try:
-            unknown = self._request({"op": "cancel", "ids": list(backend_ids)}).get("unknown", [])
-        except (OSError, BackendError):
-            unknown = list(backend_ids)
-        # no server, or one that does not hold them (restarted): kill what the run markers name
-        # and record the cancellation ourselves, unless the job has ended already
-        for backend_id in unknown:
-            key, sep, index = backend_id.partition("_")
-            folder = JobFolder(self._storage, key)
-            name = index if sep else "0"
-            if folder.read_marker("exit", f"{name}.json") is not None:
-                continue
-            run = folder.read_marker("run", f"{name}.json")
-            for pid in json.loads(run)["pids"] if run else []:
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, 15)
-            folder.write_exit(name, "CANCELLED", "cancelled by the user")
+            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
+            unknown = {(url, name) for url, name in answer.get("unknown", [])}
+        except BackendError:
+            unknown = {(f.url, name) for f, name in targets}
+        for folder, name in targets:
+            if (folder.url, name) in unknown:  # no server holds it: record the cancellation, then kill
+                cancel_unsupervised(folder, name, _kill_recorded)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (dead, not yet reaped by its parent) still answers kill(0)
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _kill_recorded(run: dict[str, Any]) -> None:
+    """Stop the processes a run record names (only if they are still the ones it started)."""
+    for pid, started in run.get("handles", {}).values():
+        kill_group(int(pid), started=started)

@@ -5,9 +5,9 @@
     submit ──> <folder>/slurm/<offset>.sh (see script.py) ──> sbatch --parsable ──> "<id>"
                  a transient failure is retried only after squeue shows that the script
                  was not submitted (its path is the job's command): never twice
-    states(ids) ──> <root>/.slurm-state.json fresh? (file lock: processes watching the
-                 same folder share one poll) ──> else ONE squeue for all ids, and ONE sacct
-                 for those squeue no longer shows (or shows FAILED), if any
+    states(ids) ──> the user's shared state cache for this cluster fresh? (jobsub.statecache:
+                 every process of the user shares one poll) ──> else ONE squeue for all ids,
+                 and ONE sacct for those squeue no longer shows (or shows FAILED), if any
                  squeue: live states (real time)    sacct: how jobs ended (lags ~2 s;
                  may be disabled: then squeue alone, and result files decide)
     cancel ──> scancel          logs ──> the worker's logs + Slurm's own output file
@@ -20,25 +20,23 @@ requeued job (checkpoint) is held for 120 s (BeginTime): the poll releases it.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, ClassVar
-
-import filelock
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from ...errors import BackendError, SubmissionError
-from ...folder import JobFolder
+from ...folder import JobFolder, lookup_id
 from ...parameters import Resolved
+from ...polling import poll_interval
+from ...runtime import digest
+from ...statecache import SharedStateCache
 from ...states import JobState, Status
-from ...storage import LocalStorage
+from ...storage import open_storage
 from ..base import Backend, Launch
 from . import query as q
 from .script import SlurmParameters, log_name, sbatch_script
@@ -47,9 +45,6 @@ __all__ = ["SlurmBackend", "SlurmParameters"]
 
 logger = logging.getLogger("jobsub.slurm")
 
-CACHE_FILE = ".slurm-state.json"
-"""In the executor's folder: {"jobs": {id: [state, reason, answered at, last wanted at]}}."""
-_CACHE_VERSION = 1
 POLL_RETRIES = 2
 """squeue/sacct retries inside one poll; the poller itself backs off when a poll fails."""
 LOST_GRACE_S = 60.0
@@ -95,7 +90,16 @@ class SlurmBackend(Backend):
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
-        self._root = Path(root)
+        self._storage = open_storage(root)
+        # one cache per user and cluster: a user's processes (and executors) share one poll cadence;
+        # a cluster set up anew (its configuration rewritten) may reuse job ids: a new cache
+        conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+        try:
+            written = str(os.stat(conf).st_mtime_ns)
+        except OSError:
+            written = ""
+        self._cache = SharedStateCache(f"slurm-{digest(conf, written, os.environ.get('SLURM_CLUSTERS', ''))}")
+        self._submitted: dict[str, float] = {}
         self._sacct_disabled = False
         self._missing_since: dict[str, float] = {}
         self._final_since: dict[str, float] = {}
@@ -128,15 +132,12 @@ class SlurmBackend(Backend):
                 folder is not a local path the nodes can share.
         """
         path = folder.path
-        if path is None:
+        script = folder.backend_file("slurm", f"{launch.offset}.sh")
+        if path is None or script is None:
             raise SubmissionError(f"Slurm jobs need their folder on a shared file system path, not {folder.url}")
-        script = path / "slurm" / f"{launch.offset}.sh"
-        script.parent.mkdir(mode=0o700, exist_ok=True)
-        text = sbatch_script(launch, n_tasks, params, path, array=array)
-        # 0700 from the start: the script names the folder holding the job's pickles
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        # written 0600 like every job file (it names the folder that holds the job's pickles);
+        # sbatch reads it, it need not be executable
+        folder.write_backend_file("slurm", f"{launch.offset}.sh", sbatch_script(launch, n_tasks, params, path, array=array).encode())
         proc = q.run(
             ["sbatch", "--parsable", str(script)],
             error=SubmissionError,
@@ -149,7 +150,11 @@ class SlurmBackend(Backend):
         logger.debug("submitted %s as Slurm job %s", script, job_id)
         return job_id
 
-    def _find_submitted(self, script: Path) -> str | None:
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        script = folder.backend_file("slurm", f"{launch.offset}.sh")
+        return None if script is None else self._find_submitted(script)
+
+    def _find_submitted(self, script: str) -> str | None:
         """The id of the job running ``script``, if a failed sbatch call did submit it."""
         try:
             proc = q.run(["squeue", "--me", "-h", "-t", "all", "-O", "ArrayJobID:0|,Command:0"])
@@ -160,7 +165,7 @@ class SlurmBackend(Backend):
             ) from exc
         for line in proc.stdout.splitlines():
             job_id, _, cmd = line.partition("|")
-            if cmd.strip() == str(script).strip():
+            if cmd.strip() == script.strip():
                 logger.warning("sbatch reported a failure but submitted %s as job %s", script, job_id.strip())
                 return job_id.strip()
         return None
@@ -171,18 +176,18 @@ class SlurmBackend(Backend):
         ids = list(dict.fromkeys(backend_ids))
         if not ids:
             return {}
-        interval = float(os.environ.get("JOBSUB_POLL_INTERVAL") or self.poll_interval_s)
-        with self._shared_cache() as cache:
+        interval = poll_interval(self)
+        with self._cache.locked() as cache:
             now = time.time()
             # an answer older than our own last query is one the poller asks to refresh (force)
-            hit = _cache_get(cache, ids, newer_than=max(self._last_query, now - interval))
+            hit = self._cache.get(cache, ids, newer_than=max(self._last_query, now - interval))
             if hit is not None:
                 return hit
             self._last_query = now
             # ask also for what other processes watch: their next poll is then a cache hit
-            asked = list(dict.fromkeys([*ids, *_cache_wanted(cache, now, 3 * interval)]))
+            asked = list(dict.fromkeys([*ids, *self._cache.wanted(cache, now, 3 * interval)]))
             answer = self._ask(asked)
-            _cache_put(cache, answer, now, ids)
+            self._cache.put(cache, answer, now, ids)
         return {i: answer[i] for i in ids}
 
     def _ask(self, ids: list[str]) -> dict[str, Status]:
@@ -289,56 +294,39 @@ class SlurmBackend(Backend):
         """Without memory cgroups Slurm kills a job over --mem and says FAILED; its log says why."""
         if status.state is not JobState.FAILED:
             return status
-        log = self._slurm_log(backend_id)
-        if log is not None and _OOM_IN_LOG.search(_read_tail(log)):
+        if _OOM_IN_LOG.search(self._slurm_log(backend_id)):
             return Status(JobState.OUT_OF_MEMORY, f"{status.reason}; Slurm's log: memory limit exceeded")
         return status
 
-    def _key_of(self, backend_id: str) -> str | None:
-        with contextlib.suppress(OSError):
-            return (self._root / ".ids" / backend_id.split("_", 1)[0]).read_text().strip()
-        return None
+    def _folder_of(self, backend_id: str) -> JobFolder | None:
+        key = lookup_id(self._storage, backend_id.split("_", 1)[0])
+        return None if key is None else JobFolder(self._storage, key)
 
-    def _slurm_log(self, backend_id: str) -> Path | None:
-        key = self._key_of(backend_id)
-        return None if key is None else self._root / key / "slurm" / log_name(backend_id)
+    def _slurm_log(self, backend_id: str) -> str:
+        folder = self._folder_of(backend_id)
+        text = None if folder is None else folder.read_backend_file("slurm", log_name(backend_id))
+        return _tail(text or b"")
 
     def _submitted_at(self, backend_id: str) -> float | None:
-        with contextlib.suppress(OSError):
-            return (self._root / ".ids" / backend_id.split("_", 1)[0]).stat().st_mtime
-        return None
+        """When the job's submission went out (meta.json), asked once per id."""
+        base = backend_id.split("_", 1)[0]
+        if base not in self._submitted:
+            folder = self._folder_of(base)
+            try:
+                subs = folder.read_meta().get("submissions", []) if folder is not None else []
+            except (OSError, ValueError):
+                subs = []
+            found = next((s.get("submitted_at") for s in subs if s.get("id") == base), None)
+            if found is None:
+                return None
+            self._submitted[base] = float(found)
+        return self._submitted[base]
 
     def _quietly(self, cmd: list[str]) -> None:
         try:
             q.run(cmd, retries=1)
         except BackendError as exc:
             logger.warning("%s", exc)
-
-    # -- the shared state cache -----------------------------------------------------------
-    @contextlib.contextmanager
-    def _shared_cache(self) -> Iterator[dict[str, Any]]:
-        """The cache file, read and written under its lock (held while Slurm is asked)."""
-        path = self._root / CACHE_FILE
-        lock = filelock.FileLock(str(path) + ".lock", timeout=30)
-        try:
-            lock.acquire()
-        except (filelock.Timeout, OSError) as exc:
-            logger.warning("state cache %s unusable (%s): asking Slurm directly", path, exc)
-            yield {}
-            return
-        try:
-            try:
-                cache = json.loads(path.read_text())
-            except (OSError, ValueError):
-                cache = None
-            if not isinstance(cache, dict) or cache.get("version") != _CACHE_VERSION:
-                cache = {"version": _CACHE_VERSION, "jobs": {}}  # missing, damaged or from another jobsub
-            before = json.dumps(cache, sort_keys=True)
-            yield cache
-            if json.dumps(cache, sort_keys=True) != before:
-                LocalStorage(path.parent).write_bytes(path.name, json.dumps(cache).encode())
-        finally:
-            lock.release()
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
@@ -348,73 +336,25 @@ class SlurmBackend(Backend):
             return
         q.run(["scancel", *ids], accept=lambda p: "already complet" in p.stderr or "Invalid job id" in p.stderr)
         self._cancelled.update(ids)
-        with self._shared_cache() as cache:  # the next poll must ask Slurm, not the cache
-            gone = set(ids)
-            for backend_id in list(cache["jobs"]) if cache else []:
-                if backend_id in gone or backend_id.split("_", 1)[0] in gone:
-                    del cache["jobs"][backend_id]
+        with self._cache.locked() as cache:  # the next poll must ask Slurm, not the cache
+            self._cache.drop(cache, ids)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The worker's logs; stderr ends with Slurm's own output (time limit, OOM, startup errors)."""
         out, err = super().logs(backend_id, folder, index, rank)
-        if rank != 0 or folder.path is None:
+        if rank != 0:
             return out, err
-        log = folder.path / "slurm" / log_name(backend_id)
-        try:
-            own = log.read_text(errors="replace")
-        except OSError:
-            return out, err
-        if not own.strip():
+        own = folder.read_backend_file("slurm", log_name(backend_id))
+        if own is None or not own.strip():
             return out, err
         prefix = err if not err or err.endswith("\n") else err + "\n"
-        return out, f"{prefix or ''}----- Slurm's output ({log}) -----\n{own}"
+        where = folder.backend_file("slurm", log_name(backend_id)) or folder.url
+        return out, f"{prefix or ''}----- Slurm's output ({where}) -----\n{own.decode(errors='replace')}"
 
 
 def _status(row: q.Row) -> Status:
     return Status(row.state, f"{row.native}: {row.reason}" if row.reason else row.native)
 
 
-def _cache_get(cache: dict[str, Any], ids: list[str], *, newer_than: float) -> dict[str, Status] | None:
-    """Every id's status if each is final or was answered after ``newer_than``."""
-    jobs = cache.get("jobs", {})
-    answer = {}
-    for backend_id in ids:
-        entry = jobs.get(backend_id)
-        if entry is None:
-            return None
-        state = JobState(entry[0])
-        if not state.is_final and entry[2] <= newer_than:
-            return None
-        answer[backend_id] = Status(state, entry[1])
-    return answer
-
-
-def _cache_wanted(cache: dict[str, Any], now: float, within: float) -> list[str]:
-    """Unfinished ids some process asked about recently."""
-    return [
-        i for i, (state, _r, _at, wanted) in cache.get("jobs", {}).items()
-        if wanted >= now - within and not JobState(state).is_final
-    ]
-
-
-def _cache_put(cache: dict[str, Any], answer: dict[str, Status], now: float, ids: list[str]) -> None:
-    """Record ``answer`` (``ids`` are the ones this process wants); forget entries idle for 10 min."""
-    if "jobs" not in cache:
-        return  # the lock could not be taken: nothing to share
-    jobs = cache["jobs"]
-    wanted = set(ids)
-    for backend_id, status in answer.items():
-        old = jobs.get(backend_id)
-        seen = now if backend_id in wanted else (old[3] if old else 0.0)
-        jobs[backend_id] = [status.state.value, status.reason, now, seen]
-    for backend_id in [i for i, e in jobs.items() if max(e[2], e[3]) < now - 600]:
-        del jobs[backend_id]
-
-
-def _read_tail(path: Path, size: int = 8192) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - size))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
+def _tail(data: bytes, size: int = 8192) -> str:
+    return data[-size:].decode(errors="replace")

@@ -2,8 +2,8 @@
 
 Every command goes through ``run``: transient controller errors ("Socket
 timed out", "Unable to contact slurm controller", submit limits...) are
-retried with exponential backoff, anything else becomes a jobsub error
-carrying the command's own message.  Native state names are mapped to
+retried by the core's ``jobsub.retry`` (exponential backoff with jitter),
+anything else becomes a jobsub error carrying the command's own message.  Native state names are mapped to
 ``JobState`` in ``STATES`` and nowhere else.
 """
 
@@ -13,11 +13,11 @@ import logging
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ...errors import BackendError, JobsubError
+from ...retry import retry, slurm_transient
 from ...states import JobState
 
 __all__ = ["STATES", "Row", "expand_ids", "parse_sacct", "parse_squeue", "run", "to_state"]
@@ -27,14 +27,7 @@ logger = logging.getLogger("jobsub.slurm")
 COMMAND_TIMEOUT_S = 180.0
 RETRIES = 5
 BACKOFF_S = 1.0
-"""First wait before a retry; doubled each time (1, 2, 4, 8, 16 s)."""
-
-_TRANSIENT = re.compile(
-    r"Socket timed out|Unable to contact slurm controller|Resource temporarily unavailable"
-    r"|(Assoc|QOS)\w*MaxSubmitJob\w*|temporarily unable to accept job|Zero Bytes were transmitted"
-    r"|Transport endpoint is not connected|Connection refused|timed out after",
-    re.IGNORECASE,
-)
+"""First wait before a retry; about doubled each time, up to 16 s."""
 
 STATES: dict[str, JobState] = {
     "PENDING": JobState.PENDING,
@@ -80,6 +73,14 @@ def _exec(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
 
 
+class _CommandFailed(Exception):
+    """A Slurm command failed; its text decides whether it is worth another try."""
+
+
+def _transient(exc: BaseException) -> float | None:
+    return slurm_transient(exc) if isinstance(exc, _CommandFailed) else None
+
+
 def run(
     cmd: Sequence[str],
     *,
@@ -99,30 +100,33 @@ def run(
         before_retry: called before each retry; a non-None value ends the retries
             and becomes the returned stdout (sbatch: the job the failed call did submit).
     """
-    delay = BACKOFF_S
-    for attempt in range(retries + 1):
+    attempts = 0
+
+    def once() -> subprocess.CompletedProcess[str]:
+        nonlocal attempts
+        attempts += 1
         try:
             proc = _exec(cmd)
         except FileNotFoundError as exc:
             raise error(f"{cmd[0]} is not installed or not on PATH (is this a Slurm node?)") from exc
         except subprocess.TimeoutExpired:
-            text, transient = f"timed out after {COMMAND_TIMEOUT_S:g} s", True
-        else:
-            if proc.returncode == 0 or (accept is not None and accept(proc)):
-                return proc
-            text = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")
-            transient = bool(_TRANSIENT.search(text))
-        if not transient or attempt == retries:
-            tries = f" (after {attempt + 1} attempts)" if attempt else ""
-            raise error(f"`{_short(cmd)}` failed{tries}: {text}")
-        logger.warning("%s: %s; retrying in %.0f s", cmd[0], text, delay)
-        time.sleep(delay)
-        delay *= 2
-        if before_retry is not None:
-            found = before_retry()
-            if found is not None:
-                return subprocess.CompletedProcess(list(cmd), 0, found, "")
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            raise _CommandFailed(f"timed out after {COMMAND_TIMEOUT_S:g} s") from None
+        if proc.returncode == 0 or (accept is not None and accept(proc)):
+            return proc
+        raise _CommandFailed(proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}")
+
+    def found() -> subprocess.CompletedProcess[str] | None:
+        job_id = before_retry() if before_retry is not None else None
+        return None if job_id is None else subprocess.CompletedProcess(list(cmd), 0, job_id, "")
+
+    try:
+        return retry(
+            once, what=cmd[0], classify=_transient, attempts=retries + 1, first_delay_s=BACKOFF_S,
+            max_delay_s=16 * BACKOFF_S, before_retry=found,
+        )
+    except _CommandFailed as exc:
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        raise error(f"`{_short(cmd)}` failed{tries}: {exc}") from None
 
 
 def _short(cmd: Sequence[str], limit: int = 200) -> str:

@@ -25,10 +25,12 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from ...errors import InvalidParameterError
-from ...parameters import Resolved
+from ...parameters import Parse, Resolved
+from ...units import check_slurm_memory
+from ...worker import warning_delay_s
 from ..base import Launch
 
 logger = logging.getLogger("jobsub.slurm")
@@ -55,10 +57,10 @@ class SlurmParameters:
     partition: str | None = None
     qos: str | None = None
     account: str | None = None
-    mem: str | int | None = None
-    """Native ``--mem`` (``"4G"``, or MB as an int); overrides ``mem_gb``."""
-    mem_per_cpu: str | int | None = None
-    mem_per_gpu: str | int | None = None
+    mem: Annotated[str | int | None, Parse(check_slurm_memory)] = None
+    """Native ``--mem`` as Slurm writes it (``"4G"``, ``"500M"``, or MB as an int); overrides ``mem_gb``."""
+    mem_per_cpu: Annotated[str | int | None, Parse(check_slurm_memory)] = None
+    mem_per_gpu: Annotated[str | int | None, Parse(check_slurm_memory)] = None
     cpus_per_gpu: int | None = None
     gpus_per_task: int | None = None
     gres: str | None = None
@@ -89,13 +91,10 @@ def _mem(mem_gb: float) -> str:
 
 
 def _signal_delay_s(delay_s: int, timeout_min: float | None) -> int:
-    """The warning signal comes at most half-way through the limit, as on the other backends.
-
-    A delay longer than the limit would signal the job the moment it starts.
-    """
+    """Whole seconds before Slurm's (whole-minute) limit: the one rule of every backend."""
     if timeout_min is None:
         return delay_s
-    return min(delay_s, max(1, math.ceil(timeout_min) * 60 // 2))
+    return max(1, int(warning_delay_s(delay_s, math.ceil(timeout_min) * 60)))
 
 
 def _percent_escaped(path: Path) -> str:

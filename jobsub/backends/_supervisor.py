@@ -1,0 +1,597 @@
+"""The task supervisor shared by the backends without a scheduler (local, Docker).
+
+::
+
+    client: spec -> <folder>/<backend>/spec.json, then {"op": "adopt", "folder": URL} to its supervisor
+    supervisor (one detached daemon per user, Python, jobsub version and what it serves):
+        claim the submission (a lock in the runtime dir: one supervisor per submission)
+        queue its tasks ─> hold each until the jobs it takes as arguments have ended
+                       ─> start at most ``array_parallelism`` at once        start_task()   (fork / container)
+        deadlines: SIGUSR2 ``signal_delay_s`` before the limit, SIGTERM at it (TIMEOUT),
+                   SIGKILL ``KILL_GRACE_S`` later                          signal_task()
+        a task ends ─> exit 75 and requeue/<i>: run again (its checkpoint); else exit/<i>.json
+    client states(): exit records (ONE listing per submission), then ONE request to the
+        supervisor for the rest; a submission no supervisor holds is adopted (rebuilt from
+        its spec and run/exit records): a supervisor that died loses nothing
+
+What each backend keeps for itself is how it starts, signals and watches a
+task (a fork or a container); the queue, the deadline ladder, requeueing and
+the rule that turns a task's end into a state are here, once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..folder import JobFolder
+from ..runtime import digest, runtime_dir
+from ..states import JobState, Status
+from ..worker import (
+    DEPENDENCY_FAILED_EXIT_CODE,
+    IO_ERROR_EXIT_CODE,
+    REQUEUE_EXIT_CODE,
+    warning_delay_s,
+)
+from ._daemon import JsonLineServer
+
+__all__ = [
+    "Submission", "Supervisor", "Task", "TaskEnd", "cancel_targets", "cancel_unsupervised", "claim", "end_state",
+    "is_claimed", "states_from_records",
+]
+
+logger = logging.getLogger("jobsub.supervisor")
+
+KILL_GRACE_S = 3.0
+MAX_ATTEMPTS = 100  # safety net; the worker's own countdown (max_num_timeout) limits requeues
+HOLD_CHECK_S = 0.5  # how often tasks held for their dependencies look at them again
+UNRECORDED_KEEP_S = 3600.0  # how long an end that could not be written is kept for clients to ask
+
+
+# -- who supervises a submission --------------------------------------------------------------
+def _lock_path(url: str) -> str:
+    return str(runtime_dir("locks") / f"{digest(url)}.lock")
+
+
+def claim(url: str) -> Any:
+    """Hold the submission at ``url`` (an open, locked file), or None if another supervisor does."""
+    lock = open(_lock_path(url), "a")  # noqa: SIM115 - held while the submission is supervised
+    for _ in range(20):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            time.sleep(0.01)  # a client probing the lock holds it for microseconds
+    lock.close()
+    return None
+
+
+def is_claimed(url: str) -> bool:
+    """True if some supervisor holds the submission."""
+    with open(_lock_path(url), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+# -- tasks and how they end -----------------------------------------------------------------------
+class TaskEnd(NamedTuple):
+    """How the ranks of one task ended, as the backend saw them."""
+
+    codes: list[int | None]
+    """Exit code of each rank; None if it is not known (the process or container vanished)."""
+    signals: list[int | None]
+    """The signal that killed each rank, if one did."""
+    oom: str = ""
+    """Why the task was killed for memory ("" if it was not)."""
+    error: str = ""
+    """The runtime's own words about the end (a container's Error)."""
+    vanished: str = ""
+    """Set when a rank vanished before its end was seen: the task is LOST."""
+
+
+@dataclass(eq=False)
+class Task:
+    sub: Submission
+    index: int
+    attempt: int = 0
+    phase: str = "pending"  # pending -> starting -> running -> ending
+    handles: dict[int, Any] = field(default_factory=dict)  # rank -> pid or container id
+    start: float = 0.0
+    warned: bool = False
+    timed_out: bool = False
+    cancelled: bool = False
+    kill_at: float | None = None
+    waits_for: list[list[Any]] = field(default_factory=list)  # [[folder url, index, [ranks]], ...]
+    scratch: dict[str, Any] = field(default_factory=dict)  # what the backend keeps per attempt
+
+    @property
+    def name(self) -> str:
+        return str(self.index + self.sub.offset)
+
+
+@dataclass(eq=False)
+class Submission:
+    folder: JobFolder
+    spec: dict[str, Any]
+    lock: Any
+    pending: collections.deque[Task] = field(default_factory=collections.deque)
+    running: dict[int, Task] = field(default_factory=dict)  # starting, running or ending: they hold a slot
+    unrecorded: dict[str, tuple[str, str]] = field(default_factory=dict)  # ends the folder refused
+
+    @property
+    def url(self) -> str:
+        return self.folder.url
+
+    @property
+    def offset(self) -> int:
+        return int(self.spec.get("offset", 0))
+
+    @property
+    def ranks(self) -> int:
+        return int(self.spec.get("ranks", 1))
+
+    @property
+    def timeout_s(self) -> float | None:
+        limit = self.spec.get("timeout_s")
+        return None if limit is None else float(limit)
+
+
+def end_state(
+    end: TaskEnd, *, cancelled: bool = False, timed_out: bool = False, warned: bool = False, limit_s: float | None = None
+) -> tuple[str, str]:
+    """(state, reason) of a task from how its ranks ended: the one rule of every supervised backend.
+
+    ``warned``: the task got its checkpoint signal; failing after it is the time limit's doing.
+    """
+    codes = end.codes
+    if cancelled:
+        return "CANCELLED", "cancelled by the user"
+    if end.oom:
+        return "OUT_OF_MEMORY", end.oom
+    if timed_out or (warned and any(c not in (0, None) for c in codes)):
+        return "TIMEOUT", f"time limit of {(limit_s or 0) / 60:g} min (timeout_min) reached"
+    if end.vanished:
+        return "LOST", end.vanished
+    if all(c == 0 for c in codes):
+        return "COMPLETED", ""
+    if DEPENDENCY_FAILED_EXIT_CODE in codes:
+        return "CANCELLED", "a dependency failed (its result file says which)"
+    rank = next(r for r, c in enumerate(codes) if c != 0)
+    code, sig = codes[rank], end.signals[rank]
+    if sig:
+        reason = f"killed by {signal.Signals(sig).name}"
+        if sig == signal.SIGKILL:
+            reason += " (the kernel's out-of-memory killer sends SIGKILL)"
+    elif code == REQUEUE_EXIT_CODE:
+        reason = f"exit code {code}, the requeue code, without a checkpoint: not run again"
+    elif code == IO_ERROR_EXIT_CODE:
+        reason = f"exit code {code}: the task could not write to its job folder (is the disk full?)"
+    else:
+        reason = f"exit code {code}"
+    return "FAILED", f"{reason}: {end.error}" if end.error else reason
+
+
+# -- the supervisor itself ------------------------------------------------------------------------
+class Supervisor(JsonLineServer):
+    """Submissions, their queues and deadlines; a subclass starts, signals and watches tasks.
+
+    Subclasses implement ``start_task`` (then ``started``/``start_failed``),
+    ``signal_task``, ``watch`` (find ended tasks, call ``task_ended``) and
+    ``rebuild_task`` (adoption: is a task recorded as started still running?).
+    """
+
+    kind = ""
+    """The backend's name: its spec is ``<folder>/<kind>/spec.json``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subs: dict[str, Submission] = {}
+        self.last_hold_check = 0.0
+
+    # -- what a backend supplies --------------------------------------------------------------
+    def start_task(self, task: Task, wait: bool) -> None:
+        """Start every rank of ``task``, then call ``started`` (or raise, or call ``start_failed``).
+
+        ``wait``: start it before returning (the first task of a submission,
+        whose refusal the client is waiting to hear); else it may finish later.
+        """
+        raise NotImplementedError
+
+    def signal_task(self, task: Task, sig: signal.Signals) -> None:
+        raise NotImplementedError
+
+    def watch(self) -> None:
+        """Look for tasks whose ranks all ended and call ``task_ended`` for each."""
+        raise NotImplementedError
+
+    def rebuild_task(self, task: Task, run: dict[str, Any]) -> bool:
+        """Adopting: True if the task ``run`` describes still runs (its handles are set then)."""
+        raise NotImplementedError
+
+    # -- requests ---------------------------------------------------------------------------------
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "adopt":
+            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")))
+        if op == "states":
+            return {"ok": True, "states": self.states(req["tasks"])}
+        if op == "cancel":
+            return {"ok": True, "unknown": [t for t in req["tasks"] if not self.cancel(*t)]}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def adopt(self, folder: JobFolder, first: bool = False) -> dict[str, Any]:
+        """Take over a submission: its spec, and every task not recorded as ended."""
+        if folder.url in self.subs:
+            return {"ok": True, "already": True}
+        lock = claim(folder.url)
+        if lock is None:
+            return {"ok": True, "managed_elsewhere": True}
+        try:
+            sub = self.rebuild(folder, lock)
+        except Exception:
+            lock.close()  # or the submission would look supervised while nobody supervises it
+            raise
+        self.subs[sub.url] = sub
+        if first and sub.pending and not sub.pending[0].waits_for:
+            # the first task starts before the reply: a task the runtime refuses (a bad mount,
+            # an image it cannot run) fails the submit itself rather than a later poll
+            error = self.launch(sub, sub.pending.popleft(), reply_errors=True)
+            if error:
+                self.drop(sub)
+                return {"ok": False, "error": error}
+        return {"ok": True}
+
+    def rebuild(self, folder: JobFolder, lock: Any) -> Submission:
+        spec = folder.read_backend_json(self.kind, "spec.json")
+        if spec is None or "damaged" in spec:
+            raise ValueError(f"{folder.url} has no usable {self.kind}/spec.json")
+        meta = folder.read_meta()
+        sub = Submission(folder, spec, lock)
+        ended = folder.ended()
+        waits = meta.get("waits_for", {})
+        for index in range(int(spec["n"])):
+            task = Task(sub, index, waits_for=list(waits.get(str(index + sub.offset), [])))
+            if task.name in ended:
+                continue
+            run = folder.read_run(task.name)
+            if run is not None and "damaged" not in run and self.rebuild_task(task, run):
+                task.attempt, task.start, task.phase = int(run.get("attempt", 1)), float(run.get("start", 0)), "running"
+                sub.running[index] = task
+            else:
+                sub.pending.append(task)
+        return sub
+
+    def states(self, tasks: dict[str, Sequence[str]]) -> dict[str, Any]:
+        """For each folder URL and task name: [state, reason], or None for a folder not held here."""
+        answer: dict[str, Any] = {}
+        for url, names in tasks.items():
+            sub = self.subs.get(url)
+            if sub is None:
+                answer[url] = None
+                continue
+            running = {t.name for t in sub.running.values() if t.phase in ("running", "ending")}
+            answer[url] = {
+                name: list(sub.unrecorded[name]) if name in sub.unrecorded
+                else ["RUNNING", ""] if name in running else ["PENDING", ""]
+                for name in names
+            }
+        return answer
+
+    # -- starting -----------------------------------------------------------------------------------
+    def start_pending(self) -> None:
+        now = time.monotonic()
+        check_holds = now - self.last_hold_check >= HOLD_CHECK_S
+        if check_holds:
+            self.last_hold_check = now
+        for sub in list(self.subs.values()):
+            parallelism = int(sub.spec.get("parallelism") or 256)
+            held: list[Task] = []
+            while sub.pending and self.slots_used(sub) < parallelism:
+                task = sub.pending.popleft()
+                if task.waits_for and not (check_holds and self.dependencies_ended(task)):
+                    held.append(task)
+                    continue
+                self.launch(sub, task)
+            sub.pending.extendleft(reversed(held))
+            self.maybe_done(sub)
+
+    @staticmethod
+    def slots_used(sub: Submission) -> int:
+        """Tasks that hold a slot of ``array_parallelism``: a task whose end is being read holds none."""
+        return sum(1 for t in sub.running.values() if t.phase != "ending")
+
+    def dependencies_ended(self, task: Task) -> bool:
+        """Whether every job the task takes as an argument has ended (result or exit record)."""
+        still = []
+        for ref in task.waits_for:
+            url, index, ranks = ref
+            try:
+                upstream = JobFolder.from_url(url)
+                done = all(upstream.has_result(index, r) for r in ranks) or upstream.read_exit(index) is not None
+                done = done or not upstream.exists()  # deleted: the worker says so when it reads it
+            except Exception as exc:  # a store that cannot be reached now: look again later
+                logger.warning("cannot look at the dependency %s of %s: %s", url, task.sub.url, exc)
+                done = False
+            if not done:
+                still.append(ref)
+        task.waits_for = still
+        return not still
+
+    def launch(self, sub: Submission, task: Task, reply_errors: bool = False) -> str:
+        """Start ``task``; "" or (``reply_errors``) the runtime's refusal."""
+        if sub.folder.read_exit(task.name) is not None:
+            return ""  # cancelled before it started
+        task.attempt += 1
+        task.handles, task.warned, task.timed_out, task.kill_at = {}, False, False, None
+        task.scratch = {}
+        task.phase, task.start = "starting", time.time()
+        sub.running[task.index] = task
+        try:
+            self.start_task(task, wait=reply_errors)
+        except Exception as exc:
+            message = str(getattr(exc, "explanation", None) or exc)
+            self.start_failed(task, message)
+            return message if reply_errors else ""
+        return ""
+
+    def started(self, task: Task) -> None:
+        """The backend started every rank of ``task`` (its handles are set)."""
+        task.phase = "running"
+        record = {"handles": task.handles, "start": task.start, "attempt": task.attempt, "supervisor": os.getpid()}
+        self.record(task, lambda: task.sub.folder.write_run(task.name, record))
+        if task.sub.folder.read_exit(task.name) is not None:  # cancelled while it started
+            self.signal_task(task, signal.SIGKILL)
+
+    def start_failed(self, task: Task, why: str) -> None:
+        logger.warning("task %s of %s did not start: %s", task.name, task.sub.url, why)
+        task.sub.running.pop(task.index, None)
+        self.finish(task, "FAILED", f"it did not start: {why}", [])
+
+    # -- ending ---------------------------------------------------------------------------------------
+    def task_ended(self, task: Task, end: TaskEnd) -> None:
+        """Every rank of ``task`` ended: run it again (checkpointed) or record how it ended."""
+        sub = task.sub
+        sub.running.pop(task.index, None)
+        task.phase = "ended"
+        requeue = (
+            REQUEUE_EXIT_CODE in end.codes and not task.cancelled and not task.timed_out
+            and task.attempt < MAX_ATTEMPTS and self.safely(lambda: sub.folder.take_requeue(int(task.name)), False)
+        )
+        if requeue:
+            logger.info("running task %s of %s again (checkpointed)", task.name, sub.url)
+            task.phase = "pending"
+            sub.pending.appendleft(task)
+            return
+        state, reason = end_state(
+            end, cancelled=task.cancelled, timed_out=task.timed_out, warned=task.warned, limit_s=sub.timeout_s
+        )
+        self.finish(task, state, reason, end.codes)
+
+    def finish(self, task: Task, state: str, reason: str, codes: list[int | None]) -> None:
+        """Record the end in the folder (first record wins); kept in memory if the folder refuses."""
+        self.record(task, lambda: task.sub.folder.write_exit(task.name, state, reason, codes), (state, reason))
+        self.maybe_done(task.sub)
+
+    def record(self, task: Task, write: Any, end: tuple[str, str] | None = None) -> None:
+        """Write to the task's folder; a full disk or a deleted folder must not stop the supervisor."""
+        try:
+            write()
+        except OSError as exc:
+            logger.warning("cannot record task %s of %s: %s", task.name, task.sub.url, exc)
+            if end is not None:  # clients still learn how it ended, and why it is not recorded
+                state, reason = end
+                note = f"its job folder cannot be written ({exc.strerror or exc})"
+                task.sub.unrecorded[task.name] = (state, f"{reason}; {note}" if reason else note)
+
+    @staticmethod
+    def safely(fn: Any, default: Any) -> Any:
+        try:
+            return fn()
+        except OSError as exc:
+            logger.warning("%s", exc)
+            return default
+
+    def maybe_done(self, sub: Submission) -> None:
+        if not sub.pending and not sub.running and not sub.unrecorded:
+            self.drop(sub)
+
+    def drop(self, sub: Submission) -> None:
+        self.subs.pop(sub.url, None)
+        sub.lock.close()
+        self.last_activity = time.monotonic()
+
+    def forget_unrecorded(self) -> None:
+        """Ends kept in memory for a folder that could not be written are kept an hour."""
+        now = time.monotonic()
+        for sub in list(self.subs.values()):
+            if sub.unrecorded and not sub.pending and not sub.running and now - self.last_activity > UNRECORDED_KEEP_S:
+                sub.unrecorded.clear()
+                self.drop(sub)
+
+    # -- cancelling and deadlines ---------------------------------------------------------------------
+    def cancel(self, url: str, name: str | None) -> bool:
+        """Cancel one task (``name``) or all of a submission; False if it is not held here."""
+        sub = self.subs.get(url)
+        if sub is None:
+            return False
+        for task in [t for t in sub.pending if name is None or t.name == name]:
+            sub.pending.remove(task)
+            task.cancelled = True
+            self.finish(task, "CANCELLED", "cancelled by the user", [])
+        for task in list(sub.running.values()):
+            if name is None or task.name == name:
+                task.cancelled = True
+                self.record(task, lambda t=task: t.sub.folder.write_exit(t.name, "CANCELLED", "cancelled by the user"))
+                self.kill(task, signal.SIGTERM)
+        return True
+
+    def kill(self, task: Task, sig: signal.Signals) -> None:
+        if task.phase == "running":
+            self.signal_task(task, sig)
+        if sig != signal.SIGKILL and task.kill_at is None:
+            task.kill_at = time.time() + KILL_GRACE_S
+
+    def next_deadline(self) -> float | None:
+        times = []
+        for sub in self.subs.values():
+            for task in sub.running.values():
+                if task.kill_at is not None:
+                    times.append(task.kill_at)
+                elif sub.timeout_s is not None and not task.timed_out:
+                    warn = 0.0 if task.warned else warning_delay_s(float(sub.spec.get("signal_delay_s", 90)), sub.timeout_s)
+                    times.append(task.start + sub.timeout_s - warn)
+        return min(times) if times else None
+
+    def check_deadlines(self) -> None:
+        """The deadline ladder: the checkpoint signal, then SIGTERM at the limit, then SIGKILL."""
+        now = time.time()
+        for sub in list(self.subs.values()):
+            limit = sub.timeout_s
+            for task in list(sub.running.values()):
+                if task.phase != "running":
+                    continue
+                if task.kill_at is not None and now >= task.kill_at:
+                    self.signal_task(task, signal.SIGKILL)
+                    task.kill_at = now + 3600  # once; the end is seen by watch()
+                if limit is None or task.timed_out:
+                    continue
+                delay = warning_delay_s(float(sub.spec.get("signal_delay_s", 90)), limit)
+                if not task.warned and now >= task.start + limit - delay:
+                    task.warned = True
+                    self.signal_task(task, signal.SIGUSR2)  # rank 0 checkpoints, if it can
+                if now >= task.start + limit:
+                    task.timed_out = True
+                    why = f"time limit of {limit / 60:g} min (timeout_min) reached"
+                    self.record(task, lambda t=task, w=why: t.sub.folder.write_exit(t.name, "TIMEOUT", w))
+                    self.kill(task, signal.SIGTERM)
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def busy(self) -> bool:
+        return any(s.running or s.pending for s in self.subs.values())
+
+    def serve_forever(self, sock_path: str, idle_exit_s: float, idle_timeout: float) -> None:
+        """Serve until idle for ``idle_exit_s``; then leave without dropping a request.
+
+        The socket is unlinked first, so a client that comes now starts a
+        fresh supervisor; requests already queued are answered, and what they
+        (or anything else) left running is seen to its end without a socket.
+        """
+        self.listen(sock_path)
+        logger.info("%s supervisor serving on %s (pid %d)", self.kind, sock_path, os.getpid())
+        while True:
+            self.step(idle_timeout)
+            if not self.busy() and not self.conns and time.monotonic() - self.last_activity > idle_exit_s:
+                break
+        logger.info("idle for %.0f s, leaving", idle_exit_s)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        while self.drain() or self.busy():
+            self.step(min(idle_timeout, 0.05))
+
+    def step(self, idle_timeout: float) -> None:
+        timeout = idle_timeout
+        if any(t.waits_for for s in self.subs.values() for t in s.pending):
+            timeout = min(timeout, HOLD_CHECK_S)
+        deadline = self.next_deadline()
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - time.time()))
+        self.serve_ready(timeout)
+        for action in (self.watch, self.check_deadlines, self.start_pending, self.forget_unrecorded):
+            try:
+                action()
+            except Exception:  # report, don't die: every other submission still needs this loop
+                logger.exception("%s failed", action.__name__)
+
+
+# -- the client side ------------------------------------------------------------------------------------
+def task_name(backend_id: str) -> tuple[str, str | None]:
+    """``key_7`` -> (key, "7"); ``key`` -> (key, None): a submission's own id."""
+    key, sep, index = backend_id.partition("_")
+    return key, index if sep else None
+
+
+def states_from_records(
+    storage: Any, backend_ids: Iterable[str], ask: Any
+) -> tuple[dict[str, Status], list[JobFolder]]:
+    """States of supervised tasks: exit records first, then ONE request for the rest.
+
+    ``ask(tasks)`` sends ``{"op": "states"}`` to the backend's supervisor.
+    Returns the states and the folders that no supervisor holds (to adopt).
+    """
+    by_key: dict[str, list[tuple[str, str]]] = {}
+    for backend_id in backend_ids:
+        key, name = task_name(backend_id)
+        by_key.setdefault(key, []).append((backend_id, name or "0"))
+    answer: dict[str, Status] = {}
+    unknown: dict[str, list[tuple[str, str]]] = {}
+    folders: dict[str, JobFolder] = {}
+    for key, tasks in by_key.items():
+        folder = JobFolder(storage, key)
+        folders[folder.url] = folder
+        ended = folder.ended()
+        for backend_id, name in tasks:
+            if name in ended:
+                record = folder.read_exit(name) or {"state": "FAILED", "reason": "its exit record vanished"}
+                answer[backend_id] = Status(JobState(record["state"]), record.get("reason", ""))
+            else:
+                unknown.setdefault(folder.url, []).append((backend_id, name))
+    if not unknown:
+        return answer, []
+    told = ask({url: [name for _, name in tasks] for url, tasks in unknown.items()})
+    orphans = []
+    for url, tasks in unknown.items():
+        known = told.get(url)
+        if known is not None:
+            for backend_id, name in tasks:
+                state, reason = known.get(name, ["PENDING", ""])
+                answer[backend_id] = Status(JobState(state), reason)
+            continue
+        folder = folders[url]
+        if not folder.exists():
+            for backend_id, _ in tasks:
+                answer[backend_id] = Status(JobState.LOST, f"its job folder {url} was deleted before it ended")
+            continue
+        started = folder.started()
+        for backend_id, name in tasks:
+            answer[backend_id] = Status(JobState.RUNNING if name in started else JobState.PENDING)
+        orphans.append(folder)
+    return answer, orphans
+
+
+def cancel_targets(storage: Any, backend_ids: Sequence[str]) -> list[tuple[JobFolder, str | None]]:
+    """(folder, task name) to cancel; the name is None for an array's own id (every task)."""
+    targets: list[tuple[JobFolder, str | None]] = []
+    for backend_id in backend_ids:
+        key, name = task_name(backend_id)
+        folder = JobFolder(storage, key)
+        if name is None and not (folder.read_meta() if folder.exists() else {}).get("array", False):
+            name = "0"  # a plain job's id is its submission's
+        targets.append((folder, name))
+    return targets
+
+
+def cancel_unsupervised(folder: JobFolder, name: str | None, kill: Any) -> None:
+    """Cancel tasks no supervisor holds: record the cancellation first, then kill what runs.
+
+    ``kill(run_record)`` stops what a task's run record names (pids, containers).
+    """
+    count = int(folder.read_meta().get("count", 1)) if folder.exists() else 1
+    for each in [name] if name is not None else [str(i) for i in range(count)]:
+        if folder.write_exit(each, "CANCELLED", "cancelled by the user"):
+            run = folder.read_run(each)
+            if run is not None and "damaged" not in run:
+                kill(run)

@@ -1,0 +1,121 @@
+"""submitit's ``Job.watcher``, answered by the shared ``StatePoller`` (no second poll loop).
+
+Tools built on submitit ask the class for states by job id::
+
+    SlurmJob.watcher.update()                       refresh every job this process follows
+    job.watcher.get_state(job.job_id, "standard")   "RUNNING", "COMPLETED", ... ("UNKNOWN" if never seen)
+    job.watcher.is_done(job.job_id, "force")        asks the scheduler first
+
+``mode`` is submitit's: ``"standard"`` asks the backend when the poll
+interval has passed, ``"force"`` asks now, ``"cache"`` never asks.  Through
+an instance the watcher answers from that job's backend poller; through the
+class it answers from whichever poller of this process follows the id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .polling import StatePoller, poller_for
+from .states import JobState, Status
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["JobWatcher", "Watcher"]
+
+_MODES = ("standard", "force", "cache")
+
+
+def _process_pollers() -> Iterator[StatePoller]:
+    """The pollers of every backend instance of this process (``get_backend`` shares them)."""
+    from .backends import base
+
+    with base._instances_lock:
+        backends = list({id(b): b for b in base._instances.values()}.values())
+    for backend in backends:
+        if "_poller" in backend.__dict__:  # a backend nobody polled has no jobs to answer for
+            yield poller_for(backend)
+
+
+def _follows(poller: StatePoller, job_id: str) -> bool:
+    # StatePoller has no public "is this id followed" yet; its state is read under its lock
+    with poller._lock:
+        return job_id in poller._live or job_id in poller._cache
+
+
+def _refresh(poller: StatePoller) -> None:
+    # as status(force=True) does, for every followed id at once (StatePoller has no public refresh yet)
+    with poller._lock:
+        poller._refresh_locked()
+
+
+class Watcher:
+    """State look-ups by job id over some pollers: one job's backend, or every backend of the process.
+
+    Bound to a job, it answers for that job as ``job.state`` does (its result
+    files count before the scheduler catches up), so a tool never sees a job
+    RUNNING whose result ``job.result()`` already returns.
+    """
+
+    def __init__(self, poller: StatePoller | None = None, job: Job[Any] | None = None) -> None:
+        self._poller = poller
+        self._job = job
+
+    def _pollers(self) -> list[StatePoller]:
+        return [self._poller] if self._poller is not None else list(_process_pollers())
+
+    def _poller_of(self, job_id: str) -> StatePoller | None:
+        if self._poller is not None:
+            return self._poller
+        return next((p for p in self._pollers() if _follows(p, job_id)), None)
+
+    @property
+    def num_calls(self) -> int:
+        """How often the backends were asked (submitit's ``num_calls``)."""
+        return sum(p.calls for p in self._pollers())
+
+    def register_job(self, job_id: str) -> None:
+        """Follow ``job_id`` (only meaningful through a job, whose backend is known)."""
+        if self._poller is not None:
+            self._poller.track([job_id])
+
+    def update(self) -> None:
+        """Ask the backend(s) now for every job followed (one call per backend)."""
+        for poller in self._pollers():
+            _refresh(poller)
+
+    def _status(self, job_id: str, mode: str) -> Status:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {mode!r}")
+        poller = self._poller_of(job_id)
+        if poller is None:
+            return Status(JobState.UNKNOWN)
+        status = poller.cached(job_id) if mode == "cache" else poller.status(job_id, force=mode == "force")
+        status = status or Status(JobState.UNKNOWN)
+        if self._job is not None and job_id == self._job.job_id:
+            return Status(self._job._seen_state(status), status.reason)
+        return status
+
+    def get_state(self, job_id: str, mode: str = "standard") -> str:
+        """The backend's state of ``job_id``, as a plain string (``"UNKNOWN"`` if never seen)."""
+        return self._status(job_id, mode).state.value
+
+    def get_info(self, job_id: str, mode: str = "standard") -> dict[str, str]:
+        """``{"JobID", "State", "Reason"}`` as the backend last told them."""
+        status = self._status(job_id, mode)
+        return {"JobID": job_id, "State": status.state.value, "Reason": status.reason}
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        """True once the backend says the job ended (a job never seen is not done)."""
+        return self._status(job_id, mode).state.is_final
+
+
+class JobWatcher:
+    """The ``watcher`` attribute of ``Job``: bound to the job's poller, or to the whole process on the class."""
+
+    def __get__(self, job: Job[Any] | None, owner: type | None = None) -> Watcher:
+        if job is None:
+            return Watcher()
+        return Watcher(job._poller, job)
