@@ -25,77 +25,26 @@ import pytest
 import jobsub
 from jobsub import JobState
 from jobsub.folder import JobFolder, register_id
-from tests.emulators import endpoint_problem
+from tests import aws_batch_env
+from tests.aws_batch_env import BUCKET, QUEUE, client
+from tests.conformance.behaviour import BehaviourSuite
 
 pytestmark = pytest.mark.aws
 
-QUEUE = "jobsub-test-queue"
-BUCKET = "jobsub-aws-test"
 
-
-def _problem() -> str | None:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    problem = endpoint_problem("AWS_ENDPOINT_URL", "start-moto.sh", "/", b"ListAllMyBucketsResult", endpoint)
+@pytest.fixture(scope="session")
+def aws() -> dict[str, str]:
+    """Compute environment, job queue, role and bucket in moto; a probe job proved containers run."""
+    problem = aws_batch_env.problem()
     if problem:
-        return problem
-    if not os.environ.get("JOBSUB_AWS_TEST_IMAGE"):
-        return "JOBSUB_AWS_TEST_IMAGE is not set (scripts/build-aws-test-image.sh builds it)"
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        return f"no Docker engine for moto's Batch jobs (scripts/start-docker.sh): {exc}"
-    return None
-
-
-def client(service: str) -> Any:
-    import boto3
-
-    return boto3.session.Session().client(service)
+        pytest.skip(problem)
+    return {"queue": QUEUE, "image": os.environ["JOBSUB_AWS_TEST_IMAGE"]}
 
 
 def _moto_config(batch: dict[str, Any]) -> None:
     body = json.dumps({"batch": batch}).encode()
     request = urllib.request.Request(os.environ["AWS_ENDPOINT_URL"] + "/moto-api/config", data=body, method="POST")
     urllib.request.urlopen(request, timeout=10).read()
-
-
-@pytest.fixture(scope="session")
-def aws() -> dict[str, str]:
-    """Compute environment, job queue, role and bucket in moto; a probe job proves containers run."""
-    problem = _problem()
-    if problem:
-        pytest.skip(problem)
-    iam, batch, s3 = client("iam"), client("batch"), client("s3")
-    try:
-        role = iam.create_role(RoleName="jobsub-test-batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    except iam.exceptions.EntityAlreadyExistsException:
-        role = iam.get_role(RoleName="jobsub-test-batch")["Role"]["Arn"]
-    if not batch.describe_job_queues(jobQueues=[QUEUE])["jobQueues"]:
-        environment = batch.create_compute_environment(
-            computeEnvironmentName="jobsub-test-ce", type="UNMANAGED", state="ENABLED", serviceRole=role,
-        )["computeEnvironmentArn"]
-        batch.create_job_queue(
-            jobQueueName=QUEUE, state="ENABLED", priority=1,
-            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-        )
-    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
-        s3.create_bucket(Bucket=BUCKET)
-    image = os.environ["JOBSUB_AWS_TEST_IMAGE"]
-    batch.register_job_definition(
-        jobDefinitionName="jobsub-test-probe", type="container",
-        containerProperties={"image": image, "command": ["python3", "-c", "import boto3"], "vcpus": 1, "memory": 256},
-    )
-    probe = batch.submit_job(jobName="probe", jobQueue=QUEUE, jobDefinition="jobsub-test-probe")["jobId"]
-    for _ in range(120):
-        state = batch.describe_jobs(jobs=[probe])["jobs"][0]["status"]
-        if state in ("SUCCEEDED", "FAILED"):
-            break
-        time.sleep(0.5)
-    if state != "SUCCEEDED":
-        pytest.skip(f"moto cannot run Batch containers of {image} ({state}): start it with DOCKER_HOST set")
-    return {"queue": QUEUE, "image": image, "role": role}
 
 
 @pytest.fixture
@@ -109,6 +58,21 @@ def ex(aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsu
     executor = jobsub.AutoExecutor(folder=f"{root}/%j", cluster="aws_batch")
     executor.update_parameters(aws_batch_job_queue=aws["queue"], aws_batch_image=aws["image"])
     return executor
+
+
+class TestAWSBatchBehaviour(BehaviourSuite):
+    """The shared behaviour, with folders on S3 and jobs run by moto."""
+
+    cluster = "aws_batch"
+    fast_time_limits = False  # AWS's shortest limit is 60 s: test_timeout below runs one
+    memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
+
+    @pytest.fixture
+    def executor(self, aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
+        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")
+        ex = jobsub.AutoExecutor(folder=f"{root}/%j", cluster=self.cluster)
+        ex.update_parameters(**aws_batch_env.parameters())
+        return ex
 
 
 def _own_backend(aws: dict[str, str], root: str) -> tuple[Any, jobsub.Executor]:

@@ -84,7 +84,7 @@ class BehaviourSuite:
         with pytest.raises(RuntimeError, match="boom"), executor.batch():
             executor.submit(tasks.add, 1, 1)
             raise RuntimeError("boom")
-        assert not any(p for p in executor.folder.iterdir() if not p.name.startswith("."))
+        assert not executor.storage.list("")
 
     def test_usage_is_recorded(self, executor: jobsub.AutoExecutor) -> None:
         job = executor.submit(tasks.add, 1, 1)
@@ -169,7 +169,7 @@ class BehaviourSuite:
         with pytest.raises(jobsub.FailedJobError, match="SystemExit"):
             job.result(timeout=120)
 
-    @needs("isolated")  # in one process, os._exit would end the test itself
+    @needs("isolated", "local_folders")  # in one process, os._exit would end the test itself
     def test_exit_code_75_without_a_checkpoint_is_not_rerun(self, executor: jobsub.AutoExecutor) -> None:
         """75 is the requeue code; a task that merely exits with it ran once and says so."""
         job = executor.submit(tasks.hard_exit, 75)
@@ -189,7 +189,7 @@ class BehaviourSuite:
             executor.map_array(tasks.add, [1, lock, 3], [1, 2, 3])
         with pytest.raises(TypeError, match=r"submit\(\) needs a callable to run, got int 42"):
             executor.submit(42)  # type: ignore[arg-type]
-        assert not any(p for p in executor.folder.iterdir() if not p.name.startswith("."))
+        assert not executor.storage.list("")
 
     def test_map_array_of_unequal_lengths_warns(self, executor: jobsub.AutoExecutor) -> None:
         with pytest.warns(RuntimeWarning, match=r"different lengths \(3, 2\).* submits 2 jobs"):
@@ -200,10 +200,8 @@ class BehaviourSuite:
         """The job's folder removed after it ended, before anyone looked: a typed error, at once."""
         job = executor.submit(tasks.add, 1, 1)
         job.wait(timeout=120)
-        fresh = jobsub.Job(folder=executor.folder, job_id=job.job_id)
-        import shutil
-
-        shutil.rmtree(job.paths.folder)
+        fresh = jobsub.Job(folder=executor.storage.url, job_id=job.job_id)
+        job.folder.delete()
         with pytest.raises(jobsub.UncompletedJobError):
             fresh.result(timeout=60)
 
@@ -307,7 +305,7 @@ class BehaviourSuite:
         job = executor.submit(tasks.add, 1, 2)
         clone = pickle.loads(pickle.dumps(job))
         assert clone.result(timeout=120) == 3
-        again = jobsub.Job(folder=executor.folder, job_id=job.job_id)
+        again = jobsub.Job(folder=executor.storage.url, job_id=job.job_id)
         assert again.result() == 3
         assert again.job_id == job.job_id
 
@@ -326,10 +324,10 @@ class BehaviourSuite:
         )
         params = repr(backend_parameters(self.cluster))
         out = subprocess.run(
-            [sys.executable, "-c", script, str(executor.folder), self.cluster, params],
+            [sys.executable, "-c", script, executor.storage.url, self.cluster, params],
             capture_output=True, text=True, check=True, cwd=root,
         )
         job_id = out.stdout.strip().splitlines()[-1]
         # the submitting process has exited; the job must still run and be found again
-        job: jobsub.Job[Any] = jobsub.Job(folder=executor.folder, job_id=job_id)
+        job: jobsub.Job[Any] = jobsub.Job(folder=executor.storage.url, job_id=job_id)
         assert job.result(timeout=180) == "survived"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -66,6 +67,9 @@ class AWSBatchBackend(Backend):
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True,
     )
 
+    log_wait_s = 15.0
+    """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
+
     def __init__(self, root: str, region: str | None = None) -> None:
         super().__init__(root)
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
@@ -97,6 +101,8 @@ class AWSBatchBackend(Backend):
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common, spec = params.common, params.specific
         _validate(common, spec, folder)
+        if array:  # tasks name themselves "<array>_<index>" as jobsub does (AWS: "<array>:<index>")
+            launch = launch.replace(task_env={**launch.task_env, "array_job_id": "AWS_BATCH_JOB_ID"})
         package = build_code_package(
             spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
         ) if spec.package_code else None
@@ -190,9 +196,21 @@ class AWSBatchBackend(Backend):
             self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
-        """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's."""
+        """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's.
+
+        A task whose result is written but whose job AWS has not ended yet
+        (its last lines still on their way to CloudWatch) is given up to
+        ``log_wait_s`` to end first: ``job.stdout()`` right after
+        ``job.result()`` then has the whole output.
+        """
         aws_id = self.tracker.aws_id(backend_id)
         job = self.tracker.describe([aws_id]).get(aws_id)
+        deadline = time.monotonic() + self.log_wait_s
+        while job and job.get("status") not in ("SUCCEEDED", "FAILED") and time.monotonic() < deadline:
+            if not folder.has_result(index, rank):
+                break  # still working: what it printed so far
+            time.sleep(0.5)
+            job = self.tracker.describe([aws_id]).get(aws_id)
         where = log_location(job) if job else None
         text = read_stream(self.api, *where) if where else None
         if text is None:
