@@ -243,3 +243,32 @@ def test_the_backend_loads_without_boto3() -> None:
     code = "import sys, jobsub; jobsub.AutoExecutor; import jobsub.backends.aws_batch; print('boto3' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+NAMES = """
+import json, os
+from jobsub.folder import JobFolder
+from jobsub.storage import MemoryStorage
+from jobsub.worker import export_environment
+env = {"index": "AWS_BATCH_JOB_ARRAY_INDEX|AWS_BATCH_JOB_ID", "job_id": "AWS_BATCH_JOB_ID"}
+if os.environ.get("ARRAY"):
+    env["array_job_id"] = "AWS_BATCH_JOB_ID"
+index, _ = export_environment(JobFolder(MemoryStorage(), "k"), "aws_batch", env, int(os.environ["OFFSET"]))
+print(json.dumps([index, os.environ["JOBSUB_JOB_ID"], os.environ["JOBSUB_ARRAY_JOB_ID"]]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("job_id", "array", "offset", "expected"),
+    [
+        ("p1:3", True, 0, [3, "p1_3", "p1"]),  # an array child: jobsub's "<array>_<i>", not AWS's ":"
+        ("p2:3", True, 10_000, [10_003, "p2_3", "p2"]),  # the second part of a split array
+        ("p3", True, 0, [0, "p3_0", "p3"]),  # a one-task map_array is a plain job on AWS
+        ("p4", False, 0, [0, "p4", ""]),  # submit()
+    ],
+)
+def test_tasks_name_themselves_as_jobsub_names_them(job_id: str, array: bool, offset: int, expected: list[Any]) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH", "JOBSUB"))}
+    env = {**clean, "AWS_BATCH_JOB_ID": job_id, "OFFSET": str(offset), **({"ARRAY": "1"} if array else {})}
+    done = subprocess.run([sys.executable, "-c", NAMES], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == expected
