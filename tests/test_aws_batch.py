@@ -240,6 +240,22 @@ def test_one_job_definition_per_shape(aws: dict[str, str], root: str) -> None:
     assert other.api.counts["RegisterJobDefinition"] == 0
 
 
+def test_an_existing_job_definition_is_used_as_it_is(aws: dict[str, str], root: str) -> None:
+    client("batch").register_job_definition(
+        jobDefinitionName="jobsub-test-users-own", type="container",
+        containerProperties={"image": aws["image"], "command": ["false"], "vcpus": 1, "memory": 256},
+    )
+    backend, executor = _own_backend(aws, root)
+    executor.update_parameters(image="", job_definition="jobsub-test-users-own", cpus_per_task=1)
+    job = executor.submit(abs, -9)
+    assert job.result(timeout=120) == 9
+    assert backend.api.counts["RegisterJobDefinition"] == 0
+    described = client("batch").describe_jobs(jobs=[job.job_id])["jobs"][0]
+    assert "jobsub-test-users-own" in described["jobDefinition"]
+    command = described["container"]["command"]  # the definition's "false", overridden by the worker's
+    assert command[0] == "python3" and "jobsub.worker" in command
+
+
 def test_overrides_over_8192_characters_are_refused_before_submitting(aws: dict[str, str], root: str) -> None:
     backend, executor = _own_backend(aws, root)
     executor.update_parameters(env={"BIG": "x" * 9000})
