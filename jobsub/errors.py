@@ -12,7 +12,7 @@ Every error jobsub raises is one of these (or a builtin ``TypeError`` /
     ├── BackendError                 the scheduler/engine/API cannot be reached or misbehaves
     │   └── ImageBuildError          ``jobsub image build`` failed (the engine's log in the text)
     ├── InvalidStateError            the handle cannot do that now (e.g. inside ``ex.batch()``)
-    ├── CorruptResultError           a result file is damaged or not jobsub's (never unpickled)
+    ├── CorruptResultError           a job file is damaged, or another user's (never unpickled)
     └── UncompletedJobError          (also RuntimeError) the job ended without a result
         ├── UnreadableResultError    it returned, but its value cannot be unpickled here
         ├── FailedJobError           the function raised; ``__cause__`` is the remote exception
@@ -110,11 +110,17 @@ class ImageBuildError(BackendError):
 
 
 class CorruptResultError(JobsubError):
-    """A result file exists but its framing is wrong (truncated, damaged, or not jobsub's).
+    """A file of a job folder (a result, ``meta.json``) is truncated, damaged, or not to be trusted.
 
-    It is never unpickled; ``Job.result()`` turns it into ``UncompletedJobError``
-    after a grace period for stores where a write may still be arriving.
+    It is never unpickled.  ``final``: waiting will not mend it (another
+    user's file, a damaged record); otherwise ``Job.result()`` gives it a
+    grace period (a write on a slow store may still be arriving), then raises
+    ``UncompletedJobError``.
     """
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 class InvalidStateError(JobsubError, RuntimeError):

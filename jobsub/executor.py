@@ -215,7 +215,8 @@ class Executor:
                 warnings.warn("no submission inside 'with executor.batch():'", RuntimeWarning, stacklevel=3)
             return
         placeholders, calls = zip(*pending)
-        for placeholder, job in zip(placeholders, self._submit_calls(list(calls), array=True)):
+        # one submission is a plain job, as submitit makes it (``123``, not ``123_0``)
+        for placeholder, job in zip(placeholders, self._submit_calls(list(calls), array=len(calls) > 1)):
             placeholder._promote(job)
 
     def _submit_calls(self, calls: list[DelayedSubmission], *, array: bool) -> list[Job[Any]]:
@@ -251,15 +252,23 @@ class Executor:
                 f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
                 "or raise max_pickle_size_gb"
             )
-        folder = JobFolder.create(self.storage)
+        folder = JobFolder.create(self.storage, mode=common.folder_mode)
         try:
             folder.write_call(call_bytes)
             _write_args(folder, task_bytes)
             meta = self._meta(params, len(calls), ranks, array)
             if waits_for:
                 meta["waits_for"] = waits_for
+            cap = self.backend.max_array_size(params) or len(calls)
+            # the intent first: a client killed while the backend accepts the submission leaves a
+            # record that finds the job again (by its tag), never one that runs unseen
+            meta["intents"] = [
+                {"offset": o, "count": min(cap, len(calls) - o), "tag": f"{folder.key}-{o}"}
+                for o in range(0, len(calls), cap)
+            ]
             folder.write_meta(meta)
-            meta["submissions"] = self._start(folder, params, len(calls), array)
+            meta["submissions"] = self._start(folder, params, meta["intents"], array)
+            del meta["intents"]
             folder.write_meta(meta)
         except BaseException:
             folder.delete()
@@ -267,23 +276,25 @@ class Executor:
         jobs: list[Job[Any]] = []
         for sub in meta["submissions"]:
             register_id(folder.storage, sub["id"], folder.key)
-            self._link_template(sub["id"], folder)
+            where = self._link_template(sub["id"], folder)
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if array else sub["id"]
                 jobs.append(Job._create(self.backend, folder, job_id, sub["offset"] + local, ranks))
+                if where is not None:
+                    folder.link_submitit_logs(where, job_id, sub["offset"] + local, ranks, common.stderr_to_stdout)
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         return jobs
 
-    def _start(self, folder: JobFolder, params: Resolved, count: int, array: bool) -> list[dict[str, Any]]:
-        """Submit, split at the backend's array cap; cancel what was started if one part fails."""
-        cap = self.backend.max_array_size(params) or count
+    def _start(
+        self, folder: JobFolder, params: Resolved, intents: list[dict[str, Any]], array: bool
+    ) -> list[dict[str, Any]]:
+        """Submit each part (an array split at the backend's cap); cancel what started if one fails."""
         parts: list[dict[str, Any]] = []
         try:
-            for offset in range(0, count, cap):
-                n = min(cap, count - offset)
-                launch = self._launch(folder, offset, params)
-                backend_id = self.backend.submit(launch, n, params, folder, array=array)
-                parts.append({"id": backend_id, "offset": offset, "count": n, "submitted_at": time.time()})
+            for intent in intents:
+                launch = self._launch(folder, intent["offset"], params)
+                backend_id = self.backend.submit(launch, intent["count"], params, folder, array=array)
+                parts.append({"id": backend_id, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()})
         except Exception as exc:
             if parts:
                 with contextlib.suppress(Exception):
@@ -323,16 +334,19 @@ class Executor:
             "submissions": [],
         }
 
-    def _link_template(self, backend_id: str, folder: JobFolder) -> None:
-        """Make ``runs/%j`` style paths exist: a link named after the job id."""
-        if self._template is None or folder.path is None:
-            return
+    def _link_template(self, backend_id: str, folder: JobFolder) -> str | None:
+        """Make ``runs/%j`` style paths exist (a link named after the job id); return where submitit
+        would have put the job's files (the folder of submitit's own log names), None if not local."""
+        if folder.path is None:
+            return None
+        if self._template is None:
+            return str(self.folder)
         link = Path(self._template.replace("%j", backend_id)).expanduser().absolute()
-        if link == folder.path:
-            return
-        with contextlib.suppress(OSError):
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(folder.path, target_is_directory=True)
+        if link != folder.path:
+            with contextlib.suppress(OSError):
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(folder.path, target_is_directory=True)
+        return str(folder.path)
 
 
 def _write_args(folder: JobFolder, task_bytes: list[bytes]) -> None:
@@ -418,6 +432,13 @@ class AutoExecutor(Executor):
             return
         name = next((n for n in sorted(known_backends(), key=len, reverse=True) if key.startswith(n + "_")), None)
         if name is None:
+            owner = self._owner_of(key)
+            if owner is not None:  # submitit took unprefixed backend keys, with a warning: so do we
+                warnings.warn(
+                    f"Setting {key!r} is deprecated. Use '{owner}_{key}' instead.", DeprecationWarning, stacklevel=4
+                )
+                self._set(f"{owner}_{key}", value)
+                return
             valid = [*_COMMON_TYPES, *(f"{b}_..." for b in known_backends())]
             raise unknown_key_error(key, valid, "AutoExecutor (backend keys take a prefix such as 'slurm_')")
         sub = key[len(name) + 1 :]
@@ -436,6 +457,18 @@ class AutoExecutor(Executor):
         else:
             valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
             raise unknown_key_error(key, valid, f"the {name} backend")
+
+    def _owner_of(self, key: str) -> str | None:
+        """The backend whose own key ``key`` is: this executor's, else the first that has it."""
+        owners = []
+        for name in known_backends():
+            try:
+                backend = load_backend_class(name)
+            except JobsubError:
+                continue
+            if key in field_types(backend.Parameters) or key in backend.aliases:
+                owners.append(name)
+        return self.cluster if self.cluster in owners else next(iter(owners), None)
 
 
 def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:

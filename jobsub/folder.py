@@ -118,14 +118,22 @@ class JobFolder:
 
     # -- creation and identity -------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike[str] | Storage) -> JobFolder:
+    def create(cls, root: str | os.PathLike[str] | Storage, mode: int | None = None) -> JobFolder:
+        """A new, empty submission folder under ``root``.
+
+        ``mode``: the folder's own permissions (``folder_mode``); by default
+        the umask decides who may read it.  Never writable by group or others.
+        """
         storage = open_storage(root) if isinstance(root, (str, os.PathLike)) else root
         folder = cls(storage, new_key())
-        local = folder.path
+        local = folder.local_file()
         if local is not None:
-            local.mkdir(parents=True, mode=0o700)
+            os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
+            os.mkdir(local, 0o755)
+            if mode is not None:
+                os.chmod(local, mode & ~0o022)
             for sub in _SUBDIRS:
-                (local / sub).mkdir(mode=0o700)
+                os.mkdir(os.path.join(local, sub), 0o755)
         return folder
 
     @classmethod
@@ -188,11 +196,13 @@ class JobFolder:
         return self.storage.exists(self.result_key(index, rank))
 
     def read_result(self, index: int, rank: int) -> bytes | None:
-        """The result payload, None if not written yet; CorruptResultError if damaged."""
+        """The result payload, None if not written yet; CorruptResultError if damaged or not trusted."""
         try:
             data = self.storage.read_bytes(self.result_key(index, rank))
         except FileNotFoundError:
             return None
+        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
+            raise CorruptResultError(str(exc), final=True) from None
         if len(data) < _HEADER.size:
             raise CorruptResultError(f"{self.result_key(index, rank)}: {len(data)} bytes, too short")
         magic, length, crc = _HEADER.unpack_from(data)
@@ -214,6 +224,24 @@ class JobFolder:
         except FileNotFoundError:
             return None
 
+    def link_submitit_logs(self, where: str, job_id: str, index: int, ranks: int, merged: bool) -> None:
+        """``<where>/<job_id>_<rank>_log.out`` (and ``.err``): submitit's log names, as links to ours.
+
+        Tools built on submitit read these names by hand (dora's ``--log``).
+        Local folders only; a link that cannot be made is no error.
+        """
+        if self.path is None:
+            return
+        streams = ("out",) if merged else ("out", "err")
+        for rank in range(ranks):
+            for stream in streams:
+                link = os.path.join(where, f"{job_id}_{rank}_log.{stream}")
+                target = os.path.relpath(self.local_file("log", f"{index}.{rank}.{stream}") or "", where)
+                try:
+                    os.symlink(target, link)
+                except OSError:
+                    continue
+
     def paths(self, index: int, rank: int) -> JobPaths:
         from pathlib import Path
 
@@ -230,12 +258,19 @@ class JobFolder:
     def write_meta(self, meta: dict[str, Any]) -> None:
         import json  # not at module level: every task imports this module, few need json
 
-        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode())
+        # private: it holds the job's parameters, ``env`` values among them
+        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode(), private=True)
 
     def read_meta(self) -> dict[str, Any]:
+        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged."""
         import json
 
-        meta: dict[str, Any] = json.loads(self.storage.read_bytes(self._k("meta.json")))
+        try:
+            meta = json.loads(self.storage.read_bytes(self._k("meta.json")))
+        except ValueError as exc:
+            raise CorruptResultError(f"{self.url}/meta.json is damaged ({exc})", final=True) from None
+        if not isinstance(meta, dict) or "backend" not in meta:
+            raise CorruptResultError(f"{self.url}/meta.json is not a jobsub submission record", final=True)
         return meta
 
     def _read(self, *parts: str) -> bytes | None:
@@ -320,9 +355,12 @@ class JobFolder:
         return True
 
     # -- a backend's own files -----------------------------------------------------------------
-    def write_backend_file(self, backend: str, name: str, data: bytes) -> None:
-        """``<backend>/<name>``: a script, a spec, what the backend needs again later."""
-        self.storage.write_bytes(self._k(backend, name), data)
+    def write_backend_file(self, backend: str, name: str, data: bytes, *, private: bool = True) -> None:
+        """``<backend>/<name>``: a script, a spec, what the backend needs again later.
+
+        Private by default: a spec or a script carries the job's environment.
+        """
+        self.storage.write_bytes(self._k(backend, name), data, private=private)
 
     def read_backend_file(self, backend: str, name: str) -> bytes | None:
         return self._read(backend, name)
@@ -334,7 +372,7 @@ class JobFolder:
         """``<backend>/<name>`` from the local file ``source``: a hard link where possible, else a copy."""
         target = self.local_file(backend, name)
         if target is not None:
-            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
             try:
                 os.link(source, target)
                 return
@@ -343,7 +381,7 @@ class JobFolder:
             except OSError:
                 pass  # another file system: copy
         with open(source, "rb") as f:
-            self.write_backend_file(backend, name, f.read())
+            self.write_backend_file(backend, name, f.read(), private=False)
 
     def backend_file(self, backend: str, name: str) -> str | None:
         """The local path of ``<backend>/<name>`` (None on an object store)."""

@@ -20,16 +20,17 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import errors
-from .backends.base import Backend, get_backend
+from .backends.base import Backend, Launch, get_backend
 from .calls import DelayedSubmission, JobRef, Outcome, RemoteTraceback
-from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_template
+from .folder import JobFolder, JobPaths, folder_at, lookup_id, register_id, split_folder_template
 from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status
 from .storage import open_storage
+from .watcher import JobWatcher
 
 __all__ = ["Job"]
 
@@ -56,6 +57,9 @@ class Job(Generic[R]):
     the job's own folder.
     """
 
+    watcher = JobWatcher()
+    """submitit's ``Job.watcher`` (``update()``, ``get_state(job_id, mode)``, ``is_done``), over the shared poller."""
+
     def __init__(self, folder: str | os.PathLike[str], job_id: str, tasks: Sequence[int] = (0,)) -> None:
         root, _template = split_folder_template(folder)
         storage = open_storage(root)
@@ -68,6 +72,7 @@ class Job(Generic[R]):
     def _bind_from_meta(self, folder: JobFolder, job_id: str) -> None:
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
+        meta = reconcile(folder, meta, backend)
         index = 0
         for sub in meta.get("submissions", []):
             base = sub["id"]
@@ -98,6 +103,7 @@ class Job(Generic[R]):
         folder = folder_at(path)
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
+        meta = reconcile(folder, meta, backend)
         jobs: list[Job[Any]] = []
         for sub in meta["submissions"]:
             for local in range(sub["count"]):
@@ -294,7 +300,7 @@ class Job(Generic[R]):
             except errors.CorruptResultError as exc:
                 # never unpickle a damaged file; on a non-atomic store it may still be arriving
                 deadline = deadline or time.monotonic() + RESULT_GRACE_S
-                if time.monotonic() < deadline:
+                if not exc.final and time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
                 raise errors.UncompletedJobError(f"job {self._job_id}: {exc}") from None
@@ -432,6 +438,41 @@ class Job(Generic[R]):
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
 
 
+def reconcile(folder: JobFolder, meta: dict[str, Any], backend: Backend) -> dict[str, Any]:
+    """Finish the record of a submission whose client died while the backend accepted it.
+
+    The executor writes its intent (offset, count, tag) before each backend
+    submission; an intent still there means nobody recorded the answer.  The
+    backend is asked for the submission by its tag: found, it is recorded
+    (and can be watched, attached to, cancelled); not found, it never went out.
+    """
+    intents = meta.get("intents") or []
+    done = {sub["offset"] for sub in meta.get("submissions", [])}
+    found_any = False
+    for intent in intents:
+        if intent["offset"] in done:
+            continue
+        launch = Launch(folder=folder.url, backend=backend.name, offset=intent["offset"], tag=intent["tag"])
+        found = backend.find_submitted(launch, folder)
+        if found is None:
+            continue  # not (yet) at the backend: a client may still be submitting it; nothing is written
+        logger.warning(
+            "submission %s of %s was made but not recorded (its client died?): found as %s",
+            intent["tag"], folder.url, found,
+        )
+        meta.setdefault("submissions", []).append(
+            {"id": found, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()}
+        )
+        register_id(folder.storage, found, folder.key)
+        found_any = True
+    if found_any:  # the same record the client would have written: no race can lose its own
+        meta["submissions"] = sorted(meta["submissions"], key=lambda sub: sub["offset"])
+        if {sub["offset"] for sub in meta["submissions"]} >= {i["offset"] for i in intents}:
+            del meta["intents"]
+        folder.write_meta(meta)
+    return meta
+
+
 def _restore(
     backend_name: str, config: dict[str, Any], url: str, job_id: str, index: int, ranks: int, rank: int | None
 ) -> Job[Any]:
@@ -460,3 +501,11 @@ class AsyncJobProxy(Generic[R]):
     async def results(self, poll_interval: float | None = None) -> list[R]:
         await self.wait(poll_interval)
         return self.job.results()
+
+    def results_as_completed(self, poll_interval: float | None = None) -> Iterator[Awaitable[R]]:
+        """Awaitables of each rank's result, in the order they finish (asyncio.as_completed)."""
+        import asyncio
+
+        job = self.job
+        handles = [job.task(rank) for rank in range(job.num_tasks)] if job.num_tasks > 1 else [job]
+        return asyncio.as_completed([AsyncJobProxy(h).result(poll_interval) for h in handles])

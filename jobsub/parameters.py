@@ -63,7 +63,14 @@ class CommonParameters:
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the worker (where the backend runs a shell)."""
     env: dict[str, str] = field(default_factory=dict)
-    """Extra environment variables of the job."""
+    """Extra environment variables of the job.  Their values are written in plain text into the
+    job's folder (``meta.json``, the backend's spec, Slurm's script): pass secrets by name with
+    ``pass_env`` instead."""
+    pass_env: list[str] = field(default_factory=list)
+    """Names of variables the job takes from the submitting process's environment (tokens, keys),
+    by reference: the values go to the task over the backend's own channel (Slurm exports the
+    submitting environment; the local and Docker supervisors get them over their socket) and
+    are never written to the folder."""
     array_parallelism: int | None = field(default=None, metadata={"min": 1})
     """At most this many tasks of one array run at once. None: the backend's default."""
     max_num_timeout: int = field(default=3, metadata={"min": 0})
@@ -72,6 +79,9 @@ class CommonParameters:
     """Refuse submissions whose pickles add up to more than this."""
     signal_delay_s: int = field(default=90, metadata={"min": 0})
     """Seconds before the time limit when checkpointable jobs get their signal."""
+    folder_mode: int | None = field(default=None, metadata={"min": 0, "max": 0o777})
+    """Permissions of each job's folder on a local disk (``0o750``: the group reads it); by
+    default the umask decides.  Never writable by others, whatever is asked."""
 
 
 @dataclass(kw_only=True)
@@ -165,6 +175,8 @@ def check_bounds(owner: type, name: str, value: Any, shown: str) -> None:
         raise InvalidParameterError(f"{shown}={value!r}: must be at least {bounds['min']}")
     if "above" in bounds and value <= bounds["above"]:
         raise InvalidParameterError(f"{shown}={value!r}: must be more than {bounds['above']}")
+    if "max" in bounds and value > bounds["max"]:
+        raise InvalidParameterError(f"{shown}={value!r}: must be at most {bounds['max']!r}")
 
 
 def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:

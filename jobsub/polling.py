@@ -22,7 +22,7 @@ from .states import JobState, Status
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-__all__ = ["StatePoller", "poll_interval", "poller_for", "sleep_schedule"]
+__all__ = ["StatePoller", "poll_interval", "poller_for", "pollers", "sleep_schedule"]
 
 logger = logging.getLogger("jobsub")
 
@@ -65,6 +65,16 @@ class StatePoller:
                     self._live.add(backend_id)
                 if submitted and backend_id not in self._cache:
                     self._cache[backend_id] = Status(JobState.PENDING)
+
+    def follows(self, backend_id: str) -> bool:
+        """Whether this poller tracks (or knows the end of) ``backend_id``."""
+        with self._lock:
+            return backend_id in self._live or backend_id in self._cache
+
+    def refresh(self) -> None:
+        """Ask the backend now about every job still followed (one call)."""
+        with self._lock:
+            self._refresh_locked()
 
     def cached(self, backend_id: str) -> Status | None:
         """The last known status, without asking the backend."""
@@ -120,6 +130,15 @@ def poller_for(backend: Backend) -> StatePoller:
             poller = StatePoller(backend)
             backend.__dict__["_poller"] = poller
         return poller
+
+
+def pollers() -> list[StatePoller]:
+    """The pollers of this process's backend instances (those that ever polled)."""
+    from .backends import base
+
+    with base._instances_lock:
+        backends = list({id(b): b for b in base._instances.values()}.values())
+    return [poller_for(b) for b in backends if "_poller" in b.__dict__]
 
 
 def sleep_schedule(first: float = 0.002, factor: float = 1.5, cap: float = 1.0) -> Iterable[float]:

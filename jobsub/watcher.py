@@ -14,10 +14,9 @@ class it answers from whichever poller of this process follows the id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .polling import StatePoller, poller_for
+from .polling import StatePoller, pollers
 from .states import JobState, Status
 
 if TYPE_CHECKING:
@@ -26,29 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["JobWatcher", "Watcher"]
 
 _MODES = ("standard", "force", "cache")
-
-
-def _process_pollers() -> Iterator[StatePoller]:
-    """The pollers of every backend instance of this process (``get_backend`` shares them)."""
-    from .backends import base
-
-    with base._instances_lock:
-        backends = list({id(b): b for b in base._instances.values()}.values())
-    for backend in backends:
-        if "_poller" in backend.__dict__:  # a backend nobody polled has no jobs to answer for
-            yield poller_for(backend)
-
-
-def _follows(poller: StatePoller, job_id: str) -> bool:
-    # StatePoller has no public "is this id followed" yet; its state is read under its lock
-    with poller._lock:
-        return job_id in poller._live or job_id in poller._cache
-
-
-def _refresh(poller: StatePoller) -> None:
-    # as status(force=True) does, for every followed id at once (StatePoller has no public refresh yet)
-    with poller._lock:
-        poller._refresh_locked()
 
 
 class Watcher:
@@ -64,12 +40,12 @@ class Watcher:
         self._job = job
 
     def _pollers(self) -> list[StatePoller]:
-        return [self._poller] if self._poller is not None else list(_process_pollers())
+        return [self._poller] if self._poller is not None else pollers()
 
     def _poller_of(self, job_id: str) -> StatePoller | None:
         if self._poller is not None:
             return self._poller
-        return next((p for p in self._pollers() if _follows(p, job_id)), None)
+        return next((p for p in self._pollers() if p.follows(job_id)), None)
 
     @property
     def num_calls(self) -> int:
@@ -84,7 +60,7 @@ class Watcher:
     def update(self) -> None:
         """Ask the backend(s) now for every job followed (one call per backend)."""
         for poller in self._pollers():
-            _refresh(poller)
+            poller.refresh()
 
     def _status(self, job_id: str, mode: str) -> Status:
         if mode not in _MODES:

@@ -207,13 +207,75 @@ class _CheckpointHandler:
 
 
 def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
+    """stdout and stderr (fds 1 and 2, so subprocesses' output too) into the folder's log files.
+
+    On an object store they go to local files first, uploaded every
+    ``JOBSUB_LOG_FLUSH_S`` seconds (30) while the task runs and once more
+    before its result is written: ``job.stdout()`` works during and after.
+    """
+    global _uploader
+    if folder.local_file() is None:
+        _uploader = _LogUploader(folder, index, rank, merge)
+        return
     for stream, fd in (("out", 1), ("err", 2)):
         log = folder.local_file("log", f"{index}.{rank}.{'out' if merge else stream}")
-        if log is None:  # an object store: the backend keeps the logs
-            return
-        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        assert log is not None
+        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # the umask decides who reads
         os.dup2(target, fd)
         os.close(target)
+
+
+class _LogUploader:
+    """The task's streams in local files, copied to an object-store folder now and then."""
+
+    def __init__(self, folder: JobFolder, index: int, rank: int, merge: bool) -> None:
+        import tempfile
+        import threading
+
+        self.folder, self.index, self.rank = folder, index, rank
+        self.dir = tempfile.mkdtemp(prefix="jobsub-logs-")
+        self.files = {"out": os.path.join(self.dir, "out")}
+        if not merge:
+            self.files["err"] = os.path.join(self.dir, "err")
+        for stream, fd in (("out", 1), ("err", 2)):
+            target = os.open(self.files.get(stream, self.files["out"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        self.sent: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.every = float(os.environ.get("JOBSUB_LOG_FLUSH_S") or 30)
+        threading.Thread(target=self._loop, name="jobsub-log-upload", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.upload()
+
+    def close(self) -> None:
+        """The last upload, then the local copies go."""
+        import shutil
+
+        self.upload()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def upload(self) -> None:
+        """Send what the streams hold now (whole files: an object cannot be appended to)."""
+        with _QuietStreamErrors():
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with self.lock:
+            for stream, path in self.files.items():
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    if len(data) != self.sent.get(stream):
+                        self.folder.write_task_log(self.index, self.rank, stream, data)
+                        self.sent[stream] = len(data)
+                except Exception as exc:  # a log that cannot be sent must not end the task
+                    os.write(2, f"jobsub: could not upload the {stream} log: {exc}\n".encode())
+
+
+_uploader: _LogUploader | None = None
 
 
 def run_task(folder: JobFolder, index: int, rank: int) -> int:
@@ -233,7 +295,7 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
     except ValueError:
         previous, in_main = None, False
     if _owns_logging and "logging" in sys.modules:
-        _configure_logging()  # the task's code uses logging: show its INFO records
+        _configure_logging(delayed.function)  # the task's code uses logging: show its INFO records
     try:
         _resolve_dependencies(delayed)
         value = delayed.result()
@@ -264,6 +326,8 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
     at-least-once scheduler) wrote first: its result stands, and this one
     leaves quietly rather than replace what a client may have read.
     """
+    if _uploader is not None:  # the logs first: a client that sees the result may read them at once
+        _uploader.upload()
     try:
         folder.write_result(index, rank, outcome.dumps())
     except FileExistsError:
@@ -358,16 +422,49 @@ def _dependency_failed(ref: JobRef, what: str, detail: str = "") -> _DependencyF
     return _DependencyFailed(error)
 
 
-def _configure_logging() -> None:
-    """INFO records to stderr, with time and logger name; a no-op once the root logger has handlers.
+_task_handler: logging.Handler | None = None
 
-    Done only once the call is unpickled (its modules imported) and only if
-    something imported ``logging`` by then: the import costs every task
-    start ~10 ms, which a task that never logs should not pay.
+
+def _configure_logging(function: object = None) -> None:
+    """The INFO records of the task's own package (and jobsub's) to stderr, with time and logger name.
+
+    The root logger is left alone: a library's INFO chatter stays quiet (its
+    warnings still show, as Python shows them), and a task that configures
+    logging itself is in charge: the handler here stays silent for any record
+    another handler will show, so nothing is shown twice.  Done only once the
+    call is unpickled (its modules imported) and only if something imported
+    ``logging`` by then: the import costs every task start ~10 ms, which a
+    task that never logs should not pay.
     """
     import logging
 
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    global _task_handler
+    if _task_handler is None:
+        _task_handler = _new_task_log_handler()
+        _task_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    module = getattr(function, "__module__", None) or ""
+    for name in {"jobsub", module.partition(".")[0]} - {""}:
+        logger = logging.getLogger(name)
+        if _task_handler not in logger.handlers:
+            logger.addHandler(_task_handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
+def _new_task_log_handler() -> logging.Handler:
+    """The handler of ``_configure_logging`` (its class is made here: logging is imported late)."""
+    import logging
+
+    class TaskLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            logger: logging.Logger | None = logging.getLogger(record.name)
+            while logger is not None:  # the task's own handlers (root's included) win
+                if any(h is not self for h in logger.handlers):
+                    return
+                logger = logger.parent if logger.propagate else None
+            super().emit(record)
+
+    return TaskLogHandler()
 
 
 def _logger() -> logging.Logger:
@@ -439,8 +536,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _redirect_logs(folder, index, rank, merge=logs == "merge")
     global _owns_logging
     _owns_logging = True
-    return run_task(folder, index, rank)
+    code = run_task(folder, index, rank)
+    if _uploader is not None:  # what came after the result (the failure's traceback)
+        _uploader.close()
+    return code
+
+
+def _leave(code: int) -> None:
+    """End the process now, whatever threads the task left running.
+
+    The task's outcome is written: a non-daemon thread it started must not
+    keep the job (a container, a Slurm allocation, a slot of the array)
+    alive after it, nor make ``cancel()`` of a finished job look possible.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with _QuietStreamErrors():
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -154,3 +156,39 @@ def hog(megabytes: int) -> int:
         block[i] = 1
     time.sleep(min(10.0, megabytes / 40))  # long enough for a sampling limit (local: 0.25 s) to see it
     return len(block)
+
+
+def leave_a_thread_running(_: object = None) -> str:
+    """Return while a non-daemon thread still runs (it would keep a plain interpreter alive)."""
+    import threading
+
+    threading.Thread(target=time.sleep, args=(300,), name="left-behind").start()
+    return "returned"
+
+
+def fill_and_return(value: int) -> int:
+    """Fill the disk that holds this job's folder, then return (the result cannot be written)."""
+    folder = jobsub.JobEnvironment().paths.folder
+    with open(os.path.join(folder, "filler"), "wb") as f, contextlib.suppress(OSError):
+        for _ in range(1024):  # up to 64 MiB: more than the disk holds
+            f.write(b"x" * 65536)
+            f.flush()
+    return value
+
+
+def leave_a_daemon_behind() -> int:
+    """Start a process that outlives the task, in a session of its own (the task's group kill misses it)."""
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(30)
+        os._exit(0)
+    return pid
+
+
+def start_a_child() -> int:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0))

@@ -373,6 +373,19 @@ def test_throttling_and_lost_answers_end_in_results_without_duplicates(aws: dict
     assert [j["jobId"] for j in listed["jobSummaryList"]] == [job.job_id]
 
 
+def test_a_submission_whose_client_died_is_found_by_its_tag(ex: jobsub.AutoExecutor) -> None:
+    """The executor records its intent first; a client killed before recording the answer leaves
+    only that, and whoever attaches asks the backend (ListJobs by name) instead of losing the job."""
+    job = ex.submit(abs, -4)
+    assert job.result(timeout=120) == 4
+    meta = job.folder.read_meta()
+    meta["intents"], meta["submissions"] = [{"offset": 0, "count": 1, "tag": f"{job.folder.key}-0"}], []
+    job.folder.write_meta(meta)
+    (again,) = jobsub.Job.attach(job.folder.url)
+    assert again.job_id == job.job_id and again.result(timeout=30) == 4
+    assert "intents" not in job.folder.read_meta()
+
+
 def test_find_submitted_by_the_submission_tag(ex: jobsub.AutoExecutor) -> None:
     job = ex.submit(abs, -1)
     launch = ex._launch(job.folder, 0, ex._resolve())
@@ -394,7 +407,8 @@ def test_arrays_of_ten_thousand_are_one_submit_job_and_polled_by_their_parent(aw
     folder = JobFolder.create(backend.storage)
     _moto_config({"use_docker": False})
     try:
-        parts = executor._start(folder, executor._resolve(), 10_001, array=True)
+        intents = [{"offset": o, "count": min(10_000, 10_001 - o), "tag": f"{folder.key}-{o}"} for o in (0, 10_000)]
+        parts = executor._start(folder, executor._resolve(), intents, array=True)
     finally:
         _moto_config({"use_docker": True})
     assert [(p["offset"], p["count"]) for p in parts] == [(0, 10_000), (10_000, 1)]

@@ -126,6 +126,14 @@ def test_parameters_are_checked() -> None:
         AWSBatchParameters(platform="lambda")
     with pytest.raises(ValueError, match="at most 9"):
         AWSBatchParameters(spot_retries=10)
+    with pytest.raises(InvalidParameterError, match="aws_batch_secrets"):
+        render.submit_request(_launch(), 1, CommonParameters(pass_env=["TOKEN"]), AWSBatchParameters(job_queue="q"), "d", None)
+    secret = AWSBatchParameters(job_queue="q", image="i", secrets={"TOKEN": "arn:aws:ssm:eu-west-1:1:parameter/t"})
+    with pytest.raises(InvalidParameterError, match="execution_role_arn"):
+        render.definition_request(_launch(), CommonParameters(), secret)
+    secret.execution_role_arn = "arn:aws:iam::1:role/exec"
+    properties = render.definition_request(_launch(), CommonParameters(), secret)["containerProperties"]
+    assert properties["secrets"] == [{"name": "TOKEN", "valueFrom": "arn:aws:ssm:eu-west-1:1:parameter/t"}]
     fargate = AWSBatchParameters(job_queue="q", image="i", platform="fargate")
     with pytest.raises(InvalidParameterError, match="execution_role_arn"):
         render.definition_request(_launch(), CommonParameters(), fargate)

@@ -49,11 +49,25 @@ def test_array_parallelism_is_respected(local_executor: jobsub.AutoExecutor) -> 
     assert most <= 2
 
 
-def test_folders_are_private(local_executor: jobsub.AutoExecutor) -> None:
-    job = local_executor.submit(tasks.add, 1, 1)
-    job.result(timeout=30)
-    mode = stat.S_IMODE(os.stat(job.paths.folder).st_mode)
-    assert mode == 0o700
+def test_folder_modes_follow_the_umask_and_keep_secrets_private(tmp_path: Path) -> None:
+    """Who reads a job folder follows the umask (or folder_mode); nobody else writes; the environment stays private."""
+    old = os.umask(0o077)
+    try:
+        ex = jobsub.AutoExecutor(tmp_path / "private", cluster="local")
+        private = ex.submit(tasks.add, 1, 1)
+        assert private.result(timeout=30) == 2
+        os.umask(0o022)
+        ex.update_parameters(folder_mode=0o750)
+        shared = ex.submit(tasks.add, 1, 1)
+        assert shared.result(timeout=30) == 2
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(private.paths.folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(shared.paths.folder).st_mode) == 0o750
+    for path in shared.paths.folder.rglob("*"):
+        assert stat.S_IMODE(path.lstat().st_mode) & 0o022 == 0 or path.is_symlink(), path  # nobody else writes
+    for secret in ("meta.json", "local/spec.json"):  # they carry the job's environment
+        assert stat.S_IMODE(os.stat(shared.paths.folder / secret).st_mode) == 0o600
 
 
 def test_unwritable_folder_is_an_error_at_creation(tmp_path: Path) -> None:

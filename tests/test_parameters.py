@@ -66,6 +66,8 @@ def test_prefixed_keys_of_other_backends_are_checked_then_ignored(tmp_path: Path
     with pytest.raises(jobsub.InvalidParameterError, match="Did you mean 'local_visible_gpus'"):
         ex.update_parameters(local_visible_gpu=[0])
     with pytest.raises(jobsub.InvalidParameterError, match="prefix"):
+        ex.update_parameters(no_backend_has_this_key="gpu")
+    with pytest.warns(DeprecationWarning, match="Use 'slurm_partition' instead"):  # as submitit did
         ex.update_parameters(partition="gpu")
     assert ex.parameters.get("visible_gpus") == [0, 1]
 

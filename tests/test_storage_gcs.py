@@ -7,6 +7,7 @@ GCS's own error documents.  jobsub itself is never patched.
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from jobsub.calls import Outcome, dumps_checked
 from jobsub.errors import BackendError
+from jobsub.folder import JobFolder
 from jobsub.storage import Storage, open_storage
 from tests.conformance.storage import StorageSuite
 from tests.emulators import FaultProxy, endpoint_problem, gcs_error
@@ -30,7 +33,8 @@ from jobsub.storage.gcs import GCSStorage  # noqa: E402 - after the importorskip
 @pytest.fixture(scope="session")
 def fake_gcs() -> str:
     endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
-    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", "/storage/v1/b", b"storage#buckets", endpoint)
+    probe = ("/storage/v1/b", b"storage#buckets")
+    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", *probe, endpoint)
     if problem:
         pytest.skip(problem)
     assert endpoint is not None
@@ -118,9 +122,11 @@ def test_missing_gcp_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bucket_is_named_and_never_taken_for_a_missing_key(fake_gcs: str) -> None:
     name = f"jobsub-missing-{uuid.uuid4().hex[:8]}"
     storage = GCSStorage(f"gs://{name}/runs")
-    with pytest.raises(BackendError, match=rf"cannot write job folders in gs://{name}/runs: GCS bucket '{name}' does not exist"):
+    says = rf"cannot write job folders in gs://{name}/runs: GCS bucket '{name}' does not exist"
+    with pytest.raises(BackendError, match=says):
         storage.check_writable()
-    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""), lambda: storage.delete("k")):
+    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""),
+                 lambda: storage.delete("k")):
         with pytest.raises(BackendError, match=f"bucket '{name}' does not exist"):
             call()
 
@@ -174,7 +180,9 @@ def test_listing_asks_for_1000_names_a_call(url: str, bucket: str, proxy: FaultP
     assert "maxResults=1000" in object_requests(proxy, f"GET /storage/v1/b/{bucket}/o?")[0]
 
 
-def test_listing_pages_through_many_keys_in_few_calls(url: str, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_listing_pages_through_many_keys_in_few_calls(
+    url: str, bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """2,500 keys at 1,000 a page, scaled down to 250 at 100 a page: each write costs the client ~5 ms."""
     import jobsub.storage.gcs
 
@@ -275,3 +283,16 @@ def test_task_env_reaches_the_store_and_holds_no_credentials(url: str, fake_gcs:
     task = {"PATH": os.environ["PATH"], **env}
     out = subprocess.run([sys.executable, "-c", code], env=task, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "payload"
+
+
+def test_the_worker_runs_a_task_whose_folder_is_in_gcs(url: str) -> None:
+    """What a cloud backend will start: ``python -m jobsub.worker gs://...``, with task_env only."""
+    folder = JobFolder.create(GCSStorage(url))
+    folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
+    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    task = {"PATH": os.environ["PATH"], **folder.storage.task_env()}
+    subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)
+    payload = folder.read_result(0, 0)
+    assert payload is not None
+    outcome = Outcome.loads(payload)
+    assert outcome.ok and outcome.value == 42

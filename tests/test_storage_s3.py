@@ -7,6 +7,7 @@ as it would AWS's answer.  jobsub itself is never patched.
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from jobsub.calls import Outcome, dumps_checked
 from jobsub.errors import BackendError
+from jobsub.folder import JobFolder
 from jobsub.storage import Storage, open_storage
 from tests.conformance.storage import StorageSuite
 from tests.emulators import endpoint_problem
@@ -148,14 +151,18 @@ def test_missing_aws_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bucket_is_named_and_never_taken_for_a_missing_key(moto: str) -> None:
     name = f"jobsub-missing-{uuid.uuid4().hex[:8]}"
     storage = S3Storage(f"s3://{name}/runs")
-    with pytest.raises(BackendError, match=rf"cannot write job folders in s3://{name}/runs: S3 bucket '{name}' does not exist.*NoSuchBucket"):
+    says = rf"cannot write job folders in s3://{name}/runs: S3 bucket '{name}' does not exist.*NoSuchBucket"
+    with pytest.raises(BackendError, match=says):
         storage.check_writable()
-    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""), lambda: storage.delete("k")):
+    for call in (lambda: storage.read_bytes("k"), lambda: storage.exists("k"), lambda: storage.list(""),
+                 lambda: storage.delete("k")):
         with pytest.raises(BackendError, match=f"bucket '{name}' does not exist"):
             call()
 
 
-@pytest.mark.parametrize(("status", "code"), [(403, "AccessDenied"), (403, "InvalidAccessKeyId"), (400, "ExpiredToken")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(403, "AccessDenied"), (403, "InvalidAccessKeyId"), (400, "ExpiredToken")]
+)
 def test_refusals_are_permission_errors_and_not_retried(url: str, bucket: str, status: int, code: str) -> None:
     client = raw_client()
     storage = fast_storage(url, client)
@@ -185,7 +192,8 @@ def test_no_credentials_is_a_permission_error(url: str, monkeypatch: pytest.Monk
 def test_check_writable_names_the_refusal(url: str, bucket: str) -> None:
     client = raw_client()
     on_send(client, "PutObject", lambda request: s3_error(403, "AccessDenied", "not for you"))
-    with pytest.raises(PermissionError, match=rf"cannot write job folders in {url}: .*'{bucket}'.*AccessDenied: not for you"):
+    says = rf"cannot write job folders in {url}: .*'{bucket}'.*AccessDenied: not for you"
+    with pytest.raises(PermissionError, match=says):
         S3Storage(url, client=client).check_writable()
 
 
@@ -320,3 +328,17 @@ def test_task_env_reaches_the_store_and_holds_no_credentials(url: str, monkeypat
     code = f"from jobsub.storage import open_storage; print(open_storage({url!r}).read_bytes('job/call.pkl').decode())"
     out = subprocess.run([sys.executable, "-c", code], env=task, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "payload"
+
+
+def test_the_worker_runs_a_task_whose_folder_is_in_s3(url: str) -> None:
+    """What a cloud backend will start: ``python -m jobsub.worker s3://...``, with task_env and its own credentials."""
+    folder = JobFolder.create(S3Storage(url))
+    folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
+    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    task = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            **folder.storage.task_env()}
+    subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)
+    payload = folder.read_result(0, 0)
+    assert payload is not None
+    outcome = Outcome.loads(payload)
+    assert outcome.ok and outcome.value == 42

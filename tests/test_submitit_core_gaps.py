@@ -1,9 +1,9 @@
-"""submitit behaviours real tools and submitit's own tests rely on that need a change in jobsub's core.
+"""submitit behaviours that real tools and submitit's own tests rely on, which live in jobsub's core.
 
-Each test states the behaviour as submitit has it; they are marked
-``xfail(strict=True)`` until the core change named in the reason lands (the
-lead's rewrite of executor/job/worker/folder and the debug and local
-backends), and then must pass: remove the mark with the change.
+Each test states the behaviour as submitit has it: debug jobs that run when
+waited for, ``local_python``, unprefixed keys, a batch of one, asyncio's
+``results_as_completed``, the worker's logging, ``Job.watcher``, submitit's
+log names in the folder, and folder modes.
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ import pytest
 import jobsub
 from tests import tasks
 
-
-def _core(change: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"needs core change: {change}")
-
-
 # -- the debug executor runs a job only when its result is asked ------------------------
 
 
-@_core("debug jobs run when a result is asked (backends/debug.py, job.py), not at the first state read")
+
 def test_debug_job_can_be_cancelled_before_it_runs(tmp_path: Path) -> None:
     ran = tmp_path / "ran"
 
@@ -45,7 +40,7 @@ def test_debug_job_can_be_cancelled_before_it_runs(tmp_path: Path) -> None:
     assert not ran.exists()
 
 
-@_core("debug jobs run when a result is asked (backends/debug.py, job.py), not at the first state read")
+
 def test_debug_job_runs_when_its_result_is_asked(tmp_path: Path) -> None:
     ran = tmp_path / "ran"
 
@@ -59,7 +54,7 @@ def test_debug_job_runs_when_its_result_is_asked(tmp_path: Path) -> None:
     assert job.state == "COMPLETED"
 
 
-@_core("debug job ids name the backend, e.g. DEBUG_<n> (backends/debug.py)")
+
 def test_debug_job_ids_say_debug(tmp_path: Path) -> None:
     job = jobsub.DebugExecutor(tmp_path / "runs").submit(tasks.add, 1, 2)
     assert job.job_id.startswith("DEBUG")
@@ -76,13 +71,13 @@ def _wrapper(tmp_path: Path) -> str:
     return str(script)
 
 
-@_core("the local backend's python key: the command that starts the job's interpreter (backends/local)")
+
 def test_local_python_starts_the_job(tmp_path: Path) -> None:
     ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", local_python=_wrapper(tmp_path))
     assert ex.submit(tasks.getenv, "JOBSUB_TEST_WRAPPER").result() == "yes"
 
 
-@_core("the local backend's python key: the command that starts the job's interpreter (backends/local)")
+
 def test_local_executor_python_argument(tmp_path: Path) -> None:
     ex = jobsub.LocalExecutor(tmp_path / "runs", python=_wrapper(tmp_path))
     assert ex.submit(tasks.getenv, "JOBSUB_TEST_WRAPPER").result() == "yes"
@@ -91,7 +86,7 @@ def test_local_executor_python_argument(tmp_path: Path) -> None:
 # -- AutoExecutor: unprefixed backend keys -----------------------------------------------
 
 
-@_core("AutoExecutor takes an unprefixed backend key with a DeprecationWarning naming the prefixed one (executor.py)")
+
 def test_unprefixed_backend_key_is_deprecated_not_refused(tmp_path: Path) -> None:
     ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local")
     with pytest.warns(DeprecationWarning, match="'partition' is deprecated. Use 'slurm_partition'"):
@@ -102,7 +97,7 @@ def test_unprefixed_backend_key_is_deprecated_not_refused(tmp_path: Path) -> Non
 # -- batch() of one submission -----------------------------------------------------------
 
 
-@_core("a batch() holding one submission submits a plain job, not an array of one (executor.py _flush)")
+
 def test_batch_of_one_is_a_plain_job(local_executor: jobsub.AutoExecutor) -> None:
     with local_executor.batch():
         job = local_executor.submit(tasks.add, 1, 2)
@@ -114,7 +109,7 @@ def test_batch_of_one_is_a_plain_job(local_executor: jobsub.AutoExecutor) -> Non
 # -- awaitable().results_as_completed() ----------------------------------------------------
 
 
-@_core("AsyncJobProxy.results_as_completed (job.py)")
+
 def test_results_as_completed(local_executor: jobsub.AutoExecutor) -> None:
     job = local_executor.submit(tasks.add, 1, 2)
 
@@ -143,14 +138,14 @@ def _log_library_info() -> str:
     return "ok"
 
 
-@_core("the worker configures only the 'jobsub' logger, not the root logger (worker.py _configure_logging)")
+
 def test_a_job_with_its_own_handler_gets_each_record_once(local_executor: jobsub.AutoExecutor) -> None:
     job = local_executor.submit(_log_own_handler)
     assert job.result() == "ok"
     assert (job.stderr() or "").count("hello once") == 1, job.stderr()
 
 
-@_core("the worker configures only the 'jobsub' logger, not the root logger (worker.py _configure_logging)")
+
 def test_library_info_records_stay_quiet(local_executor: jobsub.AutoExecutor) -> None:
     job = local_executor.submit(_log_library_info)
     assert job.result() == "ok"
@@ -161,7 +156,7 @@ def test_library_info_records_stay_quiet(local_executor: jobsub.AutoExecutor) ->
 # -- Job.watcher -------------------------------------------------------------------------
 
 
-@_core("Job.watcher = jobsub.watcher.JobWatcher() (job.py), so the names dora calls exist")
+
 def test_job_watcher_as_dora_calls_it(local_executor: jobsub.AutoExecutor) -> None:
     job = local_executor.submit(tasks.add, 1, 2)
     jobsub.SlurmJob.watcher.update()  # type: ignore[attr-defined]
@@ -173,7 +168,7 @@ def test_job_watcher_as_dora_calls_it(local_executor: jobsub.AutoExecutor) -> No
 # -- submitit's file names in the folder -----------------------------------------------------
 
 
-@_core("links <job_id>_<rank>_log.out/.err in the executor's folder to the job's logs (executor.py, folder.py)")
+
 def test_submitit_log_names_in_the_folder(tmp_path: Path) -> None:
     folder = tmp_path / "runs"
     ex = jobsub.AutoExecutor(folder, cluster="local")
@@ -186,7 +181,7 @@ def test_submitit_log_names_in_the_folder(tmp_path: Path) -> None:
 # -- folder modes ------------------------------------------------------------------------------
 
 
-@_core("job folders readable as the umask allows, unless folder_mode says otherwise (folder.py)")
+
 def test_job_folder_follows_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

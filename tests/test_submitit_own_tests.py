@@ -114,7 +114,6 @@ def test_the_suite_imports_jobsub_not_submitit(suite: Path) -> None:
     assert out.returncode == 0 and "jobsub" in out.stdout, out.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs core change: debug job ids name the debug backend (DEBUG_...)")
 def test_submitits_debug_job_environment_test(suite: Path) -> None:
     out = _pytest(suite, [NEEDS_CORE["local/test_job_environment"]])
     assert out.returncode == 0, out.stdout[-3000:]

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..errors import BackendError
 from ..folder import JobFolder
 from ..runtime import digest, runtime_dir
 from ..states import JobState, Status
@@ -42,9 +43,10 @@ from ..worker import (
     warning_delay_s,
 )
 from ._daemon import JsonLineServer
+from .base import Backend, Launch
 
 __all__ = [
-    "Submission", "Supervisor", "Task", "TaskEnd", "cancel_targets", "cancel_unsupervised", "claim", "end_state",
+    "SupervisedBackend", "Submission", "Supervisor", "Task", "TaskEnd", "cancel_targets", "cancel_unsupervised", "claim", "end_state",
     "is_claimed", "states_from_records",
 ]
 
@@ -129,6 +131,9 @@ class Submission:
     pending: collections.deque[Task] = field(default_factory=collections.deque)
     running: dict[int, Task] = field(default_factory=dict)  # starting, running or ending: they hold a slot
     unrecorded: dict[str, tuple[str, str]] = field(default_factory=dict)  # ends the folder refused
+    env: dict[str, str] = field(default_factory=dict)
+    """What the tasks' environment takes from the client: sent with the request, never written to
+    the folder (it may hold credentials, and the folder may be a shared bucket)."""
 
     @property
     def url(self) -> str:
@@ -226,15 +231,19 @@ class Supervisor(JsonLineServer):
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "adopt":
-            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")))
+            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")), env=req.get("env") or {})
         if op == "states":
             return {"ok": True, "states": self.states(req["tasks"])}
         if op == "cancel":
             return {"ok": True, "unknown": [t for t in req["tasks"] if not self.cancel(*t)]}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def adopt(self, folder: JobFolder, first: bool = False) -> dict[str, Any]:
-        """Take over a submission: its spec, and every task not recorded as ended."""
+    def adopt(self, folder: JobFolder, first: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Take over a submission: its spec, and every task not recorded as ended.
+
+        ``env``: what the tasks' environment takes from the client that asks
+        (after a supervisor died, the client that finds the submission).
+        """
         if folder.url in self.subs:
             return {"ok": True, "already": True}
         lock = claim(folder.url)
@@ -245,6 +254,7 @@ class Supervisor(JsonLineServer):
         except Exception:
             lock.close()  # or the submission would look supervised while nobody supervises it
             raise
+        sub.env = dict(env or {})
         self.subs[sub.url] = sub
         if first and sub.pending and not sub.pending[0].waits_for:
             # the first task starts before the reply: a task the runtime refuses (a bad mount,
@@ -518,6 +528,58 @@ class Supervisor(JsonLineServer):
 
 
 # -- the client side ------------------------------------------------------------------------------------
+class SupervisedBackend(Backend):
+    """The client half both supervised backends share: states, cancel, finding a submission.
+
+    A subclass says how to talk to its supervisor (``_request``), how to hand
+    it a submission (``_adopt``) and how to stop what a run record names
+    when no supervisor holds the task (``_kill_recorded``).
+    """
+
+    kind: str = ""
+    """The supervisor's kind: its spec is ``<folder>/<kind>/spec.json``."""
+    _storage: Any
+
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _adopt(self, folder: JobFolder) -> None:
+        raise NotImplementedError
+
+    def _kill_recorded(self, run: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        """Ended tasks from their exit records (one listing per submission), the rest from ONE request.
+
+        A submission no supervisor holds (its daemon died) is adopted by ours.
+        """
+        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
+            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
+            return told
+
+        answer, orphans = states_from_records(self._storage, backend_ids, ask)
+        for folder in orphans:
+            if not is_claimed(folder.url):
+                self._adopt(folder)
+        return answer
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""
+        return folder.key if folder.read_backend_file(self.kind, "spec.json") is not None else None
+
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        targets = cancel_targets(self._storage, backend_ids)
+        try:
+            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
+            unknown = {(url, name) for url, name in answer.get("unknown", [])}
+        except BackendError:
+            unknown = {(f.url, name) for f, name in targets}
+        for folder, name in targets:
+            if (folder.url, name) in unknown:  # no supervisor holds it: record the cancellation, then kill
+                cancel_unsupervised(folder, name, self._kill_recorded)
+
+
 def task_name(backend_id: str) -> tuple[str, str | None]:
     """``key_7`` -> (key, "7"); ``key`` -> (key, None): a submission's own id."""
     key, sep, index = backend_id.partition("_")

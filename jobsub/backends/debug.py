@@ -50,7 +50,7 @@ class DebugBackend(Backend):
         self._count = 0
 
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        base = folder.key
+        base = f"DEBUG_{folder.key}"  # as submitit's debug ids say: never taken for a scheduler's
         for i in range(n_tasks):
             job_id = f"{base}_{i}" if array else base
             self._pending[job_id] = (folder, i, params.common.tasks_per_node, array, dict(launch.env))

@@ -37,8 +37,11 @@ _counter = itertools.count()
 class LocalStorage:
     """A directory on a local or shared (NFS, Lustre) file system.
 
-    Directories are created with mode 0700: job folders hold pickled code and
-    results that other users of a shared machine must not read or replace.
+    Who may *read* follows the user's umask (a team often shares the folder
+    that holds a job's outputs; ``folder_mode`` sets a job folder's own mode),
+    but nothing is ever created writable by others: job folders hold pickled
+    code and results that another user must not replace.  ``private`` files
+    (those that carry the job's environment) are 0600 whatever the umask.
     Paths are plain strings inside (``pathlib`` costs every task start ~3 ms);
     ``local_path`` still hands out a ``Path``.
     """
@@ -64,12 +67,12 @@ class LocalStorage:
             _check_owner(f.fileno(), f.name)  # on the open file: no window to swap it after the check
             return f.read()
 
-    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         directory, name = os.path.split(self.local_file(key))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(directory, mode=0o755, exist_ok=True)  # the umask decides who reads; no one else writes
         # temp file in the same directory + rename: atomic on POSIX file systems
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(_counter)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -153,7 +156,7 @@ class MemoryStorage:
         except KeyError:
             raise FileNotFoundError(f"{self.url}/{key}") from None
 
-    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         if create_only and key in self._objects:
             raise FileExistsError(f"{self.url}/{key}")
         self._objects[key] = bytes(data)

@@ -8,9 +8,14 @@ the store's URL; only these helpers know the bucket's own prefix.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["PAGE_SIZE", "PARALLEL_DELETES", "ObjectNames", "check_key", "settle_conflict", "split_url"]
+__all__ = [
+    "PAGE_SIZE", "PARALLEL_DELETES", "ObjectNames", "check_key", "settle_conflict", "shared_client", "split_url",
+]
 
 logger = logging.getLogger("jobsub.storage")
 
@@ -19,6 +24,36 @@ PAGE_SIZE = 1000
 
 PARALLEL_DELETES = 8
 """Deletes in flight at once where a service has no multi-object delete (GCS)."""
+
+
+_clients: dict[tuple[str | None, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _forget_clients() -> None:
+    """In a forked child: a connection pool must not cross processes, nor a lock another thread held."""
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients)
+
+
+def shared_client(kind: str, make: Callable[[], Any], variables: tuple[str, ...]) -> Any:
+    """The process's SDK client of ``kind``, made by ``make()`` on first use.
+
+    SDK clients are thread-safe and cost tens of milliseconds to make, so the
+    storages of a process share one.  A forked child makes its own, and so
+    does a change of the ``variables`` that tell the SDK where the store is
+    (tests move them).
+    """
+    key = (kind, *(os.environ.get(name) for name in variables))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = make()
+        return client
 
 
 def split_url(url: str, scheme: str) -> tuple[str, str]:

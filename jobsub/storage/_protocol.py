@@ -19,7 +19,9 @@ class Storage(Protocol):
     - ``write_bytes`` is atomic: a reader sees the old object, nothing, or the
       whole new one.  With ``create_only`` it never replaces an existing object
       and raises ``FileExistsError`` instead (results are written once: a
-      retried task must not replace what a client may have read).
+      retried task must not replace what a client may have read).  A
+      ``private`` object (it carries the job's environment) is readable by
+      its owner only where the store has such permissions (a 0600 file).
     - ``exists`` is True for an object or a non-empty prefix, False only when
       truly absent; other failures raise.
     - ``list(prefix)`` gives the direct children of ``prefix`` (full keys,
@@ -37,7 +39,7 @@ class Storage(Protocol):
     url: str
 
     def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None: ...
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...

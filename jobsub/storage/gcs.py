@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +35,14 @@ from google.cloud import storage as gcs
 
 from ..errors import BackendError
 from ..retry import google_transient, limiter, retry
-from ._objects import PAGE_SIZE, PARALLEL_DELETES, ObjectNames, settle_conflict, split_url
+from ._objects import (
+    PAGE_SIZE,
+    PARALLEL_DELETES,
+    ObjectNames,
+    settle_conflict,
+    shared_client,
+    split_url,
+)
 
 __all__ = ["GCSStorage"]
 
@@ -49,21 +55,12 @@ _RATES = {"objects.get": 5000.0, "objects.list": 5000.0, "objects.insert": 1000.
 _BUCKET_PROOF_S = 60.0
 _ENDPOINT_VARIABLES = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS")
 
-_clients: dict[tuple[str | None, ...], Any] = {}
-_clients_lock = threading.Lock()
 
-
-def shared_client() -> Any:
-    """The process's GCS client for the current environment (remade in a forked child, as for S3)."""
-    key = (str(os.getpid()), *(os.environ.get(name) for name in _ENDPOINT_VARIABLES))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            try:
-                client = _clients[key] = gcs.Client()
-            except google.auth.exceptions.DefaultCredentialsError as exc:
-                raise PermissionError(f"no Google credentials found (Application Default Credentials): {exc}") from exc
-        return client
+def _make_client() -> Any:
+    try:
+        return gcs.Client()
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise PermissionError(f"no Google credentials found (Application Default Credentials): {exc}") from exc
 
 
 def _transient(exc: BaseException) -> float | None:
@@ -104,7 +101,7 @@ class GCSStorage:
     @property
     def client(self) -> Any:
         """The google-cloud-storage client this storage calls."""
-        return self._client if self._client is not None else shared_client()
+        return self._client if self._client is not None else shared_client("gcs", _make_client, _ENDPOINT_VARIABLES)
 
     def _blob(self, name: str) -> Any:
         return self.client.bucket(self.bucket).blob(name)
@@ -205,7 +202,7 @@ class GCSStorage:
         return False
 
     # -- writing --------------------------------------------------------------------------------
-    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         blob = self._blob(self._names.name(key))
         attempts = 0
 

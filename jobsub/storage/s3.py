@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -32,7 +31,7 @@ import botocore.exceptions
 
 from ..errors import BackendError
 from ..retry import botocore_transient, limiter, retry
-from ._objects import PAGE_SIZE, ObjectNames, settle_conflict, split_url
+from ._objects import PAGE_SIZE, ObjectNames, settle_conflict, shared_client, split_url
 
 __all__ = ["S3Storage"]
 
@@ -43,41 +42,22 @@ T = TypeVar("T")
 # S3's documented request rates per prefix: 3,500 writes and 5,500 reads a second
 _READS = frozenset({"GetObject", "ListObjectsV2"})
 
-_DENIED = frozenset(
-    {
-        "AccessDenied", "AllAccessDisabled", "AccountProblem", "ExpiredToken", "InvalidAccessKeyId",
-        "InvalidToken", "SignatureDoesNotMatch", "TokenRefreshRequired", "UnauthorizedAccess",
-    }
-)
+_DENIED = frozenset({
+    "AccessDenied", "AllAccessDisabled", "AccountProblem", "ExpiredToken", "InvalidAccessKeyId", "InvalidToken",
+    "SignatureDoesNotMatch", "TokenRefreshRequired", "UnauthorizedAccess",
+})
 _NO_CREDENTIALS = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.TokenRetrievalError,
-    botocore.exceptions.SSOError,
+    botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError, botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOError,
 )
-# who tells boto3 where S3 is: a new client when they change (tests point it elsewhere)
+# what tells boto3 where S3 is
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE")
 
-_clients: dict[tuple[str | None, ...], Any] = {}
-_clients_lock = threading.Lock()
 
-
-def shared_client() -> Any:
-    """The process's S3 client for the current environment.
-
-    A boto3 client is thread-safe and costs tens of milliseconds to make,
-    so every storage of a process shares one.  A forked child makes its own:
-    a connection pool must not be shared across processes.
-    """
-    key = (str(os.getpid()), *(os.environ.get(name) for name in _ENDPOINT_VARIABLES))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            # one attempt per call: jobsub.retry retries, botocore must not retry underneath it
-            config = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
-            client = _clients[key] = boto3.session.Session().client("s3", config=config)
-        return client
+def _make_client() -> Any:
+    # one attempt per call: jobsub.retry retries, botocore must not retry underneath it
+    config = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    return boto3.session.Session().client("s3", config=config)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -131,7 +111,7 @@ class S3Storage:
     @property
     def client(self) -> Any:
         """The boto3 client this storage calls."""
-        return self._client if self._client is not None else shared_client()
+        return self._client if self._client is not None else shared_client("s3", _make_client, _ENDPOINT_VARIABLES)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
@@ -144,7 +124,7 @@ class S3Storage:
 
     # -- the one way to call S3 -------------------------------------------------------------------
     def _call(self, operation: str, call: Callable[[], T], key: str) -> T:
-        """``call()`` with retries and pacing; a failure leaves as FileNotFoundError, PermissionError or BackendError."""
+        """``call()``, retried and paced; it fails as FileNotFoundError, PermissionError or BackendError."""
         where = f"{self.url}/{key}" if key else self.url
         rate = 5500 if operation in _READS else 3500
         try:
@@ -228,7 +208,7 @@ class S3Storage:
         return False
 
     # -- writing --------------------------------------------------------------------------------
-    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         name = self._names.name(key)
         if len(data) > self.multipart_threshold:
             self._write_multipart(key, name, data, create_only=create_only)
@@ -258,8 +238,8 @@ class S3Storage:
         """
         client = self.client
         target = {"Bucket": self.bucket, "Key": name}
-        created = self._call("CreateMultipartUpload", functools.partial(client.create_multipart_upload, **target), key)
-        upload = {**target, "UploadId": created["UploadId"]}
+        start_upload = functools.partial(client.create_multipart_upload, **target)
+        upload = {**target, "UploadId": self._call("CreateMultipartUpload", start_upload, key)["UploadId"]}
         try:
             parts = []
             for number, start in enumerate(range(0, len(data), self.part_size), start=1):
@@ -291,7 +271,7 @@ class S3Storage:
             try:
                 self._call("AbortMultipartUpload", functools.partial(client.abort_multipart_upload, **upload), key)
             except (BackendError, PermissionError) as exc:
-                logger.warning("could not abort multipart upload %s of %s/%s: %s", upload["UploadId"], self.url, key, exc)
+                logger.warning("could not abort upload %s of %s/%s: %s", upload["UploadId"], self.url, key, exc)
             raise
         logger.debug("%s/%s: %d bytes in %d parts", self.url, key, len(data), len(parts))
 
@@ -318,8 +298,8 @@ class S3Storage:
                 # the others again is harmless), mapped like any other answer otherwise
                 first = errors[0]
                 message = f"{first.get('Message', '')} ({len(errors)} keys, e.g. {first.get('Key')})"
-                answer = {"Error": {"Code": first.get("Code", ""), "Message": message}}
-                raise botocore.exceptions.ClientError({**answer, "ResponseMetadata": response["ResponseMetadata"]}, "DeleteObjects")
+                answer = {"Error": {"Code": first.get("Code", ""), "Message": message}, **response}
+                raise botocore.exceptions.ClientError(answer, "DeleteObjects")
 
         self._call("DeleteObjects", call, key)
 

@@ -19,6 +19,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -204,6 +205,18 @@ class BehaviourSuite:
         job.folder.delete()
         with pytest.raises(jobsub.UncompletedJobError):
             fresh.result(timeout=60)
+
+    @needs("isolated")  # in one process, the thread would be this test process's own
+    def test_a_thread_left_running_does_not_keep_the_job(self, executor: jobsub.AutoExecutor) -> None:
+        """The result is written: the task ends, frees its slot, and is not cancellable any more."""
+        executor.update_parameters(array_parallelism=1)
+        jobs = executor.map_array(tasks.leave_a_thread_running, range(2))
+        assert [j.result(timeout=120) for j in jobs] == ["returned", "returned"]  # the second one started
+        deadline = time.monotonic() + 60
+        while not all(JobState(jobsub.Job.watcher.get_state(j.job_id, "force")).is_final for j in jobs):
+            assert time.monotonic() < deadline, "the backend still runs a task whose result is written"
+            time.sleep(0.5)
+        assert not jobs[0].cancel()
 
     # -- logs and environment -------------------------------------------------------------------
     @needs("own_logs")

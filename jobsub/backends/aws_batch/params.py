@@ -34,6 +34,10 @@ class AWSBatchParameters:
     """``EC2`` or ``FARGATE``: the compute environments of ``job_queue`` decide which fits."""
     assign_public_ip: bool = False
     """Fargate only: a public IP for the task (needed to pull images and reach S3 without NAT)."""
+    secrets: dict[str, str] = field(default_factory=dict)
+    """Variable name -> ARN of a Secrets Manager secret or SSM parameter: ECS sets the variable in
+    the task from it (needs ``execution_role_arn``).  The way to give a task a token: values
+    passed any other way (``env``, ``pass_env``) show in DescribeJobs and the console."""
     tags: dict[str, str] = field(default_factory=dict)
     """Tags of the Batch job, propagated to its ECS tasks (``propagateTags``)."""
     share_identifier: str | None = None

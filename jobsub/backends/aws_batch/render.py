@@ -127,6 +127,10 @@ def definition_request(launch: Launch, common: CommonParameters, spec: AWSBatchP
         properties["jobRoleArn"] = spec.job_role_arn
     if spec.execution_role_arn:
         properties["executionRoleArn"] = spec.execution_role_arn
+    if spec.secrets:
+        if not spec.execution_role_arn:
+            raise InvalidParameterError("aws_batch_secrets are fetched by ECS with aws_batch_execution_role_arn: set it")
+        properties["secrets"] = [{"name": k, "valueFrom": v} for k, v in sorted(spec.secrets.items())]
     if spec.volumes:
         if spec.platform == "FARGATE":
             raise InvalidParameterError("aws_batch volumes (host paths) exist on EC2 only, not on FARGATE")
@@ -177,6 +181,11 @@ def submit_request(
     ``definition`` is the registered (or the user's own) definition;
     ``code`` the package's URL and unpack directory, or None.
     """
+    if common.pass_env:
+        raise InvalidParameterError(
+            f"pass_env={common.pass_env}: AWS Batch would show the values in DescribeJobs and the console; "
+            "give the task secrets with aws_batch_secrets={'NAME': 'arn:aws:secretsmanager:...'}"
+        )
     if set(launch.env) & set(_SECRET_VARIABLES):
         raise InvalidParameterError(
             "AWS credentials must not travel in a job's environment (they would show in DescribeJobs "

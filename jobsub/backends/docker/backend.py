@@ -46,21 +46,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import BackendError, InvalidParameterError, SubmissionError
+from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
-from ...packaging import DEFAULT_MAX_MB, bootstrap_command, build_code_package, ensure_unpacked
+from ...packaging import (
+    DEFAULT_MAX_MB,
+    bootstrap_command,
+    build_code_package,
+    default_cache_dir,
+    ensure_unpacked,
+)
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...states import Status
 from ...storage import open_storage
-from .._supervisor import (
-    cancel_targets,
-    cancel_unsupervised,
-    end_state,
-    is_claimed,
-    states_from_records,
-)
-from ..base import Backend, Launch
+from .._supervisor import SupervisedBackend, end_state
+from ..base import Capabilities, Launch
 from .engine import (
     connect,
     dispatcher_request,
@@ -103,11 +102,12 @@ class DockerParameters:
     code_max_mb: float = DEFAULT_MAX_MB
 
 
-class DockerBackend(Backend):
+class DockerBackend(SupervisedBackend):
     """Runs each task in a container on a Docker engine (local or reachable by DOCKER_HOST)."""
 
-    name = "docker"
+    name = kind = "docker"
     Parameters = DockerParameters
+    capabilities = Capabilities(object_store_folders=True)
     # results are seen through their files; the engine is asked only to catch failures, and each
     # listing costs the engine CPU that starting containers needs
     poll_interval_s = 0.5
@@ -144,8 +144,6 @@ class DockerBackend(Backend):
         common, spec = params.common, params.specific
         if common.nodes > 1:
             raise InvalidParameterError("the docker backend runs each task on one engine: use nodes=1")
-        if folder.path is None:
-            raise InvalidParameterError(f"the docker backend needs a local job folder to mount, not {folder.url}")
         if not spec.image:
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
@@ -155,7 +153,7 @@ class DockerBackend(Backend):
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
         try:
-            self._request({"op": "adopt", "folder": folder.url, "first": True})
+            self._request({"op": "adopt", "folder": folder.url, "first": True, "env": self._passed(common.pass_env, folder)})
         except SubmissionError as exc:
             if common.gpus_per_node and "device driver" in str(exc):
                 raise SubmissionError(
@@ -197,13 +195,12 @@ class DockerBackend(Backend):
     ) -> dict[str, Any]:
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
-        assert folder.path is not None  # checked by submit()
-        path = str(folder.path)
+        path = folder.local_file()  # None: a bucket, which the task reads through its SDK
         if spec.interactive:  # output to the terminal, not the folder: pdb needs it
             launch = launch.replace(logs="none")
         module_args = launch.module_args()
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
-        mounts = [_bind(path)]
+        mounts = [_bind(path)] if path is not None else []
         upstream = {url for refs in folder.read_meta().get("waits_for", {}).values() for url, _, _ in refs}
         for url in sorted(upstream):  # the task reads the results of the jobs it takes as arguments
             if "://" not in url and url != path:
@@ -211,15 +208,19 @@ class DockerBackend(Backend):
         working_dir = None
         argv = [spec.python, *module_args]
         if spec.package_code:
+            local_root = self._storage.local_file("")
             package = build_code_package(
                 spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes,
-                cache_dir=Path(self.root) / ".code", max_mb=spec.code_max_mb, exclude_paths=[self.root],
+                cache_dir=Path(local_root, ".code") if local_root else default_cache_dir(),
+                max_mb=spec.code_max_mb, exclude_paths=[local_root] if local_root else [],
             )
             code_dir = str(ensure_unpacked(package))
-            folder.add_backend_file("docker", "code.tar.gz", str(package.path))
-            shipped = folder.backend_file("docker", "code.tar.gz")
-            assert shipped is not None  # a local folder (checked by submit())
             mounts.append(_bind(code_dir))  # writable: tasks share the .pyc they compile
+            if path is not None:  # kept with the job (a later adoption re-creates its containers)
+                folder.add_backend_file("docker", "code.tar.gz", str(package.path))
+                shipped = folder.backend_file("docker", "code.tar.gz") or ""
+            else:  # the engine is on this machine: the unpacked copy is all the task needs
+                shipped = ""
             working_dir = code_dir
             argv = bootstrap_command(spec.python, shipped, code_dir, module_args)
         if common.setup:
@@ -254,33 +255,19 @@ class DockerBackend(Backend):
         }
 
     # -- states, cancel, logs -------------------------------------------------------------------
-    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        """Ended tasks from their exit records, the rest from ONE request to the dispatcher.
+    def _adopt(self, folder: JobFolder) -> None:
+        """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
+        names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
+        self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
 
-        No engine call: polling 10,000 tasks costs a listing per submission
-        and one socket round trip.
-        """
-        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
-            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
-            return told
-
-        answer: dict[str, Status]
-        answer, orphans = states_from_records(self._storage, backend_ids, ask)
-        for folder in orphans:  # its dispatcher died: ours adopts it from the records and labels
-            if not is_claimed(folder.url):
-                self._request({"op": "adopt", "folder": folder.url})
-        return answer
-
-    def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets = cancel_targets(self._storage, backend_ids)
-        try:
-            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
-            unknown = {(url, name) for url, name in answer.get("unknown", [])}
-        except BackendError:
-            unknown = {(f.url, name) for f, name in targets}
-        for folder, name in targets:
-            if (folder.url, name) in unknown:  # no dispatcher holds it: record, then kill its containers
-                cancel_unsupervised(folder, name, self._kill_recorded)
+    @staticmethod
+    def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
+        """What tasks take from this process's environment, by name: ``pass_env``, and the store's
+        credentials when the folder is a bucket.  Sent over the dispatcher's socket, never written."""
+        wanted = list(names)
+        if folder.local_file() is None:
+            wanted += _STORE_CREDENTIALS
+        return {name: os.environ[name] for name in wanted if name in os.environ}
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         for cid in run.get("handles", {}).values():
@@ -326,6 +313,10 @@ class DockerBackend(Backend):
             end = end_of_containers([state], run_spec["host_config"].get("mem_limit"))
             status, reason = end_state(end)
             folder.write_exit(index, status, reason, end.codes)
+
+
+_STORE_CREDENTIALS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+"""Variables of the SDKs' credential chains a task needs to read a bucket folder."""
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:

@@ -123,6 +123,7 @@ class Dispatcher(Supervisor):
         try:
             for rank in range(sub.ranks):
                 env, labels = task_env_and_labels(spec, sub.folder.key, int(task.name), rank, task.attempt)
+                env.update(sub.env)  # passed by name (pass_env, a bucket's credentials): never in the folder
                 suffix = f"-a{task.attempt}" if task.attempt > 1 else ""
                 containers[rank] = self.api.create_container(
                     spec["image"], spec["command"], name=f"{spec['name']}-{task.name}.{rank}{suffix}",

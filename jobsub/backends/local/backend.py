@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +19,10 @@ from ...errors import BackendError, InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...states import Status
 from ...storage import open_storage
 from .._daemon import request, spawn_detached
-from .._supervisor import cancel_targets, cancel_unsupervised, is_claimed, states_from_records
-from ..base import Backend, Capabilities, Launch
+from .._supervisor import SupervisedBackend
+from ..base import Capabilities, Launch
 from .procs import kill_group
 
 __all__ = ["LocalBackend", "LocalParameters"]
@@ -36,12 +34,15 @@ class LocalParameters:
 
     visible_gpus: list[int] = field(default_factory=list)
     """GPU ids this machine may hand out; with ``gpus_per_node`` set, CUDA_VISIBLE_DEVICES is set."""
+    python: str | None = None
+    """Shell text that starts the job's interpreter (``"conda run -n env python"``, a wrapper
+    script); the job then runs in a fresh interpreter instead of a fork of the warm server."""
 
 
-class LocalBackend(Backend):
+class LocalBackend(SupervisedBackend):
     """Runs jobs on this machine, isolated in their own processes."""
 
-    name = "local"
+    name = kind = "local"
     Parameters = LocalParameters
     capabilities = Capabilities(local_folders=True, object_store_folders=True)
     poll_interval_s = 0.1
@@ -80,8 +81,7 @@ class LocalBackend(Backend):
         common = params.common
         if common.nodes > 1:
             raise InvalidParameterError("the local backend runs on one node: use nodes=1")
-        env = dict(os.environ)
-        env.update(launch.env)
+        env = dict(launch.env)
         gpus = params.specific.visible_gpus
         if common.gpus_per_node:
             if gpus and common.gpus_per_node > len(gpus):
@@ -94,45 +94,30 @@ class LocalBackend(Backend):
             "array": array,
             "offset": launch.offset,
             "argv": launch.module_args()[2:],  # after "-m jobsub.worker": the child calls worker.main
-            # the whole environment, as the child would inherit it; in a 0600 file of a 0700
-            # folder, as the pickles are (see the guide on secrets)
-            "env": env,
+            "env": env,  # the job's own variables; the rest of the environment comes with the request
             "cwd": os.getcwd(),
             "sys_path": [p or os.getcwd() for p in sys.path],
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
             "signal_delay_s": common.signal_delay_s,
             "parallelism": common.array_parallelism,
             "setup": common.setup,
+            "python": params.specific.python,
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
+            "cpus_per_task": common.cpus_per_task,
         }
         folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())
-        self._request({"op": "adopt", "folder": folder.url})
+        self._adopt(folder)
         return folder.key
 
-    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        def ask(tasks: dict[str, list[str]]) -> dict[str, Any]:
-            told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
-            return told
+    def _adopt(self, folder: JobFolder) -> None:
+        """Hand the submission to the server, with this process's environment for its tasks.
 
-        answer, orphans = states_from_records(self._storage, backend_ids, ask)
-        for folder in orphans:  # its server died: ours adopts it (queued tasks run, running ones are watched)
-            if not is_claimed(folder.url):
-                self._request({"op": "adopt", "folder": folder.url})
-        return answer
+        The environment travels over the socket, never into the folder: it may
+        hold credentials, and the folder may be a bucket others read.
+        """
+        self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ)})
 
-    def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets = cancel_targets(self._storage, backend_ids)
-        try:
-            answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
-            unknown = {(url, name) for url, name in answer.get("unknown", [])}
-        except BackendError:
-            unknown = {(f.url, name) for f, name in targets}
-        for folder, name in targets:
-            if (folder.url, name) in unknown:  # no server holds it: record the cancellation, then kill
-                cancel_unsupervised(folder, name, _kill_recorded)
-
-
-def _kill_recorded(run: dict[str, Any]) -> None:
-    """Stop the processes a run record names (only if they are still the ones it started)."""
-    for pid, started in run.get("handles", {}).values():
-        kill_group(int(pid), started=started)
+    def _kill_recorded(self, run: dict[str, Any]) -> None:
+        """Stop the processes a run record names (only if they are still the ones it started)."""
+        for pid, started in run.get("handles", {}).values():
+            kill_group(int(pid), started=started)

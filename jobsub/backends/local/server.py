@@ -55,6 +55,7 @@ class LocalServer(Supervisor):
         self.codes: dict[Task, dict[int, tuple[int, int | None]]] = {}  # rank -> (code, signal)
         self.last_memory_check = 0.0
         self.last_orphan_check = 0.0
+        self.next_cpu = 0
 
     def serve(self, sock_path: str) -> None:
         self.listen(sock_path)
@@ -65,6 +66,7 @@ class LocalServer(Supervisor):
     # -- starting and signalling ----------------------------------------------------------------
     def start_task(self, task: Task, wait: bool) -> None:
         self.codes[task] = {}
+        task.scratch["cpus"] = self.cpus_for(int(task.sub.spec.get("cpus_per_task") or 0))
         for rank in range(task.sub.ranks):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
@@ -87,6 +89,8 @@ class LocalServer(Supervisor):
         code = 1
         try:
             os.setpgid(0, 0)  # its own group: a kill reaches the subprocesses it starts
+            if task.scratch.get("cpus"):  # cpus_per_task: these CPUs, not every one of the machine
+                os.sched_setaffinity(0, task.scratch["cpus"])
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
@@ -97,7 +101,8 @@ class LocalServer(Supervisor):
             spec = task.sub.spec
             os.chdir(spec["cwd"])
             os.environ.clear()
-            os.environ.update(spec["env"])
+            os.environ.update(task.sub.env)  # the submitting process's environment (from its request)
+            os.environ.update(spec["env"])  # the job's own variables
             os.environ.update(
                 JOBSUB_ARRAY_TASK_ID=task.name,
                 JOBSUB_GLOBAL_RANK=str(rank),
@@ -109,9 +114,10 @@ class LocalServer(Supervisor):
                 JOBSUB_ARRAY_JOB_ID=task.sub.folder.key if spec["array"] else "",
             )
             argv = spec["argv"]
-            if spec.get("setup"):  # shell lines first: run the worker in a fresh interpreter after them
-                command = shlex.join([sys.executable, "-m", "jobsub.worker", *argv])
-                os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec["setup"], "exec " + command])])
+            if spec.get("setup") or spec.get("python"):  # a fresh interpreter, after the shell lines
+                python = spec.get("python") or shlex.quote(sys.executable)
+                command = f"exec {python} " + shlex.join(["-m", "jobsub.worker", *argv])
+                os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec.get("setup", []), command])])
             sys.path[:] = spec["sys_path"]
             sys.argv = ["jobsub.worker", *argv]
             code = worker.main(argv)
@@ -126,6 +132,15 @@ class LocalServer(Supervisor):
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(code)
+
+    def cpus_for(self, wanted: int) -> list[int]:
+        """``wanted`` CPUs of this machine for the next task, taken in turn (none: no pinning)."""
+        available = sorted(os.sched_getaffinity(0))
+        if not wanted or wanted >= len(available):
+            return []
+        start = self.next_cpu % len(available)
+        self.next_cpu = start + wanted
+        return [available[(start + i) % len(available)] for i in range(wanted)]
 
     # -- watching ---------------------------------------------------------------------------------
     def watch(self) -> None:
@@ -147,6 +162,8 @@ class LocalServer(Supervisor):
             task, rank = entry
             code = os.waitstatus_to_exitcode(status)
             self.codes[task][rank] = (code, -code if code < 0 else None)
+            # what the rank left behind in its group (a server it started, a pool) ends with it
+            kill_group(pid, signal.SIGKILL)
             if len(self.codes[task]) == len(task.handles):
                 self.end(task)
 
