@@ -39,7 +39,7 @@ def _launch(offset: int = 0, env: dict[str, str] | None = None) -> Launch:
 
 
 def _requests(common: CommonParameters, spec: AWSBatchParameters, n_tasks: int, offset: int = 0) -> dict[str, Any]:
-    launch = _launch(offset, {"AWS_ENDPOINT_URL": "http://127.0.0.1:5055", **common.env})
+    launch = render.task_launch(_launch(offset, {"AWS_ENDPOINT_URL": "http://127.0.0.1:5055", **common.env}), array=n_tasks > 1)
     code = ("s3://bucket/runs/.code/0123456789abcdef.tar.gz", "/tmp/jobsub-code/0123456789abcdef")
     definition = render.definition_request(launch, common, spec)
     submit = render.submit_request(launch, n_tasks, common, spec, "arn:...:job-definition/NAME:1", code)

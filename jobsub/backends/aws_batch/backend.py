@@ -101,8 +101,7 @@ class AWSBatchBackend(Backend):
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common, spec = params.common, params.specific
         _validate(common, spec, folder)
-        if array:  # tasks name themselves "<array>_<index>" as jobsub does (AWS: "<array>:<index>")
-            launch = launch.replace(task_env={**launch.task_env, "array_job_id": "AWS_BATCH_JOB_ID"})
+        launch = render.task_launch(launch, array=array)
         package = build_code_package(
             spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
         ) if spec.package_code else None
@@ -213,8 +212,10 @@ class AWSBatchBackend(Backend):
             job = self.tracker.describe([aws_id]).get(aws_id)
         where = log_location(job) if job else None
         text = read_stream(self.api, *where) if where else None
-        if text is None:
-            return super().logs(backend_id, folder, index, rank)
+        if not text:  # no stream (yet, or any more): whatever the folder has
+            out, err = super().logs(backend_id, folder, index, rank)
+            if out is not None or err is not None or text is None:
+                return out, err
         return text, text
 
 

@@ -35,6 +35,7 @@ from .params import AWSBatchParameters
 
 __all__ = [
     "CANCEL_REASON",
+    "task_launch",
     "MAX_ARRAY_SIZE",
     "MAX_OVERRIDES_CHARS",
     "check_overrides_size",
@@ -91,6 +92,20 @@ def _volumes(specs: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any
         volumes.append({"name": f"v{i}", "host": {"sourcePath": host}})
         mounts.append({"sourceVolume": f"v{i}", "containerPath": container, "readOnly": mode == "ro"})
     return volumes, mounts
+
+
+def task_launch(launch: Launch, *, array: bool) -> Launch:
+    """The launch as a Batch task runs it.
+
+    Its streams stay the container's, which AWS ships to CloudWatch as they
+    come (live, and nothing re-uploaded to the folder); the tasks of an array
+    name themselves ``<array>_<index>`` as jobsub does, from AWS's
+    ``<array>:<index>``.
+    """
+    launch = launch.replace(logs="none")
+    if array:
+        launch = launch.replace(task_env={**launch.task_env, "array_job_id": "AWS_BATCH_JOB_ID"})
+    return launch
 
 
 def command(launch: Launch, spec: AWSBatchParameters, *, packaged: bool, placeholders: bool) -> list[str]:
