@@ -73,8 +73,8 @@ class Executor:
         self.storage = open_storage(root)
         self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         local = self.storage.local_path("")
-        self.folder: Path = local if local is not None else Path(self.storage.url)
-        """Where job folders go (submitit's attribute); for an object store, its URL as a path-like."""
+        self.folder: Path | str = local if local is not None else self.storage.url
+        """Where job folders go (submitit's attribute): a ``Path``, or a bucket's URL."""
         if isinstance(backend, str):
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
@@ -244,6 +244,8 @@ class Executor:
             task_bytes = [dumps_checked((c.args, c.kwargs), "the arguments", call=c, item=i) for c, i in zip(calls, items)]
         else:
             task_bytes = [dumps_checked(c, "the submission", call=c, item=i) for c, i in zip(calls, items)]
+        shard = _shard_size(folder_is_local=self.storage.local_file("") is not None, task_bytes=task_bytes)
+        spec["shard"] = shard
         call_bytes = dumps_checked(spec, "the submitted function")
         total = len(call_bytes) + sum(map(len, task_bytes))
         if total > common.max_pickle_size_gb * 1024**3:
@@ -255,7 +257,7 @@ class Executor:
         folder = JobFolder.create(self.storage, mode=common.folder_mode)
         try:
             folder.write_call(call_bytes)
-            _write_args(folder, task_bytes)
+            folder.write_args(task_bytes, shard)
             meta = self._meta(params, len(calls), ranks, array)
             if waits_for:
                 meta["waits_for"] = waits_for
@@ -347,21 +349,6 @@ class Executor:
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(folder.path, target_is_directory=True)
         return str(folder.path)
-
-
-def _write_args(folder: JobFolder, task_bytes: list[bytes]) -> None:
-    """Every task's arguments; on an object store several at once (each PUT waits ~20 ms for S3,
-    and a 10,000-task array would otherwise spend minutes there)."""
-    if folder.path is not None or len(task_bytes) < 16:
-        for index, data in enumerate(task_bytes):
-            folder.write_args(index, data)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    # 10: botocore's connection pool per client; more threads would only queue for it
-    with ThreadPoolExecutor(max_workers=10, thread_name_prefix="jobsub-upload") as pool:
-        for _ in pool.map(folder.write_args, range(len(task_bytes)), task_bytes):
-            pass
 
 
 class _DelayedJob(Job[Any]):
@@ -469,6 +456,19 @@ class AutoExecutor(Executor):
             if key in field_types(backend.Parameters) or key in backend.aliases:
                 owners.append(name)
         return self.cluster if self.cluster in owners else next(iter(owners), None)
+
+
+_SHARD_BYTES = 1 << 20
+"""About how much one shard of arguments holds (each task reads its whole shard)."""
+
+
+def _shard_size(*, folder_is_local: bool, task_bytes: list[bytes]) -> int:
+    """How many tasks' arguments go into one object: 1 on a disk (a file costs microseconds),
+    up to 1,000 small ones on an object store (each object is a request)."""
+    if folder_is_local or len(task_bytes) < 2:
+        return 1
+    average = max(1, sum(map(len, task_bytes)) // len(task_bytes))
+    return max(1, min(1000, _SHARD_BYTES // average))
 
 
 def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:

@@ -6,6 +6,7 @@ Everything the two sides say to each other is a file in the folder::
         meta.json           backend, backend ids, parameters, versions (written before submitting)
         call.pkl            the function, pickled once per submission
         args/<i>.pkl        task i's arguments, or a whole DelayedSubmission (batch())
+        args/<s>.shard      on an object store: the pickles of tasks s*n .. s*n+n-1 (n in call.pkl)
         checkpoint/<i>.pkl  task i's checkpointed DelayedSubmission, preferred over args/<i>.pkl
         requeue/<i>         "checkpointed, run me again", written by the worker before it exits 75
         result/<i>.<r>.pkl  task i, rank r: a framed pickle of the outcome (atomic write)
@@ -115,6 +116,8 @@ class JobFolder:
     def __init__(self, storage: Storage, key: str) -> None:
         self.storage = storage
         self.key = key
+        self._results_listed: set[str] = set()
+        self._results_listed_at = float("-inf")
 
     # -- creation and identity -------------------------------------------------
     @classmethod
@@ -168,11 +171,32 @@ class JobFolder:
     def read_call(self) -> bytes:
         return self.storage.read_bytes(self._k("call.pkl"))
 
-    def write_args(self, index: int, data: bytes) -> None:
-        self.storage.write_bytes(self._k("args", f"{index}.pkl"), data)
+    def write_args(self, tasks: list[bytes], shard: int = 1) -> None:
+        """Every task's pickled arguments: one file each, or ``shard`` tasks an object.
 
-    def read_args(self, index: int) -> bytes:
-        return self.storage.read_bytes(self._k("args", f"{index}.pkl"))
+        On an object store every write is a request (~20 ms on a busy
+        emulator, and paid by the request on a cloud): an array of 10,000 is
+        then a few objects, not 10,000.  A shard holds each task's own pickle,
+        so a task unpickles only its own arguments.
+        """
+        if shard <= 1:
+            for index, data in enumerate(tasks):
+                self.storage.write_bytes(self._k("args", f"{index}.pkl"), data)
+            return
+        import pickle
+
+        for first in range(0, len(tasks), shard):
+            chunk = pickle.dumps(tasks[first : first + shard], protocol=pickle.HIGHEST_PROTOCOL)
+            self.storage.write_bytes(self._k("args", f"{first // shard}.shard"), chunk)
+
+    def read_args(self, index: int, shard: int = 1) -> bytes:
+        """Task ``index``'s pickled arguments (from its shard, when they were written ``shard`` a file)."""
+        if shard <= 1:
+            return self.storage.read_bytes(self._k("args", f"{index}.pkl"))
+        import pickle
+
+        chunk: list[bytes] = pickle.loads(self.storage.read_bytes(self._k("args", f"{index // shard}.shard")))
+        return chunk[index % shard]
 
     def write_checkpoint(self, index: int, data: bytes) -> None:
         self.storage.write_bytes(self._k("checkpoint", f"{index}.pkl"), data)
@@ -191,6 +215,26 @@ class JobFolder:
         """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first."""
         header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
         self.storage.write_bytes(self.result_key(index, rank), header + payload, create_only=True)
+
+    def has_results(self, index: int, ranks: list[int], max_age_s: float) -> bool:
+        """Whether task ``index`` has the results of all these ranks, by a listing of ``result/``.
+
+        The listing is shared by every handle of this folder and taken again
+        at most every ``max_age_s``: waiting on 10,000 tasks of an array costs
+        one listing per interval (ten paged calls on an object store), not
+        10,000 lookups.
+        """
+        now = time.monotonic()
+        names = self._results_listed
+        wanted = [f"{index}.{rank}.pkl" for rank in ranks]
+        if all(name in names for name in wanted):
+            return True  # results are written once: a name seen stays true
+        if now - self._results_listed_at < max_age_s:
+            return False
+        self._results_listed_at = now
+        listed = {key.rpartition("/")[2] for key in self.storage.list(self._k("result"))}
+        self._results_listed = listed
+        return all(name in listed for name in wanted)
 
     def has_result(self, index: int, rank: int) -> bool:
         return self.storage.exists(self.result_key(index, rank))

@@ -133,6 +133,8 @@ class Job(Generic[R]):
         self._final_seen: float | None = None
         # how long a result may lag behind a final state: the backend's, unless the user says
         self._result_grace_s = float(os.environ.get("JOBSUB_RESULT_GRACE_S", backend.result_grace_s))
+        # how often results are looked for: a listing costs microseconds on a disk, a request on a store
+        self._check_s = backend.result_check_s if folder.local_file() is not None else max(1.0, backend.result_check_s)
         self._cancel_at_deletion = False
 
     # -- identity ---------------------------------------------------------------------
@@ -201,7 +203,7 @@ class Job(Generic[R]):
         return status.state
 
     def _all_results_present(self) -> bool:
-        return all(self._folder.has_result(self._index, r) for r in self._rank_list)
+        return self._folder.has_results(self._index, self._rank_list, self._check_s)
 
     def _state_from_results(self) -> JobState:
         """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED).
@@ -277,7 +279,7 @@ class Job(Generic[R]):
         # a result file is a cheap check, so look often; the backend itself is asked at most
         # once per poll interval whatever this loop does (the poller caches its answer)
         self._backend.on_wait(self._job_id)
-        for delay in sleep_schedule(cap=min(self._backend.result_check_s, max(0.05, self._poller.interval))):
+        for delay in sleep_schedule(cap=min(self._check_s, max(0.05, self._poller.interval))):
             if self.done():
                 return
             now = time.monotonic()

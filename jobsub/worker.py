@@ -137,7 +137,7 @@ def load_task(folder: JobFolder, index: int) -> tuple[DelayedSubmission, dict[st
     checkpoint = folder.read_checkpoint(index)
     if checkpoint is not None:
         return pickle.loads(checkpoint), spec
-    task = pickle.loads(folder.read_args(index))
+    task = pickle.loads(folder.read_args(index, spec.get("shard", 1)))
     if isinstance(task, DelayedSubmission):
         delayed = task
     else:
@@ -306,13 +306,12 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
         return _write_outcome(folder, index, rank, outcome, DEPENDENCY_FAILED_EXIT_CODE)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job too: record them
         outcome = Outcome.from_exception(exc, _usage(start, rank))
-        # the result first: a task that closed its stderr (or filled its disk with logs) must
-        # not lose its real error to a failed log write
-        code = _write_outcome(folder, index, rank, outcome, 1)
-        # in the job's stderr too, as submitit does (the client reads it after the result)
+        # in the job's stderr too, as submitit does, and before the result (a client that sees the
+        # result may read the log at once); quietly: a task that closed its stderr must not lose
+        # its real error to a failed log write
         with _QuietStreamErrors():
             _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
-        return code
+        return _write_outcome(folder, index, rank, outcome, 1)
     finally:
         if in_main:
             signal.signal(usr_sig, previous)

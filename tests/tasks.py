@@ -192,3 +192,9 @@ def start_a_child() -> int:
 
 def cpus() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def print_then_sleep(text: str, seconds: float) -> str:
+    print(text, flush=True)
+    time.sleep(seconds)
+    return "done"

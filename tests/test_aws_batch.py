@@ -64,6 +64,7 @@ class TestAWSBatchBehaviour(BehaviourSuite):
     """The shared behaviour, with folders on S3 and jobs run by moto."""
 
     cluster = "aws_batch"
+    local_folder = False  # the folders are in a bucket
     fast_time_limits = False  # AWS's shortest limit is 60 s: test_timeout below runs one
     memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
 

@@ -289,7 +289,7 @@ def test_the_worker_runs_a_task_whose_folder_is_in_gcs(url: str) -> None:
     """What a cloud backend will start: ``python -m jobsub.worker gs://...``, with task_env only."""
     folder = JobFolder.create(GCSStorage(url))
     folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
-    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    folder.write_args([dumps_checked(((6, 7), {}), "the arguments")])
     task = {"PATH": os.environ["PATH"], **folder.storage.task_env()}
     subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)
     payload = folder.read_result(0, 0)

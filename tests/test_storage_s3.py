@@ -334,7 +334,7 @@ def test_the_worker_runs_a_task_whose_folder_is_in_s3(url: str) -> None:
     """What a cloud backend will start: ``python -m jobsub.worker s3://...``, with task_env and its own credentials."""
     folder = JobFolder.create(S3Storage(url))
     folder.write_call(dumps_checked({"function": operator.mul, "timeout_min": 0}, "the function"))
-    folder.write_args(0, dumps_checked(((6, 7), {}), "the arguments"))
+    folder.write_args([dumps_checked(((6, 7), {}), "the arguments")])
     task = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             **folder.storage.task_env()}
     subprocess.run([sys.executable, "-m", "jobsub.worker", folder.url], env=task, check=True, timeout=120)

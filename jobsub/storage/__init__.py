@@ -211,6 +211,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 def open_storage(url: str | os.PathLike[str]) -> Storage:
     """The storage for ``url``: a path, or ``scheme://bucket/prefix`` of a registered store."""
     text = os.fspath(url)
+    if not text.startswith("/") and ":/" in text and "://" not in text:
+        text = text.replace(":/", "://", 1)  # a URL that went through pathlib.Path ("s3:/bucket/x")
     scheme, sep, _ = text.partition("://")
     if not sep or scheme == "file":
         return LocalStorage(text.removeprefix("file://"))

@@ -41,6 +41,8 @@ class BehaviourSuite:
     """The behaviour tests; subclasses set ``cluster`` (and may add parameters)."""
 
     cluster: ClassVar[str] = ""
+    local_folder: ClassVar[bool] = True
+    """The executor's folder is a path here (tests that look at files directly need it)."""
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
@@ -81,11 +83,12 @@ class BehaviourSuite:
         assert [j.result(timeout=180) for j in jobs] == [1, 2, 3]
         assert len({j.job_id.rsplit("_", 1)[0] for j in jobs}) == 1
 
+    @needs("local_folder")
     def test_batch_error_submits_nothing(self, executor: jobsub.AutoExecutor) -> None:
         with pytest.raises(RuntimeError, match="boom"), executor.batch():
             executor.submit(tasks.add, 1, 1)
             raise RuntimeError("boom")
-        assert not executor.storage.list("")
+        assert not any(p for p in executor.folder.iterdir() if not p.name.startswith("."))
 
     def test_usage_is_recorded(self, executor: jobsub.AutoExecutor) -> None:
         job = executor.submit(tasks.add, 1, 1)
@@ -170,7 +173,7 @@ class BehaviourSuite:
         with pytest.raises(jobsub.FailedJobError, match="SystemExit"):
             job.result(timeout=120)
 
-    @needs("isolated", "local_folders")  # in one process, os._exit would end the test itself
+    @needs("isolated", "local_folder")  # in one process, os._exit would end the test itself
     def test_exit_code_75_without_a_checkpoint_is_not_rerun(self, executor: jobsub.AutoExecutor) -> None:
         """75 is the requeue code; a task that merely exits with it ran once and says so."""
         job = executor.submit(tasks.hard_exit, 75)
@@ -178,6 +181,7 @@ class BehaviourSuite:
             job.result(timeout=120)
         assert (job.paths.folder / "runs.txt").read_text().count("ran") == 1
 
+    @needs("local_folder")
     def test_unpicklable_argument_fails_at_submit(self, executor: jobsub.AutoExecutor) -> None:
         import threading
 
@@ -190,19 +194,22 @@ class BehaviourSuite:
             executor.map_array(tasks.add, [1, lock, 3], [1, 2, 3])
         with pytest.raises(TypeError, match=r"submit\(\) needs a callable to run, got int 42"):
             executor.submit(42)  # type: ignore[arg-type]
-        assert not executor.storage.list("")
+        assert not any(p for p in executor.folder.iterdir() if not p.name.startswith("."))
 
     def test_map_array_of_unequal_lengths_warns(self, executor: jobsub.AutoExecutor) -> None:
         with pytest.warns(RuntimeWarning, match=r"different lengths \(3, 2\).* submits 2 jobs"):
             jobs = executor.map_array(tasks.add, [1, 2, 3], [10, 20])
         assert [j.result(timeout=120) for j in jobs] == [11, 22]
 
+    @needs("local_folder")
     def test_deleted_folder_is_lost_not_waited_for(self, executor: jobsub.AutoExecutor) -> None:
         """The job's folder removed after it ended, before anyone looked: a typed error, at once."""
         job = executor.submit(tasks.add, 1, 1)
         job.wait(timeout=120)
-        fresh = jobsub.Job(folder=executor.storage.url, job_id=job.job_id)
-        job.folder.delete()
+        fresh = jobsub.Job(folder=executor.folder, job_id=job.job_id)
+        import shutil
+
+        shutil.rmtree(job.paths.folder)
         with pytest.raises(jobsub.UncompletedJobError):
             fresh.result(timeout=60)
 
@@ -225,6 +232,18 @@ class BehaviourSuite:
         assert job.result(timeout=120) == "hello logs"
         assert "hello logs" in (job.stdout() or "")
         assert "to stderr: hello logs" in (job.stderr() or "")
+
+    @needs("own_logs")
+    def test_logs_while_it_runs(self, executor: jobsub.AutoExecutor) -> None:
+        """``stdout()`` shows what a task printed while it still runs (an object store: every few seconds)."""
+        job = executor.submit(tasks.print_then_sleep, "started", 8)
+        deadline = time.monotonic() + 60
+        while "started" not in (job.stdout() or ""):
+            assert time.monotonic() < deadline, "nothing of the running task's output"
+            time.sleep(0.2)
+        assert job.state in ("RUNNING", "PENDING") or job.state == "RUNNING"
+        assert job.result(timeout=120) == "done"
+        assert "started" in (job.stdout() or "")
 
     @needs("own_logs")
     def test_task_logging_at_info_is_shown(self, executor: jobsub.AutoExecutor) -> None:
@@ -318,7 +337,7 @@ class BehaviourSuite:
         job = executor.submit(tasks.add, 1, 2)
         clone = pickle.loads(pickle.dumps(job))
         assert clone.result(timeout=120) == 3
-        again = jobsub.Job(folder=executor.storage.url, job_id=job.job_id)
+        again = jobsub.Job(folder=executor.folder, job_id=job.job_id)
         assert again.result() == 3
         assert again.job_id == job.job_id
 
@@ -337,10 +356,10 @@ class BehaviourSuite:
         )
         params = repr(backend_parameters(self.cluster))
         out = subprocess.run(
-            [sys.executable, "-c", script, executor.storage.url, self.cluster, params],
+            [sys.executable, "-c", script, str(executor.folder), self.cluster, params],
             capture_output=True, text=True, check=True, cwd=root,
         )
         job_id = out.stdout.strip().splitlines()[-1]
         # the submitting process has exited; the job must still run and be found again
-        job: jobsub.Job[Any] = jobsub.Job(folder=executor.storage.url, job_id=job_id)
+        job: jobsub.Job[Any] = jobsub.Job(folder=executor.folder, job_id=job_id)
         assert job.result(timeout=180) == "survived"

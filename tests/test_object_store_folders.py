@@ -1,0 +1,40 @@
+"""Job folders in buckets: the behaviour suite with ``s3://`` and ``gs://`` folders, end to end.
+
+The local backend's tasks (and Docker's, with an image that has the SDKs)
+read and write their folder only through the store: call, arguments,
+results, logs (uploaded while they run), records.  Against moto and
+fake-gcs-server, started by scripts/start-moto.sh and scripts/start-fake-gcs.sh.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import jobsub
+from tests.conformance.behaviour import BehaviourSuite
+from tests.test_storage_gcs import bucket as gcs_bucket  # noqa: F401 - session fixtures of the store tests
+from tests.test_storage_gcs import fake_gcs  # noqa: F401
+from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401
+from tests.test_storage_s3 import moto  # noqa: F401
+
+
+class TestLocalBackendOnS3(BehaviourSuite):
+    cluster = "local"
+    local_folder = False
+
+    @pytest.fixture
+    def executor(self, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
+        monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
+        return jobsub.AutoExecutor(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="local")
+
+
+class TestLocalBackendOnGCS(BehaviourSuite):
+    cluster = "local"
+    local_folder = False
+
+    @pytest.fixture
+    def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
+        monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
+        return jobsub.AutoExecutor(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="local")
