@@ -65,6 +65,7 @@ class TestAWSBatchBehaviour(BehaviourSuite):
 
     cluster = "aws_batch"
     local_folder = False  # the folders are in a bucket
+    live_logs = False  # AWS streams a task's output to CloudWatch; moto sends it when the task ends
     fast_time_limits = False  # AWS's shortest limit is 60 s: test_timeout below runs one
     memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
 
