@@ -77,8 +77,6 @@ def _counting(client: Any, counts: collections.Counter[str]) -> None:
 
 
 def map_array(queue: str, bucket: str, image: str, tasks: int) -> dict[str, Any]:
-    from jobsub.storage.s3 import shared_client
-
     root = f"s3://{bucket}/bench-{uuid.uuid4().hex[:8]}"
     backend = AWSBatchBackend(root)
     executor = jobsub.Executor(root, backend=backend, job_queue=queue, image=image)
@@ -86,7 +84,7 @@ def map_array(queue: str, bucket: str, image: str, tasks: int) -> dict[str, Any]
     batch_calls: collections.Counter[str] = collections.Counter()
     s3_calls: collections.Counter[str] = collections.Counter()
     _counting(backend.api.client("batch"), batch_calls)
-    _counting(shared_client(), s3_calls)
+    _counting(executor.storage.client, s3_calls)  # the process's S3 client, which every folder shares
     _moto_batch(use_docker=False)
     try:
         start = time.perf_counter()
