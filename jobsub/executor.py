@@ -237,6 +237,7 @@ class Executor:
             "timeout_min": common.timeout_min,
             "max_num_timeout": common.max_num_timeout,
             "signal_delay_s": common.signal_delay_s,
+            "submitit_logs": self._submitit_logs_dir(),
         }
         items: list[int | None] = list(range(len(calls))) if array else [None]
         if shared:
@@ -278,12 +279,10 @@ class Executor:
         jobs: list[Job[Any]] = []
         for sub in meta["submissions"]:
             register_id(folder.storage, sub["id"], folder.key)
-            where = self._link_template(sub["id"], folder)
+            self._link_template(sub["id"], folder)
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if array else sub["id"]
                 jobs.append(Job._create(self.backend, folder, job_id, sub["offset"] + local, ranks))
-                if where is not None:
-                    folder.link_submitit_logs(where, job_id, sub["offset"] + local, ranks, common.stderr_to_stdout)
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         return jobs
 
@@ -336,19 +335,22 @@ class Executor:
             "submissions": [],
         }
 
-    def _link_template(self, backend_id: str, folder: JobFolder) -> str | None:
-        """Make ``runs/%j`` style paths exist (a link named after the job id); return where submitit
-        would have put the job's files (the folder of submitit's own log names), None if not local."""
-        if folder.path is None:
-            return None
-        if self._template is None:
-            return str(self.folder)
+    def _link_template(self, backend_id: str, folder: JobFolder) -> None:
+        """Make ``runs/%j`` style paths exist: a link named after the job id."""
+        if self._template is None or folder.path is None:
+            return
         link = Path(self._template.replace("%j", backend_id)).expanduser().absolute()
         if link != folder.path:
             with contextlib.suppress(OSError):
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(folder.path, target_is_directory=True)
-        return str(folder.path)
+
+    def _submitit_logs_dir(self) -> str | None:
+        """Where submitit would have put a job's log files: its own folder ("", for ``runs/%j``) or
+        the executor's; the task links submitit's names there to its logs.  None for a bucket."""
+        if not isinstance(self.folder, Path):
+            return None
+        return "" if self._template is not None else str(self.folder)
 
 
 class _DelayedJob(Job[Any]):
@@ -458,17 +460,18 @@ class AutoExecutor(Executor):
         return self.cluster if self.cluster in owners else next(iter(owners), None)
 
 
-_SHARD_BYTES = 1 << 20
-"""About how much one shard of arguments holds (each task reads its whole shard)."""
+_SHARD_BYTES = {True: 64 << 10, False: 1 << 20}
+"""About how much one shard of arguments holds, on a disk and on an object store: each task reads
+its whole shard, so a disk (where a file costs ~0.1 ms to write) takes smaller ones than a store
+(where every object is a request)."""
 
 
 def _shard_size(*, folder_is_local: bool, task_bytes: list[bytes]) -> int:
-    """How many tasks' arguments go into one object: 1 on a disk (a file costs microseconds),
-    up to 1,000 small ones on an object store (each object is a request)."""
-    if folder_is_local or len(task_bytes) < 2:
+    """How many tasks' arguments go into one file or object (1: a file each)."""
+    if len(task_bytes) < 2:
         return 1
     average = max(1, sum(map(len, task_bytes)) // len(task_bytes))
-    return max(1, min(1000, _SHARD_BYTES // average))
+    return max(1, min(1000, _SHARD_BYTES[folder_is_local] // average))
 
 
 def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:

@@ -268,23 +268,22 @@ class JobFolder:
         except FileNotFoundError:
             return None
 
-    def link_submitit_logs(self, where: str, job_id: str, index: int, ranks: int, merged: bool) -> None:
+    def link_submitit_log(self, where: str, job_id: str, index: int, rank: int) -> None:
         """``<where>/<job_id>_<rank>_log.out`` (and ``.err``): submitit's log names, as links to ours.
 
         Tools built on submitit read these names by hand (dora's ``--log``).
-        Local folders only; a link that cannot be made is no error.
+        Made by the task itself when it starts (a submission of 10,000 tasks
+        would otherwise spend seconds on links); local folders only, and a
+        link that cannot be made is no error.
         """
-        if self.path is None:
-            return
-        streams = ("out",) if merged else ("out", "err")
-        for rank in range(ranks):
-            for stream in streams:
-                link = os.path.join(where, f"{job_id}_{rank}_log.{stream}")
-                target = os.path.relpath(self.local_file("log", f"{index}.{rank}.{stream}") or "", where)
-                try:
-                    os.symlink(target, link)
-                except OSError:
-                    continue
+        for stream in ("out", "err"):
+            target = self.local_file("log", f"{index}.{rank}.{stream}")
+            if target is None or not os.path.exists(target):  # an object store; err merged into out
+                continue
+            try:
+                os.symlink(os.path.relpath(target, where), os.path.join(where, f"{job_id}_{rank}_log.{stream}"))
+            except OSError:
+                continue
 
     def paths(self, index: int, rank: int) -> JobPaths:
         from pathlib import Path

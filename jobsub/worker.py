@@ -285,6 +285,9 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
         delayed, spec = load_task(folder, index)
     except Exception as exc:  # the inputs themselves are broken: report it as the job's error
         return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
+    where = spec.get("submitit_logs")
+    if where is not None and _owns_logging:  # submitit's log names, for tools that read them by hand
+        folder.link_submitit_log(where or (folder.local_file() or ""), os.environ.get("JOBSUB_JOB_ID", ""), index, rank)
     # rank 0 checkpoints; the other ranks must merely survive the signal
     usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
     delay_s = float(spec.get("signal_delay_s", 90))
