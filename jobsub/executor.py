@@ -79,6 +79,10 @@ class Executor:
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
         backend.check()
+        if local is None and not backend.capabilities.object_store_folders:
+            raise InvalidParameterError(
+                f"the {backend.name} backend needs job folders on a path its tasks can reach, not {root}"
+            )
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}

@@ -43,6 +43,9 @@ class BehaviourSuite:
     cluster: ClassVar[str] = ""
     local_folder: ClassVar[bool] = True
     """The executor's folder is a path here (tests that look at files directly need it)."""
+    live_logs: ClassVar[bool] = True
+    """A running task's output can be read while it runs (moto ships a Batch container's output
+    to CloudWatch only when it stops; AWS streams it)."""
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
@@ -233,7 +236,7 @@ class BehaviourSuite:
         assert "hello logs" in (job.stdout() or "")
         assert "to stderr: hello logs" in (job.stderr() or "")
 
-    @needs("own_logs")
+    @needs("own_logs", "live_logs")
     def test_logs_while_it_runs(self, executor: jobsub.AutoExecutor) -> None:
         """``stdout()`` shows what a task printed while it still runs (an object store: every few seconds)."""
         job = executor.submit(tasks.print_then_sleep, "started", 8)
