@@ -1,9 +1,9 @@
 """The AWS Batch backend's costs, on moto's server and the local Docker engine.
 
 Run it where the tests run (``eval "$(scripts/start-moto.sh)"`` after the
-engine, and the image of scripts/build-aws-test-image.sh)::
+engine, and the image of scripts/build-cloud-test-image.sh)::
 
-    python -m benchmarks.aws_batch --image "$JOBSUB_AWS_TEST_IMAGE" [--queue Q --bucket B]
+    python -m benchmarks.aws_batch --image "$JOBSUB_CLOUD_TEST_IMAGE" [--queue Q --bucket B]
 
 Three parts, printed as one JSON object:
 
@@ -223,7 +223,7 @@ def latency(queue: str, bucket: str, image: str, repetitions: int) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", default=os.environ.get("JOBSUB_AWS_TEST_IMAGE"), required=not os.environ.get("JOBSUB_AWS_TEST_IMAGE"))
+    parser.add_argument("--image", default=os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"), required=not os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"))
     parser.add_argument("--queue", default="jobsub-bench-queue")
     parser.add_argument("--bucket", default="jobsub-bench")
     parser.add_argument("--tasks", type=int, default=10_000)

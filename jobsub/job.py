@@ -349,8 +349,9 @@ class Job(Generic[R]):
         return f"job {self._job_id}{task}"
 
     def _logs_hint(self, rank: int) -> str:
-        paths = self._folder.paths(self._index, rank)
-        return f"Logs: {paths.stderr} (stderr), {paths.stdout} (stdout)"
+        where = self._folder.local_file() or self._folder.url
+        log = f"{where}/log/{self._index}.{rank}"
+        return f"Logs: {log}.err (stderr), {log}.out (stdout)"
 
     def _failure(self, outcome: Outcome, rank: int) -> BaseException:
         exc = outcome.exception

@@ -28,9 +28,9 @@ if [[ -z ${JOBSUB_NO_SERVICES:-} ]]; then
     eval "$moto_env"
     eval "$gcs_env"
     if [[ -n ${DOCKER_HOST:-} ]]; then
-        # what moto's Batch jobs run in: the test image plus boto3 (cached by tag)
-        JOBSUB_AWS_TEST_IMAGE=$(PYTHON="$PYTHON" bash scripts/build-aws-test-image.sh | tail -n 1)
-        export JOBSUB_AWS_TEST_IMAGE
+        # what moto's Batch jobs and tasks with bucket folders run in: the test image plus the SDKs
+        JOBSUB_CLOUD_TEST_IMAGE=$(PYTHON="$PYTHON" bash scripts/build-cloud-test-image.sh | tail -n 1)
+        export JOBSUB_CLOUD_TEST_IMAGE
     fi
 fi
 

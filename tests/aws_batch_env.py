@@ -3,7 +3,7 @@
 Shared by tests/test_aws_batch.py and the behaviour suite (tests/conftest.py).
 Needs ``eval "$(scripts/start-moto.sh)"`` after scripts/start-docker.sh (so
 that moto runs each Batch job as a container on that engine) and
-``JOBSUB_AWS_TEST_IMAGE`` (scripts/build-aws-test-image.sh).
+``JOBSUB_CLOUD_TEST_IMAGE`` (scripts/build-cloud-test-image.sh).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def problem() -> str | None:
     found = endpoint_problem("AWS_ENDPOINT_URL", "start-moto.sh", "/", b"ListAllMyBucketsResult", endpoint)
     if found:
         return found
-    image = os.environ.get("JOBSUB_AWS_TEST_IMAGE")
+    image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
     if not image:
-        return "JOBSUB_AWS_TEST_IMAGE is not set (scripts/build-aws-test-image.sh builds it)"
+        return "JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)"
     try:
         import docker
 
@@ -85,4 +85,4 @@ def _probe(image: str) -> str:
 
 def parameters() -> dict[str, Any]:
     """What an executor needs to run the test jobs on moto."""
-    return {"aws_batch_job_queue": QUEUE, "aws_batch_image": os.environ["JOBSUB_AWS_TEST_IMAGE"]}
+    return {"aws_batch_job_queue": QUEUE, "aws_batch_image": os.environ["JOBSUB_CLOUD_TEST_IMAGE"]}

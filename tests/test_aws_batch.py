@@ -1,8 +1,8 @@
 """The AWS Batch backend against moto's server, which runs Batch jobs as real containers.
 
 Needs ``eval "$(scripts/start-moto.sh)"`` (after scripts/start-docker.sh, so
-that moto runs jobs on the engine) and ``JOBSUB_AWS_TEST_IMAGE`` from
-scripts/build-aws-test-image.sh; skipped, naming them, otherwise.  boto3 is
+that moto runs jobs on the engine) and ``JOBSUB_CLOUD_TEST_IMAGE`` from
+scripts/build-cloud-test-image.sh; skipped, naming them, otherwise.  boto3 is
 never mocked: faults are injected at the HTTP level (botocore's
 ``before-send`` event), where a real network would make them.
 """
@@ -38,7 +38,7 @@ def aws() -> dict[str, str]:
     problem = aws_batch_env.problem()
     if problem:
         pytest.skip(problem)
-    return {"queue": QUEUE, "image": os.environ["JOBSUB_AWS_TEST_IMAGE"]}
+    return {"queue": QUEUE, "image": os.environ["JOBSUB_CLOUD_TEST_IMAGE"]}
 
 
 def _moto_config(batch: dict[str, Any]) -> None:

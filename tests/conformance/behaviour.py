@@ -50,6 +50,10 @@ class BehaviourSuite:
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
 
+    def parameters(self, executor: jobsub.AutoExecutor) -> dict[str, Any]:
+        """What another process passes to make an executor like the fixture's (the reattach test)."""
+        return backend_parameters(self.cluster)
+
     @property
     def caps(self) -> Capabilities:
         return load_backend_class(self.cluster).capabilities
@@ -357,7 +361,7 @@ class BehaviourSuite:
             print(job.job_id)
             """
         )
-        params = repr(backend_parameters(self.cluster))
+        params = repr(self.parameters(executor))
         out = subprocess.run(
             [sys.executable, "-c", script, str(executor.folder), self.cluster, params],
             capture_output=True, text=True, check=True, cwd=root,

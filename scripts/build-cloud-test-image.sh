@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Build the image the AWS Batch tests run their tasks in (idempotent, cached by tag).
+# Build the image the cloud tests run their tasks in (idempotent, cached by tag).
 #
 # moto runs each Batch job as a container of the job definition's image on
-# the local engine.  A task reads its job folder on S3, so the image needs
-# boto3 on top of the plain test image (python3 + cloudpickle, built by
-# scripts/build-test-image.sh).  No registry is reachable: boto3 and its
-# dependencies are built into wheels on the host (`jobsub image build`, the
-# same versions as the host's) and installed offline in a build step
-# without network.
+# the local engine, and the Docker backend runs tasks whose job folder is in
+# a bucket.  Such a task reads its folder through the SDK, so the image needs
+# boto3 and google-cloud-storage on top of the plain test image (python3 +
+# cloudpickle, built by scripts/build-test-image.sh).  No registry is
+# reachable: the packages and their dependencies are built into wheels on
+# the host (`jobsub image build`, the same versions as the host's) and
+# installed offline in a build step without network.
 #
 # moto's containers get no credentials (on AWS the job role provides them,
 # through ECS); boto3 refuses to sign without some, so this TEST image
 # carries moto's dummy ones.  They are never a real account's.
 #
-# Usage:   IMAGE="$(scripts/build-aws-test-image.sh | tail -n1)"
+# Usage:   IMAGE="$(scripts/build-cloud-test-image.sh | tail -n1)"
 # stdout:  the image name (NAME:TAG) as the last line; progress on stderr.
 # Env:     PYTHON (python, else python3): whose boto3 version is copied.
 set -euo pipefail
@@ -27,10 +28,12 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 boto3_version="$("$PYTHON" -c 'from importlib.metadata import version; print(version("boto3"))')" ||
     die "boto3 is not installed for $PYTHON (pip install 'jobsub[aws]')"
+gcs_version="$("$PYTHON" -c 'from importlib.metadata import version; print(version("google-cloud-storage"))')" ||
+    die "google-cloud-storage is not installed for $PYTHON (pip install 'jobsub[gcp]')"
 
 base="$(PYTHON="$PYTHON" "$here/build-test-image.sh" | tail -n1)"
-image="jobsub-test-python-aws:${base#*:}-boto3-$boto3_version"
-label=org.jobsub.test-image.aws
+image="jobsub-test-python-cloud:${base#*:}-boto3-$boto3_version-gcs-$gcs_version"
+label=org.jobsub.test-image.cloud
 
 if docker image inspect "$image" >/dev/null 2>&1; then
     log "image $image is up to date"
@@ -46,12 +49,13 @@ if docker image inspect "$image" >/dev/null 2>&1; then
     exit 0
 fi
 
-log "building $image: $base + boto3==$boto3_version"
-"$PYTHON" -m jobsub.cli image build "$image-packages" --base "$base" "boto3==$boto3_version" >&2
+log "building $image: $base + boto3==$boto3_version google-cloud-storage==$gcs_version"
+"$PYTHON" -m jobsub.cli image build "$image-packages" --base "$base" "boto3==$boto3_version" \
+    "google-cloud-storage==$gcs_version" >&2
 docker build -q -t "$image" - >&2 <<EOF
 FROM $image-packages
 ENV AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-LABEL $label="boto3==$boto3_version; dummy credentials for moto, tests only"
+LABEL $label="boto3==$boto3_version google-cloud-storage==$gcs_version; dummy credentials for moto, tests only"
 EOF
 docker rmi "$image-packages" >/dev/null  # only the name: its layers are the new image's
 log "built $image"
