@@ -95,6 +95,10 @@ class Executor:
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
         backend.check()
+        if local is None and not backend.capabilities.object_store_folders:
+            raise InvalidParameterError(
+                f"the {backend.name} backend needs job folders on a path its tasks can reach, not {root}"
+            )
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}
@@ -363,6 +367,7 @@ class Executor:
             "timeout_min": common.timeout_min,
             "max_num_timeout": common.max_num_timeout,
             "signal_delay_s": common.signal_delay_s,
+            "submitit_logs": self._submitit_logs_dir(),
         }
         items: list[int | None] = list(range(len(calls))) if array else [None]
         if prepared is not None:
@@ -424,7 +429,7 @@ class Executor:
                 for i in range(len(calls))
             ]
             return [others.get(i, job) for i, job in enumerate(handles)]
-        link_logs(folder, self._template, str(self.folder), meta)
+        link_logs(folder, self._template, meta)
         jobs: list[Job[Any]] = []
         for index in range(len(calls)):
             job_id = task_id(meta, index) or ""
@@ -434,6 +439,13 @@ class Executor:
             with contextlib.suppress(JobsubError):
                 self.backend.cancel([jobs[i].job_id for i in others])
         return [others.get(i, job) for i, job in enumerate(jobs)]
+
+    def _submitit_logs_dir(self) -> str | None:
+        """Where submitit would have put a job's log files: its own folder ("", for ``runs/%j``) or
+        the executor's; the task links submitit's names there to its logs.  None for a bucket."""
+        if not isinstance(self.folder, Path):
+            return None
+        return "" if self._template is not None else str(self.folder)
 
 
 class AutoExecutor(Executor):
@@ -509,17 +521,18 @@ class AutoExecutor(Executor):
         return self.cluster if self.cluster in owners else next(iter(owners), None)
 
 
-_SHARD_BYTES = 1 << 20
-"""About how much one shard of arguments holds (each task reads its whole shard)."""
+_SHARD_BYTES = {True: 64 << 10, False: 1 << 20}
+"""About how much one shard of arguments holds, on a disk and on an object store: each task reads
+its whole shard, so a disk (where a file costs ~0.1 ms to write) takes smaller ones than a store
+(where every object is a request)."""
 
 
 def _shard_size(*, folder_is_local: bool, task_bytes: list[bytes]) -> int:
-    """How many tasks' arguments go into one object: 1 on a disk (a file costs microseconds),
-    up to 1,000 small ones on an object store (each object is a request)."""
-    if folder_is_local or len(task_bytes) < 2:
+    """How many tasks' arguments go into one file or object (1: a file each)."""
+    if len(task_bytes) < 2:
         return 1
     average = max(1, sum(map(len, task_bytes)) // len(task_bytes))
-    return max(1, min(1000, _SHARD_BYTES // average))
+    return max(1, min(1000, _SHARD_BYTES[folder_is_local] // average))
 
 
 def _record_dependents(folder: JobFolder, upstream: list[list[Job[Any]]]) -> None:

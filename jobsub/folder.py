@@ -60,7 +60,9 @@ __all__ = [
 
 _MAGIC = b"JSR1"
 _HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
-_SUBDIRS = ("args", "result", "log")
+_SUBDIRS = ("log",)
+"""Made with the folder: the worker opens its log files there directly (the others are made by
+their first write)."""
 
 
 def new_key() -> str:
@@ -139,8 +141,11 @@ class JobFolder:
         folder = cls(storage, new_key())
         local = folder.local_file()
         if local is not None:
-            os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
-            os.mkdir(local, 0o755)
+            try:
+                os.mkdir(local, 0o755)
+            except FileNotFoundError:  # the executor's folder itself is gone: make it again
+                os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
+                os.mkdir(local, 0o755)
             if mode is not None:
                 os.chmod(local, mode & ~0o022)
             for sub in _SUBDIRS:
@@ -237,7 +242,10 @@ class JobFolder:
         wanted = [f"{index}.{rank}.pkl" for rank in ranks]
         if all(name in names for name in wanted):
             return True  # results are written once: a name seen stays true
-        if now - self._results_listed_at < max_age_s:
+        # a short listing (a small array on a disk) costs microseconds: taken at every look, so a
+        # result is seen the moment it lands; a long one at most every ``max_age_s``
+        short = len(names) < 256 and self.storage.local_file("") is not None
+        if now - self._results_listed_at < (max_age_s / 20 if short else max_age_s):
             return False
         self._results_listed_at = now
         listed = {key.rpartition("/")[2] for key in self.storage.list(self._k("result"))}
@@ -276,23 +284,22 @@ class JobFolder:
         except FileNotFoundError:
             return None
 
-    def link_submitit_logs(self, where: str, job_id: str, index: int, ranks: int, merged: bool) -> None:
+    def link_submitit_log(self, where: str, job_id: str, index: int, rank: int) -> None:
         """``<where>/<job_id>_<rank>_log.out`` (and ``.err``): submitit's log names, as links to ours.
 
         Tools built on submitit read these names by hand (dora's ``--log``).
-        Local folders only; a link that cannot be made is no error.
+        Made by the task itself when it starts (a submission of 10,000 tasks
+        would otherwise spend seconds on links); local folders only, and a
+        link that cannot be made is no error.
         """
-        if self.path is None:
-            return
-        streams = ("out",) if merged else ("out", "err")
-        for rank in range(ranks):
-            for stream in streams:
-                link = os.path.join(where, f"{job_id}_{rank}_log.{stream}")
-                target = os.path.relpath(self.local_file("log", f"{index}.{rank}.{stream}") or "", where)
-                try:
-                    os.symlink(target, link)
-                except OSError:
-                    continue
+        for stream in ("out", "err"):
+            target = self.local_file("log", f"{index}.{rank}.{stream}")
+            if target is None or not os.path.exists(target):  # an object store; err merged into out
+                continue
+            try:
+                os.symlink(os.path.relpath(target, where), os.path.join(where, f"{job_id}_{rank}_log.{stream}"))
+            except OSError:
+                continue
 
     def paths(self, index: int, rank: int) -> JobPaths:
         from pathlib import Path

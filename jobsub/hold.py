@@ -343,7 +343,7 @@ class _Releaser:
         ids = [task_id(meta, i) for i in range(int(meta["count"]))]
         poller_for(backend).track([i for i in ids if i is not None], submitted=True)
         origin = meta["held"].get("origin", {})
-        link_logs(folder, origin.get("template"), origin.get("root", ""), meta)
+        link_logs(folder, origin.get("template"), meta)
         # tasks that ended while held (cancelled, or an upstream failed): the backend must not run them
         doomed = [ids[int(name)] for name in folder.ended() if name.isdigit() and int(name) < len(ids)]
         if doomed:

@@ -366,7 +366,8 @@ class Job(Generic[R]):
         # a result file is a cheap check, so look often; the backend itself is asked at most
         # once per poll interval whatever this loop does (the poller caches its answer)
         self._backend.on_wait(self._job_id)
-        for delay in sleep_schedule(cap=min(self._check_s, max(0.05, self._poller.interval))):
+        # from 1 ms, growing by a quarter: a result is seen at most a fifth of its wait late
+        for delay in sleep_schedule(first=0.001, factor=1.25, cap=min(self._check_s, max(0.05, self._poller.interval))):
             if self.done():
                 return
             now = time.monotonic()
@@ -439,8 +440,9 @@ class Job(Generic[R]):
         return f"job {self._job_id}{task}"
 
     def _logs_hint(self, rank: int) -> str:
-        paths = self._folder.paths(self._index, rank)
-        return f"Logs: {paths.stderr} (stderr), {paths.stdout} (stdout)"
+        where = self._folder.local_file() or self._folder.url
+        log = f"{where}/log/{self._index}.{rank}"
+        return f"Logs: {log}.err (stderr), {log}.out (stdout)"
 
     def _failure(self, outcome: Outcome, rank: int) -> BaseException:
         exc = outcome.exception

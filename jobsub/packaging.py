@@ -74,7 +74,7 @@ _UNPACK_SOURCE = r'''
 import os, sys
 
 def unpack(src, dest):
-    """Unpack the tarball ``src`` (path or http(s) URL) into ``dest`` once; safe under concurrency."""
+    """Unpack the tarball ``src`` (path, http(s) or s3:// URL) into ``dest`` once; safe under concurrency."""
     if os.path.exists(os.path.join(dest, ".jobsub-complete")):
         return
     import shutil, tarfile, tempfile
@@ -85,6 +85,12 @@ def unpack(src, dest):
         if src.startswith(("http://", "https://")):
             import urllib.request
             stream = urllib.request.urlopen(src, timeout=300)
+        elif src.startswith("s3://"):
+            # with the task's own credentials (its job role): a presigned URL would carry the
+            # submitter's and expire, possibly while the job still waits in its queue
+            import boto3
+            bucket, _, key = src[5:].partition("/")
+            stream = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
         else:
             stream = open(src, "rb")
         with stream, tarfile.open(fileobj=stream, mode="r|gz") as tar:
@@ -396,7 +402,8 @@ def prune_cache(cache_dir: str | os.PathLike[str], keep: int = 32, min_age_s: fl
 def bootstrap_command(python: str, package: str, dest: str, module_args: Sequence[str]) -> list[str]:
     """The argv that unpacks ``package`` into ``dest`` and runs ``module_args`` (``-m MOD ...``).
 
-    ``package`` may be a path visible to the task or an http(s) URL (e.g. a
-    presigned S3/GCS URL); an empty string skips unpacking (``dest`` is ready).
+    ``package`` may be a path visible to the task, an http(s) URL (e.g. a
+    presigned GCS URL) or an ``s3://`` URL (read with the task's boto3 and
+    credentials); an empty string skips unpacking (``dest`` is ready).
     """
     return [python, "-c", BOOTSTRAP_SOURCE, package, dest, "--", *module_args]

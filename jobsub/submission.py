@@ -97,24 +97,50 @@ def start(
 ) -> dict[str, Any]:
     """Submit the written folder (each part of an array split at the backend's cap); return its record.
 
-    The intent (offset, count, tag) is written before each backend call, so
-    a process killed while the backend accepts the submission leaves a
-    record that finds it again (``job.reconcile``), never a job that runs
-    unseen.  If one part is refused, the parts that started are cancelled and
+    A backend that names its ids in advance (``planned_id``) has them recorded
+    in one write before it is asked.  Otherwise the intent (offset, count,
+    tag) is written before the backend calls, so a process killed while the
+    backend accepts the submission leaves a record that finds it again
+    (``reconcile``), never a job that runs unseen.  If one part is refused, the parts that started are cancelled and
     ``SubmissionError`` raised; the folder is left to the caller.
     """
     count = int(meta["count"])
     cap = backend.max_array_size(params) or count
-    meta["intents"] = [
+    intents: list[dict[str, Any]] = [
         {"offset": o, "count": min(cap, count - o), "tag": f"{folder.key}-{o}"} for o in range(0, count, cap)
     ]
     meta["dependencies"] = list(params.dependencies)
-    folder.write_meta(meta)
+    launches = [launch_for(backend, folder, i["offset"], params, origin) for i in intents]
+    planned = [backend.planned_id(launch, folder) for launch in launches]
+    if all(planned):  # the backend names it: recorded before it is made, in one write
+        meta["submissions"] = [
+            {"id": p, "offset": i["offset"], "count": i["count"], "submitted_at": time.time()}
+            for p, i in zip(planned, intents)
+        ]
+        meta.pop("intents", None)
+        folder.write_meta(meta)
+        _submit(backend, launches, intents, params, folder, bool(meta["array"]))
+    else:
+        meta["intents"] = intents
+        folder.write_meta(meta)
+        meta["submissions"] = _submit(backend, launches, intents, params, folder, bool(meta["array"]))
+        del meta["intents"]
+        folder.write_meta(meta)
+    for part in meta["submissions"]:
+        if part["id"] != folder.key:  # an id that is the key itself (local) is found without an index
+            register_id(folder.storage, part["id"], folder.key)
+    return meta
+
+
+def _submit(
+    backend: Backend, launches: list[Launch], intents: list[dict[str, Any]], params: Resolved,
+    folder: JobFolder, array: bool,
+) -> list[dict[str, Any]]:
+    """One backend call per part; if one is refused, cancel the parts that started."""
     parts: list[dict[str, Any]] = []
     try:
-        for intent in meta["intents"]:
-            launch = launch_for(backend, folder, intent["offset"], params, origin)
-            backend_id = backend.submit(launch, intent["count"], params, folder, array=bool(meta["array"]))
+        for launch, intent in zip(launches, intents):
+            backend_id = backend.submit(launch, intent["count"], params, folder, array=array)
             parts.append({"id": backend_id, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()})
     except Exception as exc:
         if parts:
@@ -123,12 +149,7 @@ def start(
         if isinstance(exc, JobsubError):
             raise
         raise SubmissionError(f"{backend.name} refused the submission: {exc}") from exc
-    meta["submissions"] = parts
-    del meta["intents"]
-    folder.write_meta(meta)
-    for part in parts:
-        register_id(folder.storage, part["id"], folder.key)
-    return meta
+    return parts
 
 
 def task_id(meta: dict[str, Any], index: int) -> str | None:
@@ -139,26 +160,17 @@ def task_id(meta: dict[str, Any], index: int) -> str | None:
     return None
 
 
-def link_logs(folder: JobFolder, template: str | None, root: str, meta: dict[str, Any]) -> None:
-    """Make ``runs/%j`` style paths exist (a link named after each job id) and submitit's log names.
-
-    Local folders only; a link that cannot be made is no error.
-    """
-    if folder.path is None:
+def link_logs(folder: JobFolder, template: str | None, meta: dict[str, Any]) -> None:
+    """Make ``runs/%j`` style paths exist: a link named after each backend id (local folders only;
+    a link that cannot be made is no error).  submitit's log names are linked by the tasks."""
+    if folder.path is None or template is None:
         return
-    merged = bool(meta.get("parameters", {}).get("common", {}).get("stderr_to_stdout", False))
     for sub in meta.get("submissions", []):
-        where = root
-        if template is not None:
-            link = Path(template.replace("%j", sub["id"])).expanduser().absolute()
-            where = str(folder.path)
-            if link != folder.path:
-                with contextlib.suppress(OSError):
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    link.symlink_to(folder.path, target_is_directory=True)
-        for local in range(sub["count"]):
-            job_id = f"{sub['id']}_{local}" if meta["array"] else sub["id"]
-            folder.link_submitit_logs(where, job_id, sub["offset"] + local, int(meta["ranks"]), merged)
+        link = Path(template.replace("%j", sub["id"])).expanduser().absolute()
+        if link != folder.path:
+            with contextlib.suppress(OSError):
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(folder.path, target_is_directory=True)
 
 
 def reconcile(folder: JobFolder, meta: dict[str, Any], backend: Backend) -> dict[str, Any]:

@@ -82,12 +82,22 @@ CANONICAL = {
     "num_nodes": "JOBSUB_NUM_NODES",
     "job_id": "JOBSUB_RAW_JOB_ID",
     "array_job_id": "JOBSUB_ARRAY_JOB_ID",
+    "attempt": "JOBSUB_ATTEMPT",
 }
 
 
-def _getenv_int(name: str | None, default: int) -> int:
-    value = os.environ.get(name, "") if name else ""
-    return int(value) if value.strip() else default
+def _getenv_int(names: str | None, default: int) -> int:
+    """The first of ``names`` (``A|B``: alternatives, in order) whose value ends in an integer.
+
+    A value ``<text>:<n>`` counts as ``n``: AWS Batch names an array child
+    ``<parent id>:<index>`` in ``AWS_BATCH_JOB_ID``, which is where the index is
+    when ``AWS_BATCH_JOB_ARRAY_INDEX`` is missing.
+    """
+    for name in (names or "").split("|"):
+        value = os.environ.get(name, "").rpartition(":")[2].strip() if name else ""
+        if value.lstrip("-").isdigit():
+            return int(value)
+    return default
 
 
 def export_environment(folder: JobFolder, backend: str, env_map: dict[str, str], offset: int) -> tuple[int, int]:
@@ -103,8 +113,12 @@ def export_environment(folder: JobFolder, backend: str, env_map: dict[str, str],
         "num_nodes": str(_getenv_int(mapping["num_nodes"], 1)),
     }
     array_job_id = os.environ.get(mapping["array_job_id"], "")
+    array_job_id = array_job_id.rpartition(":")[0] or array_job_id  # AWS Batch's child "<array id>:<index>"
     raw_job_id = os.environ.get(mapping["job_id"], "")
     job_id = f"{array_job_id}_{raw_index}" if array_job_id else raw_job_id
+    attempt = _getenv_int(mapping["attempt"], 0)
+    if attempt:  # which run of the task this is, for backends that retry (usage["attempt"])
+        values["attempt"] = str(attempt)
     for name, value in values.items():
         os.environ[CANONICAL[name]] = value
     os.environ.update(
@@ -148,6 +162,7 @@ def _usage(start: float, rank: int) -> dict[str, Any]:
         # ru_maxrss is in KiB on Linux
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "python": sys.version.split()[0],
+        **({"attempt": int(os.environ["JOBSUB_ATTEMPT"])} if os.environ.get("JOBSUB_ATTEMPT") else {}),
     }
 
 
@@ -270,6 +285,9 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
         delayed, spec = load_task(folder, index)
     except Exception as exc:  # the inputs themselves are broken: report it as the job's error
         return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
+    where = spec.get("submitit_logs")
+    if where is not None and _owns_logging:  # submitit's log names, for tools that read them by hand
+        folder.link_submitit_log(where or (folder.local_file() or ""), os.environ.get("JOBSUB_JOB_ID", ""), index, rank)
     # rank 0 checkpoints; the other ranks must merely survive the signal
     usr_sig = getattr(signal, "SIG" + os.environ.get("JOBSUB_PREEMPT_SIGNAL", "USR2"))
     delay_s = float(spec.get("signal_delay_s", 90))

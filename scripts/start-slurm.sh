@@ -88,8 +88,19 @@ proc_running() {
     [[ ${stat%% *} != Z ]]
 }
 
-# pid_alive PIDFILE: the process named in PIDFILE runs.
-pid_alive() { [[ -s $1 ]] && proc_running "$(cat "$1")"; }
+# pid_alive PIDFILE: the daemon named in PIDFILE runs. The pid must belong to
+# the daemon the file is named after (slurmctld.pid -> slurmctld): after a
+# machine or sandbox restart, a stale pid file may name a recycled pid that
+# now belongs to some other process, and trusting it would skip the start.
+pid_alive() {
+    local pid name
+    [[ -s $1 ]] || return 1
+    pid=$(cat "$1")
+    name=$(basename "$1" .pid)
+    proc_running "$pid" || return 1
+    # "setsid": the instant between our fork and its exec of the daemon.
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) =~ ^($name|setsid)$ ]]
+}
 
 # stop_pid PIDFILE: SIGTERM, then SIGKILL after 15 s.
 stop_pid() {

@@ -25,14 +25,18 @@ proc_running() {
     [[ ${stat%% *} != Z ]]
 }
 
-# stop NAME PIDFILE: SIGTERM the process, wait for it, SIGKILL after 15 s.
+# stop NAME PIDFILE COMMAND: SIGTERM the process, wait for it, SIGKILL after
+# 15 s. Only if its command is COMMAND: a pid file left by a daemon that died
+# with its machine may name a recycled pid of an unrelated process.
 stop() {
-    local name=$1 pidfile=$2 pid i
-    if [[ ! -s $pidfile ]] || ! proc_running "$(cat "$pidfile")"; then
+    local name=$1 pidfile=$2 command=$3 pid i
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [[ -z $pid ]] || ! proc_running "$pid" \
+        || [[ $(cat "/proc/$pid/comm" 2>/dev/null) != "$command" ]]; then
         log "$name: not running"
+        rm -f "$pidfile"
         return 0
     fi
-    pid=$(cat "$pidfile")
     log "$name: stopping (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
@@ -44,18 +48,18 @@ stop() {
     rm -f "$pidfile"
 }
 
-stop slurmd "$DIR/run/slurmd.pid"
-stop slurmctld "$DIR/run/slurmctld.pid"
-stop slurmdbd "$DIR/run/slurmdbd.pid"
+stop slurmd "$DIR/run/slurmd.pid" slurmd
+stop slurmctld "$DIR/run/slurmctld.pid" slurmctld
+stop slurmdbd "$DIR/run/slurmdbd.pid" slurmdbd
 
 # MariaDB: a clean shutdown through the server itself (mysqld_safe then
 # exits on its own instead of restarting it).
 if mysqladmin ping >/dev/null 2>&1; then
     log "MariaDB: stopping"
-    mysqladmin shutdown || stop MariaDB /run/mysqld/mysqld.pid
+    mysqladmin shutdown || stop MariaDB /run/mysqld/mysqld.pid mariadbd
 else
     log "MariaDB: not running"
 fi
 
-stop munged /run/munge/munged.pid
+stop munged /run/munge/munged.pid munged
 log "done"

@@ -3,7 +3,7 @@
 #
 # Installs the package with its test extras into the active Python, starts the
 # services the tests use (a one-node Slurm cluster, a Docker engine and its
-# test image, moto for S3 and fake-gcs-server for GCS) when they can run here,
+# test image, moto for S3 and AWS Batch (with its image) and fake-gcs-server for GCS) when they can run here,
 # then runs pytest.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,11 @@ if [[ -z ${JOBSUB_NO_SERVICES:-} ]]; then
     gcs_env=$(PYTHON="$PYTHON" bash scripts/start-fake-gcs.sh)
     eval "$moto_env"
     eval "$gcs_env"
+    if [[ -n ${DOCKER_HOST:-} ]]; then
+        # what moto's Batch jobs and tasks with bucket folders run in: the test image plus the SDKs
+        JOBSUB_CLOUD_TEST_IMAGE=$(PYTHON="$PYTHON" bash scripts/build-cloud-test-image.sh | tail -n 1)
+        export JOBSUB_CLOUD_TEST_IMAGE
+    fi
 fi
 
 # static checks first: they take seconds and say exactly what is wrong

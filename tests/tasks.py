@@ -206,3 +206,39 @@ def append_line(path: str, text: str) -> int:
         f.write(text + "\n")
     with open(path) as f:
         return len(f.read().splitlines())
+
+def report(index: int) -> dict[str, Any]:
+    """What a task of a reused process must see as its own: pid, array index, environment."""
+    print(f"stdout of task {index}")
+    print(f"stderr of task {index}", file=sys.stderr)
+    os.environ[f"LEFT_BY_{index}"] = "1"  # must not reach the next task
+    return {
+        "pid": os.getpid(),
+        "index": jobsub.JobEnvironment().array_index,
+        "leftovers": sorted(k for k in os.environ if k.startswith("LEFT_BY_")),
+    }
+
+
+def die_at(index: int, bad: int) -> int:
+    """Task ``bad`` kills its own process, as a segfault or the OOM killer would."""
+    if index == bad:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def leave_thread() -> int:
+    """Leaves a thread running: its process must not run another task."""
+    import threading
+
+    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+    return os.getpid()
+
+
+def hold_memory(mb: int) -> int:
+    """Touch ``mb`` MiB, release them, return the pid."""
+    block = bytearray(mb * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    del block
+    return os.getpid()

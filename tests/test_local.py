@@ -194,3 +194,72 @@ def test_memory_limit_counts_subprocesses_and_reports_out_of_memory(local_execut
     with pytest.raises(jobsub.OutOfMemoryError, match=r"held \d+ MiB, over the memory limit of 154 MiB \(mem_gb\)"):
         over.result(timeout=60)
     assert over.state == "OUT_OF_MEMORY"
+
+
+# -- reused processes (runners) -------------------------------------------------------------------
+def test_short_tasks_of_an_array_share_a_process_each_as_its_own(local_executor: jobsub.AutoExecutor) -> None:
+    """A reused process gives each task its own index, environment, logs and result."""
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.map_array(tasks.report, range(4))
+    results = [job.result(timeout=30) for job in jobs]
+    assert len({r["pid"] for r in results}) == 1  # one process ran them all
+    for i, (job, r) in enumerate(zip(jobs, results)):
+        assert r["index"] == i and r["leftovers"] == [f"LEFT_BY_{i}"]
+        assert job.stdout() == f"stdout of task {i}\n"
+        assert job.stderr() == f"stderr of task {i}\n"
+        assert job.state == "COMPLETED" and job.usage[0]["pid"] == r["pid"]
+
+
+def test_a_task_that_kills_its_reused_process_takes_only_itself_down(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.map_array(tasks.die_at, range(5), [2] * 5)
+    with pytest.raises(jobsub.JobError, match="SIGKILL"):
+        jobs[2].result(timeout=30)
+    pids = [job.result(timeout=30) for job in (jobs[0], jobs[1], jobs[3], jobs[4])]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]  # the rest: a new fork
+    assert jobs[2].state == "FAILED"
+
+
+def test_a_task_that_leaves_a_thread_does_not_share_its_process(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.submit_array([tasks.leave_thread] * 3)
+    assert len({job.result(timeout=30) for job in jobs}) == 3
+
+
+def test_a_reused_process_keeps_each_task_to_its_time_limit(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=1, timeout_min=0.02)  # 1.2 s
+    jobs = local_executor.map_array(tasks.sleep_then, [0, 60, 0], [1, 2, 3])
+    assert jobs[0].result(timeout=30) == 1
+    with pytest.raises(jobsub.JobTimeoutError):
+        jobs[1].result(timeout=30)
+    assert jobs[2].result(timeout=30) == 3
+
+
+def test_each_task_of_a_reused_process_reports_its_own_peak_memory(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.map_array(tasks.hold_memory, [200, 0])
+    assert jobs[0].result(timeout=30) == jobs[1].result(timeout=30)
+    big, small = (job.usage[0]["max_rss_mb"] for job in jobs)
+    assert big > 200 and small < big - 150
+
+
+def test_reuse_processes_false_forks_every_task(local_executor: jobsub.AutoExecutor) -> None:
+    local_executor.update_parameters(array_parallelism=1, local_reuse_processes=False)
+    jobs = local_executor.map_array(tasks.add, range(3), range(3))
+    assert [job.result(timeout=30) for job in jobs] == [0, 2, 4]
+    assert len({job.usage[0]["pid"] for job in jobs}) == 3
+
+
+def test_short_cpu_bound_tasks_do_not_fan_out_to_array_parallelism(local_executor: jobsub.AutoExecutor) -> None:
+    """200 tiny tasks: a few reused processes (one per CPU at first), not 200 forks at once."""
+    jobs = local_executor.map_array(tasks.add, range(200), range(200))
+    assert [job.result(timeout=60) for job in jobs] == [2 * i for i in range(200)]
+    assert len({job.usage[0]["pid"] for job in jobs}) < 100
+
+
+def test_tasks_that_sleep_get_more_processes(local_executor: jobsub.AutoExecutor) -> None:
+    """Tasks blocked most of their time widen the window beyond one process per CPU."""
+    jobs = local_executor.map_array(tasks.sleep_then, [0.3] * 24)
+    for job in jobs:
+        job.result(timeout=120)
+    assert len({job.usage[0]["pid"] for job in jobs}) > len(os.sched_getaffinity(0))

@@ -8,12 +8,15 @@ fake-gcs-server, started by scripts/start-moto.sh and scripts/start-fake-gcs.sh.
 
 from __future__ import annotations
 
+import os
 import uuid
+from typing import Any
 
 import pytest
 
 import jobsub
 from tests.conformance.behaviour import BehaviourSuite
+from tests.conftest import require
 from tests.test_storage_gcs import bucket as gcs_bucket  # noqa: F401 - session fixtures of the store tests
 from tests.test_storage_gcs import fake_gcs  # noqa: F401
 from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401
@@ -38,3 +41,40 @@ class TestLocalBackendOnGCS(BehaviourSuite):
     def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
         monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
         return jobsub.AutoExecutor(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="local")
+
+
+def _cloud_image() -> str:
+    require("docker")
+    image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
+    if not image:
+        pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")
+    return image
+
+
+def _docker_on(url: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
+    """The Docker backend with a bucket folder: its tasks need the SDKs (the cloud test image)."""
+    image = _cloud_image()
+    monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
+    ex = jobsub.AutoExecutor(url, cluster="docker")
+    ex.update_parameters(docker_image=image, docker_network_mode="host", env={"JOBSUB_LOG_FLUSH_S": "0.5"})
+    return ex
+
+
+class _DockerOnABucket(BehaviourSuite):
+    cluster = "docker"
+    local_folder = False
+
+    def parameters(self, executor: jobsub.AutoExecutor) -> dict[str, Any]:
+        return {"docker_image": _cloud_image(), "docker_network_mode": "host"}
+
+
+class TestDockerBackendOnS3(_DockerOnABucket):
+    @pytest.fixture
+    def executor(self, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
+        return _docker_on(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", monkeypatch)
+
+
+class TestDockerBackendOnGCS(_DockerOnABucket):
+    @pytest.fixture
+    def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
+        return _docker_on(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", monkeypatch)

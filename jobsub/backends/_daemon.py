@@ -117,6 +117,9 @@ class JsonLineServer:
 
     def __init__(self) -> None:
         self.conns: dict[socket.socket, bytes] = {}
+        self.watched: dict[int, Callable[[], None]] = {}
+        """Other descriptors to wait on, and what to call when one is readable (the local
+        server's reused children report on theirs).  select() takes descriptors below 1024."""
         self.last_activity = time.monotonic()
 
     def listen(self, sock_path: str) -> None:
@@ -137,7 +140,7 @@ class JsonLineServer:
 
     def serve_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s; accept, answer requests; True if the wake pipe fired."""
-        readers: list[Any] = [self.listener, self.wake_r, *self.conns]
+        readers: list[Any] = [self.listener, self.wake_r, *self.conns, *self.watched]
         try:
             ready, _, _ = select.select(readers, [], [], timeout)
         except InterruptedError:
@@ -150,6 +153,10 @@ class JsonLineServer:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
                 woke = True
+            elif isinstance(r, int):
+                callback = self.watched.get(r)
+                if callback is not None:  # an earlier callback of this round may have dropped it
+                    callback()
             else:
                 self.read(r)
         return woke

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -59,8 +60,13 @@ UNRECORDED_KEEP_S = 3600.0  # how long an end that could not be written is kept 
 
 
 # -- who supervises a submission --------------------------------------------------------------
+@functools.cache
+def _locks_dir() -> str:
+    return str(runtime_dir("locks"))
+
+
 def _lock_path(url: str) -> str:
-    return str(runtime_dir("locks") / f"{digest(url)}.lock")
+    return os.path.join(_locks_dir(), f"{digest(url)}.lock")
 
 
 def claim(url: str) -> Any:
@@ -134,6 +140,11 @@ class Submission:
     env: dict[str, str] = field(default_factory=dict)
     """What the tasks' environment takes from the client: sent with the request, never written to
     the folder (it may hold credentials, and the folder may be a shared bucket)."""
+    scratch: dict[str, Any] = field(default_factory=dict)  # what the backend keeps per submission
+
+    @property
+    def parallelism(self) -> int:
+        return int(self.spec.get("parallelism") or 256)
 
     @property
     def url(self) -> str:
@@ -231,18 +242,26 @@ class Supervisor(JsonLineServer):
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "adopt":
-            return self.adopt(JobFolder.from_url(req["folder"]), first=bool(req.get("first")), env=req.get("env") or {})
+            return self.adopt(
+                JobFolder.from_url(req["folder"]), first=bool(req.get("first")), env=req.get("env") or {},
+                fresh=req.get("fresh"),
+            )
         if op == "states":
             return {"ok": True, "states": self.states(req["tasks"])}
         if op == "cancel":
             return {"ok": True, "unknown": [t for t in req["tasks"] if not self.cancel(*t)]}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def adopt(self, folder: JobFolder, first: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+    def adopt(
+        self, folder: JobFolder, first: bool = False, env: dict[str, str] | None = None,
+        fresh: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Take over a submission: its spec, and every task not recorded as ended.
 
         ``env``: what the tasks' environment takes from the client that asks
         (after a supervisor died, the client that finds the submission).
+        ``fresh``: a submission being made now, ``{"spec": ..., "waits_for": ...}``
+        as the client wrote them: nothing to read back from the folder.
         """
         if folder.url in self.subs:
             return {"ok": True, "already": True}
@@ -250,7 +269,7 @@ class Supervisor(JsonLineServer):
         if lock is None:
             return {"ok": True, "managed_elsewhere": True}
         try:
-            sub = self.rebuild(folder, lock)
+            sub = self.fresh(folder, lock, fresh) if fresh is not None else self.rebuild(folder, lock)
         except Exception:
             lock.close()  # or the submission would look supervised while nobody supervises it
             raise
@@ -264,6 +283,16 @@ class Supervisor(JsonLineServer):
                 self.drop(sub)
                 return {"ok": False, "error": error}
         return {"ok": True}
+
+    @staticmethod
+    def fresh(folder: JobFolder, lock: Any, given: dict[str, Any]) -> Submission:
+        """A new submission: every task pending (its spec is in the folder too, for an adoption)."""
+        sub = Submission(folder, given["spec"], lock)
+        waits = given.get("waits_for") or {}
+        sub.pending.extend(
+            Task(sub, index, waits_for=list(waits.get(str(index + sub.offset), []))) for index in range(int(sub.spec["n"]))
+        )
+        return sub
 
     def rebuild(self, folder: JobFolder, lock: Any) -> Submission:
         spec = folder.read_backend_json(self.kind, "spec.json")
@@ -309,9 +338,8 @@ class Supervisor(JsonLineServer):
             self.last_hold_check = now
         probe = _Upstreams()  # one look per upstream folder this round, however many tasks wait on it
         for sub in list(self.subs.values()):
-            parallelism = int(sub.spec.get("parallelism") or 256)
             held: list[Task] = []
-            while sub.pending and self.slots_used(sub) < parallelism:
+            while sub.pending and self.slots_used(sub) < self.limit(sub):
                 task = sub.pending.popleft()
                 if task.waits_for and not (check_holds and self.dependencies_ended(task, probe)):
                     held.append(task)
@@ -319,6 +347,18 @@ class Supervisor(JsonLineServer):
                 self.launch(sub, task)
             sub.pending.extendleft(reversed(held))
             self.maybe_done(sub)
+
+    def limit(self, sub: Submission) -> int:
+        """How many tasks of ``sub`` may run at once now (``array_parallelism``; a backend may ramp up)."""
+        return sub.parallelism
+
+    def next_ready(self, sub: Submission) -> Task | None:
+        """The next pending task that waits for nothing (taken off the queue), None if there is none."""
+        for task in sub.pending:
+            if not task.waits_for:
+                sub.pending.remove(task)
+                return task
+        return None
 
     @staticmethod
     def slots_used(sub: Submission) -> int:
@@ -341,15 +381,21 @@ class Supervisor(JsonLineServer):
         task.waits_for = still
         return not still
 
-    def launch(self, sub: Submission, task: Task, reply_errors: bool = False) -> str:
-        """Start ``task``; "" or (``reply_errors``) the runtime's refusal."""
+    def begin(self, sub: Submission, task: Task) -> bool:
+        """A new attempt of ``task`` takes a slot; False if it was cancelled before it started."""
         if sub.folder.read_exit(task.name) is not None:
-            return ""  # cancelled before it started
+            return False
         task.attempt += 1
         task.handles, task.warned, task.timed_out, task.kill_at = {}, False, False, None
         task.scratch = {}
         task.phase, task.start = "starting", time.time()
         sub.running[task.index] = task
+        return True
+
+    def launch(self, sub: Submission, task: Task, reply_errors: bool = False) -> str:
+        """Start ``task``; "" or (``reply_errors``) the runtime's refusal."""
+        if not self.begin(sub, task):
+            return ""  # cancelled before it started
         try:
             self.start_task(task, wait=reply_errors)
         except Exception as exc:
@@ -590,6 +636,9 @@ class SupervisedBackend(Backend):
         """A supervisor holds a task until its upstreams have a result or an exit record, which
         every supervised backend writes (local and Docker wait for each other's jobs)."""
         return isinstance(upstream, SupervisedBackend)
+
+    def planned_id(self, launch: Launch, folder: JobFolder) -> str | None:
+        return folder.key
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         """A submission whose spec was written is this backend's: a supervisor runs it (adopting it)."""

@@ -187,6 +187,12 @@ class Backend:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""
         return {"root": self.root}
 
+    def planned_id(self, launch: Launch, folder: JobFolder) -> str | None:
+        """The id ``submit`` will return, when the backend decides it (the folder's key); None if the
+        scheduler assigns it.  A known id is recorded with the submission before it is made: one
+        write of ``meta.json`` instead of an intent and then the answer."""
+        return None
+
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         """The id of a submission the backend accepted under ``launch.tag``, None if none.
 

@@ -57,6 +57,9 @@ class DebugBackend(Backend):
             self._states[job_id] = Status(JobState.PENDING)
         return base
 
+    def planned_id(self, launch: Launch, folder: JobFolder) -> str | None:
+        return f"DEBUG_{folder.key}"
+
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         return {i: self._states.get(i, Status(JobState.LOST, "unknown to this process")) for i in backend_ids}
 

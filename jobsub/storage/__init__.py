@@ -53,6 +53,7 @@ class LocalStorage:
         # as pathlib spells it: no empty or "." parts, ".." kept
         self.root = "/" + "/".join(part for part in text.split("/") if part not in ("", "."))
         self.url = self.root
+        self._made: set[str] = set()
 
     def local_file(self, key: str) -> str:
         return os.path.join(self.root, key)
@@ -69,10 +70,21 @@ class LocalStorage:
 
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         directory, name = os.path.split(self.local_file(key))
-        os.makedirs(directory, mode=0o755, exist_ok=True)  # the umask decides who reads; no one else writes
+        if directory not in self._made:  # a stat and a mkdir saved on every later write there
+            os.makedirs(directory, mode=0o755, exist_ok=True)  # the umask decides who reads; no one else writes
+            self._made.add(directory)
         # temp file in the same directory + rename: atomic on POSIX file systems
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(_counter)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+        flags, mode = os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileNotFoundError:
+            # a directory that was made once and removed since: again, but only its last level (a job
+            # folder someone deleted is not brought back by a late write into it)
+            if not os.path.isdir(os.path.dirname(directory)):
+                raise
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(tmp, flags, mode)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

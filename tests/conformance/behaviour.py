@@ -44,9 +44,16 @@ class BehaviourSuite(DagBehaviour):
     cluster: ClassVar[str] = ""
     local_folder: ClassVar[bool] = True
     """The executor's folder is a path here (tests that look at files directly need it)."""
+    live_logs: ClassVar[bool] = True
+    """A running task's output can be read while it runs (moto ships a Batch container's output
+    to CloudWatch only when it stops; AWS streams it)."""
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
+
+    def parameters(self, executor: jobsub.AutoExecutor) -> dict[str, Any]:
+        """What another process passes to make an executor like the fixture's (the reattach test)."""
+        return backend_parameters(self.cluster)
 
     @property
     def caps(self) -> Capabilities:
@@ -234,7 +241,7 @@ class BehaviourSuite(DagBehaviour):
         assert "hello logs" in (job.stdout() or "")
         assert "to stderr: hello logs" in (job.stderr() or "")
 
-    @needs("own_logs")
+    @needs("own_logs", "live_logs")
     def test_logs_while_it_runs(self, executor: jobsub.AutoExecutor) -> None:
         """``stdout()`` shows what a task printed while it still runs (an object store: every few seconds)."""
         job = executor.submit(tasks.print_then_sleep, "started", 8)
@@ -355,7 +362,7 @@ class BehaviourSuite(DagBehaviour):
             print(job.job_id)
             """
         )
-        params = repr(backend_parameters(self.cluster))
+        params = repr(self.parameters(executor))
         out = subprocess.run(
             [sys.executable, "-c", script, str(executor.folder), self.cluster, params],
             capture_output=True, text=True, check=True, cwd=root,

@@ -34,6 +34,12 @@ class LocalParameters:
 
     visible_gpus: list[int] = field(default_factory=list)
     """GPU ids this machine may hand out; with ``gpus_per_node`` set, CUDA_VISIBLE_DEVICES is set."""
+    reuse_processes: bool = True
+    """Let a process that ran a short task (under a second, returned or raised, no thread or
+    child process left) run the next task of the same array instead of a fresh fork: several
+    times the throughput of tiny tasks.  Each task keeps its own result, logs, environment, time
+    limit and usage record, and a crash takes only its own task down; but module-level state of
+    imported modules carries over, as in a process pool.  False: one fresh fork per task."""
     python: str | None = None
     """Shell text that starts the job's interpreter (``"conda run -n env python"``, a wrapper
     script); the job then runs in a fresh interpreter instead of a fork of the warm server."""
@@ -45,7 +51,9 @@ class LocalBackend(SupervisedBackend):
     name = kind = "local"
     Parameters = LocalParameters
     capabilities = Capabilities(local_folders=True, object_store_folders=True)
-    poll_interval_s = 0.1
+    # results are seen through a listing every 20 ms; the server is asked only to catch ends
+    # without a result (a killed task), so a short job never costs a request
+    poll_interval_s = 0.25
     result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
     result_grace_s = 0.0  # same machine: results are written before the process exits
     result_parameters = ("python",)
@@ -103,20 +111,21 @@ class LocalBackend(SupervisedBackend):
             "parallelism": common.array_parallelism,
             "setup": common.setup,
             "python": params.specific.python,
+            "reuse": params.specific.reuse_processes,
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
             "cpus_per_task": common.cpus_per_task,
         }
-        folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())
-        self._adopt(folder)
+        folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())  # for a later adoption
+        self._adopt(folder, fresh={"spec": spec, "waits_for": folder.read_meta().get("waits_for")})
         return folder.key
 
-    def _adopt(self, folder: JobFolder) -> None:
+    def _adopt(self, folder: JobFolder, fresh: dict[str, Any] | None = None) -> None:
         """Hand the submission to the server, with this process's environment for its tasks.
 
         The environment travels over the socket, never into the folder: it may
         hold credentials, and the folder may be a bucket others read.
         """
-        self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ)})
+        self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ), "fresh": fresh})
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         """Stop the processes a run record names (only if they are still the ones it started)."""

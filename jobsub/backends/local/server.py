@@ -11,6 +11,8 @@ warm process that calls the worker in-process: no interpreter start per job.
     client: local/spec.json, then {"op": "adopt"} ──> server (a _supervisor.Supervisor):
         queue, dependencies, deadlines, requeue, the end -> state rule: shared with Docker
         fork() per rank ──> child: own process group, chdir, env, sys.path, worker.main(argv)
+          (a one-rank task's child is a runner: it reports "<i> <code>" on its socket and, when
+           the task was short and left nothing behind, runs the next task it is sent: runner.py)
         SIGCHLD ──> waitpid ──> exit/<i>.json
         mem_gb: the RSS of each task's process groups, summed from /proc every 0.25 s;
                 over the limit, SIGKILL and OUT_OF_MEMORY (what a cgroup would do)
@@ -23,41 +25,70 @@ started and watching (by pid and start time) what still runs.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 import os
-import shlex
 import signal
+import socket
 import sys
 import time
-import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from ... import worker
 from .._daemon import run_daemon
-from .._supervisor import Supervisor, Task, TaskEnd
+from .._supervisor import Submission, Supervisor, Task, TaskEnd
 from .procs import alive, kill_group, rss_by_process_group, start_time
+from .runner import REUSE_MAX_S, blocked_fraction_help, run_in_child, run_tasks
 
 logger = logging.getLogger("jobsub.localserver")
 
 IDLE_EXIT_S = float(os.environ.get("JOBSUB_LOCAL_IDLE_S", "600"))
 MEM_CHECK_S = 0.25
 ORPHAN_CHECK_S = 0.25
+PRELOAD = ("cloudpickle", "jobsub.states")
+"""What children import, imported once here so that every fork inherits it: unpickling any
+function pickled by value (from __main__, a lambda, a notebook) needs cloudpickle, and with it
+platform, uuid and ~450 regular expressions, ~10 ms of CPU per task imported again in each child."""
+RAMP_S = 0.05
+"""How often a reusing submission's window of runners may double (see ``limit``)."""
+MAX_RUNNERS = 400
+"""Runners alive at once: each holds a socket here, and select() takes descriptors below 1024."""
+
+
+@dataclass(eq=False)
+class Runner:
+    """The server's side of a reused child: its socket and the task it runs (None: between tasks)."""
+
+    pid: int
+    started: int | None
+    sock: socket.socket
+    sub: Submission
+    task: Task | None = None
+    buffer: bytes = b""
 
 
 class LocalServer(Supervisor):
-    """Starts each rank of a task as a forked child of this process."""
+    """Starts each rank of a task as a forked child of this process (or hands it to a runner)."""
 
     kind = "local"
 
     def __init__(self) -> None:
         super().__init__()
         self.by_pid: dict[int, tuple[Task, int]] = {}
-        self.codes: dict[Task, dict[int, tuple[int, int | None]]] = {}  # rank -> (code, signal)
+        self.codes: dict[Task, dict[int, tuple[int | None, int | None]]] = {}  # rank -> (code, signal)
+        self.runners: dict[int, Runner] = {}  # by the server's descriptor of its socket
         self.last_memory_check = 0.0
         self.last_orphan_check = 0.0
         self.next_cpu = 0
 
     def serve(self, sock_path: str) -> None:
+        for name in PRELOAD:  # before any fork
+            try:
+                importlib.import_module(name)
+            except ImportError:  # pragma: no cover - cloudpickle is a dependency
+                logger.warning("could not preload %s", name)
         self.listen(sock_path)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -67,17 +98,30 @@ class LocalServer(Supervisor):
     def start_task(self, task: Task, wait: bool) -> None:
         self.codes[task] = {}
         task.scratch["cpus"] = self.cpus_for(int(task.sub.spec.get("cpus_per_task") or 0))
-        for rank in range(task.sub.ranks):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                self.child(task, rank)
-            # the child makes itself a group leader too; doing it here as well means the group
-            # exists before anyone reads the run record and signals it (whichever runs first)
-            with contextlib.suppress(OSError):
-                os.setpgid(pid, pid)
-            task.handles[rank] = [pid, start_time(pid)]
-            self.by_pid[pid] = (task, rank)
+        if self.reuses(task.sub) and len(self.runners) < MAX_RUNNERS:
+            self.fork_runner(task)
+        else:
+            for rank in range(task.sub.ranks):
+                self.fork(task, rank, lambda t=task, r=rank: self.child(t, r))
         self.started(task)
+
+    @staticmethod
+    def reuses(sub: Submission) -> bool:
+        """Whether ``sub``'s tasks may share runners: one rank, no shell lines, no other interpreter."""
+        spec = sub.spec
+        return bool(spec.get("reuse")) and sub.ranks == 1 and not spec.get("setup") and not spec.get("python")
+
+    def fork(self, task: Task, rank: int, body: Any) -> int:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            body()
+        # the child makes itself a group leader too; doing it here as well means the group
+        # exists before anyone reads the run record and signals it (whichever runs first)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        task.handles[rank] = [pid, start_time(pid)]
+        self.by_pid[pid] = (task, rank)
+        return pid
 
     def signal_task(self, task: Task, sig: signal.Signals) -> None:
         ended = self.codes.get(task, {})
@@ -85,53 +129,133 @@ class LocalServer(Supervisor):
             if rank not in ended:
                 kill_group(pid, sig, started)
 
+    def detach(self, task: Task) -> None:  # pragma: no cover - runs in the child
+        """What a fresh child drops of the server: its group, signal handlers, every descriptor."""
+        os.setpgid(0, 0)  # its own group: a kill reaches the subprocesses it starts
+        if task.scratch.get("cpus"):  # cpus_per_task: these CPUs, not every one of the machine
+            os.sched_setaffinity(0, task.scratch["cpus"])
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+
     def child(self, task: Task, rank: int) -> None:  # pragma: no cover - runs in the child
         code = 1
         try:
-            os.setpgid(0, 0)  # its own group: a kill reaches the subprocesses it starts
-            if task.scratch.get("cpus"):  # cpus_per_task: these CPUs, not every one of the machine
-                os.sched_setaffinity(0, task.scratch["cpus"])
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
+            self.detach(task)
             # nothing of the server's stays open in a task: not its socket, nor the locks it holds
             # on submissions and on its own life (a process the task leaves behind would keep them)
             os.closerange(3, 65536)
-            logging.root.handlers.clear()
-            spec = task.sub.spec
-            os.chdir(spec["cwd"])
-            os.environ.clear()
-            os.environ.update(task.sub.env)  # the submitting process's environment (from its request)
-            os.environ.update(spec["env"])  # the job's own variables
-            os.environ.update(
-                JOBSUB_ARRAY_TASK_ID=task.name,
-                JOBSUB_GLOBAL_RANK=str(rank),
-                JOBSUB_LOCAL_RANK=str(rank),
-                JOBSUB_NUM_TASKS=str(task.sub.ranks),
-                JOBSUB_NUM_NODES="1",
-                JOBSUB_NODE="0",
-                JOBSUB_RAW_JOB_ID=f"{task.sub.folder.key}_{task.name}" if spec["array"] else task.sub.folder.key,
-                JOBSUB_ARRAY_JOB_ID=task.sub.folder.key if spec["array"] else "",
-            )
-            argv = spec["argv"]
-            if spec.get("setup") or spec.get("python"):  # a fresh interpreter, after the shell lines
-                python = spec.get("python") or shlex.quote(sys.executable)
-                command = f"exec {python} " + shlex.join(["-m", "jobsub.worker", *argv])
-                os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec.get("setup", []), command])])
-            sys.path[:] = spec["sys_path"]
-            sys.argv = ["jobsub.worker", *argv]
-            code = worker.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-            code = 1
+            code = run_in_child(task.sub.spec, task.sub.env, task.sub.folder.key, task.name, rank)
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
             os._exit(code)
+
+    # -- runners: one process, one task after another ----------------------------------------------
+    def fork_runner(self, task: Task) -> None:
+        ours, theirs = socket.socketpair()
+
+        def body() -> None:  # pragma: no cover - runs in the runner
+            code = 1
+            try:
+                self.detach(task)
+                keep = theirs.detach()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 65536)
+                sub = task.sub
+                code = run_tasks(sub.spec, sub.env, sub.folder.key, sub.offset, task.index, keep)
+            finally:
+                os._exit(code)
+
+        pid = self.fork(task, 0, body)
+        theirs.close()
+        runner = Runner(pid, task.handles[0][1], ours, task.sub, task)
+        self.runners[ours.fileno()] = runner
+        self.watched[ours.fileno()] = functools.partial(self.runner_said, runner)
+
+    def runner_said(self, runner: Runner) -> None:
+        """A runner finished its task ("<index> <code> <wall> <blocked>") and waits for the next, or it left."""
+        try:
+            data = runner.sock.recv(4096)
+        except OSError:
+            data = b""
+        if not data:  # it exited: reap() accounts for a task it was running
+            self.drop_runner(runner)
+            return
+        runner.buffer += data
+        while b"\n" in runner.buffer:
+            line, runner.buffer = runner.buffer.split(b"\n", 1)
+            index, code, wall_us, blocked_us = map(int, line.split())
+            task = runner.task
+            if task is None or task.index != index:
+                continue
+            runner.sub.scratch["reported_s"] = runner.sub.scratch.get("reported_s", 0.0) + wall_us / 1e6
+            runner.sub.scratch["blocked_s"] = runner.sub.scratch.get("blocked_s", 0.0) + blocked_us / 1e6
+            runner.task = None
+            self.by_pid.pop(runner.pid, None)  # the process no longer stands for this task
+            # the runner waits: send it the next task first, write the records after
+            following = self.next_for(runner, task)
+            if following is not None:
+                self.started(following)  # before the end: the submission must not look finished
+            self.codes[task] = {0: (code, None)}
+            self.end(task)
+
+    def next_for(self, runner: Runner, previous: Task) -> Task | None:
+        """Send the runner the next ready task of its submission (returned), or tell it to leave."""
+        sub = runner.sub
+        # a runner that was signalled (time limit, cancel, memory) may be dying: never reuse it
+        clean = not (previous.warned or previous.timed_out or previous.cancelled or previous.kill_at is not None
+                     or previous.scratch.get("oom") or sub.url not in self.subs)
+        task = None
+        if clean and self.slots_used(sub) <= self.limit(sub):  # previous still holds the slot it passes on
+            while (candidate := self.next_ready(sub)) is not None:
+                if self.begin(sub, candidate):
+                    task = candidate
+                    break
+        if task is not None:
+            self.codes[task] = {}
+            task.handles[0] = [runner.pid, runner.started]
+            self.by_pid[runner.pid] = (task, 0)
+            runner.task = task
+        try:
+            runner.sock.sendall(f"{task.index}\n".encode() if task is not None else b"\n")
+        except OSError:  # it died meanwhile: reap() ends the task it was sent
+            self.drop_runner(runner)
+        if task is None:
+            self.drop_runner(runner)
+        return task
+
+    def drop_runner(self, runner: Runner) -> None:
+        fd = runner.sock.fileno()
+        if fd >= 0:
+            self.watched.pop(fd, None)
+            self.runners.pop(fd, None)
+            runner.sock.close()
+
+    def limit(self, sub: Submission) -> int:
+        """How many tasks of ``sub`` may run at once now.
+
+        A reusing submission starts with a window of one runner per CPU: 256
+        runners for 1,000 tiny tasks are 256 forks fighting for 2 cores, where
+        2 would do.  At most every ``RAMP_S`` while tasks wait, the window
+        doubles (up to ``array_parallelism``) if the tasks reported since were
+        blocked more than half their time (sleeping, waiting on I/O): more
+        processes help those.  A task running longer than ``REUSE_MAX_S``
+        opens it at once: long tasks get a process each, as without reuse.
+        """
+        if not self.reuses(sub):
+            return sub.parallelism
+        window = sub.scratch.setdefault("window", min(sub.parallelism, len(os.sched_getaffinity(0))))
+        now = time.monotonic()
+        judged = sub.scratch.setdefault("window_at", now)
+        if window >= sub.parallelism or not sub.pending or self.slots_used(sub) < window or now - judged < RAMP_S:
+            return int(window)
+        if any(time.time() - t.start > REUSE_MAX_S for t in sub.running.values() if t.phase == "running"):
+            window = sub.parallelism
+        elif sub.scratch.get("reported_s"):
+            if blocked_fraction_help(sub.scratch["reported_s"], sub.scratch.get("blocked_s", 0.0)):
+                window = min(sub.parallelism, 2 * window)
+            sub.scratch.update(window_at=now, reported_s=0.0, blocked_s=0.0)
+        sub.scratch["window"] = window
+        return int(window)
 
     def cpus_for(self, wanted: int) -> list[int]:
         """``wanted`` CPUs of this machine for the next task, taken in turn (none: no pinning)."""
@@ -157,6 +281,8 @@ class LocalServer(Supervisor):
             if pid == 0:
                 return
             entry = self.by_pid.pop(pid, None)
+            for runner in [r for r in self.runners.values() if r.pid == pid]:
+                self.drop_runner(runner)
             if entry is None:
                 continue
             task, rank = entry

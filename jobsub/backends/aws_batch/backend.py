@@ -1,0 +1,238 @@
+"""The AWS Batch backend: one SubmitJob per array, state at O(arrays) cost, folders on S3.
+
+::
+
+    submit ─> code package to <root>/.code/<digest>.tar.gz (once per digest)
+           ─> job definition jobsub-<hash> (DescribeJobDefinitions, else Register; once per shape)
+           ─> SubmitJob, paced; lost answers are looked up by job name (the submission tag)
+              before the call is repeated: never two jobs for one submission
+    states ─> DescribeJobs on the PARENTS only (≤ 100 ids a call): a plain job's status, an
+              array's statusSummary; children are listed only to explain failures (ListJobs
+              FAILED) or to tell running from waiting ones (ListJobs RUNNING, when both exist)
+           ─> a job AWS no longer returns: its folder decides (result -> COMPLETED, none -> LOST)
+           ─> RUNNABLE for longer than runnable_timeout_min: terminated, reported CANCELLED
+    cancel ─> TerminateJob (an array's id: the whole array)
+    logs   ─> CloudWatch Logs stream of the task (when asked), else the folder's logs
+
+Successes are not polled for: the worker writes the task's result to the
+folder before its container exits, and ``Job`` reads results first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ...errors import InvalidParameterError
+from ...folder import JobFolder
+from ...packaging import CodePackage, build_code_package
+from ...parameters import CommonParameters, Resolved
+from ...states import Status
+from ...storage import Storage, open_storage
+from ..base import Backend, Capabilities, Launch
+from . import render
+from .api import Api
+from .cloudwatch import log_location, read_stream
+from .params import AWSBatchParameters
+from .tracker import LIST_PAGE, Tracker
+
+__all__ = ["AWSBatchBackend"]
+
+logger = logging.getLogger("jobsub.aws_batch")
+
+
+class AWSBatchBackend(Backend):
+    """Runs tasks as AWS Batch jobs (arrays for ``map_array``), with job folders on S3.
+
+    Args:
+        root: the executor's folder, ``s3://bucket/prefix``.
+        region: AWS region; None: boto3's default (AWS_DEFAULT_REGION, ~/.aws/config).
+    """
+
+    name = "aws_batch"
+    Parameters = AWSBatchParameters
+    task_env: ClassVar[Mapping[str, str]] = {
+        # AWS sets the index; moto does not, but AWS_BATCH_JOB_ID is "<parent>:<index>" on both
+        "index": "AWS_BATCH_JOB_ARRAY_INDEX|AWS_BATCH_JOB_ID",
+        "job_id": "AWS_BATCH_JOB_ID",
+        "attempt": "AWS_BATCH_JOB_ATTEMPT",
+    }
+    poll_interval_s = 5.0
+    result_check_s = 0.2  # one S3 listing per check of the job being waited on: cheap, not free
+    capabilities = Capabilities(
+        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True,
+    )
+
+    log_wait_s = 15.0
+    """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
+
+    def __init__(self, root: str, region: str | None = None) -> None:
+        super().__init__(root)
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+        self.api = Api(self.region)
+        self._lock = threading.RLock()
+        self._storage: Storage | None = None
+        self._definitions: dict[str, str] = {}  # definition name -> ARN
+        self._code: set[str] = set()  # code package URLs known to be uploaded
+        self.tracker = Tracker(self.api, lambda: self.storage, root)
+
+    def config(self) -> dict[str, Any]:
+        return {"root": self.root, **({"region": self.region} if self.region else {})}
+
+    def check(self) -> None:
+        """boto3 importable and a region known; no call to AWS (the queue is not known yet)."""
+        self.api.client("batch")
+
+    def max_array_size(self, params: Resolved) -> int:
+        return render.MAX_ARRAY_SIZE
+
+    @property
+    def storage(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                self._storage = open_storage(self.root)
+            return self._storage
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        common, spec = params.common, params.specific
+        _validate(common, spec, folder)
+        launch = render.task_launch(launch, array=array)
+        package = build_code_package(
+            spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
+        ) if spec.package_code else None
+        code = (_code_url(folder.storage, package), f"/tmp/jobsub-code/{package.name}") if package else None
+        request = render.submit_request(launch, n_tasks, common, spec, spec.job_definition or "", code)
+        render.check_overrides_size(request)  # before anything is uploaded or registered
+        if package is not None:
+            self._upload(folder.storage, package)
+        request["jobDefinition"] = spec.job_definition or self._definition(launch, common, spec)
+        depends_on = self._depends_on(params.dependencies)
+        if depends_on:
+            request["dependsOn"] = depends_on
+        queue, name = request["jobQueue"], request["jobName"]
+        answer = self.api.call(
+            "batch", "SubmitJob", what=f"SubmitJob {name} to queue {queue}", submitting=True,
+            before_retry=lambda: self._found(queue, name), **request,
+        )
+        job_id = str(answer["jobId"])
+        self.tracker.is_array[job_id] = n_tasks > 1
+        self.tracker.limits[job_id] = spec.runnable_timeout_min
+        return job_id
+
+    def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
+        """``dependsOn`` for the plain jobs among the Jobs passed as arguments (AWS: at most 20).
+
+        A child of an array is left out: depending on its array would fail
+        this job when a sibling fails.  The task then waits for that result
+        itself, as it does for any Job argument.
+        """
+        plain = sorted({aws_id for aws_id in map(self.tracker.aws_id, dependencies) if ":" not in aws_id})
+        return [{"jobId": aws_id} for aws_id in plain] if len(plain) <= 20 else []
+
+    def _upload(self, storage: Storage, package: CodePackage) -> None:
+        """The code package next to the job folders, once per content digest (any process's copy counts)."""
+        url = _code_url(storage, package)
+        if url not in self._code:
+            key = url.removeprefix(storage.url.rstrip("/") + "/")
+            if not storage.exists(key):
+                storage.write_bytes(key, package.path.read_bytes())
+            self._code.add(url)
+
+    def _definition(self, launch: Launch, common: CommonParameters, spec: AWSBatchParameters) -> str:
+        """The ARN of the definition of this shape, registered if no process did it before."""
+        request = render.definition_request(launch, common, spec)
+        name = request["jobDefinitionName"]
+        with self._lock:
+            if name in self._definitions:
+                return self._definitions[name]
+            found = self.api.call(
+                "batch", "DescribeJobDefinitions", jobDefinitionName=name, status="ACTIVE",
+            ).get("jobDefinitions", [])
+            if found:
+                arn = str(max(found, key=lambda d: int(d.get("revision", 0)))["jobDefinitionArn"])
+            else:
+                what = f"registering job definition {name} (image {spec.image!r})"
+                arn = str(self.api.call("batch", "RegisterJobDefinition", what=what, submitting=True, **request)["jobDefinitionArn"])
+                logger.info("registered AWS Batch job definition %s for image %s", arn, spec.image)
+            self._definitions[name], self.tracker.images[arn] = arn, spec.image
+            return arn
+
+    def _found(self, queue: str, name: str) -> dict[str, str] | None:
+        """Asked before SubmitJob is repeated: the job, if the lost answer had created it."""
+        job_id = self._find(queue, name)
+        if job_id is not None:
+            logger.warning("SubmitJob %s went through although its answer was lost: job %s", name, job_id)
+        return {"jobId": job_id} if job_id else None
+
+    def _find(self, queue: str, name: str) -> str | None:
+        """The newest job (not array child) named ``name`` in ``queue`` (ListJobs' JOB_NAME filter)."""
+        jobs = [
+            j for j in self.api.pages(
+                "batch", "ListJobs", "jobSummaryList", jobQueue=queue,
+                filters=[{"name": "JOB_NAME", "values": [name]}], maxResults=LIST_PAGE,
+            )
+            if j.get("jobName") == name and ":" not in str(j.get("jobId"))  # moto lists children too
+        ]
+        return str(max(jobs, key=lambda j: j.get("createdAt", 0))["jobId"]) if jobs else None
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        parameters = folder.read_meta()["parameters"]
+        name = render.job_name(parameters["common"]["name"], launch.tag)
+        return self._find(parameters["specific"]["job_queue"], name)
+
+    # -- states ---------------------------------------------------------------------------------
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        return self.tracker.states(backend_ids)
+
+    # -- cancel and logs ------------------------------------------------------------------
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        for backend_id in backend_ids:
+            self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
+
+    def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
+        """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's.
+
+        A task whose result is written but whose job AWS has not ended yet
+        (its last lines still on their way to CloudWatch) is given up to
+        ``log_wait_s`` to end first: ``job.stdout()`` right after
+        ``job.result()`` then has the whole output.
+        """
+        aws_id = self.tracker.aws_id(backend_id)
+        job = self.tracker.describe([aws_id]).get(aws_id)
+        deadline = time.monotonic() + self.log_wait_s
+        while job and job.get("status") not in ("SUCCEEDED", "FAILED") and time.monotonic() < deadline:
+            if not folder.has_result(index, rank):
+                break  # still working: what it printed so far
+            time.sleep(0.5)
+            job = self.tracker.describe([aws_id]).get(aws_id)
+        where = log_location(job) if job else None
+        text = read_stream(self.api, *where) if where else None
+        if not text:  # no stream (yet, or any more): whatever the folder has
+            out, err = super().logs(backend_id, folder, index, rank)
+            if out is not None or err is not None or text is None:
+                return out, err
+        return text, text
+
+
+def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFolder) -> None:
+    if folder.path is not None:
+        raise InvalidParameterError(
+            f"AWS Batch tasks cannot see {folder.path}: give the executor an s3:// folder (s3://bucket/prefix/%j)"
+        )
+    if not spec.job_queue:
+        raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
+    if not spec.image and not spec.job_definition:
+        raise InvalidParameterError("set the image of the tasks (aws_batch_image='...') or aws_batch_job_definition")
+    if common.nodes > 1 or common.tasks_per_node > 1:
+        raise InvalidParameterError("the aws_batch backend runs one task per job: use nodes=1 and tasks_per_node=1")
+
+
+def _code_url(storage: Storage, package: CodePackage) -> str:
+    """Where a task finds the code package: read with its own credentials (not a presigned URL,
+    which would carry the submitter's and could expire while the job waits in its queue)."""
+    return f"{storage.url.rstrip('/')}/.code/{package.name}.tar.gz"

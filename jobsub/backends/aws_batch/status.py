@@ -1,0 +1,156 @@
+"""AWS Batch states and failure reasons as jobsub states: the one mapping, and why jobs failed.
+
+Native states map through ``NATIVE``; a FAILED job is classified from what
+AWS says about it (``statusReason``, the container's ``reason`` and
+``exitCode``)::
+
+    statusReason "jobsub: ..."              -> CANCELLED      (our TerminateJob: cancel, stuck RUNNABLE)
+    container reason "OutOfMemoryError..."  -> OUT_OF_MEMORY  (or exit 137 with a memory reason)
+    "Job attempt duration exceeded timeout" -> TIMEOUT        (or no exit code after the whole limit)
+    "Host EC2 ..."                          -> PREEMPTED      (Spot reclaimed, retries used up)
+    CannotPullContainerError, role errors   -> FAILED, naming the image and what to check
+    "Dependent Job failed", exit 76         -> CANCELLED      (a job passed as an argument failed)
+    terminated / cancelled by someone else  -> CANCELLED
+    anything else                           -> FAILED "exit code N: reason"
+
+Functions only: they take the dicts boto3 returns (a DescribeJobs entry or a
+ListJobs summary), so they are tested on AWS-shaped data without a server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ...states import JobState, Status
+from ...worker import DEPENDENCY_FAILED_EXIT_CODE
+
+__all__ = ["NATIVE", "WAITING", "array_member", "failure", "job_status", "never_started"]
+
+NATIVE: dict[str, JobState] = {
+    "SUBMITTED": JobState.PENDING,
+    "PENDING": JobState.PENDING,  # waiting for dependencies
+    "RUNNABLE": JobState.PENDING,  # waiting for capacity
+    "STARTING": JobState.RUNNING,  # placed; its container is starting
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+}
+WAITING = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING")
+"""Array children not known to run yet (``STARTING`` included: ListJobs RUNNING does not list them)."""
+
+_START_FAILURE = re.compile(
+    r"CannotPullContainer|CannotStartContainer|CannotCreateContainer|CannotInspectContainer"
+    r"|ResourceInitializationError|ECS was unable to assume the role|InvalidParameterException"
+    r"|no basic auth credentials|manifest .* not found|pull access denied",
+    re.IGNORECASE,
+)
+_CANCELLED = re.compile(r"\b(cancel\w*|terminat\w*)\b", re.IGNORECASE)
+
+
+def _texts(job: Mapping[str, Any]) -> tuple[str, str, int | None]:
+    """statusReason, the container's reason, and its exit code (the last attempt's if missing)."""
+    container = job.get("container") or {}
+    reason = str(job.get("statusReason") or "")
+    c_reason = str(container.get("reason") or "")
+    code = container.get("exitCode")
+    attempts = job.get("attempts") or []
+    if attempts:
+        last = attempts[-1]
+        reason = reason or str(last.get("statusReason") or "")
+        c_reason = c_reason or str((last.get("container") or {}).get("reason") or "")
+        code = code if code is not None else (last.get("container") or {}).get("exitCode")
+    return reason, c_reason, code
+
+
+def _elapsed_s(job: Mapping[str, Any]) -> float | None:
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    if not started or not stopped:
+        return None
+    return (int(stopped) - int(started)) / 1000
+
+
+def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], str]) -> Status:
+    """How a FAILED job ended (see the module's table); ``image`` is asked only to name it."""
+    reason, c_reason, code = _texts(job)
+    both = f"{reason} {c_reason}".strip()
+    if reason.startswith("jobsub:"):
+        return Status(JobState.CANCELLED, reason.removeprefix("jobsub:").strip())
+    if c_reason.startswith("OutOfMemoryError") or (code == 137 and "memory" in both.lower()):
+        return Status(JobState.OUT_OF_MEMORY, f"killed for memory (exit code {code}): {both}")
+    elapsed = _elapsed_s(job)
+    if "attempt duration exceeded" in both.lower() or (
+        timeout_s and code is None and not c_reason and elapsed is not None and elapsed >= timeout_s - 1
+    ):
+        return Status(JobState.TIMEOUT, f"hit its time limit of {timeout_s or '?'} s (AWS: {both or 'no reason given'})")
+    if reason.startswith("Host EC2"):
+        return Status(JobState.PREEMPTED, f"its Spot instance was reclaimed, retries used up: {reason}")
+    if _START_FAILURE.search(both):
+        return Status(
+            JobState.FAILED,
+            f"the container of image {image() or '?'} could not start: {both}. Check that the image exists "
+            "and that the compute environment may pull it (execution role, ECR policy), and the job role",
+        )
+    if "dependent job" in both.lower() or code == DEPENDENCY_FAILED_EXIT_CODE:
+        return Status(JobState.CANCELLED, f"a dependency failed: {both or f'exit code {code}'}")
+    if _CANCELLED.search(reason):
+        return Status(JobState.CANCELLED, reason)
+    if code is None and not both:
+        return Status(
+            JobState.FAILED,
+            f"AWS Batch gives no exit code and no reason: the container of image {image() or '?'} may never "
+            "have started (is the image on the compute environment's registry? does the job role exist?)",
+        )
+    return Status(JobState.FAILED, f"exit code {code}: {both}" if both else f"exit code {code}")
+
+
+def job_status(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], str]) -> Status:
+    """The status of a plain job (or of an array child) from its description or summary."""
+    native = str(job.get("status", ""))
+    if native == "FAILED":
+        return failure(job, timeout_s, image)
+    state = NATIVE.get(native, JobState.UNKNOWN)
+    reason = str(job.get("statusReason") or "") if native == "RUNNABLE" else ""
+    return Status(state, reason)
+
+
+def never_started(counts: Mapping[str, int]) -> bool:
+    """An array none of whose children started, some waiting for capacity (stuck RUNNABLE?)."""
+    started = sum(counts.get(s, 0) for s in ("STARTING", "RUNNING", "SUCCEEDED", "FAILED"))
+    return started == 0 and counts.get("RUNNABLE", 0) > 0
+
+
+def array_member(
+    index: int | None,
+    counts: Mapping[str, int],
+    final: bool,
+    failed: Mapping[int, Mapping[str, Any]],
+    running: set[int] | None,
+    failed_as: Callable[[Mapping[str, Any]], Status],
+    cancelled_reason: str = "",
+) -> Status:
+    """One child's status, from the parent's counts and the children listed (failed, running).
+
+    Children are not described one by one: a success shows as the task's
+    result file (which the core reads first), so a child neither listed
+    FAILED nor RUNNING is PENDING while its array lives and COMPLETED once
+    every child ended.  ``index`` None asks about the whole array.
+    """
+    if index is None:
+        if final:
+            return Status(JobState.FAILED, f"{counts.get('FAILED', 0)} tasks failed") if counts.get("FAILED") else Status(JobState.COMPLETED)
+        return Status(JobState.RUNNING if counts.get("RUNNING") else JobState.PENDING)
+    if index in failed:
+        found = failed_as(failed[index])
+        if cancelled_reason and found.state is JobState.FAILED:
+            return Status(JobState.CANCELLED, cancelled_reason)
+        return found
+    if final:
+        return Status(JobState.COMPLETED)
+    if cancelled_reason:
+        return Status(JobState.CANCELLED, cancelled_reason)
+    if running is not None:
+        return Status(JobState.RUNNING if index in running else JobState.PENDING)
+    waiting = sum(counts.get(s, 0) for s in WAITING)
+    return Status(JobState.RUNNING if counts.get("RUNNING") and not waiting else JobState.PENDING)

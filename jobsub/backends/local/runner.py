@@ -1,0 +1,197 @@
+"""What runs in the local server's children: one task, or (a *runner*) one task after another.
+
+A fork costs the server ~0.5-1.5 ms and the child as much again in
+copy-on-write faults and teardown, more than a trivial task itself.  So a
+one-rank task's child may be a runner: it reports how its task ended on a
+socket (``"<index> <code> <wall us> <blocked us>"``) and, when the task was
+short (``REUSE_MAX_S``), returned or raised, and left no thread, child
+process or pile of open files behind, runs the next task the server sends
+(``"<index>"``; an empty line: exit).  Every task still has its own result,
+logs (the worker redirects fds 1 and 2 for each), environment, run and exit
+records, time limit and usage record; a task that crashes or is killed
+takes only its runner down.  Module-level state of imported modules carries
+over, as in a process pool (``local_reuse_processes=False`` turns it off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from ... import worker
+
+__all__ = ["REUSE_MAX_S", "blocked_fraction_help", "run_in_child", "run_tasks"]
+
+REUSE_MAX_S = 1.0
+"""A runner whose task took longer exits: past a second a fresh fork costs < 0.1 %, and a long
+task is likelier to leave state behind."""
+REUSE_MAX_TASKS = 1000
+"""Tasks one runner runs at most, bounding what slow leaks (caches, fragmentation) add up to."""
+
+
+def run_in_child(spec: dict[str, Any], env: dict[str, str], key: str, name: str, rank: int) -> int:  # pragma: no cover
+    """Run one task in this (forked) process: its directory, environment and sys.path, then the worker."""
+    code = 1
+    try:
+        logging.root.handlers.clear()
+        os.chdir(spec["cwd"])
+        _set_environ(
+            {**env, **spec["env"]},
+            JOBSUB_ARRAY_TASK_ID=name,
+            JOBSUB_GLOBAL_RANK=str(rank),
+            JOBSUB_LOCAL_RANK=str(rank),
+            JOBSUB_NUM_TASKS=str(spec["ranks"]),
+            JOBSUB_NUM_NODES="1",
+            JOBSUB_NODE="0",
+            JOBSUB_RAW_JOB_ID=f"{key}_{name}" if spec["array"] else key,
+            JOBSUB_ARRAY_JOB_ID=key if spec["array"] else "",
+        )
+        argv = spec["argv"]
+        if spec.get("setup") or spec.get("python"):  # a fresh interpreter, after the shell lines
+            import shlex
+
+            python = spec.get("python") or shlex.quote(sys.executable)
+            command = f"exec {python} " + shlex.join(["-m", "jobsub.worker", *argv])
+            os.execv("/bin/bash", ["/bin/bash", "-c", "\n".join([*spec.get("setup", []), command])])
+        sys.path[:] = spec["sys_path"]
+        sys.argv = ["jobsub.worker", *argv]
+        code = worker.main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    return code
+
+
+def _set_environ(env: dict[str, str], **extra: str) -> None:  # pragma: no cover - in the child
+    """Make ``os.environ`` exactly ``env`` plus ``extra``, changing only what differs.
+
+    ``os.environ.clear()`` pops one item at a time and lists every key for
+    each pop: quadratic, ~1 ms for 50 variables, the largest cost of a
+    runner's task; between tasks of one array only a few variables differ.
+    """
+    wanted = {**env, **extra}
+    current = dict(os.environ)
+    for key in current.keys() - wanted.keys():
+        del os.environ[key]
+    for key, value in wanted.items():
+        if current.get(key) != value:
+            os.environ[key] = value
+
+
+def run_tasks(spec: dict[str, Any], env: dict[str, str], key: str, offset: int, index: int, fd: int) -> int:  # pragma: no cover
+    """A runner's life: task ``index``, then each task the server sends, while reuse is safe.
+
+    Returns the exit code of the last task when the runner ends after it (the
+    server learns it from waitpid, as for any child), or 0 when the server
+    said there is nothing more to run.
+    """
+    tasks = 0
+    umask = os.umask(0o077)
+    os.umask(umask)
+    descriptors = _open_descriptors()
+    while True:
+        start, busy = time.monotonic_ns(), _busy_ns()
+        code = run_in_child(spec, env, key, str(index + offset), 0)
+        wall, busy = time.monotonic_ns() - start, _busy_ns() - busy
+        tasks += 1
+        if not _may_run_another(code, wall / 1e9, tasks, descriptors):
+            return code
+        # how long the task was blocked tells the server whether more runners help
+        try:
+            os.write(fd, f"{index} {code} {wall // 1000} {max(0, wall - busy) // 1000}\n".encode())
+        except OSError:  # the server is gone: the task's result and logs are written
+            return code
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 64)
+            if not chunk:  # the server is gone
+                return 0
+            line += chunk
+        if not line.strip():
+            return 0
+        index = int(line)
+        _reset_between_tasks(umask)
+
+
+def blocked_fraction_help(reported_s: float, blocked_s: float) -> bool:
+    """Whether tasks that spent this long blocked (sleeping, waiting on I/O) would gain from more runners."""
+    return reported_s > 0 and blocked_s > 0.5 * reported_s
+
+
+def _busy_ns() -> int:
+    """Nanoseconds this process spent on a CPU or runnable, waiting for one.
+
+    Waiting for a CPU counts as busy: on a loaded machine more processes do
+    not make a CPU-bound array faster.  Without ``/proc/self/schedstat``, the
+    CPU time alone.
+    """
+    try:
+        with open("/proc/self/schedstat", "rb") as f:
+            on_cpu, waiting, _ = f.read().split()
+        return int(on_cpu) + int(waiting)
+    except (OSError, ValueError):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return int((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+def _open_descriptors() -> int:  # pragma: no cover - in the runner
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: not checked
+        return 0
+
+
+def _may_run_another(code: int, elapsed: float, tasks: int, descriptors: int) -> bool:  # pragma: no cover
+    """Whether this process is as clean as a fresh fork for the next task, as far as it matters.
+
+    Only tasks that returned or raised (not a requeue, a failed dependency, a
+    full disk), ran shorter than ``REUSE_MAX_S``, and left no other thread
+    (it would run on into the next task), no child process (it would count
+    in the next task's memory and be killed with it) and no more than a few
+    open files (leaks would add up to the limit).
+    """
+    if code not in (0, 1) or elapsed >= REUSE_MAX_S or tasks >= REUSE_MAX_TASKS:
+        return False
+    if _open_descriptors() > descriptors + 8:
+        return False
+    try:
+        if len(os.listdir("/proc/self/task")) != 1:
+            return False
+    except OSError:  # no /proc: ask the threading module, if the task loaded it
+        threading = sys.modules.get("threading")
+        if threading is not None and threading.active_count() != 1:
+            return False
+    while True:  # reap what the task left as zombies; a live child means no reuse
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+
+
+def _reset_between_tasks(umask: int) -> None:  # pragma: no cover - in the runner
+    """Undo what a task may have changed that a fresh fork would not have inherited."""
+    os.umask(umask)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGALRM):
+        if signal.getsignal(sig) is not signal.SIG_DFL:  # a system call each: only what changed
+            signal.signal(sig, signal.SIG_DFL)
+    signal.alarm(0)
+    sys.stdout, sys.stderr, sys.stdin = sys.__stdout__, sys.__stderr__, sys.__stdin__
+    # the next task's usage record reports its own peak memory (Linux: "5" resets the peak RSS)
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
