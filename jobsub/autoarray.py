@@ -89,6 +89,7 @@ class _Group:
     def __init__(self, owner: Coalescer, key: Any, deadline: float, min_size: int, cap: int) -> None:
         self.owner, self.key, self.deadline, self.min_size, self.cap = owner, key, deadline, min_size, cap
         self.items: list[tuple[DelayedJob, Any]] = []
+        self.cached: dict[str, DelayedJob] = {}  # cache key -> its placeholder: a call repeated in the window
         self.open = True
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -129,7 +130,11 @@ class Coalescer:
         _live.add(self)
 
     def add(self, key: Any, item: Any, *, window_s: float, min_size: int, cap: int, cache_key: str | None) -> DelayedJob:
-        """Queue ``item`` in the group ``key``; the returned placeholder becomes its Job."""
+        """Queue ``item`` in the group ``key``; the returned placeholder becomes its Job.
+
+        A cached call (``cache_key``) already waiting in the group is not queued twice: its
+        placeholder is returned again, as the cache returns a job already submitted.
+        """
         placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
         placeholder.__dict__["_group"] = None
         placeholder.__dict__["_cache_key"] = cache_key
@@ -139,6 +144,10 @@ class Coalescer:
             if group is None:
                 group = self.groups[key] = _Group(self, key, time.monotonic() + window_s, min_size, cap)
                 _timer.schedule(group)
+            if cache_key is not None and cache_key in group.cached:
+                return group.cached[cache_key]
+            if cache_key is not None:
+                group.cached[cache_key] = placeholder
             placeholder.__dict__["_group"] = group
             group.items.append((placeholder, item))
             if len(group.items) >= cap:

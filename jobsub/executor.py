@@ -355,6 +355,7 @@ class Executor:
         # backend waits for them itself they are native dependencies, else the submission is held
         upstream = [p[0] for p in prepared] if prepared is not None else [_replace_jobs(c) for c in calls]
         unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
+        self._check_reachable(unique)
         dependencies, holding = plan(self.backend, unique)
         held = bool(holding)
         params = self._resolve(dependencies)
@@ -439,6 +440,19 @@ class Executor:
             with contextlib.suppress(JobsubError):
                 self.backend.cancel([jobs[i].job_id for i in others])
         return [others.get(i, job) for i, job in enumerate(jobs)]
+
+    def _check_reachable(self, upstream: list[Job[Any]]) -> None:
+        """A task reads the results of the jobs it takes from their folders: a task of a backend
+        whose tasks see no disk of this machine (the cloud) cannot read one on this machine's disk."""
+        if self.backend.capabilities.local_folders:
+            return
+        for job in upstream:
+            if job.folder.local_file() is not None:
+                raise InvalidParameterError(
+                    f"job {job.job_id} is an argument, but its folder {job.folder.url} is on this machine's "
+                    f"disk, which tasks of the {self.backend.name} backend (folder {self.storage.url}) cannot "
+                    "read: put the upstream job's folder in a bucket too"
+                )
 
     def _submitit_logs_dir(self) -> str | None:
         """Where submitit would have put a job's log files: its own folder ("", for ``runs/%j``) or

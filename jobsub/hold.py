@@ -68,10 +68,14 @@ def plan(backend: Backend, upstream: Sequence[Job[Any]]) -> tuple[list[str], lis
             # ended already: nothing to wait for if it succeeded; if not, hold, and its dependents end at once
             if job._state_from_results() is not JobState.COMPLETED:
                 holding.append(job)
-        elif backend.waits_natively(job._backend):
+        elif backend.waits_natively(job._backend, job.job_id):
             ids.add(job.job_id)
         else:
             holding.append(job)
+    limit = backend.max_native_dependencies
+    if limit is not None and len(ids) > limit:  # more than the scheduler takes: jobsub holds it
+        holding += [job for job in upstream if job.job_id in ids]
+        ids.clear()
     return sorted(ids), holding
 
 
@@ -282,7 +286,9 @@ class _Releaser:
         if len(ended) >= count:
             unmark_held(folder.storage, folder.key)
             return True
-        if waiting:
+        native = sum(1 for verdict, _ in verdicts.values() if verdict == "native")
+        limit = backend.max_native_dependencies
+        if waiting or (limit is not None and native > limit):  # more than the scheduler takes: wait here
             return False
         return self._release(folder, meta, backend, verdicts)
 
@@ -295,7 +301,7 @@ class _Releaser:
                 return "wait", ""  # ended, its result may still be on its way (a shared file system)
             error = job._error_now()
             return ("ok", "") if error is None else ("failed", _summary(error))
-        return ("native", "") if downstream.waits_natively(job._backend) else ("wait", "")
+        return ("native", "") if downstream.waits_natively(job._backend, job.job_id) else ("wait", "")
 
     def _resume(self, folder: JobFolder, meta: dict[str, Any]) -> bool:
         """A release that recorded its intent and never its answer: found at the backend, or stale?

@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ import pytest
 import jobsub
 from jobsub import JobState
 from jobsub.folder import JobFolder, register_id
+from jobsub.submission import launch_for, new_meta, start
 from tests import aws_batch_env
 from tests.aws_batch_env import BUCKET, QUEUE, client
 from tests.conformance.behaviour import BehaviourSuite
@@ -56,7 +58,9 @@ def root() -> str:
 def ex(aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
     monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")
     executor = jobsub.AutoExecutor(folder=f"{root}/%j", cluster="aws_batch")
-    executor.update_parameters(aws_batch_job_queue=aws["queue"], aws_batch_image=aws["image"])
+    # auto_array (on by default here) sends a submit up to a second later: these tests look at
+    # each submission at once (test_separate_submits_are_one_array_by_default: the default)
+    executor.update_parameters(aws_batch_job_queue=aws["queue"], aws_batch_image=aws["image"], auto_array=False)
     return executor
 
 
@@ -77,12 +81,13 @@ class TestAWSBatchBehaviour(BehaviourSuite):
         return ex
 
 
-def _own_backend(aws: dict[str, str], root: str) -> tuple[Any, jobsub.Executor]:
-    """A backend instance of the test's own (not shared): its call counts and hooks are the test's."""
+def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False) -> tuple[Any, jobsub.Executor]:
+    """A backend instance of the test's own (not shared): its call counts and hooks are the test's.
+    ``auto_array``: off, so that each submit is sent at once (None: the backend's default)."""
     from jobsub.backends.aws_batch import AWSBatchBackend
 
     backend = AWSBatchBackend(root)
-    return backend, jobsub.Executor(root, backend=backend, job_queue=aws["queue"], image=aws["image"])
+    return backend, jobsub.Executor(root, backend=backend, job_queue=aws["queue"], image=aws["image"], auto_array=auto_array)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -151,6 +156,44 @@ def test_a_failed_dependency_cancels_the_dependent(ex: jobsub.AutoExecutor) -> N
     with pytest.raises(jobsub.JobCancelledError, match="dependency failed"):
         orphan.result(timeout=180)
     assert orphan.state == "CANCELLED"
+
+
+def test_separate_submits_are_one_array_by_default(aws: dict[str, str], root: str) -> None:
+    """auto_array is on by default on AWS Batch: a loop of submits costs one SubmitJob."""
+    backend, executor = _own_backend(aws, root, auto_array=None)
+    jobs = [executor.submit(abs, -i) for i in range(5)]
+    assert [j.result(timeout=180) for j in jobs] == list(range(5))
+    assert backend.api.counts["SubmitJob"] == 1
+    assert len({j.job_id.partition("_")[0] for j in jobs}) == 1
+
+
+def test_a_child_of_an_array_is_waited_for_by_jobsub_not_in_a_paid_task(ex: jobsub.AutoExecutor) -> None:
+    """dependsOn on an array would fail the dependent when a sibling fails: jobsub holds it
+    (HELD, no dependsOn) and submits it once the child it takes succeeded."""
+    children = ex.map_array(abs, [-1, -2])
+    second = ex.submit(operator.add, children[1], 1)
+    assert second.state in ("HELD", "PENDING", "RUNNING", "COMPLETED")
+    assert second.result(timeout=180) == 3
+    described = client("batch").describe_jobs(jobs=[second.job_id])["jobs"][0]
+    assert described.get("dependsOn", []) == []
+
+
+def test_over_twenty_upstreams_are_held_by_jobsub(ex: jobsub.AutoExecutor) -> None:
+    """SubmitJob takes at most 20 dependsOn: more, and jobsub holds the submission instead."""
+    ups = [ex.submit(time.sleep, 3) for _ in range(21)]  # plain jobs: the fixture turns auto_array off
+    assert len({u.job_id for u in ups}) == 21 and all("_" not in u.job_id for u in ups)
+    total = ex.submit(lambda results: len(results), ups)
+    assert total.state == "HELD"
+    assert total.result(timeout=240) == 21
+    described = client("batch").describe_jobs(jobs=[total.job_id])["jobs"][0]
+    assert len(described.get("dependsOn", [])) <= 20  # released once at most 20 were still running
+
+
+def test_an_upstream_on_this_machines_disk_is_refused(ex: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    """A task in the cloud cannot read a result on the client's disk: a clear error, nothing submitted."""
+    local = jobsub.AutoExecutor(tmp_path / "here", cluster="debug").submit(abs, -1)
+    with pytest.raises(jobsub.InvalidParameterError, match="on this machine's disk"):
+        ex.submit(operator.add, local, 1)
 
 
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:
@@ -390,7 +433,7 @@ def test_a_submission_whose_client_died_is_found_by_its_tag(ex: jobsub.AutoExecu
 
 def test_find_submitted_by_the_submission_tag(ex: jobsub.AutoExecutor) -> None:
     job = ex.submit(abs, -1)
-    launch = ex._launch(job.folder, 0, ex._resolve())
+    launch = launch_for(ex.backend, job.folder, 0, ex._resolve())
     assert ex.backend.find_submitted(launch, job.folder) == job.job_id
     assert job.result(timeout=120) == 1
 
@@ -407,12 +450,13 @@ def test_arrays_of_ten_thousand_are_one_submit_job_and_polled_by_their_parent(aw
         "before-parameter-build.batch.DescribeJobs", lambda params, **_: sizes.append(len(params["jobs"])),
     )
     folder = JobFolder.create(backend.storage)
+    params = executor._resolve()
     _moto_config({"use_docker": False})
     try:
-        intents = [{"offset": o, "count": min(10_000, 10_001 - o), "tag": f"{folder.key}-{o}"} for o in (0, 10_000)]
-        parts = executor._start(folder, executor._resolve(), intents, array=True)
+        meta = start(backend, folder, params, new_meta(backend, params, 10_001, 1, array=True))
     finally:
         _moto_config({"use_docker": True})
+    parts = meta["submissions"]
     assert [(p["offset"], p["count"]) for p in parts] == [(0, 10_000), (10_000, 1)]
     assert backend.api.counts["SubmitJob"] == 2
     described = {j["jobId"]: j for j in client("batch").describe_jobs(jobs=[p["id"] for p in parts])["jobs"]}

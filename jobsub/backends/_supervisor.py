@@ -632,7 +632,7 @@ class SupervisedBackend(Backend):
                 self._adopt(folder)
         return answer
 
-    def waits_natively(self, upstream: Backend) -> bool:
+    def waits_natively(self, upstream: Backend, job_id: str) -> bool:
         """A supervisor holds a task until its upstreams have a result or an exit record, which
         every supervised backend writes (local and Docker wait for each other's jobs)."""
         return isinstance(upstream, SupervisedBackend)

@@ -204,11 +204,16 @@ class Backend:
     def on_wait(self, backend_id: str) -> None:
         """A client is about to block on this job (the debug backend runs it now)."""
 
-    def waits_natively(self, upstream: Backend) -> bool:
-        """Whether this backend itself holds a task until a job of ``upstream`` succeeded.
+    max_native_dependencies: ClassVar[int | None] = None
+    """How many jobs one submission may wait on natively (AWS Batch: 20); None: no limit.
+    A submission taking more is held by jobsub instead."""
+
+    def waits_natively(self, upstream: Backend, job_id: str) -> bool:
+        """Whether this backend itself holds a task until job ``job_id`` of ``upstream`` succeeded.
 
         True where the scheduler has dependencies (Slurm's ``afterok`` on the
-        same cluster) or a supervisor watches the upstream's folder (local,
+        same cluster, AWS Batch's ``dependsOn`` on a plain job of the same
+        region) or a supervisor watches the upstream's folder (local,
         Docker).  Otherwise jobsub holds the submission in the client
         (``jobsub.hold``) and submits it once its upstreams succeeded.
         """

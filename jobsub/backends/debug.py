@@ -40,7 +40,7 @@ class DebugBackend(Backend):
     result_grace_s = 0.0
     capabilities = Capabilities(
         time_limit=False, memory_limit=False, ranks=False, checkpoint=False, own_logs=False,
-        survives_client=False, isolated=False, reraise_original=True,
+        survives_client=False, isolated=False, reraise_original=True, object_store_folders=True,
     )
 
     def __init__(self, root: str) -> None:
@@ -63,7 +63,7 @@ class DebugBackend(Backend):
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         return {i: self._states.get(i, Status(JobState.LOST, "unknown to this process")) for i in backend_ids}
 
-    def waits_natively(self, upstream: Backend) -> bool:
+    def waits_natively(self, upstream: Backend, job_id: str) -> bool:
         """Its own pending jobs run first when a job is waited for; anything else is held."""
         return upstream is self
 

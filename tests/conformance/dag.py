@@ -24,6 +24,14 @@ def _until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def _beside(executor: jobsub.AutoExecutor, tmp_path: Path, name: str) -> Any:
+    """A folder for another executor where ``executor``'s tasks can read it: on this disk, or
+    in the bucket of a backend whose tasks see no disk of this machine."""
+    if executor.backend.capabilities.local_folders:
+        return tmp_path / name
+    return f"{str(executor.folder).rstrip('/')}-{name}"
+
+
 class DagBehaviour:
     """Mixed into ``BehaviourSuite``; ``executor`` is its fixture."""
 
@@ -77,7 +85,7 @@ class DagBehaviour:
     def test_held_until_an_upstream_it_cannot_wait_for_succeeds(self, executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
         """A debug job runs when waited for, so no backend (not another debug executor) waits for it:
         the dependent is held in the folder, and released when it has succeeded."""
-        upstream_ex = jobsub.AutoExecutor(tmp_path / "upstream", cluster="debug")
+        upstream_ex = jobsub.AutoExecutor(_beside(executor, tmp_path, "upstream"), cluster="debug")
         first = upstream_ex.submit(tasks.add, 1, 2)
         second = executor.submit(tasks.add, first, 10)
         assert second.state == "HELD"
@@ -88,7 +96,7 @@ class DagBehaviour:
         assert second.state == "COMPLETED"
 
     def test_held_job_ends_when_its_upstream_fails(self, executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
-        upstream_ex = jobsub.AutoExecutor(tmp_path / "upstream", cluster="debug")
+        upstream_ex = jobsub.AutoExecutor(_beside(executor, tmp_path, "upstream"), cluster="debug")
         first = upstream_ex.submit(tasks.fail, "held upstream broke")
         second = executor.submit(tasks.add, first, 10)
         with pytest.raises(jobsub.DependencyError, match="ValueError: held upstream broke") as info:
@@ -97,7 +105,7 @@ class DagBehaviour:
         assert second.state == "CANCELLED" and second.job_id.startswith(second.folder.key)  # never submitted
 
     def test_cancel_of_a_held_job(self, executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
-        upstream_ex = jobsub.AutoExecutor(tmp_path / "upstream", cluster="debug")
+        upstream_ex = jobsub.AutoExecutor(_beside(executor, tmp_path, "upstream"), cluster="debug")
         first = upstream_ex.submit(tasks.add, 1, 2)
         second = executor.submit(tasks.add, first, 10)
         third = executor.submit(tasks.add, second, 10)

@@ -66,6 +66,8 @@ class AWSBatchBackend(Backend):
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True,
     )
+    max_native_dependencies = 20  # SubmitJob's limit on dependsOn
+    auto_array_default = True  # separate submits within a second: one SubmitJob
 
     log_wait_s = 15.0
     """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
@@ -124,15 +126,18 @@ class AWSBatchBackend(Backend):
         self.tracker.limits[job_id] = spec.runnable_timeout_min
         return job_id
 
-    def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
-        """``dependsOn`` for the plain jobs among the Jobs passed as arguments (AWS: at most 20).
 
-        A child of an array is left out: depending on its array would fail
-        this job when a sibling fails.  The task then waits for that result
-        itself, as it does for any Job argument.
-        """
-        plain = sorted({aws_id for aws_id in map(self.tracker.aws_id, dependencies) if ":" not in aws_id})
-        return [{"jobId": aws_id} for aws_id in plain] if len(plain) <= 20 else []
+    def waits_natively(self, upstream: Backend, job_id: str) -> bool:
+        """``dependsOn`` for a plain job of the same region.  Not for a child of an array:
+        depending on its array would fail this job when a sibling fails; jobsub holds it instead."""
+        return (
+            isinstance(upstream, AWSBatchBackend) and upstream.region == self.region
+            and ":" not in self.tracker.aws_id(job_id)
+        )
+
+    def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
+        """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``)."""
+        return [{"jobId": aws_id} for aws_id in sorted(set(map(self.tracker.aws_id, dependencies)))]
 
     def _upload(self, storage: Storage, package: CodePackage) -> None:
         """The code package next to the job folders, once per content digest (any process's copy counts)."""

@@ -96,6 +96,8 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
         return Status(JobState.CANCELLED, f"a dependency failed: {both or f'exit code {code}'}")
     if _CANCELLED.search(reason):
         return Status(JobState.CANCELLED, reason)
+    if code is None and not both and job.get("dependsOn") and not job.get("startedAt"):
+        return Status(JobState.CANCELLED, "a dependency failed (AWS Batch did not start it)")
     if code is None and not both:
         return Status(
             JobState.FAILED,

@@ -152,7 +152,7 @@ class SlurmBackend(Backend):
         logger.debug("submitted %s as Slurm job %s", script, job_id)
         return job_id
 
-    def waits_natively(self, upstream: Backend) -> bool:
+    def waits_natively(self, upstream: Backend, job_id: str) -> bool:
         """``--dependency=afterok`` works for jobs of the same cluster."""
         return isinstance(upstream, SlurmBackend) and upstream._cluster == self._cluster
 
