@@ -68,6 +68,7 @@ class AWSBatchBackend(Backend):
     )
     max_native_dependencies = 20  # SubmitJob's limit on dependsOn
     auto_array_default = True  # separate submits within a second: one SubmitJob
+    result_parameters = ("image", "job_definition", "python")  # in a cached call's key
 
     log_wait_s = 15.0
     """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
