@@ -82,7 +82,7 @@ def main() -> None:
     payload = Outcome(ok=True, value=0).dumps()
 
     def write(index: int) -> None:
-        folder.write_result(index, 0, payload)
+        folder.write_result(index, 0, payload, ok=True)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:

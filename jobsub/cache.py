@@ -139,6 +139,8 @@ class Cache:
         self._folders: dict[str, tuple[JobFolder, dict[str, Any], Backend]] = {}
         self._manifests: dict[str, tuple[int, str, int]] = {}  # key -> (generation, folder url, index)
         self._manifests_read: set[str] = set()
+        self._marked: set[str] = set()  # folders whose failures are marked in failed/ (newer writers)
+        self._failed: dict[str, tuple[float, set[str]]] = {}  # folder url -> (when listed, failed/ names)
 
     def lookup(self, key: CallKey) -> Lookup:
         """What the cache holds for ``key``; debug logging says why it is a hit or a miss."""
@@ -185,7 +187,10 @@ class Cache:
         except (FileNotFoundError, CorruptResultError, KeyError) as exc:
             return Lookup(None, generation + 1, f"its job folder {entry[0]} is gone or damaged ({exc})")
         if job._all_results_present():
-            state = job._state_from_results()
+            failed = self._marked_failed(job)
+            if failed is False:
+                return Lookup(job, generation, "completed")
+            state = JobState.FAILED if failed else job._state_from_results()
             if state is JobState.COMPLETED:
                 return Lookup(job, generation, "completed")
             return Lookup(None, generation + 1, f"job {job.job_id} ended {state}: submitting again")
@@ -197,6 +202,21 @@ class Cache:
         if job._done_now() and job._error_now() is None:
             return Lookup(job, generation, f"job {job.job_id} completed")
         return Lookup(None, generation + 1, f"job {job.job_id} ended {status.state}: submitting again")
+
+    def _marked_failed(self, job: Job[Any]) -> bool | None:
+        """Whether a job whose results are all there failed, from ONE listing of its folder's
+        ``failed/`` per lookup round (not a read of each result); None if its folder marks none."""
+        folder = job.folder
+        if folder.url not in self._marked:
+            return None
+        known = self._failed.get(folder.url)
+        # a listing taken before the results were seen could miss the mark of one of them
+        listed = known[1] if known is not None and known[0] >= folder._results_listed_at else None
+        now = time.monotonic()
+        failed, names = folder.failed_since(job.index, job._rank_list, listed)
+        if listed is None:
+            self._failed[folder.url] = (now, names)
+        return failed
 
     @staticmethod
     def _stale(folder: JobFolder) -> bool:
@@ -215,7 +235,10 @@ class Cache:
             if meta.get("submissions") and not meta.get("intents"):  # final: kept
                 if len(self._folders) > 1024:
                     self._folders.clear()
+                    self._failed.clear()
                 self._folders[url] = (folder, meta, backend)
+                if meta.get("failures_marked"):
+                    self._marked.add(url)
         else:
             folder, meta, backend = known
         real = task_id(meta, index)

@@ -10,6 +10,8 @@ Everything the two sides say to each other is a file in the folder::
         checkpoint/<i>.pkl  task i's checkpointed DelayedSubmission, preferred over args/<i>.pkl
         requeue/<i>         "checkpointed, run me again", written by the worker before it exits 75
         result/<i>.<r>.pkl  task i, rank r: a framed pickle of the outcome (atomic write)
+        failed/<i>.<r>      task i, rank r failed: written BEFORE its result, so a result whose
+                            name a later listing of failed/ lacks is a success (without reading it)
         log/<i>.<r>.out     stdout and stderr of task i, rank r
         log/<i>.<r>.err
         log/<i>.<r>.<kind>  what the backend itself saw of the task (a container's own output)
@@ -224,10 +226,30 @@ class JobFolder:
     def result_key(self, index: int, rank: int) -> str:
         return self._k("result", f"{index}.{rank}.pkl")
 
-    def write_result(self, index: int, rank: int, payload: bytes) -> None:
-        """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first."""
+    def write_result(self, index: int, rank: int, payload: bytes, *, ok: bool) -> None:
+        """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first.
+
+        A failure is marked in ``failed/`` first: one listing then tells the
+        successes of a whole array (``succeeded``) without reading each result.
+        """
+        key = self.result_key(index, rank)
+        if not ok:
+            if self.storage.exists(key):
+                raise FileExistsError(key)  # a twin's result stands: it must not look failed
+            self.storage.write_bytes(self._k("failed", f"{index}.{rank}"), b"")
         header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
-        self.storage.write_bytes(self.result_key(index, rank), header + payload, create_only=True)
+        self.storage.write_bytes(key, header + payload, create_only=True)
+
+    def failed_since(self, index: int, ranks: list[int], listed: set[str] | None) -> tuple[bool, set[str]]:
+        """Whether task ``index`` (whose results are all there) failed, by a listing of ``failed/``.
+
+        ``listed``: a listing taken after the results were seen (marks precede
+        results, so it holds the mark of every failed one); None: list now.
+        Returns the answer and the listing, for the next task of the folder.
+        """
+        if listed is None:
+            listed = {key.rpartition("/")[2] for key in self.storage.list(self._k("failed"))}
+        return any(f"{index}.{rank}" in listed for rank in ranks), listed
 
     def has_results(self, index: int, ranks: list[int], max_age_s: float) -> bool:
         """Whether task ``index`` has the results of all these ranks, by a listing of ``result/``.

@@ -117,7 +117,7 @@ def end_unstarted(folder: JobFolder, index: int, ranks: int, error: JobError) ->
     wrote = False
     for rank in range(ranks):
         with contextlib.suppress(FileExistsError):
-            folder.write_result(index, rank, outcome.dumps())
+            folder.write_result(index, rank, outcome.dumps(), ok=False)
             wrote = True
     return wrote or recorded
 

@@ -55,6 +55,7 @@ def new_meta(backend: Backend, params: Resolved, count: int, ranks: int, array: 
         "python": sys.version.split()[0],
         "cwd": os.getcwd(),
         "submissions": [],
+        "failures_marked": True,  # failed/ marks every failed task before its result (JobFolder.write_result)
     }
 
 

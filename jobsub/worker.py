@@ -331,7 +331,7 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
     if _uploader is not None:  # the logs first: a client that sees the result may read them at once
         _uploader.upload()
     try:
-        folder.write_result(index, rank, outcome.dumps())
+        folder.write_result(index, rank, outcome.dumps(), ok=outcome.ok)
     except FileExistsError:
         _stderr(f"jobsub: task {index} rank {rank} already has a result (written by an earlier attempt); keeping it\n")
         return 0

@@ -242,3 +242,10 @@ def hold_memory(mb: int) -> int:
     block[::4096] = b"x" * len(block[::4096])
     del block
     return os.getpid()
+
+
+def fail_if(fail: bool, value: int) -> int:
+    """``value``, or ValueError when ``fail``."""
+    if fail:
+        raise ValueError(f"failed on purpose ({value})")
+    return value

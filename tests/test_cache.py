@@ -242,3 +242,34 @@ def test_clean_removes_the_entries(tmp_path: Path) -> None:
     plain = jobsub.AutoExecutor(tmp_path / "runs", cluster="local")
     assert jobsub.cached(plain).submit(tasks.add, 1, 1).job_id == second.job_id  # a caching copy
     assert plain.submit(tasks.add, 1, 1).cache_key is None  # the executor itself is unchanged
+
+
+def test_failures_are_told_by_one_listing_and_older_folders_by_their_results(tmp_path: Path) -> None:
+    """A failed task is marked in failed/ before its result, so an array's hits are judged by one
+    listing; a folder written before the marks existed (no "failures_marked") is judged by reading
+    its results, and a failed call is submitted again either way."""
+    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    jobs = ex.map_array(tasks.fail_if, [False, True, False], [0, 1, 2])
+    for job in jobs:
+        job.exception(timeout=120)
+    folder = jobs[0].folder
+    assert folder.failed_since(1, [0], None)[0] and not folder.failed_since(0, [0], None)[0]
+    with pytest.raises(FileExistsError):  # a twin's failure never marks a task that has its result
+        folder.write_result(0, 0, b"late twin", ok=False)
+    assert not folder.failed_since(0, [0], None)[0]
+
+    fresh = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    again = fresh.map_array(tasks.fail_if, [False, True, False], [0, 1, 2])
+    assert [a.job_id == j.job_id for a, j in zip(again, jobs)] == [True, False, True]
+    assert isinstance(again[1].exception(timeout=120), Exception)
+
+    for old in (folder, again[1].folder):  # as an older jobsub wrote them: no marks to trust
+        meta = old.read_meta()
+        del meta["failures_marked"]
+        old.write_meta(meta)
+        for mark in (old.path / "failed").iterdir():
+            mark.unlink()
+    older = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    hits = older.map_array(tasks.fail_if, [False, True], [0, 1])
+    assert hits[0].job_id == jobs[0].job_id  # a success, read from its result
+    assert hits[1].job_id not in (jobs[1].job_id, again[1].job_id)  # a failure, read from its result

@@ -92,7 +92,7 @@ class StorageSuite:
     def test_result_framing_detects_damage(self, storage: Storage) -> None:
         folder = JobFolder(storage, "key1")
         assert folder.read_result(0, 0) is None
-        folder.write_result(0, 0, b"payload" * 100)
+        folder.write_result(0, 0, b"payload" * 100, ok=True)
         assert folder.read_result(0, 0) == b"payload" * 100
         raw = storage.read_bytes(folder.result_key(0, 0))
         storage.write_bytes(folder.result_key(0, 0), raw[:-10])
