@@ -58,7 +58,8 @@ from ...packaging import (
 from ...parameters import Resolved
 from ...runtime import daemon_socket
 from ...storage import open_storage
-from .._supervisor import SupervisedBackend, end_state
+from .._supervised import SupervisedBackend
+from .._supervisor import end_state
 from ..base import Capabilities, Launch
 from .engine import (
     connect,

@@ -21,7 +21,7 @@ from ...parameters import Resolved
 from ...runtime import daemon_socket
 from ...storage import open_storage
 from .._daemon import request, spawn_detached
-from .._supervisor import SupervisedBackend
+from .._supervised import SupervisedBackend
 from ..base import Capabilities, Launch
 from .procs import kill_group
 
