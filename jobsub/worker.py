@@ -190,6 +190,9 @@ class _CheckpointHandler:
         countdown = self.delayed._timeout_countdown - int(timed_out)
         checkpoint = self.delayed._checkpoint_function()
         if checkpoint is None:
+            if signum == signal.SIGTERM:  # the preemption signal is the stop signal (AWS): stop now
+                _logger().warning("not checkpointable: stopping")
+                _leave(128 + signum)  # (as PID 1 of a container, the default action would be none)
             # not checkpointable: keep computing until the scheduler's own limit, which
             # then reports TIMEOUT (or PREEMPTED) itself
             _logger().warning("not checkpointable: ignoring the signal")

@@ -27,7 +27,7 @@ import jobsub
 from jobsub import JobState
 from jobsub.folder import JobFolder, register_id
 from jobsub.submission import launch_for, new_meta, start
-from tests import aws_batch_env
+from tests import aws_batch_env, tasks
 from tests.aws_batch_env import BUCKET, QUEUE, client
 from tests.conformance.behaviour import BehaviourSuite
 
@@ -194,6 +194,61 @@ def test_an_upstream_on_this_machines_disk_is_refused(ex: jobsub.AutoExecutor, t
     local = jobsub.AutoExecutor(tmp_path / "here", cluster="debug").submit(abs, -1)
     with pytest.raises(jobsub.InvalidParameterError, match="on this machine's disk"):
         ex.submit(operator.add, local, 1)
+
+
+def test_a_reclaimed_checkpointable_task_resumes_from_its_checkpoint(ex: jobsub.AutoExecutor) -> None:
+    """A Spot reclamation reaches the task as SIGTERM (ECS stops its container): a checkpointable
+    callable checkpoints and exits for AWS's retry (``Host EC2*`` -> RETRY), which resumes from
+    the checkpoint.  moto neither reclaims nor retries: the test sends SIGTERM to the job's
+    container as ECS would, and makes the retry by submitting the same task again, as AWS runs it."""
+    import docker
+
+    job = ex.submit(tasks.SlowCounter(), 600)
+    _wait(lambda: job.state == "RUNNING", 120)
+    engine = docker.from_env()
+    try:
+        def reclaim() -> bool:  # until the worker's handler is in place (PID 1 ignores it before)
+            for container in engine.containers.list():
+                if f"AWS_BATCH_JOB_ID={job.job_id}" in (container.attrs["Config"].get("Env") or []):
+                    container.kill(signal="SIGTERM")
+            time.sleep(1)
+            return job.folder.read_checkpoint(0) is not None
+
+        _wait(reclaim, 90)
+    finally:
+        engine.close()
+    params = ex._resolve()
+    retry_id = ex.backend.submit(launch_for(ex.backend, job.folder, 0, params), 1, params, job.folder, array=False)
+    retried = jobsub.Job._create(ex.backend, job.folder, retry_id, 0, 1)
+    assert retried.result(timeout=180) == 2  # the second call of the checkpointed counter
+
+
+def test_a_task_that_cannot_checkpoint_stops_at_sigterm(ex: jobsub.AutoExecutor) -> None:
+    """SIGTERM is the preemption signal on AWS: a plain function is not kept running by it
+    (as PID 1 of its container it would otherwise ignore it until ECS's SIGKILL)."""
+    import docker
+
+    job = ex.submit(time.sleep, 600)
+    _wait(lambda: job.state == "RUNNING", 120)
+    engine = docker.from_env()
+    try:
+        signalled: list[str] = []
+
+        def stopped() -> bool:  # signalled once, and its container gone since
+            for container in engine.containers.list():
+                if f"AWS_BATCH_JOB_ID={job.job_id}" in (container.attrs["Config"].get("Env") or []):
+                    if not signalled:
+                        time.sleep(3)  # the worker's handler in place
+                        container.kill(signal="SIGTERM")
+                        signalled.append(container.id)
+                    return False
+            return bool(signalled)
+
+        _wait(stopped, 60)  # well before ECS's SIGKILL would come (30 s after SIGTERM)
+    finally:
+        engine.close()
+    with pytest.raises(jobsub.JobError):
+        job.result(timeout=60)
 
 
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:

@@ -100,9 +100,11 @@ def task_launch(launch: Launch, *, array: bool) -> Launch:
     Its streams stay the container's, which AWS ships to CloudWatch as they
     come (live, and nothing re-uploaded to the folder); the tasks of an array
     name themselves ``<array>_<index>`` as jobsub does, from AWS's
-    ``<array>:<index>``.
+    ``<array>:<index>``; SIGTERM is the preemption signal.
     """
-    launch = launch.replace(logs="none")
+    # a Spot reclamation reaches the container as SIGTERM (then SIGKILL after ECS's stop timeout):
+    # a checkpointable callable checkpoints on it, and the attempt AWS retries resumes from there
+    launch = launch.replace(logs="none", env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM"})
     if array:
         launch = launch.replace(task_env={**launch.task_env, "array_job_id": "AWS_BATCH_JOB_ID"})
     return launch
