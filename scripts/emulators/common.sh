@@ -63,3 +63,23 @@ wait_until_up() {
         sleep 0.2
     done
 }
+
+# stop_pid PID: SIGTERM, then SIGKILL after 5 s.
+stop_pid() {
+    local i
+    kill "$1" 2>/dev/null || return 0
+    for i in $(seq 25); do
+        pid_alive "$1" || return 0
+        sleep 0.2
+    done
+    kill -9 "$1" 2>/dev/null || true
+}
+
+# answers_within URL NEEDLE SECONDS: true if the server answers within SECONDS.
+answers_within() {
+    local deadline=$((SECONDS + $3))
+    until answers "$1" "$2"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+}

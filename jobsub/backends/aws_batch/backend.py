@@ -37,6 +37,7 @@ from ..base import Backend, Capabilities, Launch
 from . import render
 from .api import Api
 from .cloudwatch import log_location, read_stream
+from .here import is_here, run_here, states_here
 from .params import AWSBatchParameters
 from .tracker import LIST_PAGE, Tracker
 
@@ -109,6 +110,13 @@ class AWSBatchBackend(Backend):
             spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
         ) if spec.package_code else None
         code = (_code_url(folder.storage, package), f"/tmp/jobsub-code/{package.name}") if package else None
+        if spec.debug:  # the same image, command and folder, on this machine's Docker engine
+            if package is not None:
+                self._upload(folder.storage, package)
+            argv = render.command(launch, spec, packaged=code is not None, placeholders=False)
+            code_url, code_dir = code or ("", "")
+            argv = [a.replace("{code}", code_url).replace("{code_dir}", code_dir) for a in argv]
+            return run_here(launch, argv, n_tasks, spec.image, common, folder)
         request = render.submit_request(launch, n_tasks, common, spec, spec.job_definition or "", code)
         render.check_overrides_size(request)  # before anything is uploaded or registered
         if package is not None:
@@ -193,11 +201,16 @@ class AWSBatchBackend(Backend):
 
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        return self.tracker.states(backend_ids)
+        here = [i for i in backend_ids if is_here(i)]
+        if not here:
+            return self.tracker.states(backend_ids)
+        return {**self.tracker.states([i for i in backend_ids if not is_here(i)]), **states_here(self.storage, here)}
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
         for backend_id in backend_ids:
+            if is_here(backend_id):
+                continue  # ran to its end before submit returned
             self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
@@ -208,6 +221,8 @@ class AWSBatchBackend(Backend):
         ``log_wait_s`` to end first: ``job.stdout()`` right after
         ``job.result()`` then has the whole output.
         """
+        if is_here(backend_id):
+            return super().logs(backend_id, folder, index, rank)
         aws_id = self.tracker.aws_id(backend_id)
         job = self.tracker.describe([aws_id]).get(aws_id)
         deadline = time.monotonic() + self.log_wait_s
@@ -230,7 +245,7 @@ def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFol
         raise InvalidParameterError(
             f"AWS Batch tasks cannot see {folder.path}: give the executor an s3:// folder (s3://bucket/prefix/%j)"
         )
-    if not spec.job_queue:
+    if not spec.job_queue and not spec.debug:
         raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
     if not spec.image and not spec.job_definition:
         raise InvalidParameterError("set the image of the tasks (aws_batch_image='...') or aws_batch_job_definition")

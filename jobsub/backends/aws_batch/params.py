@@ -60,6 +60,10 @@ class AWSBatchParameters:
     code_includes: list[str] = field(default_factory=list)
     code_excludes: list[str] = field(default_factory=list)
     code_max_mb: float = DEFAULT_MAX_MB
+    debug: bool = False
+    """Run the tasks on this machine's Docker engine instead, attached, one after the other, before
+    ``submit`` returns: the same image, command and bucket folder, with this machine's AWS
+    credentials (``breakpoint()`` works in a terminal).  Nothing is sent to AWS Batch."""
 
     def __post_init__(self) -> None:
         if self.platform.upper() not in ("EC2", "FARGATE"):
