@@ -356,7 +356,7 @@ class Executor:
         upstream = [p[0] for p in prepared] if prepared is not None else [_replace_jobs(c) for c in calls]
         unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
         self._check_reachable(unique)
-        dependencies, holding = plan(self.backend, unique)
+        dependencies, holding = plan(self.backend, unique, upstream if array else ())
         held = bool(holding)
         params = self._resolve(dependencies)
         common = params.common

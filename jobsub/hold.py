@@ -53,12 +53,19 @@ Long, because a backend that retries a submission (Slurm's backoff) may take min
 _MIN_CHECK_S = 0.1
 
 
-def plan(backend: Backend, upstream: Sequence[Job[Any]]) -> tuple[list[str], list[Job[Any]]]:
+def plan(
+    backend: Backend, upstream: Sequence[Job[Any]], per_task: Sequence[Sequence[Job[Any]]] = ()
+) -> tuple[list[str], list[Job[Any]]]:
     """Where a submission taking ``upstream`` as arguments waits.
 
     Returns the backend ids it waits on natively (Slurm's ``afterok``) and the
     upstream jobs that hold it in the client (none: it is submitted now).
+    ``per_task``: each task's upstreams, for an array whose task i takes task i
+    of one array (AWS Batch waits for that pairwise: ``N_TO_N``).
     """
+    pairwise = _pairwise(backend, per_task)
+    if pairwise is not None:
+        return [pairwise], []
     ids: set[str] = set()
     holding: list[Job[Any]] = []
     for job in upstream:
@@ -77,6 +84,17 @@ def plan(backend: Backend, upstream: Sequence[Job[Any]]) -> tuple[list[str], lis
         holding += [job for job in upstream if job.job_id in ids]
         ids.clear()
     return sorted(ids), holding
+
+
+def _pairwise(backend: Backend, per_task: Sequence[Sequence[Job[Any]]]) -> str | None:
+    """The backend's one dependency for "task i waits for the i-th task of one running array", if any."""
+    if len(per_task) < 2 or any(len(jobs) != 1 for jobs in per_task):
+        return None
+    jobs = [each[0] for each in per_task]
+    owners = {id(job._backend) for job in jobs}
+    if len(owners) != 1 or any(job._held or job._all_results_present() for job in jobs):
+        return None
+    return backend.waits_for_array(jobs[0]._backend, [job.job_id for job in jobs])
 
 
 def record(upstream: Sequence[Job[Any]], origin: dict[str, Any]) -> dict[str, Any]:

@@ -167,6 +167,19 @@ def test_separate_submits_are_one_array_by_default(aws: dict[str, str], root: st
     assert len({j.job_id.partition("_")[0] for j in jobs}) == 1
 
 
+def test_an_array_over_the_tasks_of_an_array_waits_pairwise(ex: jobsub.AutoExecutor) -> None:
+    """map_array over an array's jobs, task i taking task i: ONE dependsOn of type N_TO_N (AWS
+    starts child i once child i of the other succeeded), not a submission held by jobsub."""
+    first = ex.map_array(operator.mul, [1, 2, 3], [10, 10, 10])
+    second = ex.map_array(operator.add, first, [1, 1, 1])
+    assert [j.result(timeout=180) for j in second] == [11, 21, 31]
+    parent, first_parent = second[0].job_id.partition("_")[0], first[0].job_id.partition("_")[0]
+    described = client("batch").describe_jobs(jobs=[parent])["jobs"][0]
+    assert described["dependsOn"] == [{"jobId": first_parent, "type": "N_TO_N"}]
+    shuffled = ex.map_array(operator.add, [first[1], first[0], first[2]], [1, 1, 1])  # not pairwise: held
+    assert [j.result(timeout=180) for j in shuffled] == [21, 11, 31]
+
+
 def test_a_child_of_an_array_is_waited_for_by_jobsub_not_in_a_paid_task(ex: jobsub.AutoExecutor) -> None:
     """dependsOn on an array would fail the dependent when a sibling fails: jobsub holds it
     (HELD, no dependsOn) and submits it once the child it takes succeeded."""

@@ -204,6 +204,11 @@ class Backend:
     def on_wait(self, backend_id: str) -> None:
         """A client is about to block on this job (the debug backend runs it now)."""
 
+    def waits_for_array(self, upstream: Backend, job_ids: Sequence[str]) -> str | None:
+        """One native dependency by which task i of an array waits only for ``job_ids[i]``, the
+        i-th task of one array of ``upstream`` (AWS Batch's ``N_TO_N``); None: none exists."""
+        return None
+
     max_native_dependencies: ClassVar[int | None] = None
     """How many jobs one submission may wait on natively (AWS Batch: 20); None: no limit.
     A submission taking more is held by jobsub instead."""

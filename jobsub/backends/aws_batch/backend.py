@@ -43,6 +43,9 @@ from .tracker import LIST_PAGE, Tracker
 
 __all__ = ["AWSBatchBackend"]
 
+N_TO_N = "N_TO_N:"
+"""Prefix of a pairwise dependency on an array (``waits_for_array``) among a submission's dependencies."""
+
 logger = logging.getLogger("jobsub.aws_batch")
 
 
@@ -144,9 +147,25 @@ class AWSBatchBackend(Backend):
             and ":" not in self.tracker.aws_id(job_id)
         )
 
+    def waits_for_array(self, upstream: Backend, job_ids: Sequence[str]) -> str | None:
+        """``N_TO_N`` on an array of the same region and size whose children come in order:
+        child i starts when child i of the other succeeded (a sibling's failure stops only its pair)."""
+        if not isinstance(upstream, AWSBatchBackend) or upstream.region != self.region:
+            return None
+        parents = {job_id.partition("_")[0] for job_id in job_ids}
+        if len(parents) != 1 or job_ids != [f"{next(iter(parents))}_{i}" for i in range(len(job_ids))]:
+            return None
+        parent = parents.pop()
+        described = self.tracker.describe([parent]).get(parent) or {}
+        size = (described.get("arrayProperties") or {}).get("size")
+        return f"{N_TO_N}{parent}" if size == len(job_ids) else None
+
     def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
-        """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``)."""
-        return [{"jobId": aws_id} for aws_id in sorted(set(map(self.tracker.aws_id, dependencies)))]
+        """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``,
+        ``waits_for_array``)."""
+        pairwise = [{"jobId": d.removeprefix(N_TO_N), "type": "N_TO_N"} for d in dependencies if d.startswith(N_TO_N)]
+        plain = sorted({self.tracker.aws_id(d) for d in dependencies if not d.startswith(N_TO_N)})
+        return pairwise + [{"jobId": aws_id} for aws_id in plain]
 
     def _upload(self, storage: Storage, package: CodePackage) -> None:
         """The code package next to the job folders, once per content digest (any process's copy counts)."""
