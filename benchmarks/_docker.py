@@ -112,7 +112,7 @@ def measure(
             arrays.append(_timed(array))
         # let the dispatcher finish its bookkeeping before the folders go away
         for job in submitted:
-            while job.folder.read_marker("exit", f"{job.index}.json") is None:
+            while job.folder.read_exit(job.index) is None:
                 time.sleep(0.05)
     client.close()
     floor, single_s = statistics.median(floors), statistics.median(singles)

@@ -235,6 +235,20 @@ def handles_section(ex: jobsub.Executor, fn: Callable[[int, int], int], n: int) 
     del jobs, results
 
 
+def file_system(path: str) -> str:
+    """The type of the file system holding ``path`` (the longest matching mount point in /proc/mounts)."""
+    path, best, kind = os.path.realpath(path), "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                point, fstype = line.split()[1:3]
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                    best, kind = point, fstype
+    except OSError:
+        pass
+    return kind
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -255,6 +269,10 @@ def main() -> None:
     fn: Callable[[int, int], int] = mul if ns.fn == "main" else operator.mul
     print(f"jobsub {jobsub.__version__} from {os.path.dirname(jobsub.__file__)} on Python "
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    where = ns.dir or tempfile.gettempdir()
+    # each task creates ~7 files: on ext4 without a journal, creating files where many were deleted
+    # in the last minutes costs ms each (the allocator skips recently deleted inodes), for the floor too
+    print(f"  job folders under {where} ({file_system(where)})")
     floor = ns.floor or 0.0
     if not floor and ("floor" in sections or "map" in sections):
         floor = load_floor().floor(1000, [2, 3, 4], ns.repeat, base=ns.dir)
