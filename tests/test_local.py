@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -98,6 +99,24 @@ def test_percent_j_folder_links_to_the_job(tmp_path: Path) -> None:
     link = tmp_path / "logs" / job.job_id
     assert (link / "meta.json").exists()
     assert jobsub.Job(tmp_path / "logs" / "%j", job.job_id).result() == 4
+
+
+def test_nothing_is_written_into_the_folder_after_result_returns(tmp_path: Path) -> None:
+    """A folder removed as soon as ``result()`` returns (a temporary directory) stays removed.
+
+    The server records each end a moment after the task's result; without
+    ``result()`` waiting for that record, ``rmtree`` raced it ("Directory not
+    empty", or an ``exit/`` directory brought back).
+    """
+    for attempt in range(60):  # the race, unguarded, lost about one time in 25
+        root = tmp_path / str(attempt)
+        ex = jobsub.AutoExecutor(root, cluster="local")
+        job = ex.submit(tasks.add, attempt, 1)
+        assert job.result(timeout=30) == attempt + 1
+        assert job.folder.read_exit(0) is not None
+        shutil.rmtree(root)  # no ignore_errors: a late write would fail it
+    time.sleep(0.2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_weird_folder_names(weird_tmp_path: Path) -> None:

@@ -90,6 +90,10 @@ class SupervisedBackend(Backend):
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def end_recorded(self, backend_id: str, folder: JobFolder) -> bool:
+        """The supervisor writes ``exit/<name>.json`` just after the task's result: is it there?"""
+        return folder.read_exit(task_name(backend_id)[1] or "0") is not None
+
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         """Ended tasks from their exit records (one listing per submission), the rest from ONE request.
 

@@ -151,6 +151,10 @@ class Backend:
     otherwise: on for backends where each submission is a billed or rate-limited API call."""
     result_parameters: ClassVar[tuple[str, ...]] = ()
     """Its own keys that change what a task computes (an image, an interpreter): part of cache keys."""
+    end_record_lag_s: ClassVar[float] = 0.0
+    """How long after a task's result the backend may still write its end record into the folder.
+    ``result()`` waits that long at most for the record (``end_recorded``), so that a folder
+    removed as soon as it returns (a temporary directory) is not written into afterwards."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -170,6 +174,10 @@ class Backend:
     def cancel(self, backend_ids: Sequence[str]) -> None:
         """Cancel jobs (array ids cancel every task)."""
         raise NotImplementedError(f"{type(self).__name__}.cancel")
+
+    def end_recorded(self, backend_id: str, folder: JobFolder) -> bool:
+        """Whether the backend has written all it writes into ``folder`` for this task's end."""
+        return True
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """stdout and stderr of one task; by default what the worker wrote into the folder."""

@@ -56,6 +56,7 @@ class LocalBackend(SupervisedBackend):
     poll_interval_s = 0.25
     result_check_s = 0.02  # results land on a local disk: a stat costs microseconds
     result_grace_s = 0.0  # same machine: results are written before the process exits
+    end_record_lag_s = 1.0  # the server records the end a millisecond after the result, unless very busy
     result_parameters = ("python",)
 
     def __init__(self, root: str, server: str | None = None) -> None:
