@@ -8,10 +8,13 @@ missing, where those are not running.  In CI nothing here is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +126,16 @@ def weird_tmp_path(tmp_path: Path) -> Path:
     path = tmp_path / "a'; echo foo \"b c\""
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def private_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fork server of the test's own (its socket under tmp_path): the test may kill it."""
+    monkeypatch.setenv("JOBSUB_LOCAL_DIR", str(tmp_path / "runtime"))
+    from jobsub.runtime import code_version
+
+    code_version.cache_clear()
+    yield tmp_path / "runtime"
+    for pid_file in (tmp_path / "runtime").glob("*.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)

@@ -213,19 +213,6 @@ def test_damaged_exit_record_and_meta_spoil_nothing_else(tmp_path: Path) -> None
 # -- 15. what a task leaves behind never blocks the next server ------------------------------------------------
 
 
-@pytest.fixture
-def private_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fork server of the test's own (its socket under tmp_path): the test may kill it."""
-    monkeypatch.setenv("JOBSUB_LOCAL_DIR", str(tmp_path / "runtime"))
-    from jobsub.runtime import code_version
-
-    code_version.cache_clear()
-    yield tmp_path / "runtime"
-    for pid_file in (tmp_path / "runtime").glob("*.pid"):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-
-
 def test_a_process_a_task_leaves_behind_does_not_block_the_next_server(private_local_server: Path, tmp_path: Path) -> None:
     ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local")
     lingering = ex.submit(tasks.leave_a_daemon_behind).result(timeout=30)

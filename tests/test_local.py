@@ -153,6 +153,38 @@ def _server_pid(executor: jobsub.AutoExecutor) -> int:
     return int(Path(executor.backend.config()["server"] + ".pid").read_text())
 
 
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            children.append(int(entry))
+    return children
+
+
+def test_a_killed_spare_runner_costs_no_task(private_local_server: Path, tmp_path: Path) -> None:
+    """The server keeps a runner forked ahead of the next submission; killed while it waits, the next
+    task runs in another process (not handed to the dead one and failed)."""
+    local_executor = jobsub.AutoExecutor(tmp_path / "runs", cluster="local")
+    assert local_executor.submit(tasks.add, 1, 1).result(timeout=30) == 2
+    server = _server_pid(local_executor)
+    deadline = time.monotonic() + 10
+    while not (spares := _children_of(server)):  # the task's own runner has left; the spare waits
+        assert time.monotonic() < deadline, "the server keeps no spare runner"
+        time.sleep(0.02)
+    for pid in spares:
+        os.kill(pid, 9)
+    while set(spares) & set(_children_of(server)):  # dead (a task handed over while the kill lands
+        time.sleep(0.01)                              # fails as killed, as any task whose process is)
+    jobs = [local_executor.submit(tasks.add, i, 1) for i in range(3)]
+    assert [j.result(timeout=30) for j in jobs] == [1, 2, 3]
+    assert not set(spares) & {_pid_of(j) for j in jobs}
+
+
 def test_killed_server_loses_nothing(local_executor: jobsub.AutoExecutor) -> None:
     """The fork server dies with one task running and three queued: another server takes them over.
 

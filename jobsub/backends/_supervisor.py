@@ -511,10 +511,14 @@ class Supervisor(JsonLineServer):
             if not self.busy() and not self.conns and time.monotonic() - self.last_activity > idle_exit_s:
                 break
         logger.info("idle for %.0f s, leaving", idle_exit_s)
+        self.leave()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         while self.drain() or self.busy():
             self.step(min(idle_timeout, 0.05))
+
+    def leave(self) -> None:
+        """Called once when the supervisor stops taking submissions (idle): let go of what it keeps ready."""
 
     def step(self, idle_timeout: float) -> None:
         timeout = idle_timeout

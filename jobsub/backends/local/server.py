@@ -12,7 +12,8 @@ warm process that calls the worker in-process: no interpreter start per job.
         queue, dependencies, deadlines, requeue, the end -> state rule: shared with Docker
         fork() per rank ──> child: own process group, chdir, env, sys.path, worker.main(argv)
           (a one-rank task's child is a runner: it reports "<i> <code>" on its socket and, when
-           the task was short and left nothing behind, runs the next task it is sent: runner.py)
+           the task was short and left nothing behind, runs the next task it is sent: runner.py;
+           one runner is kept forked ahead of need, so a submission's first task waits for no fork)
         SIGCHLD ──> waitpid ──> exit/<i>.json
         mem_gb: the RSS of each task's process groups, summed from /proc every 0.25 s;
                 over the limit, SIGKILL and OUT_OF_MEMORY (what a cgroup would do)
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import logging
 import os
 import signal
@@ -40,7 +42,7 @@ from ... import worker
 from .._daemon import run_daemon
 from .._supervisor import Submission, Supervisor, Task, TaskEnd
 from .procs import alive, kill_group, rss_by_process_group, start_time
-from .runner import REUSE_MAX_S, blocked_fraction_help, run_in_child, run_tasks
+from .runner import REUSE_MAX_S, blocked_fraction_help, run_first_sent, run_in_child
 
 logger = logging.getLogger("jobsub.localserver")
 
@@ -55,6 +57,19 @@ RAMP_S = 0.05
 """How often a reusing submission's window of runners may double (see ``limit``)."""
 MAX_RUNNERS = 400
 """Runners alive at once: each holds a socket here, and select() takes descriptors below 1024."""
+
+
+SPARE_RETRY_S = 1.0
+"""How long after a spare runner died unused before another is forked (no fork loop if they all die)."""
+
+
+@dataclass(eq=False)
+class Spare:
+    """A runner forked ahead of need, waiting on its socket for its first task."""
+
+    pid: int
+    started: int | None
+    sock: socket.socket
 
 
 @dataclass(eq=False)
@@ -79,6 +94,9 @@ class LocalServer(Supervisor):
         self.by_pid: dict[int, tuple[Task, int]] = {}
         self.codes: dict[Task, dict[int, tuple[int | None, int | None]]] = {}  # rank -> (code, signal)
         self.runners: dict[int, Runner] = {}  # by the server's descriptor of its socket
+        self.spare: Spare | None = None
+        self.next_spare_at = 0.0
+        self.leaving = False
         self.last_memory_check = 0.0
         self.last_orphan_check = 0.0
         self.next_cpu = 0
@@ -99,7 +117,7 @@ class LocalServer(Supervisor):
         self.codes[task] = {}
         task.scratch["cpus"] = self.cpus_for(int(task.sub.spec.get("cpus_per_task") or 0))
         if self.reuses(task.sub) and len(self.runners) < MAX_RUNNERS:
-            self.fork_runner(task)
+            self.start_runner(task)
         else:
             for rank in range(task.sub.ranks):
                 self.fork(task, rank, lambda t=task, r=rank: self.child(t, r))
@@ -129,11 +147,11 @@ class LocalServer(Supervisor):
             if rank not in ended:
                 kill_group(pid, sig, started)
 
-    def detach(self, task: Task) -> None:  # pragma: no cover - runs in the child
+    def detach(self, cpus: list[int]) -> None:  # pragma: no cover - runs in the child
         """What a fresh child drops of the server: its group, signal handlers, every descriptor."""
         os.setpgid(0, 0)  # its own group: a kill reaches the subprocesses it starts
-        if task.scratch.get("cpus"):  # cpus_per_task: these CPUs, not every one of the machine
-            os.sched_setaffinity(0, task.scratch["cpus"])
+        if cpus:  # cpus_per_task: these CPUs, not every one of the machine
+            os.sched_setaffinity(0, cpus)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
@@ -141,7 +159,7 @@ class LocalServer(Supervisor):
     def child(self, task: Task, rank: int) -> None:  # pragma: no cover - runs in the child
         code = 1
         try:
-            self.detach(task)
+            self.detach(task.scratch.get("cpus") or [])
             # nothing of the server's stays open in a task: not its socket, nor the locks it holds
             # on submissions and on its own life (a process the task leaves behind would keep them)
             os.closerange(3, 65536)
@@ -150,26 +168,57 @@ class LocalServer(Supervisor):
             os._exit(code)
 
     # -- runners: one process, one task after another ----------------------------------------------
-    def fork_runner(self, task: Task) -> None:
-        ours, theirs = socket.socketpair()
+    def start_runner(self, task: Task) -> None:
+        """Hand ``task`` to the spare runner, or to one forked now if there is none (or it died)."""
+        spare, self.spare = self.spare, None
+        if spare is None or not alive(spare.pid, spare.started):
+            if spare is not None:  # dead but not reaped yet: reap() forgets it
+                self.spare = spare
+            spare = self.fork_spare()
+        task.handles[0] = [spare.pid, spare.started]
+        self.by_pid[spare.pid] = (task, 0)
+        runner = Runner(spare.pid, spare.started, spare.sock, task.sub, task)
+        self.runners[spare.sock.fileno()] = runner
+        self.watched[spare.sock.fileno()] = functools.partial(self.runner_said, runner)
+        sub = task.sub
+        first = {"spec": sub.spec, "env": sub.env, "key": sub.folder.key, "offset": sub.offset,
+                 "index": task.index, "cpus": task.scratch.get("cpus") or []}
+        try:
+            spare.sock.sendall(json.dumps(first).encode() + b"\n")
+        except OSError:  # it died meanwhile: reap() ends the task, as for any runner that dies
+            self.drop_runner(runner)
 
-        def body() -> None:  # pragma: no cover - runs in the runner
+    def fork_spare(self) -> Spare:
+        """A child that drops what it holds of the server, then waits for its first task (``run_first_sent``)."""
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the spare
             code = 1
             try:
-                self.detach(task)
+                self.detach([])
                 keep = theirs.detach()
                 os.closerange(3, keep)
                 os.closerange(keep + 1, 65536)
-                sub = task.sub
-                code = run_tasks(sub.spec, sub.env, sub.folder.key, sub.offset, task.index, keep)
+                code = run_first_sent(keep)
             finally:
                 os._exit(code)
-
-        pid = self.fork(task, 0, body)
+        with contextlib.suppress(OSError):  # as fork(): the group exists before anyone signals it
+            os.setpgid(pid, pid)
         theirs.close()
-        runner = Runner(pid, task.handles[0][1], ours, task.sub, task)
-        self.runners[ours.fileno()] = runner
-        self.watched[ours.fileno()] = functools.partial(self.runner_said, runner)
+        return Spare(pid, start_time(pid), ours)
+
+    def start_pending(self) -> None:
+        super().start_pending()
+        # the next submission's first task then starts without waiting for a fork
+        if self.spare is None and not self.leaving and time.monotonic() >= self.next_spare_at:
+            self.spare = self.fork_spare()
+
+    def leave(self) -> None:
+        """No more submissions: the spare runner is told so (it reads the end of its socket and exits)."""
+        self.leaving = True
+        if self.spare is not None:
+            self.spare.sock.close()
+            self.spare = None
 
     def runner_said(self, runner: Runner) -> None:
         """A runner finished its task ("<index> <code> <wall> <blocked>") and waits for the next, or it left."""
@@ -283,6 +332,10 @@ class LocalServer(Supervisor):
             entry = self.by_pid.pop(pid, None)
             for runner in [r for r in self.runners.values() if r.pid == pid]:
                 self.drop_runner(runner)
+            if self.spare is not None and self.spare.pid == pid:  # it died unused (killed)
+                self.spare.sock.close()
+                self.spare = None
+                self.next_spare_at = time.monotonic() + SPARE_RETRY_S
             if entry is None:
                 continue
             task, rank = entry
