@@ -117,6 +117,9 @@ def _load(path: Path, name: str, **changes: Any) -> Any:
 @pytest.fixture
 def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(tmp_path))
+    # rewritten within a second at the same size, a module would be read back from its stale .pyc
+    # (where PYTHONDONTWRITEBYTECODE is unset, as on most machines)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
     return tmp_path
 
 
