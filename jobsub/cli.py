@@ -35,6 +35,10 @@ from .storage import open_storage
 
 __all__ = ["main"]
 
+STATUS_REMOTE_USAGE_MAX = 100
+"""Tasks of a bucket submission whose usage ``status`` reads for its peak memory: each is a
+request (10,000 tasks would take minutes); past that, the line shows no peak."""
+
 
 def status(folder: str) -> int:
     """One line per submission under ``folder`` (a path, ``runs/%j``, or a store URL).
@@ -70,7 +74,9 @@ def status(folder: str) -> int:
             continue
         try:
             states = collections.Counter(str(j.state) for j in jobs)
-            peak = max((u.get("max_rss_mb", 0) for j in jobs for u in _usage(j)), default=0)
+            peak = 0.0
+            if jobs[0].folder.local_file() is not None or len(jobs) <= STATUS_REMOTE_USAGE_MAX:
+                peak = max((u.get("max_rss_mb", 0) for j in jobs for u in _usage(j)), default=0)
         except (JobsubError, OSError) as exc:
             print(f"{name}  {jobs[0].backend:<8} (cannot ask its states: {exc})")
             continue

@@ -78,3 +78,31 @@ class TestDockerBackendOnGCS(_DockerOnABucket):
     @pytest.fixture
     def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
         return _docker_on(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", monkeypatch)
+
+
+def test_status_of_a_big_bucket_submission_reads_no_result(
+    s3_bucket: str, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """``jobsub status`` shows a bucket array's states without a request per result (10,000 tasks
+    would take minutes); the peak memory it shows only for submissions small enough to read."""
+    from jobsub.cli import STATUS_REMOTE_USAGE_MAX, main
+
+    url = f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs"
+    ex = jobsub.AutoExecutor(url, cluster="local")
+    n = STATUS_REMOTE_USAGE_MAX + 20
+    jobs = ex.map_array(abs, range(-n, 0))
+    assert [j.result(timeout=120) for j in jobs] == list(range(n, 0, -1))
+    result_reads: list[str] = []
+
+    def count(request: Any, **_: Any) -> None:
+        if request.method == "GET" and "/result/" in request.url:
+            result_reads.append(request.url)
+
+    client = ex.storage.client  # type: ignore[attr-defined]  # the process's one S3 client
+    client.meta.events.register("before-send.s3.GetObject", count)
+    try:
+        assert main(["status", url]) == 0
+    finally:
+        client.meta.events.unregister("before-send.s3.GetObject", count)
+    assert f"{n} COMPLETED" in capsys.readouterr().out
+    assert result_reads == []
