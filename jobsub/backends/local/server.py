@@ -129,7 +129,9 @@ class LocalServer(Supervisor):
         spec = sub.spec
         return bool(spec.get("reuse")) and sub.ranks == 1 and not spec.get("setup") and not spec.get("python")
 
-    def fork(self, task: Task, rank: int, body: Any) -> int:
+    @staticmethod
+    def fork_group(body: Any) -> int:
+        """Fork a child that runs ``body`` (which never returns) as the leader of its own group."""
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             body()
@@ -137,6 +139,10 @@ class LocalServer(Supervisor):
         # exists before anyone reads the run record and signals it (whichever runs first)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
+        return pid
+
+    def fork(self, task: Task, rank: int, body: Any) -> int:
+        pid = self.fork_group(body)
         task.handles[rank] = [pid, start_time(pid)]
         self.by_pid[pid] = (task, rank)
         return pid
@@ -171,9 +177,10 @@ class LocalServer(Supervisor):
     def start_runner(self, task: Task) -> None:
         """Hand ``task`` to the spare runner, or to one forked now if there is none (or it died)."""
         spare, self.spare = self.spare, None
-        if spare is None or not alive(spare.pid, spare.started):
-            if spare is not None:  # dead but not reaped yet: reap() forgets it
-                self.spare = spare
+        if spare is not None and not alive(spare.pid, spare.started):  # killed, not reaped yet
+            spare.sock.close()
+            spare = None
+        if spare is None:
             spare = self.fork_spare()
         task.handles[0] = [spare.pid, spare.started]
         self.by_pid[spare.pid] = (task, 0)
@@ -191,8 +198,8 @@ class LocalServer(Supervisor):
     def fork_spare(self) -> Spare:
         """A child that drops what it holds of the server, then waits for its first task (``run_first_sent``)."""
         ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the spare
+
+        def body() -> None:  # pragma: no cover - runs in the spare
             code = 1
             try:
                 self.detach([])
@@ -202,8 +209,8 @@ class LocalServer(Supervisor):
                 code = run_first_sent(keep)
             finally:
                 os._exit(code)
-        with contextlib.suppress(OSError):  # as fork(): the group exists before anyone signals it
-            os.setpgid(pid, pid)
+
+        pid = self.fork_group(body)
         theirs.close()
         return Spare(pid, start_time(pid), ours)
 
