@@ -90,7 +90,7 @@ def status(folder: str) -> int:
 
 def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
     """Release the held submissions under ``folder`` as their upstreams succeed (or end them)."""
-    from .hold import check, watch_root
+    from .hold import check, released_here, watch_root
 
     root = split_folder_template(folder)[0]
     storage = open_storage(root)
@@ -117,7 +117,12 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
                     ids = [s["id"] for s in sub.read_meta().get("submissions", [])]
                 except (JobsubError, OSError):
                     ids = []
-                print(f"{sub.key}: " + (f"released as {', '.join(ids)}" if ids else "ended without being submitted"))
+                if not ids:
+                    print(f"{sub.key}: ended without being submitted")
+                elif released_here(sub):
+                    print(f"{sub.key}: released as {', '.join(ids)}")
+                else:  # several watchers of one folder: one claim, one submission, the others only see it
+                    print(f"{sub.key}: released by another process as {', '.join(ids)}")
             held = still
             if once or not held:
                 break

@@ -400,6 +400,15 @@ def check(folder: JobFolder) -> bool:
     return _releaser.check(folder, force=True)
 
 
+def released_here(folder: JobFolder) -> bool:
+    """Whether this process holds the last release claim of ``folder`` (it submitted it, not another)."""
+    claims = folder.release_claims()
+    if not claims:
+        return False
+    claim = claims[-1][1]
+    return claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname()
+
+
 def drive(folder: JobFolder) -> None:
     """Someone waits on a held job: its debug upstreams run now (they run when waited for); look now."""
     try:

@@ -132,8 +132,45 @@ def test_two_processes_release_a_held_submission_once(tmp_path: Path) -> None:
     assert after.result(timeout=120) == 4
     meta = after.folder.read_meta()
     assert len(meta["submissions"]) == 1 and len(after.folder.release_claims()) == 1
-    assert sum("released as" in out for out in outs) <= 1, outs
+    assert sum("released as" in out for out in outs) <= 1, outs  # only the claimant says it released it
+    told = ("released as", "released by another process as", "no held submissions")
+    assert all(any(t in out for t in told) for out in outs), outs
     assert (tmp_path / "ran.txt").read_text() == "once\n"
+
+
+_HELD_BEHIND_SLURM = textwrap.dedent(
+    """
+    import sys, jobsub
+    from tests import tasks
+    from tests.conftest import backend_parameters
+    slurm = jobsub.AutoExecutor(sys.argv[1] + "/slurm", cluster="slurm")
+    slurm.update_parameters(mem_gb=0.25, **backend_parameters("slurm"))
+    local = jobsub.AutoExecutor(sys.argv[1] + "/local", cluster="local")
+    held = local.submit(tasks.add, slurm.submit(tasks.sleep_then, 3, 1), 1)
+    print(held.job_id)
+    """
+)
+
+
+@pytest.mark.slurm
+def test_of_three_watchers_only_the_one_that_released_says_so(tmp_path: Path) -> None:
+    """Made by a process that exits at once, watched by three: one claim, one submission, one "released as"."""
+    require("slurm")
+    made = subprocess.run([sys.executable, "-c", _HELD_BEHIND_SLURM, str(tmp_path)],
+                          capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
+    held_id = made.stdout.strip()
+    watchers = [
+        subprocess.Popen([sys.executable, "-m", "jobsub.cli", "attach", str(tmp_path / "local"), "--interval", "0.1"],
+                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(3)
+    ]
+    outs = [w.communicate(timeout=180)[0] for w in watchers]
+    assert all("1 held submission(s)" in out for out in outs), outs  # each saw it held
+    assert sum("released as" in out for out in outs) == 1, outs
+    assert sum("released by another process as" in out for out in outs) == 2, outs
+    job = jobsub.Job(tmp_path / "local", held_id)
+    assert job.result(timeout=120) == 2
+    assert len(job.folder.read_meta()["submissions"]) == 1 and len(job.folder.release_claims()) == 1
 
 
 _CHAIN = textwrap.dedent(
