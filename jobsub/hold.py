@@ -384,7 +384,12 @@ def _claim(folder: JobFolder) -> bool:
         if time.time() - float(claim.get("at", 0)) < STALE_CLAIM_S:
             return False
         generation = last + 1  # the claimant died before it recorded an intent
-    return folder.claim_release(generation, {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time()})
+    return folder.claim_release(generation, {**_this_process(), "at": time.time()})
+
+
+def _this_process() -> dict[str, Any]:
+    """Who a release claim names: what ``released_here`` compares with."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 _releaser = _Releaser()
@@ -406,7 +411,7 @@ def released_here(folder: JobFolder) -> bool:
     if not claims:
         return False
     claim = claims[-1][1]
-    return claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname()
+    return all(claim.get(name) == value for name, value in _this_process().items())
 
 
 def drive(folder: JobFolder) -> None:
