@@ -14,7 +14,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def require(backend: str) -> None:
     problem = service_problem(backend)
     if problem:
         pytest.skip(problem)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "", every: float = 0.05) -> None:
+    """Look at ``predicate`` every ``every`` s until it holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what or 'condition'} not met after {timeout} s"
+        time.sleep(every)
 
 
 def backend_parameters(backend: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from jobsub.submission import launch_for, new_meta, start
 from tests import aws_batch_env, tasks
 from tests.aws_batch_env import BUCKET, QUEUE, client
 from tests.conformance.behaviour import BehaviourSuite
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.aws
 
@@ -88,13 +89,6 @@ def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False
 
     backend = AWSBatchBackend(root)
     return backend, jobsub.Executor(root, backend=backend, job_queue=aws["queue"], image=aws["image"], auto_array=auto_array)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"condition not met after {timeout} s"
-        time.sleep(0.2)
 
 
 def _aws_state(job: jobsub.Job[Any]) -> JobState:
@@ -217,7 +211,7 @@ def test_a_reclaimed_checkpointable_task_resumes_from_its_checkpoint(ex: jobsub.
     import docker
 
     job = ex.submit(tasks.SlowCounter(), 600)
-    _wait(lambda: job.state == "RUNNING", 120)
+    wait_until(lambda: job.state == "RUNNING", 120, every=0.2)
     engine = docker.from_env()
     try:
         def reclaim() -> bool:  # until the worker's handler is in place (PID 1 ignores it before)
@@ -227,7 +221,7 @@ def test_a_reclaimed_checkpointable_task_resumes_from_its_checkpoint(ex: jobsub.
             time.sleep(1)
             return job.folder.read_checkpoint(0) is not None
 
-        _wait(reclaim, 90)
+        wait_until(reclaim, 90, every=0.2)
     finally:
         engine.close()
     params = ex._resolve()
@@ -242,7 +236,7 @@ def test_a_task_that_cannot_checkpoint_stops_at_sigterm(ex: jobsub.AutoExecutor)
     import docker
 
     job = ex.submit(time.sleep, 600)
-    _wait(lambda: job.state == "RUNNING", 120)
+    wait_until(lambda: job.state == "RUNNING", 120, every=0.2)
     engine = docker.from_env()
     try:
         signalled: list[str] = []
@@ -257,7 +251,7 @@ def test_a_task_that_cannot_checkpoint_stops_at_sigterm(ex: jobsub.AutoExecutor)
                     return False
             return bool(signalled)
 
-        _wait(stopped, 60)  # well before ECS's SIGKILL would come (30 s after SIGTERM)
+        wait_until(stopped, 60, every=0.2)  # well before ECS's SIGKILL would come (30 s after SIGTERM)
     finally:
         engine.close()
     with pytest.raises(jobsub.JobError):
@@ -287,7 +281,7 @@ def test_debug_runs_the_tasks_here_with_the_same_image_command_and_folder(aws: d
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:
     job = ex.submit(time.sleep, 120)
     jobs = ex.map_array(time.sleep, [0.1, 120])
-    _wait(lambda: job.state == "RUNNING" and jobs[1].state == "RUNNING")
+    wait_until(lambda: job.state == "RUNNING" and jobs[1].state == "RUNNING", 60, every=0.2)
     assert job.cancel() and jobs[1].cancel()
     with pytest.raises(jobsub.JobCancelledError, match="cancelled by the user"):
         job.result(timeout=60)
@@ -313,7 +307,7 @@ def test_logs_come_from_cloudwatch(ex: jobsub.AutoExecutor) -> None:
 
     job = ex.submit(chatty)
     assert job.result(timeout=120) == 3
-    _wait(lambda: _aws_state(job) is JobState.COMPLETED)  # moto ships the logs as the job ends
+    wait_until(lambda: _aws_state(job) is JobState.COMPLETED, 60, every=0.2)  # moto ships the logs as the job ends
     out = job.stdout()
     assert out is not None and "hello from the task" in out and "and to stderr" in out
     described = client("batch").describe_jobs(jobs=[job.job_id])["jobs"][0]
@@ -345,9 +339,9 @@ def test_the_command_line_tool_on_an_s3_folder(ex: jobsub.AutoExecutor, root: st
     done = ex.submit(print, "printed by the task")
     slow = ex.submit(time.sleep, 120)
     assert done.result(timeout=120) is None
-    _wait(lambda: _aws_state(done) is JobState.COMPLETED)
+    wait_until(lambda: _aws_state(done) is JobState.COMPLETED, 60, every=0.2)
     assert main(["cancel", f"{root}/%j", slow.job_id]) == 0
-    _wait(lambda: _aws_state(slow) is JobState.CANCELLED)  # TerminateJob takes a moment
+    wait_until(lambda: _aws_state(slow) is JobState.CANCELLED, 60, every=0.2)  # TerminateJob takes a moment
     assert main(["logs", root, done.job_id]) == 0
     assert "printed by the task" in capsys.readouterr().out
     # from a shell, as a user would: this process's poller may still hold the state it saw at the

@@ -28,7 +28,7 @@ from jobsub import JobState
 from jobsub.backends.docker import DockerBackend
 from tests import tasks
 from tests.conformance.behaviour import BehaviourSuite
-from tests.conftest import backend_parameters, require
+from tests.conftest import backend_parameters, require, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -55,14 +55,6 @@ def _containers(api: Any, key: str) -> list[dict[str, Any]]:
     return found
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met after {timeout} s")
-        time.sleep(0.05)
-
-
 class TestDockerBehaviour(BehaviourSuite):
     cluster = "docker"
 
@@ -70,7 +62,7 @@ class TestDockerBehaviour(BehaviourSuite):
 def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None:
     ex.update_parameters(cpus_per_task=1, mem_gb=0.5, env={"FROM_ENV": "yes"})
     job = ex.submit(tasks.sleep_then, 1.5, "done")
-    _wait_for(lambda: job.state == "RUNNING")
+    wait_until(lambda: job.state == "RUNNING")
     (container,) = _containers(api, job.job_id)
     labels = container["Labels"]
     assert labels["jobsub.folder"] == job.folder.url and labels["jobsub.job_id"] == job.job_id
@@ -83,7 +75,7 @@ def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None
     assert "FROM_ENV=yes" in info["Config"]["Env"]
     assert job.result(timeout=60) == "done"
     # finished containers are removed once their output is saved
-    _wait_for(lambda: not _containers(api, job.job_id), timeout=10)
+    wait_until(lambda: not _containers(api, job.job_id), timeout=10)
     assert job.folder.read_exit(0)["state"] == "COMPLETED"
 
 
@@ -126,25 +118,25 @@ def test_time_limit_removes_the_container(ex: jobsub.AutoExecutor, api: Any) -> 
     with pytest.raises(jobsub.JobTimeoutError, match="time limit of 0.02 min") as info:
         job.result(timeout=60)
     assert info.value.state is JobState.TIMEOUT and job.state == "TIMEOUT"
-    _wait_for(lambda: not _containers(api, job.job_id), timeout=15)
+    wait_until(lambda: not _containers(api, job.job_id), timeout=15)
 
 
 def test_cancel_running_and_pending_tasks(ex: jobsub.AutoExecutor, api: Any) -> None:
     ex.update_parameters(array_parallelism=1)
     running, pending = ex.map_array(tasks.sleep_then, [60, 60])
-    _wait_for(lambda: running.state == "RUNNING")
+    wait_until(lambda: running.state == "RUNNING")
     assert pending.state == "PENDING"
     assert pending.cancel() and running.cancel()
     for job in (running, pending):
         with pytest.raises(jobsub.JobCancelledError):
             job.result(timeout=30)
-    _wait_for(lambda: not _containers(api, running.folder.key), timeout=15)
+    wait_until(lambda: not _containers(api, running.folder.key), timeout=15)
     assert running.folder.read_run(1) is None  # the pending task never started
 
 
 def test_vanished_container_is_lost(ex: jobsub.AutoExecutor, api: Any) -> None:
     job = ex.submit(tasks.sleep_then, 60)
-    _wait_for(lambda: job.state == "RUNNING")
+    wait_until(lambda: job.state == "RUNNING")
     (container,) = _containers(api, job.job_id)
     api.remove_container(container["Id"], force=True)  # someone else removes it
     with pytest.raises(jobsub.JobLostError, match="disappeared"):
@@ -226,7 +218,7 @@ def test_folder_files_belong_to_the_submitting_user(ex: jobsub.AutoExecutor, tmp
     ex.update_parameters(docker_volumes=[f"{extra}:/extra:ro"], env={"EXTRA": "/extra"})
     job = ex.submit(read_and_write)
     assert job.result(timeout=60) == "mounted"
-    _wait_for(lambda: job.folder.read_exit(0) is not None)
+    wait_until(lambda: job.folder.read_exit(0) is not None)
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in job.folder.path.rglob("*")}  # type: ignore[union-attr]
     assert owners == {(os.getuid(), os.getgid())}
 
@@ -331,7 +323,7 @@ def test_orphaned_submission_is_adopted(private_dispatcher: Path, ex: jobsub.Aut
     assert [j.result(timeout=60) for j in jobs] == ["a", "b", "c"]
     assert int(pid_file.read_text()) != first_pid  # a new one adopted the submission
     for job in jobs:  # and finishes its bookkeeping (before the fixture stops it)
-        _wait_for(lambda job=job: job.folder.read_exit(job.index) is not None)
+        wait_until(lambda job=job: job.folder.read_exit(job.index) is not None)
 
 
 REATTACH = textwrap.dedent(

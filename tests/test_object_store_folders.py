@@ -9,7 +9,6 @@ fake-gcs-server, started by scripts/start-moto.sh and scripts/start-fake-gcs.sh.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 import jobsub
 from tests.conformance.behaviour import BehaviourSuite
-from tests.conftest import require
+from tests.conftest import require, wait_until
 from tests.test_storage_gcs import bucket as gcs_bucket  # noqa: F401 - session fixtures of the store tests
 from tests.test_storage_gcs import fake_gcs  # noqa: F401
 from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401
@@ -95,9 +94,7 @@ def test_status_of_a_big_bucket_submission_reads_no_result(
     assert [j.result(timeout=120) for j in jobs] == list(range(n, 0, -1))
     # a task whose end the server has not recorded yet is told from its result (a read, rightly):
     # the count below is about the recorded ones, so let the last records land (one listing a look)
-    deadline = time.monotonic() + 30
-    while len(jobs[0].folder.ended()) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(jobs[0].folder.ended()) >= n, 30, "an exit record for every task")
     result_reads: list[str] = []
 
     def count(request: Any, **_: Any) -> None:

@@ -17,13 +17,6 @@ from jobsub import JobState
 from tests import tasks
 
 
-def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def _beside(executor: jobsub.AutoExecutor, tmp_path: Path, name: str) -> Any:
     """A folder for another executor where ``executor``'s tasks can read it: on this disk, or
     in the bucket of a backend whose tasks see no disk of this machine."""
