@@ -1,0 +1,6 @@
+"""The cloud kit: what every scheduler backend shares, written once.
+
+``gateway``: one SDK door per provider (client, paced and retried calls, error mapping),
+shared by storage and backends.  Backends compose these pieces; none is a base class
+that forces one shape on them.
+"""
