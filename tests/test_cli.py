@@ -12,6 +12,15 @@ import pytest
 import jobsub
 from jobsub.cli import main
 from tests import tasks
+from tests.conftest import require, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``jobsub ARGS`` in a new process (``python -m jobsub``), as a shell runs it."""
+    return subprocess.run([sys.executable, "-m", "jobsub", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env=env)
 
 
 def test_status_logs_cancel(local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,3 +101,38 @@ def test_cancel_reaches_the_server_that_holds_the_job(local_executor: jobsub.Aut
     assert not list(elsewhere.glob("*.sock"))  # no second server was started for the cancel
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert again.stdout.strip() == "False"  # it has ended: nothing to cancel
+
+
+_HELD_BEHIND_SLURM = """
+import sys, jobsub
+from tests import tasks
+from tests.conftest import backend_parameters
+slurm = jobsub.AutoExecutor(sys.argv[1] + "/slurm", cluster="slurm")
+slurm.update_parameters(mem_gb=0.25, **backend_parameters("slurm"))
+up = slurm.submit(tasks.add, 1, 1)
+local = jobsub.AutoExecutor(sys.argv[1] + "/local", cluster="local")
+print(up.job_id, local.submit(tasks.add, up, 1).job_id)
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("command", [["attach", "--once"], ["status"]])
+def test_a_one_look_command_releases_a_held_submission_whose_upstream_succeeded(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Issue 26 item 6: the background releaser these commands start must not make their own look a no-op.
+
+    Real: a Slurm upstream, a local downstream held behind it by a process that exited at once.
+    """
+    require("slurm")
+    made = subprocess.run([sys.executable, "-c", _HELD_BEHIND_SLURM, str(tmp_path)],
+                          capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
+    up_id, held_id = made.stdout.split()
+    wait_until(lambda: jobsub.Job(tmp_path / "slurm", up_id).done(), timeout=120, what="the Slurm upstream ends")
+    ran = _cli(*command[:1], str(tmp_path / "local"), *command[1:])
+    assert ran.returncode == 0, ran.stderr
+    if command[0] == "attach":
+        assert "released as" in ran.stdout, ran.stdout
+    meta = jobsub.Job(tmp_path / "local", held_id).folder.read_meta()
+    assert meta.get("submissions"), f"still held after `jobsub {' '.join(command)}`: {ran.stdout}"
+    assert jobsub.Job(tmp_path / "local", held_id).result(timeout=120) == 3
