@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def test_status_logs_cancel(local_executor: jobsub.AutoExecutor, capsys: pytest.
     assert "cancelled" in capsys.readouterr().out
     with pytest.raises(jobsub.JobCancelledError):
         slow.result(timeout=30)
-    assert main(["status", str(local_executor.folder)]) == 0
+    assert main(["status", str(local_executor.folder)]) == 3  # a task ended other than COMPLETED
     out = capsys.readouterr().out
     assert "1 COMPLETED" in out and "1 CANCELLED" in out
 
@@ -52,8 +53,9 @@ def test_status_of_running_submissions_and_nested_folders(tmp_path: Path, capsys
         for folder in (tmp_path / "runs" / "sweep" / "%j", tmp_path / "runs"):
             assert main(["status", str(folder)]) == 0
             out = capsys.readouterr().out
-            assert "UNKNOWN" not in out and "peak RSS" not in out
-            lines = out.splitlines()
+            assert "UNKNOWN" not in out and " MB" not in out  # no peak memory before a task ended
+            header, *lines = out.splitlines()
+            assert header.split()[:3] == ["SUBMISSION", "FUNCTION", "BACKEND"]
             assert len(lines) == 2 and all("PENDING" in line or "RUNNING" in line for line in lines)
     finally:
         for job in (*slow, other):
@@ -136,3 +138,130 @@ def test_a_one_look_command_releases_a_held_submission_whose_upstream_succeeded(
     meta = jobsub.Job(tmp_path / "local", held_id).folder.read_meta()
     assert meta.get("submissions"), f"still held after `jobsub {' '.join(command)}`: {ran.stdout}"
     assert jobsub.Job(tmp_path / "local", held_id).result(timeout=120) == 3
+
+
+# -- issue 26 item 11, issue 29: one line per error, exit statuses, the table, --json ------------------------
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], cause: str) -> None:
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.err.startswith(f"jobsub {argv[0]}: ") and cause in captured.err, captured.err
+
+
+@pytest.mark.parametrize("command", ["status", "attach", "clean"])
+def test_an_unreadable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    extra = ["--failed"] if command == "clean" else []
+    _one_line_error(capsys, [command, str(loop), *extra], "Too many levels of symbolic links")
+    _one_line_error(capsys, [command, str(tmp_path / ("x" * 300)), *extra], "File name too long")
+
+
+def test_a_malformed_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(capsys, ["status", "s3://"], "names no bucket")
+    _one_line_error(capsys, ["status", "ftp://host/runs"], "unknown storage scheme 'ftp'")
+    _one_line_error(capsys, ["logs", "s3://", "123"], "names no bucket")
+
+
+def test_a_missing_bucket_and_missing_credentials_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Real: moto's S3 server (scripts/start-moto.sh) answers NoSuchBucket; boto3's own credential chain."""
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        pytest.skip("no S3 endpoint (AWS_ENDPOINT_URL: scripts/start-moto.sh)")
+    _one_line_error(capsys, ["status", "s3://jobsub-no-such-bucket/runs"], "bucket 'jobsub-no-such-bucket' does not exist")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    env.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_DEFAULT_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true")
+    ran = _cli("status", "s3://jobsub-any-bucket/runs", env=env)
+    assert ran.returncode == 1 and ran.stdout == "", ran
+    assert ran.stderr.count("\n") == 1 and "no usable AWS credentials" in ran.stderr, ran.stderr
+
+
+def test_status_table_exit_status_and_json_on_every_backend(
+    executor: jobsub.AutoExecutor, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed task makes ``status`` exit 3 and is named with its error's first line, in the table and in JSON."""
+    good = executor.map_array(tasks.print_and_return, ["first", "second"])
+    bad = executor.submit(tasks.fail, "broken on purpose")
+    assert [j.result(timeout=120) for j in good] == ["first", "second"]
+    assert isinstance(bad.exception(timeout=120), Exception)
+    capsys.readouterr()  # what the debug backend's tasks printed here
+    folder = str(executor.folder)
+    assert main(["status", folder]) == 3
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["SUBMISSION", "FUNCTION", "BACKEND", "IDS", "STATES", "AGE", "DURATION", "PEAK",
+                              "MEM", "WHY", "WAITING"]
+    assert "\x1b[" not in header + "".join(rows)  # no colour into a pipe
+    starts = {row.index(backend) for row in rows if not row.startswith("  ")}
+    assert len(starts) == 1  # columns line up however long the ids
+    assert any("2 COMPLETED" in row and "print_and_return" in row for row in rows), rows
+    assert f"  task 0 ({bad.job_id}) FAILED: ValueError: broken on purpose" in rows, rows
+    assert main(["status", "--json", folder]) == 3
+    records = {r["function"]: r for r in json.loads(capsys.readouterr().out)}
+    assert records["fail"]["failed"] == 1 and records["fail"]["failures"][0]["error"] == "ValueError: broken on purpose"
+    assert records["print_and_return"]["states"] == {"COMPLETED": 2} and records["print_and_return"]["finished"]
+    assert main(["logs", folder, good[0].job_id.rpartition("_")[0], "--task", "1"]) == 0
+    captured = capsys.readouterr()
+    if backend == "debug":  # its tasks print in the process that ran them: no log is kept, and it says so
+        assert captured.err == f"jobsub logs: no stdout from job {good[1].job_id} (it ended COMPLETED)\n"
+    else:
+        assert "second" in captured.out
+    assert main(["logs", "--json", folder, good[0].job_id]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["state"] == "COMPLETED" and (backend == "debug" or "first" in record["text"])
+
+
+def test_status_watch_refreshes_until_every_task_ended(local_executor: jobsub.AutoExecutor) -> None:
+    job = local_executor.submit(tasks.sleep_then, 2, "slept")
+    ran = _cli("status", "--watch", "--interval", "0.3", str(local_executor.folder), timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    tables = [t for t in ran.stdout.split("\n\n") if t.strip()]
+    assert len(tables) >= 2 and ("RUNNING" in tables[0] or "PENDING" in tables[0]), ran.stdout
+    assert "1 COMPLETED" in tables[-1] and job.result() == "slept"
+
+
+def test_logs_say_when_there_is_no_output_yet_and_follow(
+    local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_executor.update_parameters(array_parallelism=1)
+    blocker, job = local_executor.map_array(tasks.sleep_then, [1, 0.1], ["a", "b"])
+    assert main(["logs", str(local_executor.folder), job.job_id]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no stdout from job {job.job_id} yet (it is PENDING)" in captured.err
+    ran = _cli("logs", "--follow", str(local_executor.folder), blocker.job_id, timeout=120)
+    assert ran.returncode == 0 and blocker.done()
+
+
+def test_clean_removes_finished_submissions_never_a_running_one(
+    local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok = local_executor.submit(tasks.add, 1, 2)
+    bad = local_executor.submit(tasks.fail, "x")
+    running = local_executor.submit(tasks.sleep_then, 60)
+    ok.result(timeout=60)
+    bad.exception(timeout=60)
+    folder = str(local_executor.folder)
+    assert main(["clean", folder, "--older-than", "0", "--dry-run"]) == 0
+    assert "would remove 2 finished submission(s); 1 not finished kept" in capsys.readouterr().out
+    assert ok.folder.exists() and bad.folder.exists()
+    assert main(["clean", folder, "--failed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == [bad.folder.key]
+    assert ok.folder.exists() and not bad.folder.exists() and running.folder.exists()
+    assert main(["clean", folder, "--older-than", "0"]) == 0
+    assert not ok.folder.exists() and running.folder.exists() and not running.done()
+    running.cancel()
+    with pytest.raises(SystemExit) as exited:
+        main(["clean", folder])
+    assert exited.value.code == 2
+
+
+def test_info_version_and_python_m_jobsub(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    usable = {row["backend"]: row for row in found["backends"]}
+    assert usable["local"]["usable"] and usable["debug"]["usable"] and found["version"] == jobsub.__version__
+    missing = [row for row in found["backends"] if not row["usable"]]
+    assert all(row["missing"] for row in missing)
+    ran = _cli("--version")
+    assert ran.returncode == 0 and ran.stdout.strip() == f"jobsub {jobsub.__version__}"
+    ran = _cli("info")
+    assert ran.returncode == 0 and "local" in ran.stdout and "usable" in ran.stdout
