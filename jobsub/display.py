@@ -10,12 +10,16 @@ import html
 import os
 import time
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from .report import SubmissionReport
+from .report import report as summarize
 from .states import JobState
 
-__all__ = ["colour_enabled", "duration", "paint", "status_table", "reports_html"]
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["colour_enabled", "duration", "executor_html", "job_html", "paint", "reports_html", "status_table"]
 
 _COLOURS = {
     JobState.COMPLETED: "32",  # green
@@ -152,7 +156,7 @@ def reports_html(reports: Sequence[SubmissionReport], now: float | None = None) 
                 f'<tr><td></td><td style="{cell}" colspan="{len(HEADER) - 1}">task {failure.index} '
                 f"(<code>{html.escape(failure.job_id)}</code>) "
                 f'<span style="color:{_html_colour(failure.state)}">{html.escape(failure.state)}</span>: '
-                f"<code>{html.escape(failure.error)}</code></td></tr>"
+                f"<code>{html.escape(failure.error)}</code>{_log_link(failure.log)}</td></tr>"
             )
         if report.failed > len(report.failures):
             out.append(f'<tr><td></td><td style="{cell}" colspan="{len(HEADER) - 1}">... and '
@@ -164,3 +168,26 @@ def reports_html(reports: Sequence[SubmissionReport], now: float | None = None) 
 def _html_colour(state: str) -> str:
     code = _COLOURS.get(JobState(state), _BAD) if state in JobState.__members__ else "2"
     return {"32": "green", "36": "teal", "33": "darkorange", "35": "purple", "2": "gray"}.get(code, "crimson")
+
+
+def _log_link(path: str) -> str:
+    if not path:
+        return ""
+    return f' (<a href="file://{html.escape(path)}" title="{html.escape(path)}">stderr</a>)'
+
+
+def job_html(job: Job[Any]) -> str:
+    """One job in a notebook: its summary row (state, times, memory) and, if it failed, its error line."""
+    return reports_html([summarize([job], name=job.job_id)])
+
+
+def executor_html(kind: str, backend: str, folder: str, parameters: dict[str, Any]) -> str:
+    """An executor in a notebook: backend, folder and the parameters set so far."""
+    cell = "padding:2px 8px;text-align:left"
+    rows = [("backend", backend), ("folder", folder)]
+    rows += [(key, repr(value)) for key, value in sorted(parameters.items())]
+    body = "".join(
+        f'<tr><th style="{cell}">{html.escape(k)}</th><td style="{cell}"><code>{html.escape(v)}</code></td></tr>'
+        for k, v in rows
+    )
+    return f"<b>{html.escape(kind)}</b><table>{body}</table>"

@@ -46,6 +46,7 @@ from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
 from .hold import end_unstarted, hold, plan, record
 from .job import Job, held_id
+from .joblist import JobList
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -108,6 +109,14 @@ class Executor:
         self._coalescer: Coalescer | None = None
         if parameters:
             self.update_parameters(**parameters)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(folder={str(self.folder)!r}, backend={self.backend.name!r}, parameters={self.parameters})"
+
+    def _repr_html_(self) -> str:
+        from .display import executor_html
+
+        return executor_html(type(self).__name__, self.backend.name, str(self.folder), self.parameters)
 
     # -- parameters -------------------------------------------------------------------------
     def name(self) -> str:
@@ -206,8 +215,8 @@ class Executor:
         calls = [DelayedSubmission(fn, *args) for args in zip(*columns)]
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
-            return []
-        return self._submit_array(calls)
+            return JobList()
+        return JobList(self._submit_array(calls))
 
     def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
         """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""

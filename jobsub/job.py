@@ -585,6 +585,12 @@ class Job(Generic[R]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the job's summary row, its error's first line and where its logs are."""
+        from .display import job_html
+
+        return job_html(self)
+
 
 def _restore(
     backend_name: str, config: dict[str, Any], url: str, job_id: str, index: int, ranks: int, rank: int | None,

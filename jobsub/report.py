@@ -38,6 +38,8 @@ class Failure:
     state: str
     error: str
     """The first line of its error: ``ValueError: bad input``, ``ended TIMEOUT (...)``."""
+    log: str = ""
+    """Its stderr file, on a local disk (``jobsub logs --err`` reads it anywhere)."""
 
 
 @dataclasses.dataclass
@@ -127,7 +129,8 @@ def report(jobs: Sequence[Job[Any]], name: str = "", read_usage: bool | None = N
             continue
         summary.failed += 1
         if len(summary.failures) < FAILURES_SHOWN:
-            summary.failures.append(Failure(job.index, job.job_id, str(state), _error_of(job, state)))
+            log = str(job.paths.stderr) if job.folder.local_file() is not None else ""
+            summary.failures.append(Failure(job.index, job.job_id, str(state), _error_of(job, state), log))
     return summary
 
 

@@ -1,0 +1,40 @@
+"""``JobList``: the list ``map_array`` returns, readable in a terminal and a notebook.
+
+A ``list`` subclass, so submitit code (``jobs[0]``, ``len(jobs)``, ``for job in
+jobs``, ``jobs == [...]``, pickling) is unchanged; only how it shows differs:
+twenty ``Job<...>`` lines become one line of counts by state, and a notebook
+draws the summary table of ``jobsub status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from .job import Job
+
+__all__ = ["JobList"]
+
+R = TypeVar("R")
+
+
+class JobList(list[Job[R]]):
+    """The jobs of one submission (or any jobs), shown as a summary."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "JobList([])"
+        from collections import Counter
+
+        states = Counter(str(job.state) for job in self)  # one backend call: the handles share a poller
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        backends = ", ".join(sorted({job.backend for job in self}))
+        return f"JobList<{len(self)} job(s) on {backends}: {counts}>"
+
+    def _repr_html_(self) -> str:
+        from .display import reports_html
+        from .report import report
+
+        return reports_html([report(self)]) if self else "<code>JobList([])</code>"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # unpickles as a plain list where jobsub is older
+        return (JobList, (list(self),))

@@ -1,0 +1,68 @@
+"""How jobs look: readable reprs, notebook HTML, the status table's colour (issue 29)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+import jobsub
+from jobsub.display import colour_enabled, duration, status_table
+from jobsub.report import report
+from tests import tasks
+
+
+def test_states_read_as_their_names() -> None:
+    assert repr(jobsub.JobState.FAILED) == "FAILED" and str(jobsub.JobState.FAILED) == "FAILED"
+    assert repr([jobsub.JobState.COMPLETED, jobsub.JobState.HELD]) == "[COMPLETED, HELD]"
+
+
+def test_map_array_returns_a_list_that_shows_as_a_summary(executor: jobsub.AutoExecutor, backend: str) -> None:
+    jobs = executor.map_array(tasks.fail_on, [0, 1, 2], [1, 1, 1])  # index 1 fails
+    assert isinstance(jobs, list) and jobs == list(jobs) and len(jobs[0:2]) == 2
+    for job in jobs:
+        job.exception(timeout=120)
+    assert repr(jobs) == f"JobList<3 job(s) on {backend}: 2 COMPLETED, 1 FAILED>"
+    page = jobs._repr_html_()  # type: ignore[attr-defined]
+    assert "2 COMPLETED" in page and "1 FAILED" in page and "fail_on" in page
+    assert f"task 1 (<code>{jobs[1].job_id}</code>)" in page and "ValueError: task 1 fails" in page
+    assert "Traceback" not in page
+    restored = pickle.loads(pickle.dumps(jobs))
+    assert isinstance(restored, list) and [j.job_id for j in restored] == [j.job_id for j in jobs]
+    assert "ValueError: task 1 fails" in jobs[1]._repr_html_()
+
+
+def test_an_executor_shows_its_backend_folder_and_parameters(tmp_path: Path) -> None:
+    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", timeout_min=5, cpus_per_task=2)
+    assert repr(ex) == (f"AutoExecutor(folder={str(tmp_path / 'runs')!r}, backend='local', "
+                        "parameters={'timeout_min': 5.0, 'cpus_per_task': 2})")
+    page = ex._repr_html_()
+    assert "<code>local</code>" in page and "timeout_min" in page and str(tmp_path / "runs") in page
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(
+    local_executor: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = local_executor.submit(tasks.fail, "red")
+    job.exception(timeout=60)
+    summary = report([job])
+    leader, follower = os.openpty()
+    with open(follower, "w") as terminal:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        monkeypatch.setenv("TERM", "xterm")
+        assert colour_enabled(terminal)
+        assert "\x1b[31m1 FAILED\x1b[0m" in status_table([summary], colour=colour_enabled(terminal))
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert not colour_enabled(terminal)
+    os.close(leader)
+    with open(os.devnull, "w") as pipe:
+        monkeypatch.delenv("NO_COLOR")
+        assert not colour_enabled(pipe)
+
+
+def test_durations_are_short() -> None:
+    assert [duration(s) for s in (None, 0.25, 4.25, 42, 185, 7800, 3 * 86400 + 4 * 3600)] == [
+        "-", "250ms", "4.2s", "42s", "3m05s", "2h10m", "3d4h"
+    ]
