@@ -37,6 +37,8 @@ _WHERE = {
     "Executor": "executor",
     "cached": "executor",
     "graph": "graph",
+    "results": "progress",
+    "wait": "progress",
     "Job": "job",
     "JobState": "states",
     "JobEnvironment": "environment",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
     from .executor import AutoExecutor, Executor, cached
     from .graph import graph
     from .job import Job
+    from .progress import results, wait
     from .states import JobState
 
 __all__ = [
@@ -139,4 +142,6 @@ __all__ = [
     "cached",
     "graph",
     "helpers",
+    "results",
+    "wait",
 ]
