@@ -476,18 +476,30 @@ class AutoExecutor(Executor):
 
     Args:
         folder: where job folders go (``%j`` accepted).
-        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else ``slurm`` when
-            ``sbatch`` is on PATH, else ``local``.
+        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else the profile's, else
+            ``slurm`` when ``sbatch`` is on PATH, else ``local``.
+        profile: a named configuration of ``jobsub.toml`` or ``[tool.jobsub]`` of
+            ``pyproject.toml`` (``jobsub.profiles``); None = ``$JOBSUB_PROFILE``, else none.
         **kwargs: prefixed parameters (``slurm_max_num_timeout=3``) or common ones.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], cluster: str | None = None, **kwargs: Any) -> None:
-        self.cluster = cluster or self.which()
+    def __init__(
+        self, folder: str | os.PathLike[str], cluster: str | None = None, profile: str | None = None, **kwargs: Any
+    ) -> None:
+        from .profiles import apply, load_profile
+
+        self.profile = load_profile(profile)
+        """The profile in use (``profile=`` or ``$JOBSUB_PROFILE``; ``jobsub.profiles``), None if none."""
+        chosen = self.profile.cluster if self.profile is not None else None
+        self.cluster = cluster or os.environ.get("JOBSUB_CLUSTER") or chosen or self.which()
         if self.cluster not in known_backends():
+            where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
             )
         super().__init__(folder, self.cluster)
+        if self.profile is not None:
+            apply(self.profile, self.update_parameters)
         if kwargs:
             self.update_parameters(**kwargs)
 
