@@ -66,3 +66,38 @@ def test_durations_are_short() -> None:
     assert [duration(s) for s in (None, 0.25, 4.25, 42, 185, 7800, 3 * 86400 + 4 * 3600)] == [
         "-", "250ms", "4.2s", "42s", "3m05s", "2h10m", "3d4h"
     ]
+
+
+_SCRIPT = """
+import sys, jobsub
+
+def helper(x):
+    return 1 / x
+
+def compute(x):
+    y = x - 1
+    return helper(y)
+
+ex = jobsub.AutoExecutor(sys.argv[1], cluster=sys.argv[2])
+ex.submit(compute, 1).result(timeout=60)
+"""
+
+
+@pytest.mark.parametrize("cluster", ["local", "debug"])
+def test_a_remote_traceback_of_main_code_shows_its_lines_once(tmp_path: Path, cluster: str) -> None:
+    """Code in ``__main__`` travels by value (cloudpickle calls its file ``<dynamic-code>``): the client names it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "sweep.py"
+    script.write_text(_SCRIPT)
+    ran = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), cluster],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    err = ran.stderr
+    if cluster == "debug":  # the task ran here and logged its own (raw) traceback first: what is raised follows
+        err = err[err.index("RemoteTraceback"):]
+    assert ran.returncode == 1 and "<dynamic-code>" not in err, err
+    assert f'File "{script}", line 9, in compute\n    return helper(y)\n' in err, err
+    assert f'File "{script}", line 5, in helper\n    return 1 / x\n' in err, err
+    assert err.count("in helper") == 1, err  # once, not also as the cause of the exception
+    assert err.count("/jobsub/") <= 2, err  # the one frame of result() (and a log path), none of jobsub's middle
