@@ -38,6 +38,7 @@ _WHERE = {
     "cached": "executor",
     "graph": "graph",
     "results": "progress",
+    "summary": "timeline",
     "wait": "progress",
     "Job": "job",
     "JobState": "states",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
     from .job import Job
     from .progress import results, wait
     from .states import JobState
+    from .timeline import summary
 
 __all__ = [
     "AutoExecutor",
@@ -143,5 +145,6 @@ __all__ = [
     "graph",
     "helpers",
     "results",
+    "summary",
     "wait",
 ]

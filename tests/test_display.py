@@ -101,3 +101,22 @@ def test_a_remote_traceback_of_main_code_shows_its_lines_once(tmp_path: Path, cl
     assert f'File "{script}", line 5, in helper\n    return 1 / x\n' in err, err
     assert err.count("in helper") == 1, err  # once, not also as the cause of the exception
     assert err.count("/jobsub/") <= 2, err  # the one frame of result() (and a log path), none of jobsub's middle
+
+
+def test_summary_plots_each_task_queued_and_running_by_state(local_executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="jobsub.summary draws with matplotlib (the test extra installs it)")
+    from jobsub.timeline import timeline
+
+    local_executor.update_parameters(array_parallelism=2)
+    jobs = local_executor.map_array(tasks.fail_on, range(4), [3] * 4)
+    jobsub.wait(jobs, timeout=60, progress=False)
+    spans = timeline(jobs)
+    assert [s.state for s in spans] == ["COMPLETED"] * 3 + ["FAILED"]
+    assert min(s.submitted for s in spans) == 0.0
+    assert all(s.started is not None and s.ended is not None and s.submitted <= s.started <= s.ended for s in spans)
+    figure = jobsub.summary(jobs)
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == [j.job_id for j in jobs]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["1 FAILED", "3 COMPLETED"]
+    figure.savefig(tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
