@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-"$PYTHON" -m pip install -q -e '.[test,lint]'
+"$PYTHON" -m pip install -q -e '.[test,lint,docs]'
 
 if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
     # both use apt, so one after the other; each returns at once when already running
@@ -38,5 +38,6 @@ fi
 "$PYTHON" -m ruff check .
 "$PYTHON" -m mypy
 "$PYTHON" scripts/check_docs.py
+NO_MKDOCS_2_WARNING=1 "$PYTHON" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 exec "$PYTHON" -m pytest -rs "$@"

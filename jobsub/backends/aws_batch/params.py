@@ -53,13 +53,17 @@ class AWSBatchParameters:
     volumes: list[str] = field(default_factory=list)
     """Host paths mounted in the task, ``"HOST:CONTAINER[:ro]"`` (EC2 only)."""
     python: str = "python3"
+    """The interpreter in the image that runs the worker."""
     package_code: bool = True
     """Ship the ``*.py`` of ``code_root`` and jobsub itself through the folder's bucket."""
     code_root: str | None = None
     """Tree to package; default the working directory."""
     code_includes: list[str] = field(default_factory=list)
+    """Globs packaged on top of ``**/*.py`` (e.g. ``"configs/*.yaml"``)."""
     code_excludes: list[str] = field(default_factory=list)
+    """Globs left out on top of ``jobsub.packaging.DEFAULT_EXCLUDES``."""
     code_max_mb: float = DEFAULT_MAX_MB
+    """Refuse a code package larger than this (a data file caught by a glob, a virtualenv in the tree)."""
     debug: bool = False
     """Run the tasks on this machine's Docker engine instead, attached, one after the other, before
     ``submit`` returns: the same image, command and bucket folder, with this machine's AWS

@@ -83,6 +83,7 @@ class DockerParameters:
     pull: bool = False
     """Pull ``image`` when it is not on the engine (else a missing image fails the submit at once)."""
     network_mode: str = "bridge"
+    """Docker's network mode of the task containers (``"host"``: they reach the host's loopback services)."""
     network: str | None = None
     """A user-defined network to join (overrides ``network_mode``)."""
     volumes: list[str] = field(default_factory=list)
@@ -90,6 +91,7 @@ class DockerParameters:
     user: str | None = None
     """``uid:gid`` of the tasks; default the submitting user's, so folder files stay theirs."""
     python: str = "python3"
+    """The interpreter in the image that runs the worker."""
     interactive: bool = False
     """Run each task attached to this terminal (a TTY when there is one: ``breakpoint()`` works)."""
     package_code: bool = True
@@ -101,6 +103,7 @@ class DockerParameters:
     code_excludes: list[str] = field(default_factory=list)
     """Globs left out on top of ``jobsub.packaging.DEFAULT_EXCLUDES``."""
     code_max_mb: float = DEFAULT_MAX_MB
+    """Refuse a code package larger than this (a data file caught by a glob, a virtualenv in the tree)."""
 
 
 class DockerBackend(SupervisedBackend):
