@@ -16,6 +16,7 @@ only here, without pyplot: nothing opens a window.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -76,14 +77,13 @@ def _timeline(jobs: Sequence[Job[Any]], now: float) -> tuple[list[TaskSpan], flo
 def summary(jobs: Sequence[Job[Any]], title: str | None = None) -> Any:
     """A matplotlib ``Figure`` of the tasks' timelines (queued thin, running thick, coloured by state)."""
     try:
-        from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
     except ImportError as exc:
         raise ImportError("jobsub.summary draws with matplotlib: pip install matplotlib") from exc
     now = time.time()
     spans, origin = _timeline(jobs, now)
     origin_now = now - origin  # "now" on the plot's axis
-    figure = Figure(figsize=(8, max(2.0, 0.25 * len(spans) + 1.2)), layout="constrained")
+    figure = _figure_class()(figsize=(8, max(2.0, 0.25 * len(spans) + 1.2)), layout="constrained")
     ax = figure.add_subplot()
     for row, span in enumerate(spans):
         colour = _COLOURS.get(span.state, "tab:red")
@@ -102,3 +102,19 @@ def summary(jobs: Sequence[Job[Any]], title: str | None = None) -> Any:
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     ax.set_title(title or f"{len(spans)} task(s)")
     return figure
+
+
+@functools.cache
+def _figure_class() -> type[Any]:
+    """A matplotlib ``Figure`` that a notebook draws (a figure made without pyplot has no display of its own)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    class TimelineFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return TimelineFigure

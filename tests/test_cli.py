@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +268,42 @@ def test_info_version_and_python_m_jobsub(capsys: pytest.CaptureFixture[str]) ->
     assert ran.returncode == 0 and ran.stdout.strip() == f"jobsub {jobsub.__version__}"
     ran = _cli("info")
     assert ran.returncode == 0 and "local" in ran.stdout and "usable" in ran.stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_status_watch_in_a_terminal_redraws_in_place_in_colour(local_executor: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    """Real: tmux runs `jobsub status --watch` in a 150x16 terminal; its screen is captured (kept as evidence:
+    $JOBSUB_EVIDENCE_DIR/status-watch.txt when set)."""
+    local_executor.update_parameters(array_parallelism=2)
+    jobs = local_executor.map_array(tasks.sleep_then, [2, 2, 3, 3], range(4))
+    broken = local_executor.submit(tasks.fail, "a task that fails on purpose")
+    broken.exception(timeout=60)
+    session = f"jobsub-test-{os.getpid()}"
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in os.environ.items()
+                   if k in ("PYTHONPATH", "JOBSUB_LOCAL_DIR", "PATH", "HOME"))
+    command = f"env -u NO_COLOR {env} {sys.executable} -m jobsub status --watch --interval 0.3 {local_executor.folder}"
+    tmux = ["tmux", "-L", session]
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "16", "-e", "TERM=xterm-256color",
+                    "sh", "-c", f"cd {ROOT} && {command}; echo exit=$?; sleep 60"], check=True, cwd=ROOT)
+    try:
+        def screen() -> str:
+            return subprocess.run([*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True,
+                                  check=True).stdout
+
+        wait_until(lambda: "RUNNING" in screen(), 60, "a table with running tasks")
+        live = screen()
+        wait_until(lambda: "exit=" in screen(), 120, "jobsub status --watch to end")
+        final = screen()
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    evidence = os.environ.get("JOBSUB_EVIDENCE_DIR")
+    if evidence:
+        Path(evidence).mkdir(parents=True, exist_ok=True)
+        (Path(evidence) / "status-watch.txt").write_text(live + "\n----- at the end -----\n" + final)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", live)
+    assert plain.count("SUBMISSION") == 1, plain  # redrawn in place: one table on the screen, not one per look
+    assert plain.lstrip().startswith("every 0.3s: jobsub status"), plain
+    assert "\x1b[36m" in live and "RUNNING" in plain  # coloured states on a terminal
+    assert "FAILED: ValueError: a task that fails on purpose" in plain, plain
+    assert "exit=3" in final and "4 COMPLETED" in re.sub(r"\x1b\[[0-9;]*m", "", final), final
+    assert all(job.done() for job in jobs)
