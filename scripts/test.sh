@@ -13,6 +13,10 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -m pip install -q -e '.[test,lint,docs]'
 
 if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
+    # a terminal and a browser for the tests that look as a user does (tmux, headless Chromium)
+    if ! command -v tmux >/dev/null || ! command -v chromium >/dev/null; then
+        apt-get install -y -q --no-install-recommends tmux chromium >/dev/null
+    fi
     # both use apt, so one after the other; each returns at once when already running
     bash scripts/start-slurm.sh
     eval "$(bash scripts/start-docker.sh)"
