@@ -134,30 +134,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"jobsub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    folder_help = "an executor's folder, runs/%%j, or a store URL (s3://...)"
-    p_status = sub.add_parser("status", help="a table of every submission in a folder")
-    p_status.add_argument("folder", help=folder_help)
+
+    def on_folder(name: str, what: str) -> argparse.ArgumentParser:
+        """A command that looks at a folder given as to the executor."""
+        command = sub.add_parser(name, help=what)
+        command.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
+        return command
+
+    p_status = on_folder("status", "a table of every submission in a folder")
     p_status.add_argument("--watch", action="store_true", help="refresh (in place on a terminal) until all ended")
     p_status.add_argument("--interval", type=float, default=2.0, help="seconds between looks with --watch")
-    p_logs = sub.add_parser("logs", help="a job's output")
-    p_logs.add_argument("folder", help=folder_help)
+    p_logs = on_folder("logs", "a job's output")
     p_logs.add_argument("job_id")
     p_logs.add_argument("--task", type=int, default=None, metavar="I", help="task I of the array JOB_ID")
     p_logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
     p_logs.add_argument("-f", "--follow", action="store_true", help="print what comes until the job ends")
-    p_cancel = sub.add_parser("cancel", help="cancel jobs")
-    p_cancel.add_argument("folder", help=folder_help)
+    p_cancel = on_folder("cancel", "cancel jobs")
     p_cancel.add_argument("job_ids", nargs="+")
-    p_attach = sub.add_parser("attach", help="release the held submissions of a folder as their upstreams succeed")
-    p_attach.add_argument("folder", help=folder_help)
+    p_attach = on_folder("attach", "release the held submissions of a folder as their upstreams succeed")
     p_attach.add_argument("--once", action="store_true", help="look once, release what can be, and leave")
     p_attach.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
-    p_graph = sub.add_parser("graph", help="jobs and the jobs they take as arguments, with their states")
-    p_graph.add_argument("folder", help=folder_help)
+    p_graph = on_folder("graph", "jobs and the jobs they take as arguments, with their states")
     p_graph.add_argument("job_ids", nargs="+")
     p_graph.add_argument("--mermaid", action="store_true", help="a Mermaid flowchart instead of text")
-    p_clean = sub.add_parser("clean", help="remove finished submissions, or the cached calls, of a folder")
-    p_clean.add_argument("folder", help=folder_help)
+    p_clean = on_folder("clean", "remove finished submissions, or the cached calls, of a folder")
     p_clean.add_argument("--older-than", type=float, default=None, metavar="DAYS",
                          help="finished submissions submitted at least DAYS ago")
     p_clean.add_argument("--failed", action="store_true", help="finished submissions with a task that ended badly")
