@@ -46,7 +46,7 @@ from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
 from .hold import end_unstarted, hold, plan, record
 from .job import Job, held_id
-from .joblist import JobList
+from .joblist import JobList, as_plain
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -185,7 +185,7 @@ class Executor:
         may go out later, in one array with its neighbours (``job.job_id`` sends it).
         """
         _check_callable(fn, "submit")
-        call = DelayedSubmission(fn, *args, **kwargs)
+        call = DelayedSubmission(fn, *as_plain(args), **as_plain(kwargs))
         if self._batch is not None:
             placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
             object.__setattr__(placeholder, "_executor", self)
@@ -212,7 +212,7 @@ class Executor:
                 f"{min(len(c) for c in columns)} jobs and ignores the rest",
                 RuntimeWarning, stacklevel=2,
             )
-        calls = [DelayedSubmission(fn, *args) for args in zip(*columns)]
+        calls = [DelayedSubmission(fn, *as_plain(args)) for args in zip(*columns)]
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
             return JobList()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .job import Job
 
-__all__ = ["JobList"]
+__all__ = ["JobList", "as_plain"]
 
 R = TypeVar("R")
 
@@ -38,3 +38,21 @@ class JobList(list[Job[R]]):
 
     def __reduce__(self) -> tuple[Any, ...]:  # unpickles as a plain list where jobsub is older
         return (JobList, (list(self),))
+
+
+def as_plain(value: Any) -> Any:
+    """``value`` with every ``JobList`` in it (in lists, tuples, dicts) made a plain ``list``.
+
+    Arguments are searched for jobs, hashed for the cache and rebuilt in the
+    task by their exact type (``list``, ``tuple``, ``dict``): a ``JobList``
+    passed as an argument is therefore given to them as the list it is.
+    """
+    if isinstance(value, JobList):
+        return [as_plain(item) for item in value]
+    if type(value) in (list, tuple):
+        items = [as_plain(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+    if type(value) is dict:
+        values = {key: as_plain(item) for key, item in value.items()}
+        return value if all(values[k] is v for k, v in value.items()) else values
+    return value
