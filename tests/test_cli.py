@@ -307,3 +307,19 @@ def test_status_watch_in_a_terminal_redraws_in_place_in_colour(local_executor: j
     assert "FAILED: ValueError: a task that fails on purpose" in plain, plain
     assert "exit=3" in final and "4 COMPLETED" in re.sub(r"\x1b\[[0-9;]*m", "", final), final
     assert all(job.done() for job in jobs)
+
+
+_FAILING_AFTER_SLURM = _HELD_BEHIND_SLURM.replace("local.submit(tasks.add, up, 1)", "local.submit(tasks.fail, up)")
+
+
+@pytest.mark.slurm
+def test_attach_waits_for_what_it_released_and_exits_3_when_it_failed(tmp_path: Path) -> None:
+    """Real: a Slurm upstream, a held local downstream that raises once released."""
+    require("slurm")
+    made = subprocess.run([sys.executable, "-c", _FAILING_AFTER_SLURM, str(tmp_path)],
+                          capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
+    _up_id, held_id = made.stdout.split()
+    ran = _cli("attach", str(tmp_path / "local"), "--interval", "0.2")
+    assert ran.returncode == 3, (ran.stdout, ran.stderr)
+    assert "released as" in ran.stdout and "FAILED: ValueError: 2" in ran.stdout, ran.stdout
+    assert isinstance(jobsub.Job(tmp_path / "local", held_id).exception(timeout=60), jobsub.FailedJobError)
