@@ -484,7 +484,7 @@ class AutoExecutor(Executor):
     """
 
     def __init__(
-        self, folder: str | os.PathLike[str], cluster: str | None = None, profile: str | None = None, **kwargs: Any
+        self, folder: str | os.PathLike[str], cluster: str | None = None, *, profile: str | None = None, **kwargs: Any
     ) -> None:
         from .profiles import apply, load_profile
 
