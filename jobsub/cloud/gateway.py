@@ -46,6 +46,8 @@ class Gateway:
     rates: ClassVar[Mapping[str, float]] = {}
     default_rate: ClassVar[float] = 10.0
     attempts: ClassVar[int] = 6
+    first_delay_s: float = 1.0
+    """Backoff before the first retry of a call (doubled each time); tests of retries lower it."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -115,7 +117,7 @@ class Gateway:
         with self.errors(what or operation, submitting=submitting):
             return _retry.retry(
                 once, what=what or operation, classify=self.transient, attempts=self.attempts,
-                limiter=self.limiter(operation), before_retry=before_retry,
+                first_delay_s=self.first_delay_s, limiter=self.limiter(operation), before_retry=before_retry,
             )
 
     def call(
