@@ -112,6 +112,7 @@ def start(
     ]
     meta["dependencies"] = list(params.dependencies)
     launches = [launch_for(backend, folder, i["offset"], params, origin) for i in intents]
+    launches = _with_code(backend, launches, params, folder)
     planned = [backend.planned_id(launch, folder) for launch in launches]
     if all(planned):  # the backend names it: recorded before it is made, in one write
         meta["submissions"] = [
@@ -131,6 +132,17 @@ def start(
         if part["id"] != folder.key:  # an id that is the key itself (local) is found without an index
             register_id(folder.storage, part["id"], folder.key)
     return meta
+
+
+def _with_code(backend: Backend, launches: list[Launch], params: Resolved, folder: JobFolder) -> list[Launch]:
+    """The launches of a container backend with the code package shipped (once for every part)."""
+    from .cloud.container import ContainerParameters, ship_code
+
+    if not isinstance(params.specific, ContainerParameters) or not launches:
+        return launches
+    upload = not backend.capabilities.local_folders  # tasks that cannot read this machine's disk
+    package = ship_code(params.specific, folder.storage, cwd=launches[0].cwd, upload=upload)
+    return [launch.replace(code_package=package) for launch in launches]
 
 
 def _submit(
