@@ -73,7 +73,10 @@ def params_from_meta(backend: Backend, meta: dict[str, Any], dependencies: Seque
 def launch_for(
     backend: Backend, folder: JobFolder, offset: int, params: Resolved, origin: dict[str, Any] | None = None
 ) -> Launch:
-    """The ``Launch`` of one part of a submission; ``origin``: the submitting process's cwd and sys.path."""
+    """The ``Launch`` of one part of a submission; ``origin``: the submitting process's cwd and sys.path.
+
+    A container backend's code is packaged and shipped here (once per digest), before it is asked.
+    """
     origin = origin or {}
     return Launch(
         folder=folder.url,
@@ -82,6 +85,7 @@ def launch_for(
         logs="merge" if params.common.stderr_to_stdout else "separate",
         task_env=dict(backend.task_env),
         env={**folder.storage.task_env(), **params.common.env},
+        code_package=_code_package(backend, folder, params, origin.get("cwd")),
         tag=f"{folder.key}-{offset}",
         cwd=origin.get("cwd"),
         sys_path=tuple(origin.get("sys_path", ())),
@@ -112,7 +116,6 @@ def start(
     ]
     meta["dependencies"] = list(params.dependencies)
     launches = [launch_for(backend, folder, i["offset"], params, origin) for i in intents]
-    launches = _with_code(backend, launches, params, folder)
     planned = [backend.planned_id(launch, folder) for launch in launches]
     if all(planned):  # the backend names it: recorded before it is made, in one write
         meta["submissions"] = [
@@ -134,15 +137,14 @@ def start(
     return meta
 
 
-def _with_code(backend: Backend, launches: list[Launch], params: Resolved, folder: JobFolder) -> list[Launch]:
-    """The launches of a container backend with the code package shipped (once for every part)."""
+def _code_package(backend: Backend, folder: JobFolder, params: Resolved, cwd: str | None) -> str | None:
+    """A container backend's code package, shipped where its tasks find it (``jobsub.cloud.container``)."""
     from .cloud.container import ContainerParameters, ship_code
 
-    if not isinstance(params.specific, ContainerParameters) or not launches:
-        return launches
+    if not isinstance(params.specific, ContainerParameters):
+        return None
     upload = not backend.capabilities.local_folders  # tasks that cannot read this machine's disk
-    package = ship_code(params.specific, folder.storage, cwd=launches[0].cwd, upload=upload)
-    return [launch.replace(code_package=package) for launch in launches]
+    return ship_code(params.specific, folder.storage, cwd=cwd, upload=upload)
 
 
 def _submit(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -182,12 +183,14 @@ def run_attached(
 
     def expire(cid: str) -> None:  # in a timer thread: a client of its own
         expired.set()
-        with contextlib.suppress(Exception):
+        try:
             stopper = connect(base_url)
             try:
-                stopper.stop(cid, timeout=KILL_GRACE_S)
+                stopper.stop(cid, timeout=math.ceil(KILL_GRACE_S))  # whole seconds: the engine refuses "3.0"
             finally:
                 stopper.close()
+        except Exception as exc:  # said, not swallowed: the task then runs past its limit
+            logger.warning("could not stop container %s at its time limit: %s", cid[:12], exc)
 
     with map_docker_errors("running an attached container", base_url):
         cid = api.create_container(
