@@ -93,6 +93,9 @@ class S3Storage:
         url: ``s3://bucket`` or ``s3://bucket/prefix``.
         client: a boto3 S3 client to use instead of the process's shared one
             (one with its own credentials, endpoint or event hooks).
+        env: the environment boto3's chain is read from instead of this
+            process's (a daemon reaching a submission's folder with the
+            credentials of the process that submitted it).
     """
 
     multipart_threshold: int = 64 * 2**20
@@ -102,16 +105,17 @@ class S3Storage:
     first_retry_delay_s: float = 1.0
     """Backoff before the first retry of a call (doubled each time)."""
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "s3")
         self.url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
         self._names = ObjectNames(prefix)
         self._client = client
+        self._env = env
 
     @property
     def client(self) -> Any:
         """The boto3 client this storage calls."""
-        return self._client if self._client is not None else shared_client("s3", _make_client, _ENDPOINT_VARIABLES)
+        return self._client if self._client is not None else shared_client("s3", _make_client, _ENDPOINT_VARIABLES, self._env)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
