@@ -25,8 +25,10 @@ from jobsub.backends._daemon import daemon_log_handler
 from tests import tasks
 from tests.conftest import backend_parameters, require
 from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401 - session fixtures of the store tests
-from tests.test_storage_s3 import moto  # noqa: F401
-from tests.test_storage_s3 import raw_client
+from tests.test_storage_s3 import (
+    moto,  # noqa: F401
+    raw_client,
+)
 
 _START = """
 import json, sys, jobsub
@@ -119,3 +121,24 @@ def test_a_daemon_log_holds_repeats_back_and_rotates(tmp_path: Path) -> None:
         handler.close()
     sizes = [p.stat().st_size for p in tmp_path.glob("d.log*")]
     assert len(sizes) == 3 and max(sizes) <= 20_000
+
+
+def test_a_container_that_cannot_reach_its_bucket_folder_says_so(tmp_path: Path, s3_bucket: str) -> None:  # noqa: F811
+    """A task on a network without a route to the store: FAILED naming the endpoint and the network, its output kept.
+
+    Real: the engine runs with ``--bridge=none`` here (scripts/start-docker.sh), so a container on
+    the default network cannot reach moto on this machine's loopback, as on a machine whose
+    default network has no route to the store.
+    """
+    require("docker")
+    image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
+    if not image:
+        pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")
+    ex = jobsub.AutoExecutor(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="docker")
+    ex.update_parameters(docker_image=image, docker_network_mode="bridge")
+    job = ex.submit(tasks.add, 1, 1)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ["AWS_ENDPOINT_URL"]
+    with pytest.raises(jobsub.JobError, match=rf"could not reach its job folder: .*network 'bridge'.* at {endpoint}"):
+        job.result(timeout=180)
+    assert job.state == "FAILED"
+    assert f"cannot reach its job folder {job.paths.folder}".replace("s3:/", "s3://") in (job.stderr() or "")

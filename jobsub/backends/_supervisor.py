@@ -161,6 +161,8 @@ def end_state(
             reason += " (the kernel's out-of-memory killer sends SIGKILL)"
     elif code == REQUEUE_EXIT_CODE:
         reason = f"exit code {code}, the requeue code, without a checkpoint: not run again"
+    elif code == IO_ERROR_EXIT_CODE and end.error:  # the backend says why (a container's network)
+        reason = f"exit code {code}: the task could not reach its job folder"
     elif code == IO_ERROR_EXIT_CODE:
         reason = f"exit code {code}: the task could not write to its job folder (is the disk full?)"
     else:
