@@ -296,9 +296,10 @@ class Supervisor(JsonLineServer):
                 answer[url] = None
                 continue
             running = {t.name for t in sub.running.values() if t.phase in ("running", "ending")}
+            held = {t.name: t.scratch["unreachable"] for t in sub.pending if "unreachable" in t.scratch}
             answer[url] = {
                 name: list(sub.unrecorded[name]) if name in sub.unrecorded
-                else ["RUNNING", ""] if name in running else ["PENDING", ""]
+                else ["RUNNING", ""] if name in running else ["PENDING", held.get(name, "")]
                 for name in names
             }
         return answer
@@ -363,6 +364,7 @@ class Supervisor(JsonLineServer):
                 )
                 if isinstance(exc, PermissionError) or time.monotonic() - since >= UNREACHABLE_S:
                     raise _Unreachable(why) from exc
+                task.scratch["unreachable"] = f"{why} (looking again for up to {UNREACHABLE_S:g} s)"
                 logger.warning("task %s of %s: %s; looking again", task.name, task.sub.url, why)
                 done = reached = False
             if not done:
@@ -370,6 +372,7 @@ class Supervisor(JsonLineServer):
         task.waits_for = still
         if reached:
             task.scratch.pop("unreachable_since", None)
+            task.scratch.pop("unreachable", None)
         return not still
 
     def begin(self, sub: Submission, task: Task) -> bool:
