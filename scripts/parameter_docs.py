@@ -30,15 +30,16 @@ MARK = re.compile(r"(<!-- parameters: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!--
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (attribute docstrings, read from its source)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """The docstring under each field of a dataclass and its bases (attribute docstrings, read from source)."""
     docs: dict[str, str] = {}
-    for node, after in zip(body, [*body[1:], None], strict=True):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr):
-            value = after.value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                docs[node.target.id] = " ".join(inspect.cleandoc(value.value).split())
+    for owner in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):  # a subclass's words win
+        tree = ast.parse(textwrap.dedent(inspect.getsource(owner)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, after in zip(body, [*body[1:], None], strict=True):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr):
+                value = after.value
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    docs[node.target.id] = " ".join(inspect.cleandoc(value.value).split())
     return docs
 
 
