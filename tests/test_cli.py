@@ -15,8 +15,8 @@ import pytest
 
 import jobsub
 from jobsub.cli import main
-from tests import tasks
-from tests.conftest import require, wait_until
+from tests import slurm_env, tasks
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,9 +111,9 @@ def test_cancel_reaches_the_server_that_holds_the_job(local_executor: jobsub.Aut
 _HELD_BEHIND_SLURM = """
 import sys, jobsub
 from tests import tasks
-from tests.conftest import backend_parameters
+from tests import slurm_env
 slurm = jobsub.AutoExecutor(sys.argv[1] + "/slurm", cluster="slurm")
-slurm.update_parameters(mem_gb=0.25, **backend_parameters("slurm"))
+slurm.update_parameters(mem_gb=0.25, **slurm_env.parameters())
 up = slurm.submit(tasks.add, 1, 1)
 local = jobsub.AutoExecutor(sys.argv[1] + "/local", cluster="local")
 print(up.job_id, local.submit(tasks.add, up, 1).job_id)
@@ -129,7 +129,7 @@ def test_a_one_look_command_releases_a_held_submission_whose_upstream_succeeded(
 
     Real: a Slurm upstream, a local downstream held behind it by a process that exited at once.
     """
-    require("slurm")
+    slurm_env.require()
     made = subprocess.run([sys.executable, "-c", _HELD_BEHIND_SLURM, str(tmp_path)],
                           capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
     up_id, held_id = made.stdout.split()
@@ -177,40 +177,6 @@ def test_a_missing_bucket_and_missing_credentials_are_one_line(capsys: pytest.Ca
     ran = _cli("status", "s3://jobsub-any-bucket/runs", env=env)
     assert ran.returncode == 1 and ran.stdout == "", ran
     assert ran.stderr.count("\n") == 1 and "no usable AWS credentials" in ran.stderr, ran.stderr
-
-
-def test_status_table_exit_status_and_json_on_every_backend(
-    executor: jobsub.AutoExecutor, backend: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A failed task makes ``status`` exit 3 and is named with its error's first line, in the table and in JSON."""
-    good = executor.map_array(tasks.print_and_return, ["first", "second"])
-    bad = executor.submit(tasks.fail, "broken on purpose")
-    assert [j.result(timeout=120) for j in good] == ["first", "second"]
-    assert isinstance(bad.exception(timeout=120), Exception)
-    capsys.readouterr()  # what the debug backend's tasks printed here
-    folder = str(executor.folder)
-    assert main(["status", folder]) == 3
-    header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["SUBMISSION", "FUNCTION", "BACKEND", "IDS", "STATES", "AGE", "DURATION", "PEAK",
-                              "MEM", "WHY", "WAITING"]
-    assert "\x1b[" not in header + "".join(rows)  # no colour into a pipe
-    starts = {row.index(backend) for row in rows if not row.startswith("  ")}
-    assert len(starts) == 1  # columns line up however long the ids
-    assert any("2 COMPLETED" in row and "print_and_return" in row for row in rows), rows
-    assert f"  task 0 ({bad.job_id}) FAILED: ValueError: broken on purpose" in rows, rows
-    assert main(["status", "--json", folder]) == 3
-    records = {r["function"]: r for r in json.loads(capsys.readouterr().out)}
-    assert records["fail"]["failed"] == 1 and records["fail"]["failures"][0]["error"] == "ValueError: broken on purpose"
-    assert records["print_and_return"]["states"] == {"COMPLETED": 2} and records["print_and_return"]["finished"]
-    assert main(["logs", folder, good[0].job_id.rpartition("_")[0], "--task", "1"]) == 0
-    captured = capsys.readouterr()
-    if backend == "debug":  # its tasks print in the process that ran them: no log is kept, and it says so
-        assert captured.err == f"jobsub logs: no stdout from job {good[1].job_id} (it ended COMPLETED)\n"
-    else:
-        assert "second" in captured.out
-    assert main(["logs", "--json", folder, good[0].job_id]) == 0
-    record = json.loads(capsys.readouterr().out)
-    assert record["state"] == "COMPLETED" and (backend == "debug" or "first" in record["text"])
 
 
 def test_status_watch_refreshes_until_every_task_ended(local_executor: jobsub.AutoExecutor) -> None:
@@ -315,7 +281,7 @@ _FAILING_AFTER_SLURM = _HELD_BEHIND_SLURM.replace("local.submit(tasks.add, up, 1
 @pytest.mark.slurm
 def test_attach_waits_for_what_it_released_and_exits_3_when_it_failed(tmp_path: Path) -> None:
     """Real: a Slurm upstream, a held local downstream that raises once released."""
-    require("slurm")
+    slurm_env.require()
     made = subprocess.run([sys.executable, "-c", _FAILING_AFTER_SLURM, str(tmp_path)],
                           capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
     _up_id, held_id = made.stdout.split()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,6 @@ from tests import tasks
 def test_states_read_as_their_names() -> None:
     assert repr(jobsub.JobState.FAILED) == "FAILED" and str(jobsub.JobState.FAILED) == "FAILED"
     assert repr([jobsub.JobState.COMPLETED, jobsub.JobState.HELD]) == "[COMPLETED, HELD]"
-
-
-def test_map_array_returns_a_list_that_shows_as_a_summary(executor: jobsub.AutoExecutor, backend: str) -> None:
-    jobs = executor.map_array(tasks.fail_on, [0, 1, 2], [1, 1, 1])  # index 1 fails
-    assert isinstance(jobs, list) and jobs == list(jobs) and len(jobs[0:2]) == 2
-    for job in jobs:
-        job.exception(timeout=120)
-    assert repr(jobs) == f"JobList<3 job(s) on {backend}: 2 COMPLETED, 1 FAILED>"
-    page = jobs._repr_html_()  # type: ignore[attr-defined]
-    assert "2 COMPLETED" in page and "1 FAILED" in page and "fail_on" in page
-    assert f"task 1 (<code>{jobs[1].job_id}</code>)" in page and "ValueError: task 1 fails" in page
-    assert "Traceback" not in page
-    restored = pickle.loads(pickle.dumps(jobs))
-    assert isinstance(restored, list) and [j.job_id for j in restored] == [j.job_id for j in jobs]
-    assert "ValueError: task 1 fails" in jobs[1]._repr_html_()
 
 
 def test_an_executor_shows_its_backend_folder_and_parameters(tmp_path: Path) -> None:

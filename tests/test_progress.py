@@ -15,17 +15,6 @@ from jobsub.helpers import as_completed
 from tests import tasks
 
 
-def test_wait_with_a_bar_shows_counts_and_each_failure(
-    executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]
-) -> None:
-    jobs = executor.map_array(tasks.fail_on, range(4), [1] * 4)
-    capsys.readouterr()
-    jobsub.wait(jobs, timeout=120, progress=True)
-    err = capsys.readouterr().err
-    assert f"task 1 ({jobs[1].job_id}) FAILED: ValueError: task 1 fails" in err, err
-    assert "4/4" in err and "3 COMPLETED" in err and "1 FAILED" in err, err
-
-
 def test_no_bar_by_default_where_nobody_watches(local_executor: jobsub.AutoExecutor,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     jobs = local_executor.map_array(tasks.add, [1, 2], [3, 4])

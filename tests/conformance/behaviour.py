@@ -37,6 +37,7 @@ from tests.conformance.cache import CacheSuite
 from tests.conformance.dag import DagBehaviour
 from tests.conformance.fixtures import BackendFixtures, needs
 from tests.conformance.guarantees import GuaranteesSuite
+from tests.conformance.views import ViewsSuite
 
 
 class BehaviourSuite(DagBehaviour, BackendFixtures):
@@ -360,5 +361,5 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
         assert job.result(timeout=180) == "survived"
 
 
-class BackendSuite(BehaviourSuite, GuaranteesSuite, CacheSuite):
+class BackendSuite(BehaviourSuite, GuaranteesSuite, CacheSuite, ViewsSuite):
     """Every shared suite: what a backend's one test class inherits."""
