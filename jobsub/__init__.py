@@ -45,6 +45,11 @@ _WHERE = {
 }
 
 
+_WIRED = {"Job": "hold"}
+"""Modules loaded with a name: ``jobsub.Job`` comes with the layer that releases held jobs
+(``jobsub.hold`` registers itself as their driver: the ``Job`` future never imports it)."""
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
@@ -52,6 +57,8 @@ def __getattr__(name: str) -> Any:
         module = _WHERE[name]
     except KeyError:
         raise AttributeError(f"module 'jobsub' has no attribute {name!r}") from None
+    if name in _WIRED:
+        importlib.import_module(f"{__name__}.{_WIRED[name]}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

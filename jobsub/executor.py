@@ -44,8 +44,8 @@ from .errors import (
 )
 from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
-from .hold import end_unstarted, hold, plan, record
-from .job import Job, held_id
+from .hold import hold, plan, record
+from .job import Job
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -57,7 +57,8 @@ from .parameters import (
 from .polling import poller_for
 from .states import JobState
 from .storage import open_storage
-from .submission import link_logs, new_meta, start, task_id
+from .submission import held_id, link_logs, new_meta, start, task_id
+from .unstarted import end_unstarted
 
 __all__ = ["AutoExecutor", "Executor", "cached"]
 
@@ -395,7 +396,7 @@ class Executor:
             meta = new_meta(self.backend, params, len(calls), ranks, array)
             meta["function"] = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
             waits_for = {
-                str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+                str(i): [[j.folder.url, j.index, list(j.rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
             }
             if waits_for:
                 meta["waits_for"] = waits_for
@@ -425,7 +426,7 @@ class Executor:
             raise
         if held:
             handles = [
-                Job._create(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,
+                Job.bind(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,
                             cache_key=keys.get(str(i)))
                 for i in range(len(calls))
             ]
@@ -434,7 +435,7 @@ class Executor:
         jobs: list[Job[Any]] = []
         for index in range(len(calls)):
             job_id = task_id(meta, index) or ""
-            jobs.append(Job._create(self.backend, folder, job_id, index, ranks, cache_key=keys.get(str(index))))
+            jobs.append(Job.bind(self.backend, folder, job_id, index, ranks, cache_key=keys.get(str(index))))
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         if others:  # calls another process submitted meanwhile: this array must not run them
             with contextlib.suppress(JobsubError):

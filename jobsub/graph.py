@@ -132,9 +132,8 @@ def graph(jobs: Job[Any] | Iterable[Job[Any]]) -> JobGraph:
     nodes: dict[tuple[str, int], Node] = {}
     for where in _upstream_first(list(known), upstream):
         job = known[where]
-        status = job._status()
-        state = job._seen_state(status)
-        reason = status.reason if state is status.state else ""
+        status = job.status()
+        state, reason = status.state, status.reason
         ups = [known[u].job_id for u in upstream.get(where, []) if u in known]
         function = str(metas.get(where[0], {}).get("function", "?"))
         nodes[where] = Node(job, function, state, reason, ups)

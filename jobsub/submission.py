@@ -161,6 +161,14 @@ def task_id(meta: dict[str, Any], index: int) -> str | None:
     return None
 
 
+def held_id(key: str, index: int, array: bool) -> str:
+    """What names a held job until its backend gives it an id: its folder's key (``<key>_<i>`` in an array).
+
+    ``Job(folder, held_id)`` finds it, before and after its release.
+    """
+    return f"{key}_{index}" if array else key
+
+
 def link_logs(folder: JobFolder, template: str | None, meta: dict[str, Any]) -> None:
     """Make ``runs/%j`` style paths exist: a link named after each backend id (local folders only;
     a link that cannot be made is no error).  submitit's log names are linked by the tasks."""

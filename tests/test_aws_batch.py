@@ -92,7 +92,7 @@ def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False
 
 
 def _aws_state(job: jobsub.Job[Any]) -> JobState:
-    return job._backend.states([job.job_id])[job.job_id].state
+    return job.backend_instance.states([job.job_id])[job.job_id].state
 
 
 def test_submit_and_result(ex: jobsub.AutoExecutor) -> None:
@@ -226,7 +226,7 @@ def test_a_reclaimed_checkpointable_task_resumes_from_its_checkpoint(ex: jobsub.
         engine.close()
     params = ex._resolve()
     retry_id = ex.backend.submit(launch_for(ex.backend, job.folder, 0, params), 1, params, job.folder, array=False)
-    retried = jobsub.Job._create(ex.backend, job.folder, retry_id, 0, 1)
+    retried = jobsub.Job.bind(ex.backend, job.folder, retry_id, 0, 1)
     assert retried.result(timeout=180) == 2  # the second call of the checkpointed counter
 
 

@@ -402,9 +402,9 @@ def test_failure_has_remote_traceback_and_slurm_state(ex: jobsub.AutoExecutor) -
         job.result(timeout=60)
     assert "in fail" in str(info.value)
     deadline = time.monotonic() + 30  # the result file can be read before Slurm sees the job end
-    while not job._status(force=True).state.is_final and time.monotonic() < deadline:
+    while not job.status(force=True).state.is_final and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert job._status().state is JobState.FAILED and "exit code 1:0" in job._status().reason
+    assert job.status().state is JobState.FAILED and "exit code 1:0" in job.status().reason
 
 
 def test_scancel_is_cancelled(ex: jobsub.AutoExecutor) -> None:
