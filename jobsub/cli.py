@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import JobsubError
 from .folder import JobFolder, find_submissions, folder_at, lookup_id, split_folder_template
-from .hold import check, released_here, watch_root  # also the driver of held handles (jobsub.job.HeldDriver)
+from .hold import check, released_here, watch_root  # loads the driver of held handles
 from .job import Job
 from .states import JobState
 from .storage import open_storage

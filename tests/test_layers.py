@@ -71,7 +71,7 @@ def test_no_import_cycle_in_the_package() -> None:
         state[module] = 1
         for nxt in sorted(graph[module]):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[module] = 2
