@@ -25,7 +25,7 @@ from .states import JobState
 __all__ = ["JobGraph", "graph"]
 
 _COLOURS = {
-    "COMPLETED": "#c8e6c9", "RUNNING": "#bbdefb", "PENDING": "#eeeeee", "HELD": "#fff9c4", "REQUEUED": "#e1bee7",
+    "COMPLETED": "#c8e6c9", "RUNNING": "#bbdefb", "PENDING": "#eeeeee", "QUEUED": "#eeeeee", "HELD": "#fff9c4", "REQUEUED": "#e1bee7",
     "UNKNOWN": "#eeeeee",
 }
 _FAILED_COLOUR = "#ffcdd2"
