@@ -14,6 +14,7 @@ import operator
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -556,3 +557,21 @@ def test_arrays_of_ten_thousand_are_one_submit_job_and_polled_by_their_parent(aw
     assert sizes == [2]  # the parents, in one DescribeJobs, whatever the number of tasks
     backend.states([str(uuid.uuid4()) for _ in range(250)])
     assert sizes[1:] == [100, 100, 50]
+
+
+def test_a_refused_automatic_array_fails_the_program(aws: dict[str, str], root: str, tmp_path: Path) -> None:
+    """A script that submits with auto_array (AWS Batch's default) to a queue that does not exist
+    and never waits: the refusal, logged by the flush, fails the program at exit (status 1).
+    Real: moto's Batch API refusing the SubmitJob; the script runs in its own interpreter."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import jobsub
+        ex = jobsub.AutoExecutor({root!r}, cluster="aws_batch")
+        ex.update_parameters(aws_batch_job_queue="jobsub-no-such-queue", aws_batch_image={aws["image"]!r})
+        jobs = [ex.submit(abs, -i) for i in range(3)]
+        print("submitted, not waiting")
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "submitted, not waiting" in out.stdout
+    assert "never submitted" in out.stderr and "jobsub-no-such-queue" in out.stderr, out.stderr
