@@ -41,7 +41,7 @@ from .polling import poller_for, sleep_schedule
 from .states import JobState
 from .storage import open_storage
 from .submission import link_logs, params_from_meta, reconcile, start, task_id
-from .unstarted import dependency_error, end_unstarted, summary
+from .unstarted import dependency_error, end_hold_if_over, end_unstarted, summary
 
 __all__ = ["check", "drive", "hold", "plan", "record", "released_here", "watch", "watch_dependents", "watch_root"]
 
@@ -370,9 +370,26 @@ def watch_dependents(folder: JobFolder) -> None:
                 watch(down)
 
 
+_WARNS_IN = os.getpid()
+"""The process that loaded this module: a child forked from it that exits normally runs the exit
+handlers too, and must not repeat the parent's warning about the parent's submissions."""
+
+
+def _still_held(url: str) -> bool:
+    """Whether the submission at ``url`` is still held now (not released, not every task ended)."""
+    folder = JobFolder.from_url(url)
+    try:
+        meta = folder.read_meta()
+        return bool(meta.get("held")) and not meta.get("submissions") and not end_hold_if_over(folder, meta)
+    except (FileNotFoundError, JobsubError, OSError):
+        return False
+
+
 @atexit.register
 def _warn_at_exit() -> None:
-    left = _releaser.pending()
+    if os.getpid() != _WARNS_IN:
+        return
+    left = [url for url in _releaser.pending() if _still_held(url)]
     if left:
         logger.warning(
             "%d held submission(s) are not released yet (%s): they will be when a jobsub process watches "
