@@ -506,17 +506,26 @@ def test_throttling_and_lost_answers_end_in_results_without_duplicates(aws: dict
     assert [j["jobId"] for j in listed["jobSummaryList"]] == [job.job_id]
 
 
-def test_a_submission_whose_client_died_is_found_by_its_tag(ex: jobsub.AutoExecutor) -> None:
+@pytest.mark.parametrize("age_s", [1000.0, 1.0])
+def test_a_submission_whose_client_died_is_found_by_its_tag(
+    ex: jobsub.AutoExecutor, age_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
     """The executor records its intent first; a client killed before recording the answer leaves
-    only that, and whoever attaches asks the backend (ListJobs by name) instead of losing the job."""
+    only that, and whoever attaches asks the backend (ListJobs by name) instead of losing the job.
+    Only an old intent is called a dead client's: a young one is a healthy client recording it
+    (concurrent cached calls reattach to each other's submissions in that moment)."""
     job = ex.submit(abs, -4)
     assert job.result(timeout=120) == 4
     meta = job.folder.read_meta()
-    meta["intents"], meta["submissions"] = [{"offset": 0, "count": 1, "tag": f"{job.folder.key}-0"}], []
+    intent = {"offset": 0, "count": 1, "tag": f"{job.folder.key}-0", "at": time.time() - age_s}
+    meta["intents"], meta["submissions"] = [intent], []
     job.folder.write_meta(meta)
-    (again,) = jobsub.Job.attach(job.folder.url)
+    with caplog.at_level("DEBUG", logger="jobsub"):
+        (again,) = jobsub.Job.attach(job.folder.url)
     assert again.job_id == job.job_id and again.result(timeout=30) == 4
     assert "intents" not in job.folder.read_meta()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "client died" in r.getMessage()]
+    assert len(warned) == (1 if age_s > 300 else 0), warned
 
 
 def test_find_submitted_by_the_submission_tag(ex: jobsub.AutoExecutor) -> None:
