@@ -10,6 +10,7 @@ releasing the same submission, and cancel cascades from another process.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,3 +254,19 @@ def test_the_exit_warning_lists_only_what_is_still_held_once(tmp_path: Path) -> 
     kept, ended = out.stdout.split()
     assert out.stderr.count("not released yet") == 1, out.stderr
     assert kept in out.stderr and ended not in out.stderr, out.stderr
+
+
+def test_the_edge_to_an_upstream_whose_folder_is_gone_stays(tmp_path: Path) -> None:
+    """A graph read from the folders keeps the edge to an upstream whose folder was deleted,
+    named by that folder, in the text, the Mermaid drawing and ``jobsub graph``."""
+    local = _executor(tmp_path, "local")
+    first = local.submit(tasks.add, 1, 1)
+    second = local.submit(tasks.add, first, 1)
+    assert second.result(timeout=60) == 3
+    shutil.rmtree(first.folder.path)
+    view = jobsub.graph(jobsub.Job(local.folder, second.job_id))
+    assert len(view.nodes) == 1 and len(view.edges) == 1
+    assert view.edges[0][0].startswith(first.folder.key) and "folder is gone" in view.text()
+    assert view.mermaid().count("-->") == 1 and ":::lost" in view.mermaid()
+    text = _cli("graph", str(local.folder), second.job_id).stdout
+    assert f"<- {first.folder.key}#0 (its folder is gone)" in text, text
