@@ -82,7 +82,8 @@ def status(folder: str) -> int:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
         memory = f"  peak RSS {peak:.0f} MB" if peak else ""
-        waiting = next((j.status().reason for j in jobs if j.state is JobState.HELD), "")
+        # why what waits waits: its upstreams (held), or the scheduler's reason (a drained node...)
+        waiting = next((j.status().reason for j in jobs if j.state in (JobState.HELD, JobState.PENDING)), "")
         print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}" + (f"  ({waiting})" if waiting else ""))
     return 0
 

@@ -43,6 +43,14 @@ R = TypeVar("R")
 RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
 """How long a damaged result file may take to become whole (non-atomic stores)."""
 _PROGRESS_EVERY_S = 60.0
+PENDING_WARN_S = 300.0
+"""Default of ``JOBSUB_PENDING_WARN_S``: how long a wait pends for an unusual reason before it says so."""
+
+
+def pending_warn_s() -> float:
+    """How long a job may pend for a reason its backend does not call usual before a wait warns
+    (``JOBSUB_PENDING_WARN_S``, seconds); read when a wait starts."""
+    return float(os.environ.get("JOBSUB_PENDING_WARN_S", PENDING_WARN_S))
 _HOLD_CHECK_S = 0.25
 """How often a handle of a held job reads its ``meta.json`` again to see whether it was released."""
 
@@ -51,6 +59,30 @@ def _tail(text: str | None, lines: int = 40) -> str:
     if not text:
         return ""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+class _PendingWatch:
+    """One wait's view of why its job pends: a reason the backend does not call usual, held for
+    ``warn_s``, is logged once as a warning naming it (the wait goes on; nothing is cancelled)."""
+
+    def __init__(self, job_id: str, usual: frozenset[str], warn_s: float) -> None:
+        self.job_id, self.usual, self.warn_s = job_id, usual, warn_s
+        self.reason, self.since = "", 0.0
+        self.warned: set[str] = set()
+
+    def see(self, status: Status | None, now: float) -> None:
+        reason = status.reason if status is not None and status.state is JobState.PENDING else ""
+        if not reason or reason.split(",")[0].strip() in self.usual:
+            self.reason = ""
+            return
+        if reason != self.reason:
+            self.reason, self.since = reason, now
+        if now - self.since >= self.warn_s and reason not in self.warned:
+            self.warned.add(reason)
+            logger.warning(
+                "job %s has been pending for %.0f s: %s (the scheduler's reason); still waiting: "
+                "it may never start until that changes (job.cancel() to give up)", self.job_id, now - self.since, reason,
+            )
 
 
 class HeldDriver(Protocol):
@@ -386,11 +418,13 @@ class Job(Generic[R]):
         # from 1 ms, growing by a tenth on a local disk (a check is a stat: a result is seen at most
         # a tenth of its wait late), by a quarter on an object store (a check is a request)
         factor = 1.1 if self._folder.local_file() is not None else 1.25
+        pending = _PendingWatch(self._job_id, self._backend.usual_pending_reasons, pending_warn_s())
         for delay in sleep_schedule(first=0.001, factor=factor, cap=min(self._check_s, max(0.05, self._poller.interval))):
             if self.done():
                 self._await_end_record()
                 return
             now = time.monotonic()
+            pending.see(self._poller.cached(self._job_id), now)
             if timeout is not None and now - start >= timeout:
                 raise TimeoutError(
                     f"job {self._job_id} not done after {timeout:g} s (state {self.state})"

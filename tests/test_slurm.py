@@ -577,3 +577,30 @@ def test_timeout_and_checkpoint(slow_jobs: dict[str, jobsub.Job[Any]] | None) ->
         timed_out.result(timeout=150)
     assert info.value.state is JobState.TIMEOUT and timed_out.state == "TIMEOUT"
     assert "DUE TO TIME LIMIT" in str(info.value)
+
+
+def test_a_job_that_cannot_start_says_why(
+    ex: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the node drained, the job pends for Slurm's reason (squeue's %r): ``job.status()`` and
+    ``jobsub status`` show it, and a wait that pends for it longer than JOBSUB_PENDING_WARN_S logs a
+    warning naming it (and goes on: nothing is cancelled).  Real: this cluster's only node, drained
+    for a few seconds and resumed in ``finally``."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[0]
+    monkeypatch.setenv("JOBSUB_PENDING_WARN_S", "0.5")
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=jobsub test"], check=True)
+    try:
+        job = ex.submit(tasks.add, 1, 2)
+        with caplog.at_level(logging.WARNING, logger="jobsub"), pytest.raises(TimeoutError):
+            job.wait(timeout=6)
+        reason = job.status(force=True).reason
+        assert job.state is JobState.PENDING and "ReqNodeNotAvail" in reason, reason
+        warned = [r.getMessage() for r in caplog.records if "has been pending" in r.getMessage()]
+        assert len(warned) == 1 and "ReqNodeNotAvail" in warned[0], warned
+        status = subprocess.run(
+            [sys.executable, "-m", "jobsub.cli", "status", str(ex.folder)], capture_output=True, text=True, check=False
+        )
+        assert "PENDING" in status.stdout and "ReqNodeNotAvail" in status.stdout, status.stdout
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    assert job.result(timeout=120) == 3 and not job.status().reason
