@@ -266,7 +266,7 @@ def _cancel(folder: str, job_id: str) -> bool:
 
 
 def _submitit_alias(command: str, target: Path | None) -> int:
-    from .submitit_alias import AliasError, install_alias, uninstall_alias
+    from ._submitit.submitit_alias import AliasError, install_alias, uninstall_alias
 
     try:
         if command == "install-submitit-alias":

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import errors
+from ._submitit.watcher import JobWatcher
 from .backends.base import Backend, get_backend
 from .calls import DelayedSubmission, JobRef, Outcome, RemoteTraceback
 from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_template
@@ -32,7 +33,6 @@ from .states import JobState, Status
 from .storage import open_storage
 from .submission import held_id, reconcile, task_id
 from .unstarted import cancel_dependents, cancel_held, summary
-from .watcher import JobWatcher
 
 __all__ = ["AsyncJobProxy", "HeldDriver", "Job", "drive_held_with", "held_id"]
 

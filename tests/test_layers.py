@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "jobsub"
-ABOVE_THE_FUTURE = ("hold", "cache", "graph", "executor", "cli", "autoarray", "aliases", "helpers")
+ABOVE_THE_FUTURE = ("hold", "cache", "graph", "executor", "cli", "autoarray", "_submitit.aliases", "_submitit.helpers")
 
 
 def _module_name(path: Path) -> str:
@@ -121,3 +121,34 @@ def test_what_hands_out_jobs_loads_the_driver_of_held_ones(entry: str) -> None:
     code += "print('jobsub.hold' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_top_level_shows_jobsubs_own_layers() -> None:
+    """submitit's module tree lives in jobsub/_submitit/, not beside jobsub's own modules."""
+    mirrored = {"core", "auto", "local", "slurm", "aliases", "helpers", "watcher", "submitit_alias"}
+    top = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert top & mirrored == set()
+    assert {p.name for p in (PACKAGE / "_submitit").iterdir() if p.suffix == ".py" or p.is_dir()} >= {
+        "core", "auto", "local", "slurm", "aliases.py", "helpers.py", "watcher.py", "submitit_alias.py",
+    }
+
+
+def test_submitits_module_paths_are_the_mirrors_themselves() -> None:
+    """Every path the alias maps (``jobsub.core.utils``, ``jobsub.slurm.slurm``, ``jobsub.helpers``...)
+    imports, in a fresh interpreter, as the very module of jobsub/_submitit/ (one object, two names)."""
+    from jobsub._submitit.submitit_alias import MODULES
+
+    paths = [*MODULES, "aliases", "watcher", "submitit_alias"]
+    code = (
+        "import importlib, sys\n"
+        f"for path in {paths!r}:\n"
+        "    old = importlib.import_module('jobsub.' + path)\n"
+        "    assert old is sys.modules['jobsub._submitit.' + path], path\n"
+        "from jobsub.slurm.slurm import _parse_node_list\n"
+        "import jobsub.core.utils, jobsub\n"
+        "assert _parse_node_list('n[1-2]') == ['n1', 'n2'] and jobsub.core.utils.FailedJobError is jobsub.FailedJobError\n"
+        "assert jobsub.helpers.Checkpointable is sys.modules['jobsub.helpers'].Checkpointable\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .polling import StatePoller, poller_for, pollers
-from .states import JobState, Status
+from ..polling import StatePoller, poller_for, pollers
+from ..states import JobState, Status
 
 if TYPE_CHECKING:
-    from .job import Job
+    from ..job import Job
 
 __all__ = ["JobWatcher", "Watcher"]
 
