@@ -50,6 +50,14 @@ class DelayedJob(Job[Any]):
 
     _executor: Any
 
+    @property
+    def cache_key(self) -> str | None:
+        """Known before a coalesced submission exists (asking it sends nothing)."""
+        if "_coalesced_cache_key" not in self.__dict__:  # inside batch(): as any other use
+            return self.__getattr__("cache_key")  # type: ignore[no-any-return]
+        key: str | None = self.__dict__["_coalesced_cache_key"]
+        return key
+
     def _promote(self, job: Job[Any]) -> None:
         object.__setattr__(self, "__class__", type(job))
         self.__dict__.update(job.__dict__)
@@ -145,7 +153,7 @@ class Coalescer:
         """
         placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
         placeholder.__dict__["_group"] = None
-        placeholder.__dict__["_cache_key"] = cache_key
+        placeholder.__dict__["_coalesced_cache_key"] = cache_key
         full = None
         with self.lock:
             group = self.groups.get(key)
