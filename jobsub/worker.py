@@ -212,10 +212,13 @@ class _CheckpointHandler:
 
 
 def _say(line: str) -> None:
-    """A line on the task's stdout, in submitit's words: its users grep their jobs' output for them."""
+    """A line on the task's stdout, in submitit's words: its users grep their jobs' output for them.
+
+    Written to the descriptor, not through ``sys.stdout``: this runs in a signal handler, which may
+    have interrupted the task in the middle of its own ``print`` (a reentrant buffered write raises).
+    """
     with _QuietStreamErrors():
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        os.write(1, (line + "\n").encode())
 
 
 def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
