@@ -18,6 +18,7 @@ from .. import worker
 from ..folder import JobFolder
 from ..parameters import Resolved
 from ..states import JobState, Status
+from ._exits import DEPENDENCY_FAILED
 from .base import Backend, Capabilities, Launch
 
 __all__ = ["DebugBackend"]
@@ -97,7 +98,7 @@ class DebugBackend(Backend):
                 # the caller gets the function's own exception: its traceback is not also logged
                 codes.append(worker.run_task(folder, index, rank, report_failure=False))
         if worker.DEPENDENCY_FAILED_EXIT_CODE in codes:
-            self._states[backend_id] = Status(JobState.CANCELLED, "a dependency failed")
+            self._states[backend_id] = DEPENDENCY_FAILED
         else:
             self._states[backend_id] = Status(JobState.FAILED if any(codes) else JobState.COMPLETED)
 
