@@ -62,23 +62,24 @@ def _tail(text: str | None, lines: int = 40) -> str:
 
 
 class _PendingWatch:
-    """One wait's view of why its job pends: a reason the backend does not call usual, held for
-    ``warn_s``, is logged once as a warning naming it (the wait goes on; nothing is cancelled)."""
+    """One wait's view of why its job pends: pending for reasons the backend does not call usual
+    (however their wording changes) for ``warn_s`` is logged once, naming the reason (the wait goes
+    on; nothing is cancelled)."""
 
     def __init__(self, job_id: str, usual: frozenset[str], warn_s: float) -> None:
         self.job_id, self.usual, self.warn_s = job_id, usual, warn_s
-        self.reason, self.since = "", 0.0
-        self.warned: set[str] = set()
+        self.since: float | None = None
+        self.warned = False
 
     def see(self, status: Status | None, now: float) -> None:
         reason = status.reason if status is not None and status.state is JobState.PENDING else ""
         if not reason or reason.split(",")[0].strip() in self.usual:
-            self.reason = ""
+            self.since = None
             return
-        if reason != self.reason:
-            self.reason, self.since = reason, now
-        if now - self.since >= self.warn_s and reason not in self.warned:
-            self.warned.add(reason)
+        if self.since is None:
+            self.since = now
+        if now - self.since >= self.warn_s and not self.warned:
+            self.warned = True
             logger.warning(
                 "job %s has been pending for %.0f s: %s (the scheduler's reason); still waiting: "
                 "it may never start until that changes (job.cancel() to give up)", self.job_id, now - self.since, reason,
