@@ -38,16 +38,16 @@ from . import commands
 from .commands import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from .errors import JobsubError
 from .folder import JobFolder, folder_at, lookup_id, split_folder_template
+from .hold import check, released_here, watch_root  # loads the driver of held handles
 from .job import Job
 from .report import USAGE_READ_MAX as STATUS_REMOTE_USAGE_MAX
 from .storage import open_storage
 
 __all__ = ["STATUS_REMOTE_USAGE_MAX", "main", "one_line"]
 
+
 def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
     """Release the held submissions under ``folder`` as their upstreams succeed (or end them)."""
-    from .hold import check, released_here, watch_root
-
     root = split_folder_template(folder)[0]
     storage = open_storage(root)
     held = watch_root(root)
@@ -241,12 +241,12 @@ def _cancel(folder: str, job_id: str) -> bool:
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
     live = [task for task in tasks if not task.done()]
     if live:
-        live[0]._backend.cancel([job_id])  # the backend cancels a whole array by its id
+        live[0].backend_instance.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)
 
 
 def _submitit_alias(command: str, target: Path | None) -> int:
-    from .submitit_alias import AliasError, install_alias, uninstall_alias
+    from ._submitit.submitit_alias import AliasError, install_alias, uninstall_alias
 
     try:
         if command == "install-submitit-alias":

@@ -14,11 +14,13 @@ import collections
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import JobsubError
-from .job import Job
 from .states import JobState
+
+if TYPE_CHECKING:
+    from .job import Job
 
 __all__ = ["FAILURES_SHOWN", "Failure", "SubmissionReport", "first_error_line", "report"]
 
