@@ -54,7 +54,7 @@ from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
 from .hold import hold, plan, record
 from .job import Job
-from .joblist import JobList, as_plain
+from .joblist import JobList, as_plain, rebuild
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -655,16 +655,10 @@ def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
         if isinstance(obj, Job):
             found.append(obj)
             return obj.ref()
-        if type(obj) in (list, tuple):
-            items = [swap(x) for x in obj]
-            return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
-        if type(obj) is dict:
-            values = {k: swap(v) for k, v in obj.items()}
-            return obj if all(values[k] is v for k, v in obj.items()) else values
         return obj
 
-    call.args = tuple(swap(a) for a in call.args)
-    call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    call.args = tuple(rebuild(a, swap) for a in call.args)
+    call.kwargs = {k: rebuild(v, swap) for k, v in call.kwargs.items()}
     return found
 
 

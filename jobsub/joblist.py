@@ -8,11 +8,12 @@ draws the summary table of ``jobsub status``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .job import Job
 
-__all__ = ["JobList", "as_plain"]
+__all__ = ["JobList", "as_plain", "rebuild"]
 
 R = TypeVar("R")
 
@@ -40,19 +41,26 @@ class JobList(list[Job[R]]):
         return (JobList, (list(self),))
 
 
+def rebuild(value: Any, replace: Callable[[Any], Any]) -> Any:
+    """``value`` with ``replace(item)`` put in place of each item, searched in lists, tuples and dicts
+    (exactly those types, as the task rebuilds them); a container nothing changed in is kept as it is."""
+    new = replace(value)
+    if new is not value:
+        return new
+    if type(value) in (list, tuple):
+        items = [rebuild(item, replace) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+    if type(value) is dict:
+        values = {key: rebuild(item, replace) for key, item in value.items()}
+        return value if all(values[k] is v for k, v in value.items()) else values
+    return value
+
+
 def as_plain(value: Any) -> Any:
-    """``value`` with every ``JobList`` in it (in lists, tuples, dicts) made a plain ``list``.
+    """``value`` with every ``JobList`` in it made a plain ``list``.
 
     Arguments are searched for jobs, hashed for the cache and rebuilt in the
     task by their exact type (``list``, ``tuple``, ``dict``): a ``JobList``
     passed as an argument is therefore given to them as the list it is.
     """
-    if isinstance(value, JobList):
-        return [as_plain(item) for item in value]
-    if type(value) in (list, tuple):
-        items = [as_plain(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
-    if type(value) is dict:
-        values = {key: as_plain(item) for key, item in value.items()}
-        return value if all(values[k] is v for k, v in value.items()) else values
-    return value
+    return rebuild(value, lambda item: [as_plain(x) for x in item] if isinstance(item, JobList) else item)
