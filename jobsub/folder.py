@@ -21,6 +21,7 @@ Everything the two sides say to each other is a file in the folder::
         held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
+    <root>/.code/<d>.tar.gz the code package of digest <d>, shared by the submissions of that code
     <root>/.held/<key>      submission <key> is held: what ``jobsub attach`` releases
     <root>/.cache/<h>.<g>.json  cache entry for call hash <h>, generation g (created once)
     <root>/.cache/manifests/<key>.json  the entries submission <key> claimed (many hits, one read)
@@ -49,6 +50,7 @@ from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
@@ -58,6 +60,7 @@ __all__ = [
     "JobFolder", "JobPaths", "Submission", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
     "folder_at", "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
     "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
+    "CODE_PACKAGES", "code_package_key",
 ]
 
 _MAGIC = b"JSR1"
@@ -177,10 +180,14 @@ class JobFolder:
         return folder
 
     @classmethod
-    def from_url(cls, url: str) -> JobFolder:
-        """The folder at ``<root>/<key>`` (a path or a storage URL)."""
+    def from_url(cls, url: str, *, env: Mapping[str, str] | None = None) -> JobFolder:
+        """The folder at ``<root>/<key>`` (a path or a storage URL).
+
+        ``env``: reach an object store with the SDK environment of another
+        process (``jobsub.storage.open_storage``), as a daemon does for a submission.
+        """
         root, _, key = url.rstrip("/").rpartition("/")
-        return cls(open_storage(root or "/"), key)
+        return cls(open_storage(root or "/", env), key)
 
     @property
     def path(self) -> Path | None:
@@ -563,6 +570,15 @@ def _json_bytes(record: dict[str, Any]) -> bytes:
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     storage.write_bytes(f".ids/{backend_id}", key.encode())
+
+
+CODE_PACKAGES = ".code"
+"""``<root>/.code/``: code packages (``jobsub.cloud.container``), and a local root's package cache."""
+
+
+def code_package_key(name: str) -> str:
+    """Where the code package ``name`` (its digest's first 16 hex digits) goes under the root."""
+    return f"{CODE_PACKAGES}/{name}.tar.gz"
 
 
 def mark_held(storage: Storage, key: str) -> None:

@@ -283,6 +283,18 @@ def test_debug_runs_the_tasks_here_with_the_same_image_command_and_folder(aws: d
     assert backend.api.counts.get("SubmitJob", 0) == 0
 
 
+def test_debug_honours_timeout_min(aws: dict[str, str], root: str) -> None:
+    """The attached run stops a task at ``timeout_min`` (issue 26: it used to run on past it)."""
+    backend, executor = _own_backend(aws, root)
+    executor.update_parameters(debug=True, timeout_min=0.05)
+    started = time.monotonic()
+    job = executor.submit(time.sleep, 60)
+    assert time.monotonic() - started < 45 and job.job_id.startswith("here-")
+    with pytest.raises(jobsub.JobTimeoutError, match="timeout_min"):
+        job.result()
+    assert backend.api.counts.get("SubmitJob", 0) == 0
+
+
 def test_cancel_a_job_and_an_array_child(ex: jobsub.AutoExecutor) -> None:
     job = ex.submit(time.sleep, 120)
     jobs = ex.map_array(time.sleep, [0.1, 120])

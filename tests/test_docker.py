@@ -246,6 +246,18 @@ def test_interactive_mode_runs_attached(ex: jobsub.AutoExecutor, capfd: pytest.C
     assert "attached" in (job.stdout() or "")
 
 
+def test_the_attached_run_honours_timeout_min(ex: jobsub.AutoExecutor, api: Any) -> None:
+    """``debug`` (``interactive``'s name on every container backend) runs attached within the time
+    limit: the container is stopped at it and the task ends TIMEOUT, not after its own minute."""
+    ex.update_parameters(docker_debug=True, timeout_min=0.05)
+    started = time.monotonic()
+    job = ex.submit(time.sleep, 60)
+    assert time.monotonic() - started < 45 and job.done()
+    with pytest.raises(jobsub.JobTimeoutError, match="timeout_min"):
+        job.result()
+    assert not _containers(api, job.folder.key)  # removed after
+
+
 _DEBUGGED_SCRIPT = """
 import json, sys
 import jobsub
