@@ -52,11 +52,11 @@ _WIRED = {"Job": "hold"}
 
 
 class _SubmititPaths:
-    """``jobsub.core.utils``, ``jobsub.helpers``...: submitit's module paths, served by the modules of
+    """``jobsub.core.utils``, ``jobsub.slurm.slurm``...: submitit's module paths, served by the modules of
     ``jobsub/_submitit/`` (one object under both names), so the package's top level holds only
     jobsub's own layers.  First on ``sys.meta_path``, it answers nothing but those names."""
 
-    _MIRRORED = ("core", "auto", "local", "slurm", "aliases", "helpers", "watcher", "submitit_alias")
+    _MIRRORED = ("core", "auto", "local", "slurm", "aliases", "watcher", "submitit_alias")
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> Any:
@@ -104,9 +104,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from . import helpers as helpers
     from ._submitit import auto as auto
     from ._submitit import core as core
-    from ._submitit import helpers as helpers
     from ._submitit import local as local
     from ._submitit import slurm as slurm
     from ._submitit.aliases import (

@@ -16,7 +16,7 @@ from typing import Any
 from ...calls import DelayedSubmission, dumps_checked
 from ...errors import FailedJobError, FailedSubmissionError, UncompletedJobError
 from ...folder import JobPaths
-from ..helpers import CommandFunction, environment_variables
+from ...helpers import CommandFunction, environment_variables
 
 __all__ = [
     "CommandFunction",

@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
-from ..calls import DelayedSubmission
-from ..environment import JobEnvironment
-from ..errors import FailedJobError
-from ..job import Job
-from ..snapshot import RsyncSnapshot
+from .calls import DelayedSubmission
+from .environment import JobEnvironment
+from .errors import FailedJobError
+from .job import Job
+from .snapshot import RsyncSnapshot
 
 __all__ = [
     "Checkpointable",
