@@ -15,7 +15,8 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
     # a terminal and a browser for the tests that look as a user does (tmux, headless Chromium)
     if ! command -v tmux >/dev/null || ! command -v chromium >/dev/null; then
-        apt-get install -y -q --no-install-recommends tmux chromium >/dev/null
+        apt-get install -y -q --no-install-recommends tmux chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tmux chromium >/dev/null; }
     fi
     # both use apt, so one after the other; each returns at once when already running
     bash scripts/start-slurm.sh
