@@ -223,7 +223,7 @@ class DockerBackend(SupervisedBackend):
     # -- states, cancel, logs -------------------------------------------------------------------
     def _adopt(self, folder: JobFolder) -> None:
         """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
-        names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
+        names = folder.parameter("pass_env", common=True) or []
         self._hand_over(folder, self._passed(names, folder))
 
     @staticmethod
