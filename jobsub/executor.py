@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from .autoarray import Coalescer, DelayedJob
 from .backends.base import (
     Backend,
+    check_credentials,
     check_env,
     check_folder,
     get_backend,
@@ -104,6 +105,7 @@ class Executor:
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
         check_folder(backend, root, local=local is not None)  # before anything is written
+        check_credentials(backend, self.storage)
         self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         backend.check()
         self._common: dict[str, Any] = {}

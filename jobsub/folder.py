@@ -399,6 +399,20 @@ class JobFolder:
                 )
         return None
 
+    def waits_for(self) -> dict[int, list[list[Any]]]:
+        """What each task takes as arguments from other jobs: task index -> ``[folder URL, index,
+        [ranks]]`` of each upstream task (tasks that wait for none are left out)."""
+        return {int(index): list(refs) for index, refs in self.read_meta().get("waits_for", {}).items()}
+
+    def is_array(self) -> bool:
+        """Whether the submission is an array (its tasks' ids are ``<id>_<i>``); False for a folder
+        not written yet."""
+        return self.exists() and bool(self.read_meta().get("array", False))
+
+    def task_count(self) -> int:
+        """How many tasks the submission has (1 for a folder not written yet)."""
+        return int(self.read_meta().get("count", 1)) if self.exists() else 1
+
     def parameter(self, name: str, *, common: bool = False) -> Any:
         """A parameter the submission was made with (its backend's own, or a common one if
         ``common``), None if not recorded."""

@@ -168,6 +168,29 @@ def test_a_local_folder_is_refused_for_tasks_that_cannot_see_it(tmp_path: Path) 
     assert not runs.exists()  # nothing written
 
 
+def no_credentials(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """An environment in which neither boto3's chain nor Google's finds any credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))  # no ~/.aws, no gcloud configuration
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(home / "gcloud"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # not on EC2: no instance role to ask
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on GCE: no metadata server to ask
+
+
+def test_missing_google_credentials_are_said_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No request at all: the check reads the credential chain only (no emulator is set here)."""
+    pytest.importorskip("google.cloud.storage", reason="the gcp extra is not installed (pip install -e '.[test]')")
+    no_credentials(monkeypatch, tmp_path)
+    with pytest.raises(jobsub.BackendError, match="no Google credentials found: Application Default Credentials"):
+        jobsub.Executor("gs://jobsub-no-such-bucket/runs", backend="local")
+
+
 def test_secrets_bound_for_a_shown_environment_are_refused() -> None:
     from jobsub.backends.aws_batch import AWSBatchBackend
 

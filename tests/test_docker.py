@@ -58,6 +58,7 @@ def _containers(api: Any, key: str) -> list[dict[str, Any]]:
 
 class TestDockerBehaviour(BackendSuite):
     cluster = "docker"
+    checkpoint_margin_s = 5.0  # a container starts in seconds on a busy machine
 
     @pytest.fixture
     def service(self) -> None:

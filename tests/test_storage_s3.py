@@ -15,10 +15,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import jobsub
 from jobsub.calls import Outcome, dumps_checked
 from jobsub.errors import BackendError
 from jobsub.folder import JobFolder
@@ -31,6 +33,7 @@ from botocore.awsrequest import AWSResponse  # noqa: E402 - after the importorsk
 from botocore.config import Config  # noqa: E402
 
 from jobsub.storage.s3 import S3Storage  # noqa: E402
+from tests.test_container_kit import no_credentials  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -342,3 +345,18 @@ def test_the_worker_runs_a_task_whose_folder_is_in_s3(url: str) -> None:
     assert payload is not None
     outcome = Outcome.loads(payload)
     assert outcome.ok and outcome.value == 42
+
+
+# -- the executor's credential check, before anything is written ---------------------------------------------
+@pytest.mark.parametrize("backend", ["aws_batch", "local"])
+def test_missing_aws_credentials_are_said_before_anything_is_written(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """Against moto: without credentials the executor names where boto3 looked, and the bucket stays empty."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    with monkeypatch.context() as env:
+        no_credentials(env, tmp_path)
+        with pytest.raises(jobsub.BackendError, match="no AWS credentials found: boto3 looked in the environment"):
+            jobsub.Executor(f"s3://{bucket}/{prefix}/runs", backend=backend)
+    assert S3Storage(f"s3://{bucket}").list(prefix) == []  # not even the write probe
+    jobsub.Executor(f"s3://{bucket}/{prefix}/runs", backend=backend)  # the emulator's dummy credentials pass

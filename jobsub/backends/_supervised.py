@@ -203,7 +203,7 @@ def cancel_targets(storage: Any, backend_ids: Sequence[str]) -> list[tuple[JobFo
     for backend_id in backend_ids:
         key, name = task_name(backend_id)
         folder = JobFolder(storage, key)
-        if name is None and not (folder.read_meta() if folder.exists() else {}).get("array", False):
+        if name is None and not folder.is_array():
             name = "0"  # a plain job's id is its submission's
         targets.append((folder, name))
     return targets
@@ -214,8 +214,7 @@ def cancel_unsupervised(folder: JobFolder, name: str | None, kill: Any) -> None:
 
     ``kill(run_record)`` stops what a task's run record names (pids, containers).
     """
-    count = int(folder.read_meta().get("count", 1)) if folder.exists() else 1
-    for each in [name] if name is not None else [str(i) for i in range(count)]:
+    for each in [name] if name is not None else [str(i) for i in range(folder.task_count())]:
         if folder.write_exit(each, "CANCELLED", "cancelled by the user"):
             run = folder.read_run(each)
             if run is not None and "damaged" not in run:

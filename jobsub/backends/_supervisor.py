@@ -219,8 +219,8 @@ class Supervisor(JsonLineServer):
         ``env``: what the tasks' environment takes from the client that asks
         (after a supervisor died, the client that finds the submission).
         ``store_env``: that client's SDK environment, which ``folder`` was opened with.
-        ``fresh``: a submission being made now, ``{"spec": ..., "waits_for": ...}``
-        as the client wrote them: nothing to read back from the folder.
+        ``fresh``: a submission being made now, ``{"spec": ...}`` as the client wrote it: its
+        spec is not read back from the folder.
         """
         if folder.url in self.subs:
             return {"ok": True, "already": True}
@@ -247,9 +247,9 @@ class Supervisor(JsonLineServer):
     def fresh(folder: JobFolder, lock: Any, given: dict[str, Any]) -> Submission:
         """A new submission: every task pending (its spec is in the folder too, for an adoption)."""
         sub = Submission(folder, given["spec"], lock)
-        waits = given.get("waits_for") or {}
+        waits = folder.waits_for()
         sub.pending.extend(
-            Task(sub, index, waits_for=list(waits.get(str(index + sub.offset), []))) for index in range(int(sub.spec["n"]))
+            Task(sub, index, waits_for=waits.get(index + sub.offset, [])) for index in range(int(sub.spec["n"]))
         )
         return sub
 
@@ -257,12 +257,11 @@ class Supervisor(JsonLineServer):
         spec = folder.read_backend_json(self.kind, "spec.json")
         if spec is None or "damaged" in spec:
             raise ValueError(f"{folder.url} has no usable {self.kind}/spec.json")
-        meta = folder.read_meta()
         sub = Submission(folder, spec, lock)
         ended = folder.ended()
-        waits = meta.get("waits_for", {})
+        waits = folder.waits_for()
         for index in range(int(spec["n"])):
-            task = Task(sub, index, waits_for=list(waits.get(str(index + sub.offset), [])))
+            task = Task(sub, index, waits_for=waits.get(index + sub.offset, []))
             if task.name in ended:
                 continue
             run = folder.read_run(task.name)

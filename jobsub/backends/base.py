@@ -22,8 +22,13 @@ from ..folder import JobFolder
 from ..parameters import CommonParameters, NoParameters, Resolved
 from ..states import Status
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..cloud.gateway import Gateway
+    from ..storage import Storage
+
 __all__ = [
-    "Backend", "Capabilities", "Launch", "check_env", "check_folder", "get_backend", "known_backends",
+    "Backend", "Capabilities", "Launch", "check_credentials", "check_env", "check_folder", "get_backend", "known_backends",
     "load_backend_class", "register_backend",
 ]
 
@@ -132,6 +137,15 @@ def check_folder(backend: Backend, root: str, *, local: bool) -> None:
         raise InvalidParameterError(f"the {name} backend needs job folders on a path its tasks can reach, not {root}")
 
 
+def check_credentials(backend: Backend, storage: Storage) -> None:
+    """Refuse, before anything is written, a folder store or a backend whose SDK finds no
+    credentials at all: each names where it looked (``Storage.check_credentials``, the backend's
+    ``gateways``' ``Gateway.check_credentials``); no request is sent."""
+    storage.check_credentials()
+    for gateway in backend.gateways():
+        gateway.check_credentials()
+
+
 def check_env(backend: Backend, common: CommonParameters) -> None:
     """Refuse secrets bound for a task environment the backend shows to others (``env_shown``)."""
     if not backend.capabilities.env_shown:
@@ -237,6 +251,11 @@ class Backend:
 
     def check(self) -> None:
         """Raise ``BackendError`` if the backend cannot be used (called at executor creation)."""
+
+    def gateways(self) -> Sequence[Gateway]:
+        """The SDK gateways it calls (``jobsub.cloud.gateway``): their credentials are checked when
+        an executor is created (``check_credentials``)."""
+        return ()
 
     def config(self) -> dict[str, Any]:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""

@@ -75,8 +75,7 @@ class DebugBackend(Backend):
 
     def _run(self, backend_id: str) -> None:
         folder, index, ranks, array, env = self._pending.pop(backend_id)
-        for refs in folder.read_meta().get("waits_for", {}).get(str(index), []):
-            upstream_url, upstream_index, _ = refs
+        for upstream_url, upstream_index, _ in folder.waits_for().get(index, []):
             for pending_id, (upstream, i, *_rest) in list(self._pending.items()):
                 if upstream.url == upstream_url and i == upstream_index:
                     self._run(pending_id)

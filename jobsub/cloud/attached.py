@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
-from ..folder import JobFolder, lookup_id
+from ..folder import JobFolder, Submission, lookup_id
 from ..states import JobState, Status
 from ..storage import Storage
 
@@ -119,18 +119,17 @@ def run_tasks(
 def attached_states(storage: Storage, backend_ids: Sequence[str]) -> dict[str, Status]:
     """The states of tasks run attached: their exit records, every one written before ``submit`` returned."""
     answer: dict[str, Status] = {}
-    folders: dict[str, tuple[JobFolder, dict[str, int]] | None] = {}
+    folders: dict[str, tuple[JobFolder, Submission | None] | None] = {}
     for backend_id in backend_ids:
         parent, _, child = backend_id.partition("_")
         if parent not in folders:
             key = lookup_id(storage, parent)
             folder = JobFolder(storage, key) if key else None
-            offsets = {s["id"]: int(s["offset"]) for s in folder.read_meta().get("submissions", [])} if folder else {}
-            folders[parent] = (folder, offsets) if folder is not None else None
+            folders[parent] = (folder, folder.submission(parent)) if folder is not None else None
         found = folders[parent]
         record = None
-        if found is not None and parent in found[1] and (child or "0").isdigit():
-            record = found[0].read_exit(found[1][parent] + int(child or 0))
+        if found is not None and found[1] is not None and (child or "0").isdigit():
+            record = found[0].read_exit(found[1].offset + int(child or 0))
         if record is None or "damaged" in record:
             answer[backend_id] = Status(JobState.LOST, f"no record of the attached run {backend_id} in its folder")
         else:

@@ -50,6 +50,13 @@ def _botocore() -> Any:
     return sys.modules.get("botocore.exceptions")
 
 
+def _boto3_credentials() -> Any:
+    """What boto3's credential chain resolves to in this process's environment (None: nothing)."""
+    import boto3
+
+    return boto3.session.Session().get_credentials()
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ``ClientError`` ("NoSuchKey"), "" for anything else."""
     response = getattr(exc, "response", None)
@@ -84,6 +91,9 @@ class AWSGateway(Gateway):
         ), _S3_WRITE),
     }
 
+    _given: Any = None
+    """A client given instead of boto3's chain (its credentials are its own)."""
+
     def __init__(self, region: str | None = None) -> None:
         super().__init__()
         self.region = region
@@ -98,6 +108,15 @@ class AWSGateway(Gateway):
             user_agent_extra=f"jobsub/{__version__}",
         )
         return boto3.session.Session(region_name=self.region).client(service, config=config)
+
+    def check_credentials(self) -> None:
+        """boto3's chain finds no credentials (an emulator takes dummy ones: they pass)."""
+        if self._given is None and _boto3_credentials() is None:
+            raise BackendError(
+                "no AWS credentials found: boto3 looked in the environment (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY), the profile (AWS_PROFILE, ~/.aws/credentials, ~/.aws/config: keys, "
+                "SSO, assumed roles), web identity, and the container and instance roles"
+            )
 
     def method_name(self, operation: str) -> str:
         """``DescribeJobs`` -> ``describe_jobs``."""

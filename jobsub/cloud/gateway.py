@@ -20,7 +20,9 @@ never pays for it.  A subclass says only what is the provider's own:
 - ``map_error(exc, action, submitting=)``: the jobsub error for a provider exception, or None
   for an exception that is not the provider's (it is raised as it is);
 - ``method_name(operation)``: the client's method for an operation (``DescribeJobs`` ->
-  ``describe_jobs`` on boto3).
+  ``describe_jobs`` on boto3);
+- ``check_credentials()``: a clear error, without a call to the provider, when the SDK's chain
+  finds no credentials at all (the executor asks before anything is written).
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ class Gateway:
 
     def method_name(self, operation: str) -> str:
         return operation
+
+    def check_credentials(self) -> None:
+        """Raise ``BackendError`` naming where the SDK looked if it finds no credentials at all.
+
+        Cheap and local (the chain is read, nothing is sent): credentials that exist but are
+        refused show at the first call instead.  Default: nothing to check.
+        """
 
     # -- written once ----------------------------------------------------------------------------
     def client(self, service: str = "") -> Any:

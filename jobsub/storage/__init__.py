@@ -99,6 +99,9 @@ class LocalStorage:
                 os.unlink(tmp)
             raise
 
+    def check_credentials(self) -> None:
+        """A local disk needs none."""
+
     def check_writable(self) -> None:
         """Create the root (0700) and write a probe file; ``PermissionError`` naming the folder if not.
 
@@ -173,6 +176,9 @@ class MemoryStorage:
         if create_only and key in self._objects:
             raise FileExistsError(f"{self.url}/{key}")
         self._objects[key] = bytes(data)
+
+    def check_credentials(self) -> None:
+        pass
 
     def check_writable(self) -> None:
         pass

@@ -245,6 +245,19 @@ class GCSStorage:
             pass  # gone already: what a delete wants
 
     # -- set-up ---------------------------------------------------------------------------------
+    def check_credentials(self) -> None:
+        """Application Default Credentials find nothing (and no emulator is set, which needs none)."""
+        if self._client is not None or os.environ.get("STORAGE_EMULATOR_HOST"):
+            return
+        try:
+            google.auth.default()
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise BackendError(
+                "no Google credentials found: Application Default Credentials looked in "
+                "GOOGLE_APPLICATION_CREDENTIALS, gcloud's application_default_credentials.json and the "
+                f"metadata server ({exc})"
+            ) from None
+
     def check_writable(self) -> None:
         """Write and delete a probe object; a missing bucket or a refusal names the bucket and the reason."""
         probe = f".jobsub-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -244,6 +244,9 @@ class S3Storage:
         self._call("DeleteObjects", call, key)
 
     # -- set-up ---------------------------------------------------------------------------------
+    def check_credentials(self) -> None:
+        self.gateway.check_credentials()
+
     def check_writable(self) -> None:
         """Write and delete a probe object; a missing bucket or a refusal names the bucket and S3's reason."""
         probe = f".jobsub-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"

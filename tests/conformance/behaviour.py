@@ -20,6 +20,7 @@ running here are skipped, naming the script that starts them.
 from __future__ import annotations
 
 import asyncio
+import math
 import pickle
 import subprocess
 import sys
@@ -51,6 +52,10 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
+    checkpoint_margin_s: ClassVar[float] = 1.5
+    """What the checkpoint test leaves a task before its pre-timeout signal (to start and install its
+    handler) and after it (to write the checkpoint): a process forked on this machine needs little; a
+    container, or a task that imports an SDK to reach a bucket, needs more on a busy machine."""
 
     # -- submitting and results -------------------------------------------------------------
     def test_submit_and_result(self, executor: jobsub.AutoExecutor) -> None:
@@ -293,7 +298,8 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
     @needs("time_limit", "checkpoint", "fast_time_limits")
     def test_checkpointable_job_is_requeued_after_its_time_limit(self, executor: jobsub.AutoExecutor) -> None:
         """The pre-timeout signal checkpoints the callable; the backend runs the checkpoint again."""
-        executor.update_parameters(timeout_min=0.05, signal_delay_s=2)
+        margin = self.checkpoint_margin_s  # the signal comes at the limit minus at most half of it
+        executor.update_parameters(timeout_min=2 * margin / 60, signal_delay_s=math.ceil(margin))
         job = executor.submit(tasks.SlowCounter(), 30)
         assert job.result(timeout=90) == 2  # second attempt, state carried by the checkpoint
         assert job.folder.read_checkpoint(0) is not None

@@ -180,7 +180,7 @@ class DockerBackend(SupervisedBackend):
             launch = launch.replace(logs="none")
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)] if path is not None else []
-        upstream = {url for refs in folder.read_meta().get("waits_for", {}).values() for url, _, _ in refs}
+        upstream = {url for refs in folder.waits_for().values() for url, _, _ in refs}
         for url in sorted(upstream):  # the task reads the results of the jobs it takes as arguments
             if "://" not in url and url != path:
                 mounts.append(_bind(url, read_only=True))

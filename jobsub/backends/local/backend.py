@@ -117,7 +117,7 @@ class LocalBackend(SupervisedBackend):
             "cpus_per_task": common.cpus_per_task,
         }
         folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())  # for a later adoption
-        self._adopt(folder, fresh={"spec": spec, "waits_for": folder.read_meta().get("waits_for")})
+        self._adopt(folder, fresh={"spec": spec})
         return folder.key
 
     def _adopt(self, folder: JobFolder, fresh: dict[str, Any] | None = None) -> None:
