@@ -93,6 +93,7 @@ def retry(
             if before_retry is not None:
                 found = before_retry()
                 if found is not None:
+                    logger.warning("%s went through although its answer was lost: %s", what, found)
                     return found
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 

@@ -129,6 +129,20 @@ def test_attached_ids_are_found_through_the_id_index() -> None:
     assert states["here-unknown_0"].state is JobState.LOST
 
 
+def test_the_submission_record_is_read_through_the_folder(tmp_path: Path) -> None:
+    """What backends ask of ``meta.json`` (upstreams, array or not, task count), as the executor wrote it."""
+    ex = jobsub.Executor(tmp_path / "runs", backend="debug")
+    upstream = ex.submit(int, "1")
+    jobs = ex.map_array(max, [upstream, 2, 3], [0, 0, 0])
+    folder, first = jobs[0].folder, upstream.folder
+    assert folder.is_array() and folder.task_count() == 3 and not first.is_array() and first.task_count() == 1
+    assert folder.waits_for() == {0: [[first.url, 0, [0]]]}  # the other tasks wait for no job
+    assert first.waits_for() == {}
+    nowhere = JobFolder(MemoryStorage(), "not-written")
+    assert not nowhere.is_array() and nowhere.task_count() == 1
+    assert [j.result() for j in jobs] == [1, 2, 3]
+
+
 # -- the log policy ---------------------------------------------------------------------------------------------
 def test_logs_come_from_the_provider_else_the_folder() -> None:
     folder = JobFolder(MemoryStorage(), "k")

@@ -23,7 +23,6 @@ from jobsub.errors import BackendError
 from jobsub.folder import JobFolder
 from jobsub.parameters import Resolved
 from jobsub.states import JobState, Status
-from jobsub.storage import Storage, open_storage
 from tests.fake_cloud import FakeCloud
 
 
@@ -108,15 +107,8 @@ class ToyBackend(Backend):
         super().__init__(root)
         self.home = home or os.path.join(tempfile.gettempdir(), f"jobsub-toy-cloud-{os.getuid()}")
         self.api = ToyGateway(self.home)
-        self._storage: Storage | None = None
         stuck = PendingTooLong(lambda: self.storage, "the toy cloud", "pending_timeout_min", "toy_pending_timeout_min")
         self.tracker = ArrayTracker(ToyScheduler(self.api), lambda: self.storage, pending=stuck)
-
-    @property
-    def storage(self) -> Storage:
-        if self._storage is None:
-            self._storage = open_storage(self.root)
-        return self._storage
 
     def config(self) -> dict[str, Any]:
         return {"root": self.root, "home": self.home}

@@ -80,7 +80,7 @@ class SupervisedBackend(Backend):
 
     kind: str = ""
     """The supervisor's kind: its spec is ``<folder>/<kind>/spec.json``."""
-    _storage: Any
+    storage: Any
 
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -113,7 +113,7 @@ class SupervisedBackend(Backend):
             told: dict[str, Any] = self._request({"op": "states", "tasks": tasks})["states"]
             return told
 
-        answer, orphans = states_from_records(self._storage, backend_ids, ask)
+        answer, orphans = states_from_records(self.storage, backend_ids, ask)
         for folder in orphans:
             if not is_claimed(folder.url):
                 self._adopt(folder)
@@ -132,7 +132,7 @@ class SupervisedBackend(Backend):
         return folder.key if folder.read_backend_file(self.kind, "spec.json") is not None else None
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        targets = cancel_targets(self._storage, backend_ids)
+        targets = cancel_targets(self.storage, backend_ids)
         try:
             answer = self._request({"op": "cancel", "tasks": [[f.url, name] for f, name in targets]})
             unknown = {(url, name) for url, name in answer.get("unknown", [])}

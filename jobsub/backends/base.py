@@ -219,6 +219,17 @@ class Backend:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        """The store of ``root``, opened on first use (a backend made only to be named or checked
+        opens nothing; its SDK is imported when a folder is first read)."""
+        if self._storage is None:
+            from ..storage import open_storage
+
+            self._storage = open_storage(self.root)
+        return self._storage
 
     # -- the four primitives ----------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:

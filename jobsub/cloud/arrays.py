@@ -9,6 +9,7 @@ answer, and holds what every backend would otherwise copy::
 
     Backend.states(["P_0", "P_1", ..., "Q"])
       └─ ArrayTracker.states
+           ├─ ids of a run attached (debug=True, "here-..."): their folder answers
            ├─ ids grouped by parent: {"P": [0, 1, ...], "Q": [None]}
            ├─ Scheduler.describe(parents)       ≤ describe_max parents a call (chunked here)
            │     └─> {parent id: Parent(native, array, counts by JobState, final, queued, cancelled)}
@@ -48,6 +49,7 @@ from typing import Any, Protocol
 from ..folder import JobFolder, Submission, lookup_id
 from ..states import JobState, Status
 from ..storage import Storage
+from .attached import attached_states, is_attached
 
 __all__ = ["ArrayTracker", "ForgottenJobs", "Parent", "PendingTooLong", "Scheduler", "split_id"]
 
@@ -140,7 +142,7 @@ class ForgottenJobs:
     """
 
     def __init__(self, storage: Callable[[], Storage], label: str) -> None:
-        self._storage = storage
+        self.storage = storage
         self.label = label
         self._missed_since: dict[str, float] = {}
         self._records: dict[str, tuple[JobFolder, Submission]] = {}
@@ -171,7 +173,7 @@ class ForgottenJobs:
         ``forgets`` says why the scheduler may have forgotten it (in the LOST reason).
         """
         now = time.time() if now is None else now
-        storage = self._storage()
+        storage = self.storage()
         with self._lock:
             known = self._records.get(parent)
         folder, record = known if known is not None else self._record(storage, parent)
@@ -322,13 +324,18 @@ class ArrayTracker:
         return join(parent, index) if index is not None and self.is_array(parent) else parent
 
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        """``Backend.states``; the ids of a submission run attached (``debug=True``) are answered
+        by their folder (``jobsub.cloud.attached``), without asking the scheduler."""
+        here = [i for i in backend_ids if is_attached(i)]
+        answer = attached_states(self.forgotten.storage(), here) if here else {}
         groups: dict[str, list[Member]] = {}
         for backend_id in backend_ids:
+            if backend_id in answer:
+                continue
             parent_id, index = split_id(backend_id)
             groups.setdefault(parent_id, []).append((backend_id, index))
         with self._lock:
-            described = self.describe(list(groups))
-            answer: dict[str, Status] = {}
+            described = self.describe(list(groups)) if groups else {}
             for parent_id, members in groups.items():
                 parent = described.get(parent_id)
                 if parent is None:

@@ -5,7 +5,8 @@ Docker's ``interactive`` is the same) runs each task of a submission on this
 machine's Docker engine, attached and one after the other, before ``submit``
 returns::
 
-    backend.submit ─> run_tasks(AttachedRun(image, command, host_config), folder, indexes, env_of)
+    backend.submit ─> run_submission_here(launch, command, image, n, common, folder, env_of)
+        ─> run_tasks(AttachedRun(image, command, host_config), folder, indexes, env_of)
         for each task: create the container ─> attach (a TTY when this is a terminal: breakpoint()
             works) ─> stop it at timeout_min (SIGTERM, SIGKILL KILL_GRACE_S later) ─> remove it
         ─> log/<i>.0.out|err and exit/<i>.json in the folder (the supervisor's end_state rule)
@@ -36,6 +37,7 @@ from ..storage import Storage
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..backends.base import Launch
+    from ..parameters import CommonParameters
 
 __all__ = [
     "ID_PREFIX",
@@ -44,6 +46,7 @@ __all__ = [
     "attached_states",
     "is_attached",
     "run_attached",
+    "run_submission_here",
     "run_tasks",
 ]
 
@@ -114,6 +117,26 @@ def run_tasks(
             folder.write_exit(index, state, reason, ended.codes)
     finally:
         api.close()
+
+
+def run_submission_here(
+    launch: Launch, argv: list[str], image: str, n_tasks: int, common: CommonParameters, folder: JobFolder,
+    env_of: Callable[[int], dict[str, str]],
+) -> str:
+    """``debug=True`` on a scheduler backend: the ``n_tasks`` tasks of ``launch`` in containers of
+    ``image``, attached, within ``timeout_min`` and ``mem_gb``, on the host's network (the bucket's
+    endpoint as this machine sees it); returns their id (``attached_id``).
+
+    ``env_of(i)``: the environment of folder task ``i``, with the variables its scheduler would
+    set (its index, its job id).
+    """
+    host_config: dict[str, Any] = {"network_mode": "host"}
+    if common.mem_gb:
+        host_config["mem_limit"] = int(common.mem_gb * 2**30)
+    timeout_s = None if common.timeout_min is None else common.timeout_min * 60
+    run = AttachedRun(image, argv, host_config, timeout_s=timeout_s)
+    run_tasks(run, folder, range(launch.offset, launch.offset + n_tasks), lambda index: (env_of(index), {}))
+    return attached_id(launch)
 
 
 def attached_states(storage: Storage, backend_ids: Sequence[str]) -> dict[str, Status]:

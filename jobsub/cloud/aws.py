@@ -30,7 +30,7 @@ from ..errors import BackendError, SubmissionError
 from ..retry import botocore_transient
 from .gateway import Gateway
 
-__all__ = ["ENDPOINT_VARIABLES", "AWSGateway", "S3Gateway", "error_code"]
+__all__ = ["ENDPOINT_VARIABLES", "AWSGateway", "S3Gateway", "error_code", "machine_credentials"]
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE")
 """What tells boto3 where S3 is (a change of them makes a new shared client: tests move them)."""
@@ -55,6 +55,24 @@ def _boto3_credentials() -> Any:
     import boto3
 
     return boto3.session.Session().get_credentials()
+
+
+def machine_credentials() -> dict[str, str]:
+    """This machine's AWS credentials and region (boto3's chain) as a container's variables: for
+    containers run on this machine only (an attached debug run), never a scheduled job's."""
+    import boto3
+
+    session = boto3.session.Session()
+    found = session.get_credentials()
+    env: dict[str, str] = {}
+    if found is not None:
+        frozen = found.get_frozen_credentials()
+        env.update(AWS_ACCESS_KEY_ID=frozen.access_key, AWS_SECRET_ACCESS_KEY=frozen.secret_key)
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+    if session.region_name:
+        env.setdefault("AWS_DEFAULT_REGION", session.region_name)
+    return env
 
 
 def error_code(exc: BaseException) -> str:

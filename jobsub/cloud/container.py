@@ -44,6 +44,7 @@ __all__ = [
     "container_command",
     "credentials_in",
     "passed_credentials",
+    "scheduled_launch",
     "ship_code",
 ]
 
@@ -131,6 +132,20 @@ def ship_code(spec: ContainerParameters, storage: Storage, *, cwd: str | None, u
                 storage.write_bytes(key, package.path.read_bytes())
             _uploaded.add(url)
     return url
+
+
+def scheduled_launch(launch: Launch, **task_env: str) -> Launch:
+    """The launch as a cloud scheduler's container runs it.
+
+    Its streams stay the container's, which the provider ships to its log service as they come
+    (live, and nothing re-uploaded to the folder: ``jobsub.cloud.logs``); SIGTERM is the
+    preemption notice (a Spot VM reclaimed: a checkpointable callable checkpoints on it, and the
+    attempt the scheduler retries resumes from there); ``task_env`` names more of the
+    scheduler's variables (``array_job_id``).
+    """
+    return launch.replace(
+        logs="none", env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM"}, task_env={**launch.task_env, **task_env}
+    )
 
 
 def code_dir(code_package: str) -> str:

@@ -28,15 +28,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...cloud.arrays import ArrayTracker, PendingTooLong
-from ...cloud.attached import attached_states, is_attached
+from ...cloud.attached import is_attached
 from ...cloud.aws import AWSGateway
 from ...cloud.container import container_command
-from ...cloud.logs import LOG_WAIT_S, provider_or_folder_logs
+from ...cloud.logs import provider_or_folder_logs
 from ...errors import InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import CommonParameters, Resolved
 from ...states import Status
-from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
 from .cloudwatch import log_location, read_stream
@@ -77,15 +76,11 @@ class AWSBatchBackend(Backend):
     auto_array_default = True  # separate submits within a second: one SubmitJob
     result_parameters = ("image", "job_definition", "python")  # in a cached call's key
 
-    log_wait_s = LOG_WAIT_S
-    """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
-
     def __init__(self, root: str, region: str | None = None) -> None:
         super().__init__(root)
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
         self.api = AWSGateway(self.region)
         self._lock = threading.RLock()
-        self._storage: Storage | None = None
         self._definitions: dict[str, str] = {}  # definition name -> ARN
         self.jobs = BatchScheduler(self.api)
         stuck = PendingTooLong(
@@ -105,13 +100,6 @@ class AWSBatchBackend(Backend):
 
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_ARRAY_SIZE
-
-    @property
-    def storage(self) -> Storage:
-        with self._lock:
-            if self._storage is None:
-                self._storage = open_storage(self.root)
-            return self._storage
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
@@ -185,8 +173,6 @@ class AWSBatchBackend(Backend):
     def _found(self, queue: str, name: str) -> dict[str, str] | None:
         """Asked before SubmitJob is repeated: the job, if the lost answer had created it."""
         job_id = self.jobs.find(queue, name)
-        if job_id is not None:
-            logger.warning("SubmitJob %s went through although its answer was lost: job %s", name, job_id)
         return {"jobId": job_id} if job_id else None
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
@@ -204,10 +190,7 @@ class AWSBatchBackend(Backend):
 
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        here = [i for i in backend_ids if is_attached(i)]
-        if not here:
-            return self.tracker.states(backend_ids)
-        return {**self.tracker.states([i for i in backend_ids if not is_attached(i)]), **attached_states(self.storage, here)}
+        return self.tracker.states(backend_ids)
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
@@ -218,7 +201,7 @@ class AWSBatchBackend(Backend):
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's
-        (the kit's log policy, ``jobsub.cloud.logs``: a finished task's job gets ``log_wait_s`` to end)."""
+        (the kit's log policy, ``jobsub.cloud.logs``)."""
         if is_attached(backend_id):
             return super().logs(backend_id, folder, index, rank)
         aws_id = self.aws_id(backend_id)
@@ -232,7 +215,7 @@ class AWSBatchBackend(Backend):
             where = log_location(described[0]) if described[0] else None
             return read_stream(self.api, *where) if where else None
 
-        return provider_or_folder_logs(folder, index, rank, ended=ended, read=read, wait_s=self.log_wait_s)
+        return provider_or_folder_logs(folder, index, rank, ended=ended, read=read)
 
 def _validate(common: CommonParameters, spec: AWSBatchParameters) -> None:
     if not spec.job_queue and not spec.debug:

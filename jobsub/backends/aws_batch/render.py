@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...cloud.container import code_dir, container_command
+from ...cloud.container import code_dir, container_command, scheduled_launch
 from ...errors import InvalidParameterError, SubmissionError
 from ...parameters import CommonParameters
 from ..base import Launch
@@ -94,19 +94,8 @@ def _volumes(specs: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 def task_launch(launch: Launch, *, array: bool) -> Launch:
-    """The launch as a Batch task runs it.
-
-    Its streams stay the container's, which AWS ships to CloudWatch as they
-    come (live, and nothing re-uploaded to the folder); the tasks of an array
-    name themselves ``<array>_<index>`` as jobsub does, from AWS's
-    ``<array>:<index>``; SIGTERM is the preemption signal.
-    """
-    # a Spot reclamation reaches the container as SIGTERM (then SIGKILL after ECS's stop timeout):
-    # a checkpointable callable checkpoints on it, and the attempt AWS retries resumes from there
-    launch = launch.replace(logs="none", env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM"})
-    if array:
-        launch = launch.replace(task_env={**launch.task_env, "array_job_id": "AWS_BATCH_JOB_ID"})
-    return launch
+    """The launch as a Batch task runs it; an array's tasks name themselves ``<array>_<index>`` from AWS's id."""
+    return scheduled_launch(launch, **({"array_job_id": "AWS_BATCH_JOB_ID"} if array else {}))
 
 
 def _definition_command(launch: Launch, spec: AWSBatchParameters) -> list[str]:

@@ -51,7 +51,6 @@ from ...folder import JobFolder
 from ...packaging import ensure_unpacked
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...storage import open_storage
 from .._supervised import SupervisedBackend
 from ..base import Capabilities, Launch
 from .engine import connect, dispatcher_request, map_docker_errors, task_env_and_labels, unless_gone
@@ -99,7 +98,6 @@ class DockerBackend(SupervisedBackend):
     def __init__(self, root: str, base_url: str | None = None) -> None:
         super().__init__(root)
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or None
-        self._storage = open_storage(root)
         self._api_client: Any = None
         self._lock = threading.Lock()
         self._sock_path = daemon_socket("docker", self.base_url or "")
@@ -215,7 +213,7 @@ class DockerBackend(SupervisedBackend):
             "signal_delay_s": common.signal_delay_s,
             "environment": {"PYTHONUNBUFFERED": "1", **launch.env},
             "labels": {
-                "jobsub.backend": "docker", "jobsub.root": self._storage.url, "jobsub.folder": folder.url,
+                "jobsub.backend": "docker", "jobsub.root": self.storage.url, "jobsub.folder": folder.url,
                 "jobsub.key": folder.key, "jobsub.name": common.name, "jobsub.image": spec.image,
             },
             "host_config": host_config, "create": create,
@@ -255,7 +253,7 @@ class DockerBackend(SupervisedBackend):
 
     def _task(self, backend_id: str) -> tuple[JobFolder, int]:
         key, sep, index = backend_id.partition("_")
-        return JobFolder(self._storage, key), int(index) if sep else 0
+        return JobFolder(self.storage, key), int(index) if sep else 0
 
     # -- the dispatcher ---------------------------------------------------------------------
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:

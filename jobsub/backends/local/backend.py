@@ -19,7 +19,6 @@ from ...errors import BackendError, InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import Resolved
 from ...runtime import daemon_socket
-from ...storage import open_storage
 from .._daemon import request, spawn_detached
 from .._supervised import SupervisedBackend
 from ..base import Capabilities, Launch
@@ -67,7 +66,6 @@ class LocalBackend(SupervisedBackend):
         the server that holds the jobs rather than starting one of its own.
         """
         super().__init__(root)
-        self._storage = open_storage(root)
         self._sock_path = server or daemon_socket("local")
         self._lock = threading.Lock()
 

@@ -37,7 +37,6 @@ from ...polling import poll_interval
 from ...runtime import digest
 from ...statecache import SharedStateCache
 from ...states import JobState, Status
-from ...storage import open_storage
 from ..base import Backend, Launch
 from . import query as q
 from .script import SlurmParameters, log_name, sbatch_script
@@ -98,7 +97,6 @@ class SlurmBackend(Backend):
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
-        self._storage = open_storage(root)
         # one cache per user and cluster: a user's processes (and executors) share one poll cadence;
         # a cluster set up anew (its configuration rewritten) may reuse job ids: a new cache
         conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
@@ -109,7 +107,7 @@ class SlurmBackend(Backend):
         self._cluster = digest(conf, written, os.environ.get("SLURM_CLUSTERS", ""))
         self._cache = SharedStateCache(f"slurm-{self._cluster}")
         self._sacct_disabled = False
-        self._forgotten = ForgottenJobs(lambda: self._storage, "Slurm")
+        self._forgotten = ForgottenJobs(lambda: self.storage, "Slurm")
         self._final_since: dict[str, float] = {}
         self._held_since: dict[str, float] = {}
         self._cancelled: set[str] = set()
@@ -310,8 +308,8 @@ class SlurmBackend(Backend):
         return status
 
     def _folder_of(self, backend_id: str) -> JobFolder | None:
-        key = lookup_id(self._storage, backend_id.split("_", 1)[0])
-        return None if key is None else JobFolder(self._storage, key)
+        key = lookup_id(self.storage, backend_id.split("_", 1)[0])
+        return None if key is None else JobFolder(self.storage, key)
 
     def _slurm_log(self, backend_id: str) -> str:
         folder = self._folder_of(backend_id)
