@@ -25,7 +25,7 @@ from jobsub.backends.aws_batch import status as st
 from jobsub.backends.base import Launch, check_env
 from jobsub.errors import InvalidParameterError, SubmissionError
 from jobsub.packaging import BOOTSTRAP_SOURCE
-from jobsub.parameters import CommonParameters
+from jobsub.parameters import CommonParameters, check_bounds
 
 GOLDEN = Path(__file__).parent / "golden"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -124,8 +124,10 @@ def test_short_time_limits_become_aws_minimum_with_a_warning(caplog: pytest.LogC
 def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="EC2' and 'FARGATE"):
         AWSBatchParameters(platform="lambda")
-    with pytest.raises(ValueError, match="at most 9"):
-        AWSBatchParameters(spot_retries=10)
+    with pytest.raises(InvalidParameterError, match="aws_batch_spot_retries=10: must be at most 9"):
+        check_bounds(AWSBatchParameters, "spot_retries", 10, "aws_batch_spot_retries")  # as update_parameters does
+    with pytest.raises(InvalidParameterError, match="must be at most 9999"):
+        check_bounds(AWSBatchParameters, "scheduling_priority", 10_000, "aws_batch_scheduling_priority")
     with pytest.raises(InvalidParameterError, match="aws_batch_secrets"):
         check_env(AWSBatchBackend("s3://bucket/runs"), CommonParameters(pass_env=["TOKEN"]))
     secret = AWSBatchParameters(job_queue="q", image="i", secrets={"TOKEN": "arn:aws:ssm:eu-west-1:1:parameter/t"})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from jobsub.backends.base import Backend, Capabilities, Launch, register_backend
-from jobsub.cloud.arrays import ArrayTracker, Parent, PendingTooLong, split_id
+from jobsub.cloud.arrays import ArrayTracker, Parent, PendingTooLong
 from jobsub.cloud.gateway import Gateway
 from jobsub.errors import BackendError
 from jobsub.folder import JobFolder
@@ -99,7 +99,9 @@ class ToyBackend(Backend):
 
     name = "toy"
     Parameters = ToyParameters
-    capabilities = Capabilities(time_limit=False, memory_limit=False, ranks=False, checkpoint=False, survives_client=False)
+    capabilities = Capabilities(
+        time_limit=False, memory_limit=False, ranks=False, checkpoint=False, survives_client=False, one_task_per_job=True,
+    )
     task_env: ClassVar[Mapping[str, str]] = {"index": "TOY_TASK_INDEX", "job_id": "TOY_JOB_ID", "array_job_id": "TOY_ARRAY_JOB_ID"}
     poll_interval_s = 0.2
 
@@ -128,9 +130,7 @@ class ToyBackend(Backend):
         return self.tracker.states(backend_ids)
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        for backend_id in backend_ids:
-            parent, index = split_id(backend_id)
-            self.api.call("", "cancel", job_id=parent, index=index if self.tracker.is_array(parent) else None)
+        self.tracker.cancel(backend_ids, lambda parent, index: self.api.call("", "cancel", job_id=parent, index=index))
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         found: str | None = self.api.call("", "find", name=launch.tag)

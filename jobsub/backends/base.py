@@ -105,6 +105,7 @@ class Capabilities:
         reraise_original: ``result()`` raises the function's own exception (debug).
         local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
+        one_task_per_job: a job runs one task: ``nodes`` and ``tasks_per_node`` above 1 are refused.
         env_shown: a task's environment is shown to whoever can read the scheduler's jobs
             (DescribeJobs, a console, a pod spec): ``pass_env`` and credentials in ``env`` are refused.
 
@@ -122,6 +123,7 @@ class Capabilities:
     reraise_original: bool = False
     local_folders: bool = True
     object_store_folders: bool = False
+    one_task_per_job: bool = False
     env_shown: bool = False
 
 
@@ -147,7 +149,13 @@ def check_credentials(backend: Backend, storage: Storage) -> None:
 
 
 def check_env(backend: Backend, common: CommonParameters) -> None:
-    """Refuse secrets bound for a task environment the backend shows to others (``env_shown``)."""
+    """Refuse what a backend's jobs cannot hold: several tasks (``one_task_per_job``), secrets bound
+    for a task environment it shows to others (``env_shown``)."""
+    if backend.capabilities.one_task_per_job and (common.nodes > 1 or common.tasks_per_node > 1):
+        raise InvalidParameterError(
+            f"the {backend.name} backend runs one task per job: use nodes=1 and tasks_per_node=1 "
+            f"(nodes={common.nodes}, tasks_per_node={common.tasks_per_node})"
+        )
     if not backend.capabilities.env_shown:
         return
     from ..cloud.container import credentials_in  # with the backends that need it
@@ -190,6 +198,9 @@ class Backend:
       (``{"index": "SLURM_ARRAY_TASK_ID", ...}``), passed to the worker.
     - ``poll_interval_s``: how often its state may be asked.
     - ``result_check_s``: how often a waiting ``Job`` looks for its result file.
+
+    A backend that calls an SDK holds its gateway (``jobsub.cloud.gateway``) as ``self.api``;
+    ``self.storage`` is the folder store of ``root``, opened on first use.
     """
 
     name: ClassVar[str] = ""
@@ -264,9 +275,12 @@ class Backend:
         """Raise ``BackendError`` if the backend cannot be used (called at executor creation)."""
 
     def gateways(self) -> Sequence[Gateway]:
-        """The SDK gateways it calls (``jobsub.cloud.gateway``): their credentials are checked when
-        an executor is created (``check_credentials``)."""
-        return ()
+        """The SDK gateways it calls (``jobsub.cloud.gateway``), whose credentials are checked when an
+        executor is created (``check_credentials``): by default its ``api`` attribute, if a gateway."""
+        from ..cloud.gateway import Gateway
+
+        api = self.__dict__.get("api")  # an instance attribute: a property (Docker's client) is not made here
+        return (api,) if isinstance(api, Gateway) else ()
 
     def config(self) -> dict[str, Any]:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""

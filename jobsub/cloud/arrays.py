@@ -317,6 +317,24 @@ class ArrayTracker:
             self.describe([parent])
         return self.arrays.get(parent, False)
 
+    def cancel(self, backend_ids: Sequence[str], end: Callable[[str, int | None], None]) -> None:
+        """``Backend.cancel``: ``end(parent, index)`` for each id (index None: a plain job, or a whole
+        array); the ids of a run attached are skipped (it ended before ``submit`` returned)."""
+        for backend_id in backend_ids:
+            if not is_attached(backend_id):
+                parent, index = split_id(backend_id)
+                end(parent, index if index is not None and self.is_array(parent) else None)
+
+    def whole_array(self, job_ids: Sequence[str]) -> str | None:
+        """The parent whose children, in order, ``job_ids`` are (all of an array the scheduler
+        describes with that size), None otherwise: what a pairwise dependency needs."""
+        parents = {split_id(job_id)[0] for job_id in job_ids}
+        parent = parents.pop() if len(parents) == 1 else None
+        if parent is None or list(job_ids) != [f"{parent}_{i}" for i in range(len(job_ids))]:
+            return None
+        described = self.describe([parent]).get(parent)
+        return parent if described is not None and described.array and described.size == len(job_ids) else None
+
     def native_id(self, backend_id: str, join: Callable[[str, int], str]) -> str:
         """The scheduler's id of a jobsub id: ``join(parent, index)`` for an array's child, the
         parent's id for a plain job (whose jobsub id may still carry index 0)."""

@@ -121,22 +121,24 @@ def run_tasks(
 
 def run_submission_here(
     launch: Launch, argv: list[str], image: str, n_tasks: int, common: CommonParameters, folder: JobFolder,
-    env_of: Callable[[int], dict[str, str]],
+    env_of: Callable[[int, str], dict[str, str]],
 ) -> str:
     """``debug=True`` on a scheduler backend: the ``n_tasks`` tasks of ``launch`` in containers of
     ``image``, attached, within ``timeout_min`` and ``mem_gb``, on the host's network (the bucket's
     endpoint as this machine sees it); returns their id (``attached_id``).
 
-    ``env_of(i)``: the environment of folder task ``i``, with the variables its scheduler would
-    set (its index, its job id).
+    ``env_of(i, job_id)``: the environment of the submission's task ``i`` (folder task
+    ``launch.offset + i``) with the variables its scheduler would set (its index, its job id;
+    ``job_id``: the submission's).
     """
     host_config: dict[str, Any] = {"network_mode": "host"}
     if common.mem_gb:
         host_config["mem_limit"] = int(common.mem_gb * 2**30)
     timeout_s = None if common.timeout_min is None else common.timeout_min * 60
     run = AttachedRun(image, argv, host_config, timeout_s=timeout_s)
-    run_tasks(run, folder, range(launch.offset, launch.offset + n_tasks), lambda index: (env_of(index), {}))
-    return attached_id(launch)
+    job_id = attached_id(launch)
+    run_tasks(run, folder, range(launch.offset, launch.offset + n_tasks), lambda i: (env_of(i - launch.offset, job_id), {}))
+    return job_id
 
 
 def attached_states(storage: Storage, backend_ids: Sequence[str]) -> dict[str, Status]:

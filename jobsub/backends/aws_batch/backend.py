@@ -6,17 +6,12 @@
            ─> job definition jobsub-<hash> (DescribeJobDefinitions, else Register; once per shape)
            ─> SubmitJob, paced; lost answers are looked up by job name (the submission tag)
               before the call is repeated: never two jobs for one submission
-    states ─> DescribeJobs on the PARENTS only (≤ 100 ids a call): a plain job's status, an
-              array's statusSummary; children are listed only to explain failures (ListJobs
-              FAILED) or to tell running from waiting ones (ListJobs RUNNING, when both exist)
-           ─> a job AWS no longer returns: its folder decides (result -> COMPLETED, none -> LOST)
-           ─> RUNNABLE for longer than runnable_timeout_min: terminated, reported CANCELLED
+    states ─> the kit's ArrayTracker (jobsub.cloud.arrays) over scheduler.py's DescribeJobs of
+              parents and ListJobs of children; its rules: a job AWS forgot -> the folder decides,
+              RUNNABLE past runnable_timeout_min -> terminated, CANCELLED
     cancel ─> TerminateJob (an array's id: the whole array)
     logs   ─> CloudWatch Logs stream of the task (when asked), else the folder's logs (jobsub.cloud.logs)
     debug  ─> the kit's attached run (jobsub.cloud.attached) on this machine's engine: here.py
-
-Successes are not polled for: the worker writes the task's result to the
-folder before its container exits, and ``Job`` reads results first.
 """
 
 from __future__ import annotations
@@ -70,7 +65,8 @@ class AWSBatchBackend(Backend):
     poll_interval_s = 5.0
     result_check_s = 0.2  # one S3 listing per check of the job being waited on: cheap, not free
     capabilities = Capabilities(
-        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
+        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, one_task_per_job=True,
+        env_shown=True,
     )
     max_native_dependencies = 20  # SubmitJob's limit on dependsOn
     auto_array_default = True  # separate submits within a second: one SubmitJob
@@ -95,16 +91,13 @@ class AWSBatchBackend(Backend):
         """boto3 importable and a region known; no call to AWS (the queue is not known yet)."""
         self.api.client("batch")
 
-    def gateways(self) -> tuple[AWSGateway]:
-        return (self.api,)
-
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_ARRAY_SIZE
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common, spec = params.common, params.specific
-        _validate(common, spec)
+        _validate(spec)
         launch = render.task_launch(launch, array=array)  # its code package is in the bucket already
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             return run_here(launch, container_command(launch, spec.python), n_tasks, spec.image, common, folder)
@@ -123,7 +116,6 @@ class AWSBatchBackend(Backend):
         self.tracker.submitted(job_id, array=n_tasks > 1, pending_limit_min=spec.runnable_timeout_min)
         return job_id
 
-
     def waits_natively(self, upstream: Backend, job_id: str) -> bool:
         """``dependsOn`` for a plain job of the same region.  Not for a child of an array:
         depending on its array would fail this job when a sibling fails; jobsub holds it instead."""
@@ -137,12 +129,8 @@ class AWSBatchBackend(Backend):
         child i starts when child i of the other succeeded (a sibling's failure stops only its pair)."""
         if not isinstance(upstream, AWSBatchBackend) or upstream.region != self.region:
             return None
-        parents = {job_id.partition("_")[0] for job_id in job_ids}
-        if len(parents) != 1 or job_ids != [f"{next(iter(parents))}_{i}" for i in range(len(job_ids))]:
-            return None
-        parent = parents.pop()
-        described = self.tracker.describe([parent]).get(parent)
-        return f"{N_TO_N}{parent}" if described and described.array and described.size == len(job_ids) else None
+        parent = self.tracker.whole_array(job_ids)
+        return f"{N_TO_N}{parent}" if parent else None
 
     def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
         """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``,
@@ -183,21 +171,15 @@ class AWSBatchBackend(Backend):
         """jobsub's ``<parent>_<i>`` as AWS's ``<parent>:<i>`` (a one-task "array" is a plain job)."""
         return self.tracker.native_id(backend_id, lambda parent, index: f"{parent}:{index}")
 
-    def _described(self, aws_id: str) -> Mapping[str, Any] | None:
-        """DescribeJobs of one job (an array's child too)."""
-        found = self.jobs.describe([aws_id]).get(aws_id)
-        return found.native if found is not None else None
-
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         return self.tracker.states(backend_ids)
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        for backend_id in backend_ids:
-            if is_attached(backend_id):
-                continue  # ran to its end before submit returned
-            self.api.call("batch", "TerminateJob", jobId=self.aws_id(backend_id), reason=render.CANCEL_REASON)
+        self.tracker.cancel(backend_ids, lambda parent, index: self.api.call(
+            "batch", "TerminateJob", jobId=parent if index is None else f"{parent}:{index}", reason=render.CANCEL_REASON,
+        ))
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's
@@ -207,8 +189,9 @@ class AWSBatchBackend(Backend):
         aws_id = self.aws_id(backend_id)
         described: list[Mapping[str, Any] | None] = [None]
 
-        def ended() -> bool:
-            described[0] = job = self._described(aws_id)
+        def ended() -> bool:  # DescribeJobs of the task (an array's child too)
+            found = self.jobs.describe([aws_id]).get(aws_id)
+            described[0] = job = found.native if found is not None else None
             return job is None or job.get("status") in ("SUCCEEDED", "FAILED")
 
         def read() -> str | None:
@@ -217,11 +200,10 @@ class AWSBatchBackend(Backend):
 
         return provider_or_folder_logs(folder, index, rank, ended=ended, read=read)
 
-def _validate(common: CommonParameters, spec: AWSBatchParameters) -> None:
+
+def _validate(spec: AWSBatchParameters) -> None:
     if not spec.job_queue and not spec.debug:
         raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
     if not spec.image and not spec.job_definition:
         raise InvalidParameterError("set the image of the tasks (aws_batch_image='...') or aws_batch_job_definition")
-    if common.nodes > 1 or common.tasks_per_node > 1:
-        raise InvalidParameterError("the aws_batch backend runs one task per job: use nodes=1 and tasks_per_node=1")
 

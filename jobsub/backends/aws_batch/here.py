@@ -6,7 +6,7 @@ AWS_BATCH_* variables; nothing is sent to AWS Batch. Ids are ``here-<submission 
 
 from __future__ import annotations
 
-from ...cloud.attached import attached_id, run_submission_here
+from ...cloud.attached import run_submission_here
 from ...cloud.aws import machine_credentials
 from ...folder import JobFolder
 from ...parameters import CommonParameters
@@ -19,15 +19,11 @@ def run_here(
     launch: Launch, argv: list[str], n_tasks: int, image: str, common: CommonParameters, folder: JobFolder
 ) -> str:
     """Run the ``n_tasks`` tasks of ``launch`` in containers of ``image``, attached; return their id."""
-    backend_id = attached_id(launch)
     base = {**machine_credentials(), **launch.env, "AWS_BATCH_JOB_ATTEMPT": "1"}
 
-    def env_of(index: int) -> dict[str, str]:
-        child = index - launch.offset
-        env = dict(base, AWS_BATCH_JOB_ID=f"{backend_id}:{child}" if n_tasks > 1 else backend_id)
-        if n_tasks > 1:
-            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(child)
-        return env
+    def env_of(child: int, job_id: str) -> dict[str, str]:
+        if n_tasks == 1:
+            return dict(base, AWS_BATCH_JOB_ID=job_id)
+        return dict(base, AWS_BATCH_JOB_ID=f"{job_id}:{child}", AWS_BATCH_JOB_ARRAY_INDEX=str(child))
 
     return run_submission_here(launch, argv, image, n_tasks, common, folder, env_of)
-

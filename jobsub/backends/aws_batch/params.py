@@ -45,11 +45,11 @@ class AWSBatchParameters(ContainerParameters):
     """Tags of the Batch job, propagated to its ECS tasks (``propagateTags``)."""
     share_identifier: str | None = None
     """Fair-share identifier (queues with a scheduling policy require one)."""
-    scheduling_priority: int | None = field(default=None, metadata={"min": 0})
+    scheduling_priority: int | None = field(default=None, metadata={"min": 0, "max": 9999})
     """``schedulingPriorityOverride`` (fair-share queues; higher runs first)."""
-    spot_retries: int = field(default=2, metadata={"min": 0})
-    """Runs again after a Spot reclamation (status reason ``Host EC2*``); errors of the code itself
-    are never retried."""
+    spot_retries: int = field(default=2, metadata={"min": 0, "max": 9})
+    """Runs again after a Spot reclamation (status reason ``Host EC2*``; Batch allows 10 attempts in
+    all); errors of the code itself are never retried."""
     runnable_timeout_min: float | None = field(default=60.0, metadata={"above": 0})
     """A job that stays RUNNABLE this long (no compute environment can run it: too many vCPUs,
     no capacity) is cancelled and reported with AWS's reason. None: wait forever."""
@@ -60,7 +60,3 @@ class AWSBatchParameters(ContainerParameters):
         if self.platform.upper() not in ("EC2", "FARGATE"):
             raise ValueError(f"platform={self.platform!r}: AWS Batch platforms are 'EC2' and 'FARGATE'")
         self.platform = self.platform.upper()
-        if self.spot_retries > 9:  # Batch allows 10 attempts in all
-            raise ValueError(f"spot_retries={self.spot_retries}: AWS Batch allows at most 9 (10 attempts)")
-        if self.scheduling_priority is not None and self.scheduling_priority > 9999:
-            raise ValueError(f"scheduling_priority={self.scheduling_priority}: AWS Batch allows 0 to 9999")
