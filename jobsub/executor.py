@@ -181,7 +181,9 @@ class Executor:
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
         check_env(self.backend, common)
-        return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        resolved = Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        self.backend.check_parameters(resolved)
+        return resolved
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
