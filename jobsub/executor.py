@@ -60,6 +60,7 @@ from .parameters import (
     Resolved,
     check_bounds,
     check_value,
+    did_you_mean,
     field_types,
     unknown_key_error,
 )
@@ -530,7 +531,8 @@ class AutoExecutor(Executor):
         if self.cluster not in known_backends():
             where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}."
+                + did_you_mean(self.cluster, known_backends())
             )
         super().__init__(folder, self.cluster)
         if self.profile is not None:
