@@ -8,6 +8,7 @@ arguments and turns errors into one line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -99,7 +100,9 @@ def status(folder: str, as_json: bool = False, watch: bool = False, interval_s: 
     while True:
         reports = gather(folder)
         if reports is None:
-            _err(f"jobsub status: no jobsub submissions in {folder}")
+            root = split_folder_template(folder)[0]
+            missing = "://" not in root and not os.path.exists(root)  # a typo in the path: say so
+            _err(f"jobsub status: {folder} does not exist" if missing else f"jobsub status: no jobsub submissions in {folder}")
             return EXIT_ERROR
         if as_json:
             _out(json.dumps([r.as_json() for r in reports], indent=None if watch else 1))
