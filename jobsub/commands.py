@@ -129,7 +129,7 @@ def logs(folder: str, job_id: str, *, task: int | None, err: bool, follow: bool,
     try:
         job: Job[Any] = Job(folder, job_id)
     except FileNotFoundError as exc:
-        _err(f"jobsub logs: {exc}")
+        _err(f"jobsub logs: {exc}" + (f"; here: jobsub logs {folder} {job_id} --task I" if _is_array(folder, job_id) else ""))
         return EXIT_ERROR
     stream = "stderr" if err else "stdout"
     read: Callable[[], str | None] = job.stderr if err else job.stdout
@@ -154,6 +154,15 @@ def logs(folder: str, job_id: str, *, task: int | None, err: bool, follow: bool,
         if finished:
             return EXIT_OK
         time.sleep(interval_s)
+
+
+def _is_array(folder: str, job_id: str) -> bool:
+    """Whether ``job_id`` names a whole array (its task 0 exists): the command line then says how to name a task."""
+    try:
+        Job(folder, f"{job_id}_0")
+    except (JobsubError, OSError, ValueError):
+        return False
+    return True
 
 
 # -- clean --------------------------------------------------------------------------------------------
