@@ -282,6 +282,14 @@ class Backend:
         api = self.__dict__.get("api")  # an instance attribute: a property (Docker's client) is not made here
         return (api,) if isinstance(api, Gateway) else ()
 
+    def check_parameters(self, params: Resolved) -> None:
+        """Raise ``InvalidParameterError`` for parameters no submission can go out with (a missing queue).
+
+        Called by every ``submit``/``map_array`` before anything is pickled or
+        coalesced, so that the error meets the line that caused it rather than a
+        later ``job.result()`` of an automatic array that was never sent.
+        """
+
     def config(self) -> dict[str, Any]:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""
         return {"root": self.root}

@@ -91,13 +91,19 @@ class AWSBatchBackend(Backend):
         """boto3 importable and a region known; no call to AWS (the queue is not known yet)."""
         self.api.client("batch")
 
+    def check_parameters(self, params: Resolved) -> None:
+        spec = params.specific
+        if not spec.job_queue and not spec.debug:
+            raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
+        if not spec.image and not spec.job_definition:
+            raise InvalidParameterError("set the image of the tasks (aws_batch_image='...') or aws_batch_job_definition")
+
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_ARRAY_SIZE
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        common, spec = params.common, params.specific
-        _validate(spec)
+        common, spec = params.common, params.specific  # checked by check_parameters when submitted
         launch = render.task_launch(launch, array=array)  # its code package is in the bucket already
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             return run_here(launch, container_command(launch, spec.python), n_tasks, spec.image, common, folder)
@@ -199,11 +205,4 @@ class AWSBatchBackend(Backend):
             return read_stream(self.api, *where) if where else None
 
         return provider_or_folder_logs(folder, index, rank, ended=ended, read=read)
-
-
-def _validate(spec: AWSBatchParameters) -> None:
-    if not spec.job_queue and not spec.debug:
-        raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
-    if not spec.image and not spec.job_definition:
-        raise InvalidParameterError("set the image of the tasks (aws_batch_image='...') or aws_batch_job_definition")
 
