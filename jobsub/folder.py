@@ -32,9 +32,16 @@ Every name above is spelled in this module only; backends and the CLI go
 through ``JobFolder``, which goes through the ``Storage`` protocol, so a
 folder works the same on a local disk, in memory or on an object store.
 
-Results are framed (magic, length, CRC32) on top of the storage's atomic
-write, so a truncated or half-copied file is detected and never unpickled as
-a result.
+Everything that is unpickled (``call.pkl``, ``args/``, ``checkpoint/``,
+``result/``) is sealed: framed (magic, length, MAC) on top of the storage's
+atomic write, so a truncated or half-copied file is detected, and a file
+someone else wrote (or moved from another name) is refused, never unpickled.
+The JSON records that decide what runs or what is believed (``meta.json``,
+``run/``, ``exit/``, ``held/``, ``dependents/``, a backend's spec, the cache)
+carry a ``"mac"`` field the same way.  The MAC's key is the submission's
+secret (``jobsub.trust``), which never enters the folder.  Files written
+before sealing existed are still read from a local disk, where the owner
+check stands; an object store's are refused.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import struct
 import time
 import zlib
 
+from . import trust
 from .errors import CorruptResultError
 from .storage import open_storage
 
@@ -60,8 +68,12 @@ __all__ = [
     "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
 ]
 
-_MAGIC = b"JSR1"
-_HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
+_LEGACY_MAGIC = b"JSR1"
+_LEGACY_HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32 (before sealing: a local disk only)
+_MAGIC = b"JSR2"
+_HEADER = struct.Struct(f">4sQ{trust.MAC_SIZE}s")  # magic, payload length, MAC
+_JSON_MAC = b', "mac": "'
+"""A sealed JSON record ends ``, "mac": "<hex>"}``: the MAC is of the record written without it."""
 _SUBDIRS = ("log",)
 """Made with the folder: the worker opens its log files there directly (the others are made by
 their first write)."""
@@ -128,6 +140,7 @@ class JobFolder:
     def __init__(self, storage: Storage, key: str) -> None:
         self.storage = storage
         self.key = key
+        self._secret: bytes | None = None
         self._results_listed: set[str] = set()
         self._results_listed_at = float("-inf")
 
@@ -179,12 +192,41 @@ class JobFolder:
     def _k(self, *parts: str) -> str:
         return "/".join((self.key, *parts))
 
+    # -- sealing: who wrote a file (jobsub.trust) --------------------------------------------------
+    @property
+    def secret(self) -> bytes:
+        """The submission's secret (from the task's environment, or derived from this user's key)."""
+        if self._secret is None:
+            self._secret = trust.secret(self.key)
+        return self._secret
+
+    def _seal(self, key: str, payload: bytes) -> bytes:
+        return _HEADER.pack(_MAGIC, len(payload), trust.mac(self.secret, key, payload)) + payload
+
+    def _unseal(self, key: str, data: bytes) -> bytes:
+        """The payload of a sealed file; ``CorruptResultError`` naming it if damaged or not ours."""
+        return _unseal(self.storage, self.secret, key, data)
+
+    def _read_sealed(self, *parts: str) -> bytes | None:
+        key = self._k(*parts)
+        try:
+            data = self.storage.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
+            raise CorruptResultError(str(exc), final=True) from None
+        return self._unseal(key, data)
+
     # -- inputs ------------------------------------------------------------------
     def write_call(self, data: bytes) -> None:
-        self.storage.write_bytes(self._k("call.pkl"), data)
+        key = self._k("call.pkl")
+        self.storage.write_bytes(key, self._seal(key, data))
 
     def read_call(self) -> bytes:
-        return self.storage.read_bytes(self._k("call.pkl"))
+        data = self._read_sealed("call.pkl")
+        if data is None:
+            raise FileNotFoundError(f"{self.url}/call.pkl")
+        return data
 
     def write_args(self, tasks: list[bytes], shard: int = 1) -> None:
         """Every task's pickled arguments: one file each, or ``shard`` tasks an object.
@@ -196,35 +238,43 @@ class JobFolder:
         """
         if shard <= 1:
             for index, data in enumerate(tasks):
-                self.storage.write_bytes(self._k("args", f"{index}.pkl"), data)
+                key = self._k("args", f"{index}.pkl")
+                self.storage.write_bytes(key, self._seal(key, data))
             return
         import pickle
 
         for first in range(0, len(tasks), shard):
             chunk = pickle.dumps(tasks[first : first + shard], protocol=pickle.HIGHEST_PROTOCOL)
-            self.storage.write_bytes(self._k("args", f"{first // shard}.shard"), chunk)
+            key = self._k("args", f"{first // shard}.shard")
+            self.storage.write_bytes(key, self._seal(key, chunk))
 
     def read_args(self, index: int, shard: int = 1) -> bytes:
         """Task ``index``'s pickled arguments (from its shard, when they were written ``shard`` a file)."""
+        name = f"{index}.pkl" if shard <= 1 else f"{index // shard}.shard"
+        data = self._read_sealed("args", name)
+        if data is None:
+            raise FileNotFoundError(f"{self.url}/args/{name}")
         if shard <= 1:
-            return self.storage.read_bytes(self._k("args", f"{index}.pkl"))
+            return data
         import pickle
 
-        chunk: list[bytes] = pickle.loads(self.storage.read_bytes(self._k("args", f"{index // shard}.shard")))
+        chunk: list[bytes] = pickle.loads(data)
         return chunk[index % shard]
 
     def write_checkpoint(self, index: int, data: bytes) -> None:
-        self.storage.write_bytes(self._k("checkpoint", f"{index}.pkl"), data)
+        key = self._k("checkpoint", f"{index}.pkl")
+        self.storage.write_bytes(key, self._seal(key, data))
 
     def read_checkpoint(self, index: int) -> bytes | None:
-        try:
-            return self.storage.read_bytes(self._k("checkpoint", f"{index}.pkl"))
-        except FileNotFoundError:
-            return None
+        return self._read_sealed("checkpoint", f"{index}.pkl")
 
     # -- results -----------------------------------------------------------------
     def result_key(self, index: int, rank: int) -> str:
         return self._k("result", f"{index}.{rank}.pkl")
+
+    def result_url(self, index: int, rank: int) -> str:
+        """Where the result is, as error messages name it."""
+        return f"{self.url}/result/{index}.{rank}.pkl"
 
     def write_result(self, index: int, rank: int, payload: bytes, *, ok: bool) -> None:
         """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first.
@@ -237,8 +287,7 @@ class JobFolder:
             if self.storage.exists(key):
                 raise FileExistsError(key)  # a twin's result stands: it must not look failed
             self.storage.write_bytes(self._k("failed", f"{index}.{rank}"), b"")
-        header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
-        self.storage.write_bytes(key, header + payload, create_only=True)
+        self.storage.write_bytes(key, self._seal(key, payload), create_only=True)
 
     def failed_since(self, index: int, ranks: list[int], listed: set[str] | None) -> tuple[bool, set[str]]:
         """Whether task ``index`` (whose results are all there) failed, by a listing of ``failed/``.
@@ -279,22 +328,7 @@ class JobFolder:
 
     def read_result(self, index: int, rank: int) -> bytes | None:
         """The result payload, None if not written yet; CorruptResultError if damaged or not trusted."""
-        try:
-            data = self.storage.read_bytes(self.result_key(index, rank))
-        except FileNotFoundError:
-            return None
-        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
-            raise CorruptResultError(str(exc), final=True) from None
-        if len(data) < _HEADER.size:
-            raise CorruptResultError(f"{self.result_key(index, rank)}: {len(data)} bytes, too short")
-        magic, length, crc = _HEADER.unpack_from(data)
-        payload = data[_HEADER.size :]
-        if magic != _MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
-            raise CorruptResultError(
-                f"{self.url}/result/{index}.{rank}.pkl is damaged "
-                f"(expected {length} bytes, found {len(payload)})"
-            )
-        return payload
+        return self._read_sealed("result", f"{index}.{rank}.pkl")
 
     # -- logs --------------------------------------------------------------------
     def log_key(self, index: int, rank: int, stream: str) -> str:
@@ -340,14 +374,19 @@ class JobFolder:
         import json  # not at module level: every task imports this module, few need json
 
         # private: it holds the job's parameters, ``env`` values among them
-        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode(), private=True)
+        key = self._k("meta.json")
+        body = json.dumps(meta, indent=1, default=str).encode()
+        self.storage.write_bytes(key, _seal_json(self.secret, key, body), private=True)
 
     def read_meta(self) -> dict[str, Any]:
-        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged."""
-        import json
-
+        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged or not ours."""
+        key = self._k("meta.json")
         try:
-            meta = json.loads(self.storage.read_bytes(self._k("meta.json")))
+            data = self.storage.read_bytes(key)
+        except PermissionError as exc:
+            raise CorruptResultError(str(exc), final=True) from None
+        try:
+            meta = _open_json(self.storage, self.secret, key, data)
         except ValueError as exc:
             raise CorruptResultError(f"{self.url}/meta.json is damaged ({exc})", final=True) from None
         if not isinstance(meta, dict) or "backend" not in meta:
@@ -361,25 +400,30 @@ class JobFolder:
             return None
 
     def _read_json(self, *parts: str) -> dict[str, Any] | None:
-        """A small JSON record; a damaged one reads as ``{"damaged": why}``, never as an exception.
+        """A small sealed JSON record; a damaged or forged one reads as ``{"damaged": why}``, never as an
+        exception.
 
         One bad marker must not break the poll of every other job of the process.
         """
-        import json
-
-        data = self._read(*parts)
+        try:
+            data = self._read(*parts)
+        except PermissionError as exc:
+            return {"damaged": str(exc)}
         if data is None:
             return None
         try:
-            record = json.loads(data)
-        except ValueError as exc:
+            record = _open_json(self.storage, self.secret, self._k(*parts), data)
+        except (ValueError, CorruptResultError) as exc:
             return {"damaged": f"{self.url}/{'/'.join(parts)} is damaged ({exc})"}
         return record if isinstance(record, dict) else {"damaged": f"{self.url}/{'/'.join(parts)} is not a record"}
 
-    def _write_json(self, record: dict[str, Any], *parts: str) -> None:
-        import json
+    def _json(self, record: dict[str, Any], *parts: str) -> tuple[str, bytes]:
+        """The key and the sealed bytes of ``record`` stored as ``parts``."""
+        key = self._k(*parts)
+        return key, _seal_json(self.secret, key, _json_bytes(record))
 
-        self.storage.write_bytes(self._k(*parts), json.dumps(record).encode())
+    def _write_json(self, record: dict[str, Any], *parts: str) -> None:
+        self.storage.write_bytes(*self._json(record, *parts))
 
     # -- what supervised backends record (local, Docker) ----------------------------------
     def write_run(self, name: int | str, record: dict[str, Any]) -> None:
@@ -401,7 +445,7 @@ class JobFolder:
         """
         record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
         try:
-            self.storage.write_bytes(self._k("exit", f"{name}.json"), _json_bytes(record), create_only=True)
+            self.storage.write_bytes(*self._json(record, "exit", f"{name}.json"), create_only=True)
         except FileExistsError:
             return False
         return True
@@ -446,6 +490,10 @@ class JobFolder:
     def read_backend_file(self, backend: str, name: str) -> bytes | None:
         return self._read(backend, name)
 
+    def write_backend_json(self, backend: str, name: str, record: dict[str, Any]) -> None:
+        """``<backend>/<name>``, a sealed JSON record (a spec a later adoption runs again; private)."""
+        self.storage.write_bytes(*self._json(record, backend, name), private=True)
+
     def read_backend_json(self, backend: str, name: str) -> dict[str, Any] | None:
         return self._read_json(backend, name)
 
@@ -476,7 +524,7 @@ class JobFolder:
     def claim_release(self, generation: int, record: dict[str, Any]) -> bool:
         """Create ``held/<generation>.json``; False if it exists: another process releases it."""
         try:
-            self.storage.write_bytes(self._k("held", f"{generation}.json"), _json_bytes(record), create_only=True)
+            self.storage.write_bytes(*self._json(record, "held", f"{generation}.json"), create_only=True)
         except FileExistsError:
             return False
         return True
@@ -517,9 +565,90 @@ def _json_bytes(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
 
 
+def _where(storage: Storage, key: str) -> str:
+    return f"{storage.url.rstrip('/')}/{key}"
+
+
+def _not_ours(storage: Storage, key: str, why: str) -> CorruptResultError:
+    return CorruptResultError(
+        f"{_where(storage, key)} {why}, so jobsub does not read it: someone other than this user's jobsub "
+        f"wrote it (or moved it there), or this machine lacks the key the submission was made with "
+        f"({trust.key_file()})", final=True,
+    )
+
+
+def _unseal(storage: Storage, secret: bytes, key: str, data: bytes) -> bytes:
+    """The payload of a sealed file, verified; ``CorruptResultError`` naming it otherwise (never unpickled)."""
+    magic = data[:4]
+    if magic == _MAGIC:
+        if len(data) < _HEADER.size:
+            raise CorruptResultError(f"{_where(storage, key)}: {len(data)} bytes, too short")
+        _, length, tag = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size :]
+        if length != len(payload):
+            raise CorruptResultError(
+                f"{_where(storage, key)} is damaged (expected {length} bytes, found {len(payload)})"
+            )
+        if not trust.verify(secret, key, payload, tag):
+            raise _not_ours(storage, key, "does not carry this submission's authentication code")
+        return payload
+    if storage.local_file("") is None:
+        if len(data) < _HEADER.size:  # a write still arriving on a store without atomic writes
+            raise CorruptResultError(f"{_where(storage, key)}: {len(data)} bytes, too short")
+        raise _not_ours(storage, key, "is not sealed")
+    # a local disk (the owner check stands): what jobsub wrote before it sealed files
+    if magic == _LEGACY_MAGIC and len(data) >= _LEGACY_HEADER.size:
+        _, length, crc = _LEGACY_HEADER.unpack_from(data)
+        payload = data[_LEGACY_HEADER.size :]
+        if length == len(payload) and zlib.crc32(payload) == crc:
+            return payload
+        raise CorruptResultError(f"{_where(storage, key)} is damaged (expected {length} bytes, found {len(payload)})")
+    if "/result/" in key or not data:
+        raise CorruptResultError(f"{_where(storage, key)} is damaged ({len(data)} bytes, no result header)")
+    return data  # an input pickle written before sealing
+
+
+_JSON_HEAD = b'{"mac": "'
+_JSON_TAG = 2 * trust.MAC_SIZE
+
+
+def _seal_json(secret: bytes, key: str, body: bytes) -> bytes:
+    """``body`` (a JSON object) with its MAC as a first field ``"mac"``: still JSON for people and tools."""
+    rest = body.lstrip()[1:].lstrip()
+    empty = rest.startswith(b"}")
+    tag = trust.mac(secret, key, b"{}" if empty else b"{" + rest).hex().encode()  # what the reader rebuilds
+    return _JSON_HEAD + tag + (b'"}' if empty else b'", ' + rest)
+
+
+def _open_json(storage: Storage, secret: bytes, key: str, data: bytes) -> Any:
+    """The record of a sealed JSON file, verified (``CorruptResultError`` if not ours; ``ValueError`` if damaged)."""
+    import json
+
+    if data.startswith(_JSON_HEAD):
+        tag, rest = data[len(_JSON_HEAD) : len(_JSON_HEAD) + _JSON_TAG], data[len(_JSON_HEAD) + _JSON_TAG :]
+        if rest == b'"}':
+            body = b"{}"
+        elif rest.startswith(b'", '):
+            body = b"{" + rest[3:]
+        else:
+            raise ValueError("its authentication code is cut short")
+        try:
+            valid = trust.verify(secret, key, body, bytes.fromhex(tag.decode()))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise _not_ours(storage, key, "does not carry this submission's authentication code")
+        return json.loads(body)
+    if storage.local_file("") is None:
+        json.loads(data)  # a damaged record says so; a well-formed one is refused as not ours
+        raise _not_ours(storage, key, "is not sealed")
+    return json.loads(data)  # a local disk (the owner check stands): written before records were sealed
+
+
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
-    storage.write_bytes(f".ids/{backend_id}", key.encode())
+    name = f".ids/{backend_id}"
+    storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_CACHE_SECRET), name, key.encode()).hex()}".encode())
 
 
 def mark_held(storage: Storage, key: str) -> None:
@@ -537,15 +666,32 @@ def held_keys(storage: Storage) -> list[str]:
 
 
 # -- the call cache (jobsub.cache): flat, so that one listing sees every entry ---------------------------------
-def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
-    """A small JSON record at ``key`` of the root; None if it is missing or damaged."""
-    import json
+_CACHE_SECRET = ".root"
+"""The name a root's own records (the cache, ``.ids/``) are sealed under (``trust.secret``): no folder key
+looks like it."""
 
+
+def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
+    """A small sealed JSON record at ``key`` of the root; None if it is missing or damaged.
+
+    ``CorruptResultError`` (naming it) if it is not this user's: a cache
+    entry decides which result a call gets.
+    """
     try:
-        record = json.loads(storage.read_bytes(key))
-    except (FileNotFoundError, ValueError):
+        data = storage.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:  # another user's file (a root others may write into)
+        raise CorruptResultError(str(exc), final=True) from None
+    try:
+        record = _open_json(storage, trust.secret(_CACHE_SECRET), key, data)
+    except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def _write_json_key(storage: Storage, key: str, record: dict[str, Any], *, create_only: bool = False) -> None:
+    storage.write_bytes(key, _seal_json(trust.secret(_CACHE_SECRET), key, _json_bytes(record)), create_only=create_only)
 
 
 def cache_generations(storage: Storage, key: str | None = None) -> dict[str, int]:
@@ -571,7 +717,7 @@ def read_cache_entry(storage: Storage, key: str, generation: int) -> dict[str, A
 def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[str, Any]) -> bool:
     """Create generation ``generation`` of entry ``key``; False if another process made it first."""
     try:
-        storage.write_bytes(f".cache/{key}.{generation}.json", _json_bytes(record), create_only=True)
+        _write_json_key(storage, f".cache/{key}.{generation}.json", record, create_only=True)
     except FileExistsError:
         return False
     return True
@@ -579,7 +725,7 @@ def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[
 
 def write_cache_manifest(storage: Storage, folder_key: str, record: dict[str, Any]) -> None:
     """``.cache/manifests/<folder key>.json``: every entry a submission claimed, read in one go."""
-    storage.write_bytes(f".cache/manifests/{folder_key}.json", _json_bytes(record))
+    _write_json_key(storage, f".cache/manifests/{folder_key}.json", record)
 
 
 def read_cache_manifest(storage: Storage, folder_key: str) -> dict[str, Any] | None:
@@ -587,7 +733,7 @@ def read_cache_manifest(storage: Storage, folder_key: str) -> dict[str, Any] | N
 
 
 def write_cache_note(storage: Storage, name: str, record: dict[str, Any]) -> None:
-    storage.write_bytes(f".cache/fn-{name}.json", _json_bytes(record))
+    _write_json_key(storage, f".cache/fn-{name}.json", record)
 
 
 def read_cache_note(storage: Storage, name: str) -> dict[str, Any] | None:
@@ -634,8 +780,19 @@ def lookup_id(storage: Storage, backend_id: str) -> str | None:
     for candidate in candidates:
         if storage.exists(candidate + "/meta.json"):
             return candidate  # local backend ids are the keys themselves
+        name = f".ids/{candidate}"
         try:
-            return storage.read_bytes(f".ids/{candidate}").decode().strip()
+            key, _, tag = storage.read_bytes(name).decode().strip().partition(" ")
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            raise CorruptResultError(str(exc), final=True) from None
+        if tag or storage.local_file("") is None:  # unsealed: written before sealing, on a local disk only
+            try:
+                valid = trust.verify(trust.secret(_CACHE_SECRET), name, key.encode(), bytes.fromhex(tag))
+            except ValueError:
+                valid = False
+            if not valid:
+                raise _not_ours(storage, name, "does not carry this user's authentication code")
+        return key
     return None

@@ -37,7 +37,6 @@ never by ``import jobsub``); every SDK call runs inside ``map_docker_errors``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ... import trust
 from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
 from ...packaging import (
@@ -153,7 +153,7 @@ class DockerBackend(SupervisedBackend):
         if spec.interactive:
             self._run_interactive(run_spec, folder)
             return folder.key
-        folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
+        folder.write_backend_json("docker", "spec.json", run_spec)
         try:
             self._request({"op": "adopt", "folder": folder.url, "first": True, "env": self._passed(common.pass_env, folder)})
         except SubmissionError as exc:
@@ -248,7 +248,8 @@ class DockerBackend(SupervisedBackend):
             "parallelism": common.array_parallelism or os.cpu_count() or 1,
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
             "signal_delay_s": common.signal_delay_s,
-            "environment": {"PYTHONUNBUFFERED": "1", **launch.env},
+            # the secrets travel over the dispatcher's socket (``_passed``), never in spec.json
+            "environment": {"PYTHONUNBUFFERED": "1", **trust.without_secrets(dict(launch.env))},
             "labels": {
                 "jobsub.backend": "docker", "jobsub.root": self._storage.url, "jobsub.folder": folder.url,
                 "jobsub.key": folder.key, "jobsub.name": common.name, "jobsub.image": spec.image,
@@ -265,11 +266,13 @@ class DockerBackend(SupervisedBackend):
     @staticmethod
     def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
         """What tasks take from this process's environment, by name: ``pass_env``, and the store's
-        credentials when the folder is a bucket.  Sent over the dispatcher's socket, never written."""
+        credentials when the folder is a bucket; and the submission's secrets (``jobsub.trust``).
+        Sent over the dispatcher's socket, never written."""
         wanted = list(names)
         if folder.local_file() is None:
             wanted += _STORE_CREDENTIALS
-        return {name: os.environ[name] for name in wanted if name in os.environ}
+        passed = {name: os.environ[name] for name in wanted if name in os.environ}
+        return {**passed, **trust.secrets_env(folder.key, folder.read_meta() if folder.exists() else {})}
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         for cid in run.get("handles", {}).values():
