@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
-    "folder_at", "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
+    "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
     "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
 ]
 
@@ -82,6 +82,16 @@ their first write)."""
 def new_key() -> str:
     """A sortable, unique folder key; no ``_`` so that ``<id>_<index>`` stays parseable."""
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
+
+
+def is_folder_key(name: str) -> bool:
+    """Whether ``name`` is a key ``new_key`` makes (``20261207-073256-1a2b3c4d``): no path, no ``..``."""
+    date, _, rest = name.partition("-")
+    clock, _, nonce = rest.partition("-")
+    return (
+        len(date) == 8 and date.isdigit() and len(clock) == 6 and clock.isdigit()
+        and len(nonce) == 8 and all(c in "0123456789abcdef" for c in nonce)
+    )
 
 
 def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
