@@ -3,8 +3,8 @@
 ::
 
     ~/.config/jobsub/key  (0600, 32 random bytes, made on first use: the user's key K)
-        secret(folder key)  = BLAKE2b(folder key, key=K)       one per submission
-        a record's MAC      = BLAKE2b(its name + payload, key=secret)
+        secret(folder key)  = HMAC-SHA256(K, folder key)            one per submission
+        a record's MAC      = HMAC-SHA256(secret, its name + payload)
 
     client ── derives the secret from K ─────────────> seals call.pkl, args/, meta.json
            └─ Launch.env["JOBSUB_SECRETS"] ──────────> task (its environment, never the folder)
@@ -26,23 +26,17 @@ the folder key alone, and nothing secret is ever written next to the job.
 ``JOBSUB_KEY_FILE`` names another key file (a key shared between the
 machines one reattaches from).  docs/guarantees.md has the threat model.
 
-Keyed BLAKE2b (RFC 7693) is a MAC in its own right and is imported from
-``_blake2`` directly: ``hashlib`` (with OpenSSL) would cost every task's
-start several milliseconds.
+HMAC-SHA256 rather than keyed BLAKE2b: with the SHA extensions of current
+CPUs it runs at ~1.3 GB/s here against BLAKE2b's ~0.5 (a large result is
+hashed on both sides), and a small record costs ~2 us either way.  Its
+import (~3 ms, OpenSSL) is paid once by the local fork server, whose tasks
+inherit it, and once per container start elsewhere.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
-
-try:
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - an interpreter without the builtin module
-    from hashlib import blake2b
-try:
-    from _operator import _compare_digest as compare_digest
-except ImportError:  # pragma: no cover
-    from hmac import compare_digest  # type: ignore[no-redef]
 
 __all__ = [
     "MAC_SIZE", "SECRETS_VARIABLE", "key_file", "mac", "secret", "secrets_env", "take_secrets", "verify", "without_secrets",
@@ -121,19 +115,18 @@ def secret(name: str) -> bytes:
     given = _given.get(name)
     if given is not None:
         return given
-    return blake2b(name.encode(), key=_user_key_bytes(), digest_size=MAC_SIZE, person=b"jobsub-secret").digest()
+    return hmac.digest(_user_key_bytes(), b"jobsub submission secret\0" + name.encode(), "sha256")
 
 
 def mac(key: bytes, name: str, payload: bytes) -> bytes:
     """The MAC of ``payload`` stored as ``name``: a record moved to another name no longer verifies."""
-    h = blake2b(key=key, digest_size=MAC_SIZE, person=b"jobsub-record")
-    h.update(name.encode() + b"\0")
-    h.update(payload)
+    h = hmac.new(key, b"jobsub record\0" + name.encode() + b"\0", "sha256")
+    h.update(payload)  # not concatenated: a large result is not copied
     return h.digest()
 
 
 def verify(key: bytes, name: str, payload: bytes, tag: bytes) -> bool:
-    return bool(compare_digest(mac(key, name, payload), tag))
+    return hmac.compare_digest(mac(key, name, payload), tag)
 
 
 def secrets_env(key: str, meta: dict[str, object] | None = None) -> dict[str, str]:
