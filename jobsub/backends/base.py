@@ -41,8 +41,9 @@ class Launch:
             or ``"none"`` (the task's streams stay where the backend put them: a terminal).
         task_env: canonical name (``index``, ``rank``...) -> the variable that holds it in the
             task (``SLURM_ARRAY_TASK_ID``); ``jobsub.worker.CANONICAL`` lists the names.
-        env: extra environment of the task: the user's ``env`` and what the folder's store
-            needs (an emulator's endpoint).  Plain text: never secrets by value.
+        env: extra environment of the task: the user's ``env``, what the folder's store
+            needs (an emulator's endpoint), and ``JOBSUB_SECRETS`` (``jobsub.trust``: what the
+            task seals its results with), which a backend never writes into the folder.
         code_package: where the task finds the code package (container backends), or None.
         tag: the name that finds this submission in the scheduler again (``<key>-<offset>``):
             a retried or interrupted submission is looked up by it, never made twice.
