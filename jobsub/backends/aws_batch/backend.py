@@ -20,6 +20,8 @@ folder before its container exits, and ``Job`` reads results first.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import threading
@@ -171,7 +173,7 @@ class AWSBatchBackend(Backend):
         """The code package next to the job folders, once per content digest (any process's copy counts)."""
         url = _code_url(storage, package)
         if url not in self._code:
-            key = url.removeprefix(storage.url.rstrip("/") + "/")
+            key = url.removeprefix(storage.url.rstrip("/") + "/").partition("#")[0]
             if not storage.exists(key):
                 storage.write_bytes(key, package.path.read_bytes())
             self._code.add(url)
@@ -274,5 +276,17 @@ def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFol
 
 def _code_url(storage: Storage, package: CodePackage) -> str:
     """Where a task finds the code package: read with its own credentials (not a presigned URL,
-    which would carry the submitter's and could expire while the job waits in its queue)."""
-    return f"{storage.url.rstrip('/')}/.code/{package.name}.tar.gz"
+    which would carry the submitter's and could expire while the job waits in its queue).
+
+    Named by the tarball's sha256, which the URL also carries (``#sha256=``, in the task's
+    command, not in the bucket): the task's bootstrap refuses a package someone replaced.
+    """
+    digest = _tarball_sha256(str(package.path), package.size)
+    return f"{storage.url.rstrip('/')}/.code/{digest[:32]}.tar.gz#sha256={digest}"
+
+
+@functools.lru_cache(maxsize=64)
+def _tarball_sha256(path: str, size: int) -> str:
+    """A package's tarball never changes once built (it is named by its content): hashed once."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
