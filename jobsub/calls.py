@@ -307,7 +307,10 @@ class _PortableException:
 def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None) -> BaseException:
     if not isinstance(cls, type):  # the tolerant unpickler's stand-in (``_exception_factory``)
         return cls(*args)  # type: ignore[unreachable]
-    exc = cls.__new__(cls, *args)
+    try:
+        exc = cls.__new__(cls, *args)
+    except TypeError:  # a __new__ of its own, with other parameters
+        exc = cls.__new__(cls)
     exc.args = args
     if state:
         exc.__dict__.update(state)
