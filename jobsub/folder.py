@@ -47,9 +47,7 @@ check stands; an object store's are refused.
 from __future__ import annotations
 
 import os
-import struct
 import time
-import zlib
 
 from . import trust
 from .errors import CorruptResultError
@@ -64,16 +62,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
-    "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
-    "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
+    "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest",
+    "read_cache_note", "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
 ]
 
-_LEGACY_MAGIC = b"JSR1"
-_LEGACY_HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32 (before sealing: a local disk only)
-_MAGIC = b"JSR2"
-_HEADER = struct.Struct(f">4sQ{trust.MAC_SIZE}s")  # magic, payload length, MAC
-_JSON_MAC = b', "mac": "'
-"""A sealed JSON record ends ``, "mac": "<hex>"}``: the MAC is of the record written without it."""
+_ROOT_SECRET = ".root"
+"""The name a root's own records (the cache, ``.ids/``) are sealed under (``trust.secret``): no folder key
+looks like it."""
+
 _SUBDIRS = ("log",)
 """Made with the folder: the worker opens its log files there directly (the others are made by
 their first write)."""
@@ -211,11 +207,14 @@ class JobFolder:
         return self._secret
 
     def _seal(self, key: str, payload: bytes) -> bytes:
-        return _HEADER.pack(_MAGIC, len(payload), trust.mac(self.secret, key, payload)) + payload
+        return trust.seal(self.secret, key, payload)
 
     def _unseal(self, key: str, data: bytes) -> bytes:
         """The payload of a sealed file; ``CorruptResultError`` naming it if damaged or not ours."""
-        return _unseal(self.storage, self.secret, key, data)
+        return trust.unseal(_where(self.storage, key), self.secret, key, data, legacy=_legacy_ok(self.storage))
+
+    def _open_json(self, key: str, data: bytes) -> Any:
+        return trust.open_json(_where(self.storage, key), self.secret, key, data, legacy=_legacy_ok(self.storage))
 
     def _read_sealed(self, *parts: str) -> bytes | None:
         key = self._k(*parts)
@@ -386,7 +385,7 @@ class JobFolder:
         # private: it holds the job's parameters, ``env`` values among them
         key = self._k("meta.json")
         body = json.dumps(meta, indent=1, default=str).encode()
-        self.storage.write_bytes(key, _seal_json(self.secret, key, body), private=True)
+        self.storage.write_bytes(key, trust.seal_json(self.secret, key, body), private=True)
 
     def read_meta(self) -> dict[str, Any]:
         """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged or not ours."""
@@ -396,7 +395,7 @@ class JobFolder:
         except PermissionError as exc:
             raise CorruptResultError(str(exc), final=True) from None
         try:
-            meta = _open_json(self.storage, self.secret, key, data)
+            meta = self._open_json(key, data)
         except ValueError as exc:
             raise CorruptResultError(f"{self.url}/meta.json is damaged ({exc})", final=True) from None
         if not isinstance(meta, dict) or "backend" not in meta:
@@ -422,7 +421,7 @@ class JobFolder:
         if data is None:
             return None
         try:
-            record = _open_json(self.storage, self.secret, self._k(*parts), data)
+            record = self._open_json(self._k(*parts), data)
         except (ValueError, CorruptResultError) as exc:
             return {"damaged": f"{self.url}/{'/'.join(parts)} is damaged ({exc})"}
         return record if isinstance(record, dict) else {"damaged": f"{self.url}/{'/'.join(parts)} is not a record"}
@@ -430,7 +429,7 @@ class JobFolder:
     def _json(self, record: dict[str, Any], *parts: str) -> tuple[str, bytes]:
         """The key and the sealed bytes of ``record`` stored as ``parts``."""
         key = self._k(*parts)
-        return key, _seal_json(self.secret, key, _json_bytes(record))
+        return key, trust.seal_json(self.secret, key, _json_bytes(record))
 
     def _write_json(self, record: dict[str, Any], *parts: str) -> None:
         self.storage.write_bytes(*self._json(record, *parts))
@@ -579,86 +578,15 @@ def _where(storage: Storage, key: str) -> str:
     return f"{storage.url.rstrip('/')}/{key}"
 
 
-def _not_ours(storage: Storage, key: str, why: str) -> CorruptResultError:
-    return CorruptResultError(
-        f"{_where(storage, key)} {why}, so jobsub does not read it: someone other than this user's jobsub "
-        f"wrote it (or moved it there), or this machine lacks the key the submission was made with "
-        f"({trust.key_file()})", final=True,
-    )
-
-
-def _unseal(storage: Storage, secret: bytes, key: str, data: bytes) -> bytes:
-    """The payload of a sealed file, verified; ``CorruptResultError`` naming it otherwise (never unpickled)."""
-    magic = data[:4]
-    if magic == _MAGIC:
-        if len(data) < _HEADER.size:
-            raise CorruptResultError(f"{_where(storage, key)}: {len(data)} bytes, too short")
-        _, length, tag = _HEADER.unpack_from(data)
-        payload = data[_HEADER.size :]
-        if length != len(payload):
-            raise CorruptResultError(
-                f"{_where(storage, key)} is damaged (expected {length} bytes, found {len(payload)})"
-            )
-        if not trust.verify(secret, key, payload, tag):
-            raise _not_ours(storage, key, "does not carry this submission's authentication code")
-        return payload
-    if storage.local_file("") is None:
-        if len(data) < _HEADER.size:  # a write still arriving on a store without atomic writes
-            raise CorruptResultError(f"{_where(storage, key)}: {len(data)} bytes, too short")
-        raise _not_ours(storage, key, "is not sealed")
-    # a local disk (the owner check stands): what jobsub wrote before it sealed files
-    if magic == _LEGACY_MAGIC and len(data) >= _LEGACY_HEADER.size:
-        _, length, crc = _LEGACY_HEADER.unpack_from(data)
-        payload = data[_LEGACY_HEADER.size :]
-        if length == len(payload) and zlib.crc32(payload) == crc:
-            return payload
-        raise CorruptResultError(f"{_where(storage, key)} is damaged (expected {length} bytes, found {len(payload)})")
-    if "/result/" in key or not data:
-        raise CorruptResultError(f"{_where(storage, key)} is damaged ({len(data)} bytes, no result header)")
-    return data  # an input pickle written before sealing
-
-
-_JSON_HEAD = b'{"mac": "'
-_JSON_TAG = 2 * trust.MAC_SIZE
-
-
-def _seal_json(secret: bytes, key: str, body: bytes) -> bytes:
-    """``body`` (a JSON object) with its MAC as a first field ``"mac"``: still JSON for people and tools."""
-    rest = body.lstrip()[1:].lstrip()
-    empty = rest.startswith(b"}")
-    tag = trust.mac(secret, key, b"{}" if empty else b"{" + rest).hex().encode()  # what the reader rebuilds
-    return _JSON_HEAD + tag + (b'"}' if empty else b'", ' + rest)
-
-
-def _open_json(storage: Storage, secret: bytes, key: str, data: bytes) -> Any:
-    """The record of a sealed JSON file, verified (``CorruptResultError`` if not ours; ``ValueError`` if damaged)."""
-    import json
-
-    if data.startswith(_JSON_HEAD):
-        tag, rest = data[len(_JSON_HEAD) : len(_JSON_HEAD) + _JSON_TAG], data[len(_JSON_HEAD) + _JSON_TAG :]
-        if rest == b'"}':
-            body = b"{}"
-        elif rest.startswith(b'", '):
-            body = b"{" + rest[3:]
-        else:
-            raise ValueError("its authentication code is cut short")
-        try:
-            valid = trust.verify(secret, key, body, bytes.fromhex(tag.decode()))
-        except ValueError:
-            valid = False
-        if not valid:
-            raise _not_ours(storage, key, "does not carry this submission's authentication code")
-        return json.loads(body)
-    if storage.local_file("") is None:
-        json.loads(data)  # a damaged record says so; a well-formed one is refused as not ours
-        raise _not_ours(storage, key, "is not sealed")
-    return json.loads(data)  # a local disk (the owner check stands): written before records were sealed
+def _legacy_ok(storage: Storage) -> bool:
+    """Files written before sealing are read from a local disk only, where the owner check stands."""
+    return storage.local_file("") is not None
 
 
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     name = f".ids/{backend_id}"
-    storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_CACHE_SECRET), name, key.encode()).hex()}".encode())
+    storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_ROOT_SECRET), name, key.encode()).hex()}".encode())
 
 
 def mark_held(storage: Storage, key: str) -> None:
@@ -676,10 +604,6 @@ def held_keys(storage: Storage) -> list[str]:
 
 
 # -- the call cache (jobsub.cache): flat, so that one listing sees every entry ---------------------------------
-_CACHE_SECRET = ".root"
-"""The name a root's own records (the cache, ``.ids/``) are sealed under (``trust.secret``): no folder key
-looks like it."""
-
 
 def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
     """A small sealed JSON record at ``key`` of the root; None if it is missing or damaged.
@@ -694,14 +618,17 @@ def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
     except PermissionError as exc:  # another user's file (a root others may write into)
         raise CorruptResultError(str(exc), final=True) from None
     try:
-        record = _open_json(storage, trust.secret(_CACHE_SECRET), key, data)
+        record = trust.open_json(
+            _where(storage, key), trust.secret(_ROOT_SECRET), key, data, legacy=_legacy_ok(storage)
+        )
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
 
 
 def _write_json_key(storage: Storage, key: str, record: dict[str, Any], *, create_only: bool = False) -> None:
-    storage.write_bytes(key, _seal_json(trust.secret(_CACHE_SECRET), key, _json_bytes(record)), create_only=create_only)
+    sealed = trust.seal_json(trust.secret(_ROOT_SECRET), key, _json_bytes(record))
+    storage.write_bytes(key, sealed, create_only=create_only)
 
 
 def cache_generations(storage: Storage, key: str | None = None) -> dict[str, int]:
@@ -799,10 +726,10 @@ def lookup_id(storage: Storage, backend_id: str) -> str | None:
             raise CorruptResultError(str(exc), final=True) from None
         if tag or storage.local_file("") is None:  # unsealed: written before sealing, on a local disk only
             try:
-                valid = trust.verify(trust.secret(_CACHE_SECRET), name, key.encode(), bytes.fromhex(tag))
+                valid = trust.verify(trust.secret(_ROOT_SECRET), name, key.encode(), bytes.fromhex(tag))
             except ValueError:
                 valid = False
             if not valid:
-                raise _not_ours(storage, name, "does not carry this user's authentication code")
+                raise trust.not_ours(_where(storage, name), "does not carry this user's authentication code")
         return key
     return None

@@ -37,14 +37,24 @@ from __future__ import annotations
 
 import hmac
 import os
+import struct
+
+from .errors import CorruptResultError
 
 __all__ = [
-    "MAC_SIZE", "SECRETS_VARIABLE", "key_file", "mac", "secret", "secrets_env", "take_secrets", "verify", "without_secrets",
+    "MAC_SIZE", "SECRETS_VARIABLE", "key_file", "mac", "not_ours", "open_json", "seal", "seal_json", "secret",
+    "secrets_env", "take_secrets", "unseal", "verify", "without_secrets",
 ]
 
 SECRETS_VARIABLE = "JOBSUB_SECRETS"
 MAC_SIZE = 32
 _KEY_SIZE = 32
+_MAGIC = b"JSR2"
+_HEADER = struct.Struct(f">4sQ{MAC_SIZE}s")  # magic, payload length, MAC
+_LEGACY_MAGIC = b"JSR1"
+_LEGACY_HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32: results before sealing
+_JSON_HEAD = b'{"mac": "'
+_JSON_TAG = 2 * MAC_SIZE
 
 _user_key: bytes | None = None
 _given: dict[str, bytes] = {}
@@ -158,3 +168,89 @@ def take_secrets() -> None:
                 _given[name] = bytes.fromhex(value)
             except ValueError:
                 continue
+
+
+# -- the formats: a sealed pickle, a sealed JSON record ----------------------------------------------------
+def not_ours(where: str, why: str) -> CorruptResultError:
+    return CorruptResultError(
+        f"{where} {why}, so jobsub does not read it: someone other than this user's jobsub wrote it "
+        f"(or moved it there), or this machine lacks the key the submission was made with ({key_file()})",
+        final=True,
+    )
+
+
+def seal(secret: bytes, name: str, payload: bytes) -> bytes:
+    """``payload`` framed: magic, length, MAC (a truncated file is told from a forged one)."""
+    return _HEADER.pack(_MAGIC, len(payload), mac(secret, name, payload)) + payload
+
+
+def unseal(where: str, secret: bytes, name: str, data: bytes, *, legacy: bool) -> bytes:
+    """The payload of a sealed file, verified; ``CorruptResultError`` naming ``where`` otherwise.
+
+    ``legacy``: also take what jobsub wrote before it sealed files (a result
+    framed with a CRC, an input pickle as it is): on a local disk only, where
+    the owner check stands.  A short or damaged file is not ``final``: on a
+    store without atomic writes it may still be arriving.
+    """
+    magic = data[:4]
+    if magic == _MAGIC:
+        if len(data) < _HEADER.size:
+            raise CorruptResultError(f"{where}: {len(data)} bytes, too short")
+        _, length, tag = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size :]
+        if length != len(payload):
+            raise CorruptResultError(f"{where} is damaged (expected {length} bytes, found {len(payload)})")
+        if not verify(secret, name, payload, tag):
+            raise not_ours(where, "does not carry this submission's authentication code")
+        return payload
+    if not legacy:
+        if len(data) < _HEADER.size:
+            raise CorruptResultError(f"{where}: {len(data)} bytes, too short")
+        raise not_ours(where, "is not sealed")
+    if magic == _LEGACY_MAGIC and len(data) >= _LEGACY_HEADER.size:
+        import zlib
+
+        _, length, crc = _LEGACY_HEADER.unpack_from(data)
+        payload = data[_LEGACY_HEADER.size :]
+        if length == len(payload) and zlib.crc32(payload) == crc:
+            return payload
+        raise CorruptResultError(f"{where} is damaged (expected {length} bytes, found {len(payload)})")
+    if "/result/" in name or not data:
+        raise CorruptResultError(f"{where} is damaged ({len(data)} bytes, no result header)")
+    return data  # an input pickle written before sealing
+
+
+def seal_json(secret: bytes, name: str, body: bytes) -> bytes:
+    """``body`` (a JSON object) with its MAC as a first field ``"mac"``: still JSON for people and tools.
+
+    The MAC covers the record as the reader rebuilds it (``{`` + what follows the field).
+    """
+    rest = body.lstrip()[1:].lstrip()
+    empty = rest.startswith(b"}")
+    tag = mac(secret, name, b"{}" if empty else b"{" + rest).hex().encode()
+    return _JSON_HEAD + tag + (b'"}' if empty else b'", ' + rest)
+
+
+def open_json(where: str, secret: bytes, name: str, data: bytes, *, legacy: bool) -> object:
+    """The record of a sealed JSON file, verified: ``CorruptResultError`` if not ours, ``ValueError`` if damaged."""
+    import json
+
+    if data.startswith(_JSON_HEAD):
+        tag, rest = data[len(_JSON_HEAD) : len(_JSON_HEAD) + _JSON_TAG], data[len(_JSON_HEAD) + _JSON_TAG :]
+        if rest == b'"}':
+            body = b"{}"
+        elif rest.startswith(b'", '):
+            body = b"{" + rest[3:]
+        else:
+            raise ValueError("its authentication code is cut short")
+        try:
+            valid = verify(secret, name, body, bytes.fromhex(tag.decode()))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise not_ours(where, "does not carry this submission's authentication code")
+        return json.loads(body)
+    if not legacy:
+        json.loads(data)  # a damaged record says so; a well-formed one is refused as not ours
+        raise not_ours(where, "is not sealed")
+    return json.loads(data)  # a local disk (the owner check stands): written before records were sealed

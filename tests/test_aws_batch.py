@@ -121,9 +121,9 @@ def test_a_code_package_replaced_in_the_bucket_never_runs(ex: jobsub.AutoExecuto
     assert first.result(timeout=120) == 3
     root = first.folder.storage  # the executor's folder: the package is kept next to the job folders
     (key,) = [k for k in root.list(".code") if k.endswith(".tar.gz")]
-    original = tarfile.open(fileobj=io.BytesIO(root.read_bytes(key)), mode="r:gz")
     forged = io.BytesIO()
-    with tarfile.open(fileobj=forged, mode="w:gz") as out:
+    with tarfile.open(fileobj=io.BytesIO(root.read_bytes(key)), mode="r:gz") as original, \
+            tarfile.open(fileobj=forged, mode="w:gz") as out:
         for member in original.getmembers():
             data = original.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
             if member.name == "tests/tasks.py":
