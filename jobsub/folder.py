@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = [
-    "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
+    "JobFolder", "JobPaths", "Submission", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
     "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest",
     "read_cache_note", "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
 ]
@@ -138,6 +138,28 @@ class JobPaths:
     @property
     def submission_file(self) -> Path:
         return self.folder / "meta.json"
+
+
+class Submission:
+    """One backend submission recorded in a folder's ``meta.json``: an array (or the part of one
+    split at the backend's cap) whose task ``i`` is the folder's task ``offset + i``."""
+
+    __slots__ = ("count", "id", "offset", "submitted_at")
+
+    def __init__(self, backend_id: str, offset: int, count: int, submitted_at: float) -> None:
+        self.id = backend_id
+        self.offset = offset
+        self.count = count
+        self.submitted_at = submitted_at
+        """``time.time()`` when it was sent."""
+
+    def __repr__(self) -> str:
+        return f"Submission({self.id!r}, offset={self.offset}, count={self.count})"
+
+
+def _is_task_id(backend_id: str) -> bool:
+    """``<parent>_<index>``: one task of an array."""
+    return backend_id.rpartition("_")[2].isdigit() and "_" in backend_id
 
 
 class JobFolder:
@@ -401,6 +423,27 @@ class JobFolder:
         if not isinstance(meta, dict) or "backend" not in meta:
             raise CorruptResultError(f"{self.url}/meta.json is not a jobsub submission record", final=True)
         return meta
+
+    def submission(self, backend_id: str) -> Submission | None:
+        """The record of one submission of this folder by its backend id (an array's, for a task
+        ``<id>_<i>``); None if the folder does not record it (yet), or its record is unreadable."""
+        parent = backend_id.rpartition("_")[0] if _is_task_id(backend_id) else backend_id
+        try:
+            parts = self.read_meta().get("submissions", [])
+        except (OSError, ValueError):
+            return None
+        for part in parts:
+            if str(part.get("id")) in (backend_id, parent):
+                return Submission(
+                    str(part["id"]), int(part.get("offset", 0)), int(part.get("count", 1)),
+                    float(part.get("submitted_at", 0.0)),
+                )
+        return None
+
+    def parameter(self, name: str, *, common: bool = False) -> Any:
+        """A parameter the submission was made with (its backend's own, or a common one if
+        ``common``), None if not recorded."""
+        return self.read_meta().get("parameters", {}).get("common" if common else "specific", {}).get(name)
 
     def _read(self, *parts: str) -> bytes | None:
         try:

@@ -29,7 +29,7 @@ from jobsub.folder import JobFolder, register_id
 from jobsub.submission import launch_for, new_meta, start
 from tests import aws_batch_env, tasks
 from tests.aws_batch_env import BUCKET, QUEUE, client
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.aws
@@ -65,8 +65,8 @@ def ex(aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsu
     return executor
 
 
-class TestAWSBatchBehaviour(BehaviourSuite):
-    """The shared behaviour, with folders on S3 and jobs run by moto."""
+class TestAWSBatchBehaviour(BackendSuite):
+    """The shared suites, with folders on S3 and jobs run by moto."""
 
     cluster = "aws_batch"
     local_folder = False  # the folders are in a bucket
@@ -75,11 +75,16 @@ class TestAWSBatchBehaviour(BehaviourSuite):
     memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
 
     @pytest.fixture
-    def executor(self, aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
-        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")
-        ex = jobsub.AutoExecutor(folder=f"{root}/%j", cluster=self.cluster)
-        ex.update_parameters(**aws_batch_env.parameters())
-        return ex
+    def service(self, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
+
+    @pytest.fixture
+    def folder_root(self, root: str) -> str:
+        return root
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return aws_batch_env.parameters()
 
 
 def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False) -> tuple[Any, jobsub.Executor]:

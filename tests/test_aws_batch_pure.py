@@ -198,29 +198,23 @@ def test_native_states_map_in_one_table() -> None:
     assert waiting.reason == "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"
 
 
-def _counts(**counts: int) -> dict[str, int]:
-    return {s: counts.get(s, 0) for s in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")}
+def _array(status: str = "RUNNING", reason: str = "", **counts: int) -> dict[str, Any]:
+    summary = {"arrayProperties": {"size": sum(counts.values()), "statusSummary": counts}}
+    return {"jobId": "P", "status": status, "statusReason": reason, **summary}
 
 
-def test_array_children_from_counts_and_listings() -> None:
-    failed = {3: {"status": "FAILED", "container": {"exitCode": 1}}}
-
-    def member(index: int | None, counts: dict[str, int], final: bool, running: set[int] | None = None,
-               cancelled: str = "") -> JobState:
-        return st.array_member(index, counts, final, failed, running, lambda c: st.job_status(c, None, _image), cancelled).state
-
-    running = _counts(RUNNING=4, SUCCEEDED=5, FAILED=1)
-    assert member(3, running, False) is JobState.FAILED
-    assert member(0, running, False) is JobState.RUNNING  # nobody waits: running or ended (the result says)
-    mixed = _counts(RUNNING=2, RUNNABLE=7, FAILED=1)
-    assert [member(i, mixed, False, {0, 1}) for i in (0, 2)] == [JobState.RUNNING, JobState.PENDING]
-    assert member(0, _counts(RUNNABLE=10), False) is JobState.PENDING
-    done = _counts(SUCCEEDED=9, FAILED=1)
-    assert (member(0, done, True), member(3, done, True)) == (JobState.COMPLETED, JobState.FAILED)
-    assert member(None, done, True) is JobState.FAILED and member(None, _counts(SUCCEEDED=10), True) is JobState.COMPLETED
-    # moto: a terminated parent leaves its children running; AWS fails them. Both read as cancelled
-    assert member(0, running, False, cancelled="cancelled by the user") is JobState.CANCELLED
-    assert st.never_started(_counts(RUNNABLE=10)) and not st.never_started(_counts(RUNNABLE=9, RUNNING=1))
+def test_an_arrays_counts_in_the_trackers_terms() -> None:
+    """statusSummary as the array tracker counts (jobsub.cloud.arrays; its suite: tests/test_cloud_arrays.py)."""
+    running = st.parent(_array(RUNNING=2, STARTING=1, RUNNABLE=6, FAILED=1))
+    assert running.array and running.size == 10 and not running.ended and running.queued is None
+    # STARTING children are not listed by ListJobs RUNNING: they count as waiting
+    assert dict(running.counts) == {JobState.RUNNING: 2, JobState.PENDING: 7, JobState.FAILED: 1}
+    assert st.parent(_array("PENDING", "no capacity", RUNNABLE=10)).queued == "no capacity"  # stuck RUNNABLE?
+    assert st.parent(_array("PENDING", "no capacity", RUNNABLE=9, RUNNING=1)).queued is None
+    assert st.parent(_array("RUNNING", SUCCEEDED=9, FAILED=1)).ended  # moto never fails a parent: its counts tell
+    assert st.parent(_array("FAILED", "jobsub: cancelled by the user", RUNNING=2)).cancelled == "cancelled by the user"
+    plain = st.parent({"jobId": "J", "status": "RUNNABLE", "statusReason": "MISCONFIGURATION"})
+    assert not plain.array and plain.queued == "MISCONFIGURATION"
 
 
 # -- the worker's index --------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from ..folder import JobFolder
 from ..parameters import NoParameters, Resolved
 from ..states import Status
 
-__all__ = ["Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class"]
+__all__ = [
+    "Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class", "register_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,13 @@ class Backend:
 
 def known_backends() -> list[str]:
     return list(_REGISTRY)
+
+
+def register_backend(name: str, target: str, install_hint: str = "") -> None:
+    """Make ``name`` the backend whose class is ``target`` (``"package.module:Class"``), imported
+    on first use.  A backend outside jobsub (a plugin, a test's toy) registers itself so; the
+    executors and ``Job.attach`` of this process then find it."""
+    _REGISTRY[name] = (target, install_hint)
 
 
 def load_backend_class(name: str) -> type[Backend]:

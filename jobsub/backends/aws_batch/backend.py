@@ -29,6 +29,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...cloud.arrays import ArrayTracker, PendingTooLong
+from ...cloud.aws import AWSGateway
 from ...errors import InvalidParameterError
 from ...folder import JobFolder
 from ...packaging import CodePackage, build_code_package
@@ -37,11 +39,10 @@ from ...states import Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
-from .api import Api
 from .cloudwatch import log_location, read_stream
 from .here import is_here, run_here, states_here
 from .params import AWSBatchParameters
-from .tracker import LIST_PAGE, Tracker
+from .scheduler import BatchScheduler
 
 __all__ = ["AWSBatchBackend"]
 
@@ -82,12 +83,16 @@ class AWSBatchBackend(Backend):
     def __init__(self, root: str, region: str | None = None) -> None:
         super().__init__(root)
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-        self.api = Api(self.region)
+        self.api = AWSGateway(self.region)
         self._lock = threading.RLock()
         self._storage: Storage | None = None
         self._definitions: dict[str, str] = {}  # definition name -> ARN
         self._code: set[str] = set()  # code package URLs known to be uploaded
-        self.tracker = Tracker(self.api, lambda: self.storage, root)
+        self.jobs = BatchScheduler(self.api)
+        stuck = PendingTooLong(
+            lambda: self.storage, self.jobs.label, "runnable_timeout_min", "aws_batch_runnable_timeout_min", "RUNNABLE",
+        )
+        self.tracker = ArrayTracker(self.jobs, lambda: self.storage, pending=stuck)
 
     def config(self) -> dict[str, Any]:
         return {"root": self.root, **({"region": self.region} if self.region else {})}
@@ -136,8 +141,7 @@ class AWSBatchBackend(Backend):
             before_retry=lambda: self._found(queue, name), **request,
         )
         job_id = str(answer["jobId"])
-        self.tracker.is_array[job_id] = n_tasks > 1
-        self.tracker.limits[job_id] = spec.runnable_timeout_min
+        self.tracker.submitted(job_id, array=n_tasks > 1, pending_limit_min=spec.runnable_timeout_min)
         return job_id
 
 
@@ -146,7 +150,7 @@ class AWSBatchBackend(Backend):
         depending on its array would fail this job when a sibling fails; jobsub holds it instead."""
         return (
             isinstance(upstream, AWSBatchBackend) and upstream.region == self.region
-            and ":" not in self.tracker.aws_id(job_id)
+            and ":" not in self.aws_id(job_id)
         )
 
     def waits_for_array(self, upstream: Backend, job_ids: Sequence[str]) -> str | None:
@@ -158,15 +162,14 @@ class AWSBatchBackend(Backend):
         if len(parents) != 1 or job_ids != [f"{next(iter(parents))}_{i}" for i in range(len(job_ids))]:
             return None
         parent = parents.pop()
-        described = self.tracker.describe([parent]).get(parent) or {}
-        size = (described.get("arrayProperties") or {}).get("size")
-        return f"{N_TO_N}{parent}" if size == len(job_ids) else None
+        described = self.tracker.describe([parent]).get(parent)
+        return f"{N_TO_N}{parent}" if described and described.array and described.size == len(job_ids) else None
 
     def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
         """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``,
         ``waits_for_array``)."""
         pairwise = [{"jobId": d.removeprefix(N_TO_N), "type": "N_TO_N"} for d in dependencies if d.startswith(N_TO_N)]
-        plain = sorted({self.tracker.aws_id(d) for d in dependencies if not d.startswith(N_TO_N)})
+        plain = sorted({self.aws_id(d) for d in dependencies if not d.startswith(N_TO_N)})
         return pairwise + [{"jobId": aws_id} for aws_id in plain]
 
     def _upload(self, storage: Storage, package: CodePackage) -> None:
@@ -194,31 +197,28 @@ class AWSBatchBackend(Backend):
                 what = f"registering job definition {name} (image {spec.image!r})"
                 arn = str(self.api.call("batch", "RegisterJobDefinition", what=what, submitting=True, **request)["jobDefinitionArn"])
                 logger.info("registered AWS Batch job definition %s for image %s", arn, spec.image)
-            self._definitions[name], self.tracker.images[arn] = arn, spec.image
+            self._definitions[name], self.jobs.images[arn] = arn, spec.image
             return arn
 
     def _found(self, queue: str, name: str) -> dict[str, str] | None:
         """Asked before SubmitJob is repeated: the job, if the lost answer had created it."""
-        job_id = self._find(queue, name)
+        job_id = self.jobs.find(queue, name)
         if job_id is not None:
             logger.warning("SubmitJob %s went through although its answer was lost: job %s", name, job_id)
         return {"jobId": job_id} if job_id else None
 
-    def _find(self, queue: str, name: str) -> str | None:
-        """The newest job (not array child) named ``name`` in ``queue`` (ListJobs' JOB_NAME filter)."""
-        jobs = [
-            j for j in self.api.pages(
-                "batch", "ListJobs", "jobSummaryList", jobQueue=queue,
-                filters=[{"name": "JOB_NAME", "values": [name]}], maxResults=LIST_PAGE,
-            )
-            if j.get("jobName") == name and ":" not in str(j.get("jobId"))  # moto lists children too
-        ]
-        return str(max(jobs, key=lambda j: j.get("createdAt", 0))["jobId"]) if jobs else None
-
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
-        parameters = folder.read_meta()["parameters"]
-        name = render.job_name(parameters["common"]["name"], launch.tag)
-        return self._find(parameters["specific"]["job_queue"], name)
+        name = render.job_name(folder.parameter("name", common=True), launch.tag)
+        return self.jobs.find(folder.parameter("job_queue"), name)
+
+    def aws_id(self, backend_id: str) -> str:
+        """jobsub's ``<parent>_<i>`` as AWS's ``<parent>:<i>`` (a one-task "array" is a plain job)."""
+        return self.tracker.native_id(backend_id, lambda parent, index: f"{parent}:{index}")
+
+    def _described(self, aws_id: str) -> Mapping[str, Any] | None:
+        """DescribeJobs of one job (an array's child too)."""
+        found = self.jobs.describe([aws_id]).get(aws_id)
+        return found.native if found is not None else None
 
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
@@ -232,7 +232,7 @@ class AWSBatchBackend(Backend):
         for backend_id in backend_ids:
             if is_here(backend_id):
                 continue  # ran to its end before submit returned
-            self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
+            self.api.call("batch", "TerminateJob", jobId=self.aws_id(backend_id), reason=render.CANCEL_REASON)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's.
@@ -244,14 +244,14 @@ class AWSBatchBackend(Backend):
         """
         if is_here(backend_id):
             return super().logs(backend_id, folder, index, rank)
-        aws_id = self.tracker.aws_id(backend_id)
-        job = self.tracker.describe([aws_id]).get(aws_id)
+        aws_id = self.aws_id(backend_id)
+        job = self._described(aws_id)
         deadline = time.monotonic() + self.log_wait_s
         while job and job.get("status") not in ("SUCCEEDED", "FAILED") and time.monotonic() < deadline:
             if not folder.has_result(index, rank):
                 break  # still working: what it printed so far
             time.sleep(0.5)
-            job = self.tracker.describe([aws_id]).get(aws_id)
+            job = self._described(aws_id)
         where = log_location(job) if job else None
         text = read_stream(self.api, *where) if where else None
         if not text:  # no stream (yet, or any more): whatever the folder has

@@ -19,13 +19,15 @@ import sys
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ...errors import BackendError, JobsubError, SubmissionError
+from ...cloud.gateway import error_boundary
+from ...errors import BackendError, SubmissionError
 from .._daemon import request, spawn_detached
 from .._supervisor import TaskEnd
 
 __all__ = [
     "connect",
     "dispatcher_request",
+    "docker_error",
     "end_of_containers",
     "map_docker_errors",
     "not_found",
@@ -36,36 +38,35 @@ __all__ = [
 ]
 
 
-@contextlib.contextmanager
-def map_docker_errors(action: str, base_url: str | None = None) -> Iterator[None]:
-    """Turn docker SDK/transport errors into jobsub errors (``from`` the original).
+def map_docker_errors(action: str, base_url: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """Docker SDK/transport errors raised inside become jobsub errors (``from`` the original)."""
+    return error_boundary(lambda exc: docker_error(exc, action, base_url))
+
+
+def docker_error(exc: Exception, action: str, base_url: str | None = None) -> Exception | None:
+    """The jobsub error for a docker SDK/transport error, None for anything else.
 
     Client errors of the engine (4xx: no such image, bad mount, name
     conflict) become ``SubmissionError``; an engine that cannot be reached or
-    fails (5xx) becomes ``BackendError``.  Anything else propagates as is.
+    fails (5xx) becomes ``BackendError``.
     """
-    try:
-        yield
-    except JobsubError:
-        raise
-    except Exception as exc:
-        errors = sys.modules.get("docker.errors")
-        requests_exc = sys.modules.get("requests.exceptions")
-        where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
-        if errors is not None and isinstance(exc, errors.APIError):
-            text = exc.explanation or str(exc)
-            if exc.is_client_error():
-                raise SubmissionError(f"{action}: the Docker engine refused: {text}") from exc
-            raise BackendError(f"{action}: the Docker engine failed: {text}") from exc
-        transport = (errors.DockerException,) if errors is not None else ()
-        if requests_exc is not None:
-            transport += (requests_exc.RequestException,)
-        if isinstance(exc, (*transport, OSError)):
-            raise BackendError(
-                f"{action}: cannot reach the Docker engine at {where}: {exc}. "
-                "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
-            ) from exc
-        raise
+    errors = sys.modules.get("docker.errors")
+    requests_exc = sys.modules.get("requests.exceptions")
+    where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
+    if errors is not None and isinstance(exc, errors.APIError):
+        text = exc.explanation or str(exc)
+        if exc.is_client_error():
+            return SubmissionError(f"{action}: the Docker engine refused: {text}")
+        return BackendError(f"{action}: the Docker engine failed: {text}")
+    transport = (errors.DockerException,) if errors is not None else ()
+    if requests_exc is not None:
+        transport += (requests_exc.RequestException,)
+    if isinstance(exc, (*transport, OSError)):
+        return BackendError(
+            f"{action}: cannot reach the Docker engine at {where}: {exc}. "
+            "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
+        )
+    return None
 
 
 def connect(base_url: str | None) -> Any:
