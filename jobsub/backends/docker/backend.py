@@ -307,8 +307,10 @@ class DockerBackend(SupervisedBackend):
         if run_spec["ranks"] > 1:
             raise InvalidParameterError("docker_interactive runs one rank at a time: use tasks_per_node=1")
         tty = sys.stdin.isatty() and sys.stdout.isatty()
+        secrets = trust.secrets_env(folder.key, folder.read_meta())  # not in run_spec: it is kept in the folder
         for index in range(run_spec["n"]):
             env, labels = task_env_and_labels(run_spec, folder.key, index, 0, 1)
+            env.update(secrets)
             state, out, err = run_attached(
                 self.api, run_spec["image"], run_spec["command"], environment=env, labels=labels,
                 host_config=run_spec["host_config"], tty=tty, base_url=self.base_url, **run_spec["create"],
