@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -32,7 +33,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .autoarray import Coalescer, DelayedJob
-from .backends.base import Backend, get_backend, known_backends, load_backend_class
+from .backends.base import (
+    Backend,
+    check_env,
+    check_folder,
+    get_backend,
+    known_backends,
+    load_backend_class,
+)
 from .cache import Cache, CallKey, call_key, settings_digest
 from .calls import DelayedSubmission, dumps_checked
 from .errors import (
@@ -44,8 +52,9 @@ from .errors import (
 )
 from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
-from .hold import end_unstarted, hold, plan, record
-from .job import Job, held_id
+from .hold import hold, plan, record
+from .job import Job
+from .joblist import JobList, as_plain, rebuild
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -57,7 +66,8 @@ from .parameters import (
 from .polling import poller_for
 from .states import JobState
 from .storage import open_storage
-from .submission import link_logs, new_meta, start, task_id
+from .submission import held_id, link_logs, new_meta, start, task_id
+from .unstarted import end_unstarted
 
 __all__ = ["AutoExecutor", "Executor", "cached"]
 
@@ -87,18 +97,15 @@ class Executor:
         self._folder_arg = os.fspath(folder)
         root, self._template = split_folder_template(folder)
         self.storage = open_storage(root)
-        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         local = self.storage.local_path("")
         self.folder: Path | str = local if local is not None else self.storage.url
         """Where job folders go (submitit's attribute): a ``Path``, or a bucket's URL."""
         if isinstance(backend, str):
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
+        check_folder(backend, root, local=local is not None)  # before anything is written
+        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         backend.check()
-        if local is None and not backend.capabilities.object_store_folders:
-            raise InvalidParameterError(
-                f"the {backend.name} backend needs job folders on a path its tasks can reach, not {root}"
-            )
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}
@@ -108,6 +115,14 @@ class Executor:
         self._coalescer: Coalescer | None = None
         if parameters:
             self.update_parameters(**parameters)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(folder={str(self.folder)!r}, backend={self.backend.name!r}, parameters={self.parameters})"
+
+    def _repr_html_(self) -> str:
+        from .display import executor_html
+
+        return executor_html(type(self).__name__, self.backend.name, str(self.folder), self.parameters)
 
     # -- parameters -------------------------------------------------------------------------
     def name(self) -> str:
@@ -165,6 +180,7 @@ class Executor:
             specific = type(self.backend).Parameters(**self._specific.get(name, {}))
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
+        check_env(self.backend, common)
         return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
 
     # -- submission -------------------------------------------------------------------------
@@ -176,7 +192,7 @@ class Executor:
         may go out later, in one array with its neighbours (``job.job_id`` sends it).
         """
         _check_callable(fn, "submit")
-        call = DelayedSubmission(fn, *args, **kwargs)
+        call = DelayedSubmission(fn, *as_plain(args), **as_plain(kwargs))
         if self._batch is not None:
             placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
             object.__setattr__(placeholder, "_executor", self)
@@ -203,11 +219,11 @@ class Executor:
                 f"{min(len(c) for c in columns)} jobs and ignores the rest",
                 RuntimeWarning, stacklevel=2,
             )
-        calls = [DelayedSubmission(fn, *args) for args in zip(*columns)]
+        calls = [DelayedSubmission(fn, *as_plain(args)) for args in zip(*columns)]
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
-            return []
-        return self._submit_array(calls)
+            return JobList()
+        return JobList(self._submit_array(calls))
 
     def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
         """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""
@@ -347,8 +363,9 @@ class Executor:
     ) -> list[Job[Any]]:
         """Write the calls into one new folder, then submit it, or hold it until its upstreams succeed.
 
-        ``prepared``: each call's upstream jobs and pickled arguments, when made
-        already (automatic arrays); ``claims``: the cache entries to create.
+        Its steps: payload (pickled, checked) -> folder (written before anything is submitted)
+        -> start or hold -> handles.  ``prepared``: each call's upstream jobs and pickled
+        arguments, when made already (automatic arrays); ``claims``: the cache entries to create.
         """
         claims = claims or [None] * len(calls)
         # Jobs among the arguments travel as references to their folders (JobRef); where this
@@ -357,10 +374,29 @@ class Executor:
         unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
         self._check_reachable(unique)
         dependencies, holding = plan(self.backend, unique, upstream if array else ())
-        held = bool(holding)
         params = self._resolve(dependencies)
+        payload = self._payload(calls, params, array=array, prepared=prepared)
+        folder = JobFolder.create(self.storage, mode=params.common.folder_mode)
+        try:
+            meta, others = self._write_folder(folder, payload, params, calls, upstream, holding, claims)
+            if len(others) == len(calls):  # every call is another process's submission already
+                folder.delete()
+                return [others[i] for i in range(len(calls))]
+            if holding:
+                hold(folder, meta)
+            else:
+                meta = start(self.backend, folder, params, meta)
+        except BaseException:
+            folder.delete()
+            raise
+        return self._handles(folder, meta, others, held=bool(holding))
+
+    def _payload(
+        self, calls: list[DelayedSubmission], params: Resolved, *, array: bool,
+        prepared: list[tuple[list[Job[Any]], bytes]] | None,
+    ) -> _Payload:
+        """The pickled call and arguments, checked against ``max_pickle_size_gb`` before anything is written."""
         common = params.common
-        ranks = common.tasks_per_node * common.nodes
         function = calls[0].function
         shared = all(c.function is function for c in calls)
         spec = {
@@ -388,53 +424,59 @@ class Executor:
                 f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
                 "or raise max_pickle_size_gb"
             )
-        folder = JobFolder.create(self.storage, mode=common.folder_mode)
-        try:
-            folder.write_call(call_bytes)
-            folder.write_args(task_bytes, shard)
-            meta = new_meta(self.backend, params, len(calls), ranks, array)
-            meta["function"] = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
-            waits_for = {
-                str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
-            }
-            if waits_for:
-                meta["waits_for"] = waits_for
-            keys = {str(i): claim[0].key for i, claim in enumerate(claims) if claim is not None}
-            if keys:
-                meta["cache_keys"] = keys
-            if held:
-                meta["held"] = record(holding, self._origin())
-            folder.write_meta(meta)
-            _record_dependents(folder, upstream)
-            others = self._claim(folder, claims) if keys else {}
-            if len(others) == len(calls):  # every call is another process's submission already
-                folder.delete()
-                return [others[i] for i in range(len(calls))]
+        name = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
+        return _Payload(call_bytes, task_bytes, shard, name, array)
+
+    def _write_folder(
+        self, folder: JobFolder, payload: _Payload, params: Resolved, calls: list[DelayedSubmission],
+        upstream: list[list[Job[Any]]], holding: list[Job[Any]], claims: list[Claim | None],
+    ) -> tuple[dict[str, Any], dict[int, Job[Any]]]:
+        """Write call, arguments and ``meta.json``; claim the cache entries.  Returns the meta and the
+        jobs of the calls another process submitted first (their tasks here end unstarted)."""
+        common = params.common
+        ranks = common.tasks_per_node * common.nodes
+        folder.write_call(payload.call)
+        folder.write_args(payload.tasks, payload.shard)
+        meta = new_meta(self.backend, params, len(calls), ranks, payload.array)
+        meta["function"] = payload.function
+        waits_for = {
+            str(i): [[j.folder.url, j.index, list(j.rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+        }
+        if waits_for:
+            meta["waits_for"] = waits_for
+        keys = {str(i): claim[0].key for i, claim in enumerate(claims) if claim is not None}
+        if keys:
+            meta["cache_keys"] = keys
+        if holding:
+            meta["held"] = record(holding, self._origin())
+        folder.write_meta(meta)
+        _record_dependents(folder, upstream)
+        others = self._claim(folder, claims) if keys else {}
+        if len(others) < len(calls):
             for index, other in others.items():
                 duplicate = JobCancelledError(
                     f"not run: the same call is job {other.job_id} (cache)", state=JobState.CANCELLED,
                     reason="a duplicate of a cached call",
                 )
                 end_unstarted(folder, index, ranks, duplicate)
-            if held:
-                hold(folder, meta)
-            else:
-                meta = start(self.backend, folder, params, meta)
-        except BaseException:
-            folder.delete()
-            raise
+        return meta, others
+
+    def _handles(
+        self, folder: JobFolder, meta: dict[str, Any], others: dict[int, Job[Any]], *, held: bool
+    ) -> list[Job[Any]]:
+        """The handles of a written submission: held ones named by the folder, else the backend's ids."""
+        count, ranks, array = int(meta["count"]), int(meta["ranks"]), bool(meta["array"])
+        keys: dict[str, str] = meta.get("cache_keys", {})
         if held:
             handles = [
-                Job._create(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,
-                            cache_key=keys.get(str(i)))
-                for i in range(len(calls))
+                Job.bind(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True, cache_key=keys.get(str(i)))
+                for i in range(count)
             ]
             return [others.get(i, job) for i, job in enumerate(handles)]
         link_logs(folder, self._template, meta)
-        jobs: list[Job[Any]] = []
-        for index in range(len(calls)):
-            job_id = task_id(meta, index) or ""
-            jobs.append(Job._create(self.backend, folder, job_id, index, ranks, cache_key=keys.get(str(index))))
+        jobs = [
+            Job.bind(self.backend, folder, task_id(meta, i) or "", i, ranks, cache_key=keys.get(str(i))) for i in range(count)
+        ]
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         if others:  # calls another process submitted meanwhile: this array must not run them
             with contextlib.suppress(JobsubError):
@@ -467,18 +509,30 @@ class AutoExecutor(Executor):
 
     Args:
         folder: where job folders go (``%j`` accepted).
-        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else ``slurm`` when
-            ``sbatch`` is on PATH, else ``local``.
+        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else the profile's, else
+            ``slurm`` when ``sbatch`` is on PATH, else ``local``.
+        profile: a named configuration of ``jobsub.toml`` or ``[tool.jobsub]`` of
+            ``pyproject.toml`` (``jobsub.profiles``); None = ``$JOBSUB_PROFILE``, else none.
         **kwargs: prefixed parameters (``slurm_max_num_timeout=3``) or common ones.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], cluster: str | None = None, **kwargs: Any) -> None:
-        self.cluster = cluster or self.which()
+    def __init__(
+        self, folder: str | os.PathLike[str], cluster: str | None = None, *, profile: str | None = None, **kwargs: Any
+    ) -> None:
+        from .profiles import apply, load_profile
+
+        self.profile = load_profile(profile)
+        """The profile in use (``profile=`` or ``$JOBSUB_PROFILE``; ``jobsub.profiles``), None if none."""
+        chosen = self.profile.cluster if self.profile is not None else None
+        self.cluster = cluster or os.environ.get("JOBSUB_CLUSTER") or chosen or self.which()
         if self.cluster not in known_backends():
+            where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
             )
         super().__init__(folder, self.cluster)
+        if self.profile is not None:
+            apply(self.profile, self.update_parameters)
         if kwargs:
             self.update_parameters(**kwargs)
 
@@ -535,6 +589,18 @@ class AutoExecutor(Executor):
         return self.cluster if self.cluster in owners else next(iter(owners), None)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Payload:
+    """A submission pickled and checked, not written yet."""
+
+    call: bytes
+    tasks: list[bytes]
+    shard: int
+    function: str
+    """How graphs and ``jobsub status`` name what runs (``module.fn``, or "3 functions")."""
+    array: bool
+
+
 _SHARD_BYTES = {True: 64 << 10, False: 1 << 20}
 """About how much one shard of arguments holds, on a disk and on an object store: each task reads
 its whole shard, so a disk (where a file costs ~0.1 ms to write) takes smaller ones than a store
@@ -589,16 +655,10 @@ def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
         if isinstance(obj, Job):
             found.append(obj)
             return obj.ref()
-        if type(obj) in (list, tuple):
-            items = [swap(x) for x in obj]
-            return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
-        if type(obj) is dict:
-            values = {k: swap(v) for k, v in obj.items()}
-            return obj if all(values[k] is v for k, v in obj.items()) else values
         return obj
 
-    call.args = tuple(swap(a) for a in call.args)
-    call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    call.args = tuple(rebuild(a, swap) for a in call.args)
+    call.kwargs = {k: rebuild(v, swap) for k, v in call.kwargs.items()}
     return found
 
 

@@ -21,6 +21,7 @@ Everything the two sides say to each other is a file in the folder::
         held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
+    <root>/.code/<d>.tar.gz the code package of digest <d>, shared by the submissions of that code
     <root>/.held/<key>      submission <key> is held: what ``jobsub attach`` releases
     <root>/.cache/<h>.<g>.json  cache entry for call hash <h>, generation g (created once)
     <root>/.cache/manifests/<key>.json  the entries submission <key> claimed (many hits, one read)
@@ -50,11 +51,12 @@ import os
 import time
 
 from . import trust
-from .errors import CorruptResultError
+from .errors import CorruptResultError, InvalidParameterError
 from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
@@ -64,6 +66,7 @@ __all__ = [
     "JobFolder", "JobPaths", "Submission", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
     "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest",
     "read_cache_note", "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
+    "CODE_PACKAGES", "code_package_key",
 ]
 
 _ROOT_SECRET = ".root"
@@ -196,10 +199,14 @@ class JobFolder:
         return folder
 
     @classmethod
-    def from_url(cls, url: str) -> JobFolder:
-        """The folder at ``<root>/<key>`` (a path or a storage URL)."""
+    def from_url(cls, url: str, *, env: Mapping[str, str] | None = None) -> JobFolder:
+        """The folder at ``<root>/<key>`` (a path or a storage URL).
+
+        ``env``: reach an object store with the SDK environment of another
+        process (``jobsub.storage.open_storage``), as a daemon does for a submission.
+        """
         root, _, key = url.rstrip("/").rpartition("/")
-        return cls(open_storage(root or "/"), key)
+        return cls(open_storage(root or "/", env), key)
 
     @property
     def path(self) -> Path | None:
@@ -430,7 +437,7 @@ class JobFolder:
         parent = backend_id.rpartition("_")[0] if _is_task_id(backend_id) else backend_id
         try:
             parts = self.read_meta().get("submissions", [])
-        except (OSError, ValueError):
+        except (OSError, CorruptResultError):
             return None
         for part in parts:
             if str(part.get("id")) in (backend_id, parent):
@@ -632,6 +639,15 @@ def register_id(storage: Storage, backend_id: str, key: str) -> None:
     storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_ROOT_SECRET), name, key.encode()).hex()}".encode())
 
 
+CODE_PACKAGES = ".code"
+"""``<root>/.code/``: code packages (``jobsub.cloud.container``), and a local root's package cache."""
+
+
+def code_package_key(name: str) -> str:
+    """Where the code package ``name`` (its digest's first 16 hex digits) goes under the root."""
+    return f"{CODE_PACKAGES}/{name}.tar.gz"
+
+
 def mark_held(storage: Storage, key: str) -> None:
     """``.held/<key>``: one listing of the root finds every held submission (``jobsub attach``)."""
     storage.write_bytes(f".held/{key}", b"")
@@ -752,7 +768,16 @@ def find_submissions(storage: Storage, depth: int = 2) -> list[JobFolder]:
 
 
 def lookup_id(storage: Storage, backend_id: str) -> str | None:
-    """The folder key of a backend id (or of its array), None if unknown."""
+    """The folder key of a backend id (or of its array), None if unknown.
+
+    Raises:
+        InvalidParameterError: ``backend_id`` is no id but a path (``../x``), or nothing.
+    """
+    if (
+        not isinstance(backend_id, str) or not backend_id.strip() or backend_id.startswith(".")
+        or any(c in backend_id for c in "/\\") or not backend_id.isprintable()
+    ):
+        raise InvalidParameterError(f"{backend_id!r} is not a job id (ids hold no path separators and no leading dot)")
     candidates = [backend_id]
     base, sep, _ = backend_id.rpartition("_")
     if sep:

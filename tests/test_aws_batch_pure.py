@@ -22,7 +22,7 @@ import pytest
 from jobsub import JobState
 from jobsub.backends.aws_batch import AWSBatchBackend, AWSBatchParameters, render
 from jobsub.backends.aws_batch import status as st
-from jobsub.backends.base import Launch
+from jobsub.backends.base import Launch, check_env
 from jobsub.errors import InvalidParameterError, SubmissionError
 from jobsub.packaging import BOOTSTRAP_SOURCE
 from jobsub.parameters import CommonParameters
@@ -40,9 +40,9 @@ def _launch(offset: int = 0, env: dict[str, str] | None = None) -> Launch:
 
 def _requests(common: CommonParameters, spec: AWSBatchParameters, n_tasks: int, offset: int = 0) -> dict[str, Any]:
     launch = render.task_launch(_launch(offset, {"AWS_ENDPOINT_URL": "http://127.0.0.1:5055", **common.env}), array=n_tasks > 1)
-    code = ("s3://bucket/runs/.code/0123456789abcdef.tar.gz", "/tmp/jobsub-code/0123456789abcdef")
+    launch = launch.replace(code_package="s3://bucket/runs/.code/0123456789abcdef.tar.gz")
     definition = render.definition_request(launch, common, spec)
-    submit = render.submit_request(launch, n_tasks, common, spec, "arn:...:job-definition/NAME:1", code)
+    submit = render.submit_request(launch, n_tasks, common, spec, "arn:...:job-definition/NAME:1")
     return json.loads(json.dumps({"definition": definition, "submit": submit}).replace(json.dumps(BOOTSTRAP_SOURCE)[1:-1], "<BOOTSTRAP_SOURCE>"))
 
 
@@ -91,7 +91,7 @@ def test_small_submissions_and_plain_jobs_for_one_task() -> None:
 def test_an_existing_definition_gets_the_command_as_an_override() -> None:
     common = CommonParameters(cpus_per_task=2)
     spec = AWSBatchParameters(job_queue="q", job_definition="mine:4", package_code=False)
-    request = render.submit_request(_launch(5), 3, common, spec, "mine:4", None)
+    request = render.submit_request(_launch(5), 3, common, spec, "mine:4")
     overrides = request["containerOverrides"]
     assert overrides["command"][:3] == ["python3", "-m", "jobsub.worker"]
     assert overrides["command"][-2:] == ["--offset", "5"]
@@ -108,15 +108,15 @@ def test_job_names_are_valid_and_end_in_the_tag() -> None:
 
 def test_overrides_over_the_limit_are_refused() -> None:
     common, spec = CommonParameters(env={"BIG": "x" * 8200}), AWSBatchParameters(job_queue="q", image="i")
-    request = render.submit_request(_launch(0, common.env), 2, common, spec, "d", None)
+    request = render.submit_request(_launch(0, common.env), 2, common, spec, "d")
     with pytest.raises(SubmissionError, match=r"over AWS's limit of 8192.*BIG \(8200 chars\)"):
         render.check_overrides_size(request)
-    render.check_overrides_size(render.submit_request(_launch(0), 2, CommonParameters(), spec, "d", None))
+    render.check_overrides_size(render.submit_request(_launch(0), 2, CommonParameters(), spec, "d"))
 
 
 def test_short_time_limits_become_aws_minimum_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     spec = AWSBatchParameters(job_queue="q", image="i")
-    request = render.submit_request(_launch(0), 1, CommonParameters(timeout_min=0.2), spec, "d", None)
+    request = render.submit_request(_launch(0), 1, CommonParameters(timeout_min=0.2), spec, "d")
     assert request["timeout"] == {"attemptDurationSeconds": 60}
     assert "AWS Batch's shortest attempt duration is 60 s" in caplog.text
 
@@ -127,7 +127,7 @@ def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="at most 9"):
         AWSBatchParameters(spot_retries=10)
     with pytest.raises(InvalidParameterError, match="aws_batch_secrets"):
-        render.submit_request(_launch(), 1, CommonParameters(pass_env=["TOKEN"]), AWSBatchParameters(job_queue="q"), "d", None)
+        check_env(AWSBatchBackend("s3://bucket/runs"), CommonParameters(pass_env=["TOKEN"]))
     secret = AWSBatchParameters(job_queue="q", image="i", secrets={"TOKEN": "arn:aws:ssm:eu-west-1:1:parameter/t"})
     with pytest.raises(InvalidParameterError, match="execution_role_arn"):
         render.definition_request(_launch(), CommonParameters(), secret)

@@ -19,11 +19,12 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, InvalidParameterError
 from ..folder import JobFolder
-from ..parameters import NoParameters, Resolved
+from ..parameters import CommonParameters, NoParameters, Resolved
 from ..states import Status
 
 __all__ = [
-    "Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class", "register_backend",
+    "Backend", "Capabilities", "Launch", "check_env", "check_folder", "get_backend", "known_backends",
+    "load_backend_class", "register_backend",
 ]
 
 
@@ -46,7 +47,9 @@ class Launch:
         env: extra environment of the task: the user's ``env``, what the folder's store
             needs (an emulator's endpoint), and ``JOBSUB_SECRETS`` (``jobsub.trust``: what the
             task seals its results with), which a backend never writes into the folder.
-        code_package: where the task finds the code package (container backends), or None.
+        code_package: where the task finds the code package (a path, or an ``s3://``/``gs://`` URL),
+            filled by the core for a backend whose keys are ``ContainerParameters``
+            (``jobsub.cloud.container``); None: no package.
         tag: the name that finds this submission in the scheduler again (``<key>-<offset>``):
             a retried or interrupted submission is looked up by it, never made twice.
         cwd: the working directory of the process that made the submission, when another
@@ -96,8 +99,13 @@ class Capabilities:
         survives_client: jobs outlive the submitting process and are re-attached.
         isolated: a task runs in a process of its own: its crash or ``os._exit`` ends only it.
         reraise_original: ``result()`` raises the function's own exception (debug).
-        local_folders: job folders on a local or shared path.
+        local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
+        env_shown: a task's environment is shown to whoever can read the scheduler's jobs
+            (DescribeJobs, a console, a pod spec): ``pass_env`` and credentials in ``env`` are refused.
+
+    ``check_folder`` and ``check_env`` hold the executor to what these say
+    before anything is written.
     """
 
     time_limit: bool = True
@@ -110,6 +118,39 @@ class Capabilities:
     reraise_original: bool = False
     local_folders: bool = True
     object_store_folders: bool = False
+    env_shown: bool = False
+
+
+def check_folder(backend: Backend, root: str, *, local: bool) -> None:
+    """Refuse an executor folder the backend's tasks cannot use (``Capabilities``)."""
+    caps, name = backend.capabilities, backend.name
+    if local and not caps.local_folders:
+        raise InvalidParameterError(
+            f"{name} tasks cannot see {root} on this machine's disk: give the executor an object-store "
+            "folder (s3://bucket/prefix/%j, gs://bucket/prefix/%j)"
+        )
+    if not local and not caps.object_store_folders:
+        raise InvalidParameterError(f"the {name} backend needs job folders on a path its tasks can reach, not {root}")
+
+
+def check_env(backend: Backend, common: CommonParameters) -> None:
+    """Refuse secrets bound for a task environment the backend shows to others (``env_shown``)."""
+    if not backend.capabilities.env_shown:
+        return
+    from ..cloud.container import credentials_in  # with the backends that need it
+
+    name = backend.name
+    if common.pass_env:
+        raise InvalidParameterError(
+            f"pass_env={common.pass_env}: the {name} backend shows a task's environment to whoever can read "
+            f"its jobs; give the task secrets through its own secret store ({name}_secrets={{'NAME': ...}})"
+        )
+    found = credentials_in(common.env)
+    if found:
+        raise InvalidParameterError(
+            f"env has {', '.join(found)}: credentials must not travel in a job's environment (the {name} backend "
+            "shows it to whoever can read its jobs): give the job a role or service account of its own instead"
+        )
 
 # name -> "module:Class"; a module is imported the first time its backend is used
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -154,6 +195,10 @@ class Backend:
     otherwise: on for backends where each submission is a billed or rate-limited API call."""
     result_parameters: ClassVar[tuple[str, ...]] = ()
     """Its own keys that change what a task computes (an image, an interpreter): part of cache keys."""
+    usual_pending_reasons: ClassVar[frozenset[str]] = frozenset()
+    """The reasons of a pending job's ``Status`` (as ``states()`` words them, up to a first comma) that
+    need no one's attention: waiting for its turn, for resources, for a dependency.  A wait that pends
+    for another reason longer than ``JOBSUB_PENDING_WARN_S`` logs a warning naming it (``Job.wait``)."""
     end_record_lag_s: ClassVar[float] = 0.0
     """How long after a task's result the backend may still write its end record into the folder.
     ``result()`` waits that long at most for the record (``end_recorded``), so that a folder

@@ -27,7 +27,7 @@ from typing import Any
 
 from ...cloud.arrays import Parent
 from ...states import JobState, Status
-from ...worker import DEPENDENCY_FAILED_EXIT_CODE
+from .._exits import DEPENDENCY_FAILED, killed_for_memory, timed_out, worker_exit
 
 __all__ = ["NATIVE", "failure", "job_status", "parent"]
 
@@ -77,11 +77,11 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
     both = f"{reason} {c_reason}".strip()
     if reason.startswith("jobsub:"):
         return Status(JobState.CANCELLED, reason.removeprefix("jobsub:").strip())
-    if c_reason.startswith("OutOfMemoryError") or (code == 137 and "memory" in both.lower()):
+    if c_reason.startswith("OutOfMemoryError") or killed_for_memory(code, "memory" in both.lower()):
         return Status(JobState.OUT_OF_MEMORY, f"killed for memory (exit code {code}): {both}")
     elapsed = _elapsed_s(job)
     if "attempt duration exceeded" in both.lower() or (
-        timeout_s and code is None and not c_reason and elapsed is not None and elapsed >= timeout_s - 1
+        code is None and not c_reason and timed_out(elapsed, timeout_s)
     ):
         return Status(JobState.TIMEOUT, f"hit its time limit of {timeout_s or '?'} s (AWS: {both or 'no reason given'})")
     if reason.startswith("Host EC2"):
@@ -92,7 +92,7 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
             f"the container of image {image() or '?'} could not start: {both}. Check that the image exists "
             "and that the compute environment may pull it (execution role, ECR policy), and the job role",
         )
-    if "dependent job" in both.lower() or code == DEPENDENCY_FAILED_EXIT_CODE:
+    if "dependent job" in both.lower() or worker_exit(code) is DEPENDENCY_FAILED:
         return Status(JobState.CANCELLED, f"a dependency failed: {both or f'exit code {code}'}")
     if _CANCELLED.search(reason):
         return Status(JobState.CANCELLED, reason)
@@ -104,7 +104,8 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
             f"AWS Batch gives no exit code and no reason: the container of image {image() or '?'} may never "
             "have started (is the image on the compute environment's registry? does the job role exist?)",
         )
-    return Status(JobState.FAILED, f"exit code {code}: {both}" if both else f"exit code {code}")
+    said = (worker_exit(code) or Status(JobState.FAILED, f"exit code {code}")).reason
+    return Status(JobState.FAILED, f"{said}: {both}" if both else said)
 
 
 def job_status(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], str]) -> Status:

@@ -132,8 +132,7 @@ class LocalBackend(SupervisedBackend):
         """
         if meta is None:
             meta = folder.read_meta() if folder.exists() else {}
-        env = {**os.environ, **trust.secrets_env(folder.key, meta)}
-        self._request({"op": "adopt", "folder": folder.url, "env": env, "fresh": fresh})
+        self._hand_over(folder, {**os.environ, **trust.secrets_env(folder.key, meta)}, fresh=fresh)
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         """Stop the processes a run record names (only if they are still the ones it started)."""
