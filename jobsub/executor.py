@@ -60,6 +60,7 @@ from .parameters import (
     Resolved,
     check_bounds,
     check_value,
+    did_you_mean,
     field_types,
     unknown_key_error,
 )
@@ -181,7 +182,9 @@ class Executor:
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
         check_env(self.backend, common)
-        return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        resolved = Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        self.backend.check_parameters(resolved)
+        return resolved
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
@@ -528,7 +531,8 @@ class AutoExecutor(Executor):
         if self.cluster not in known_backends():
             where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}."
+                + did_you_mean(self.cluster, known_backends())
             )
         super().__init__(folder, self.cluster)
         if self.profile is not None:
