@@ -52,6 +52,10 @@ def service_problem(backend: str) -> str | None:
         from tests import aws_batch_env
 
         return aws_batch_env.problem()
+    if backend == "kubernetes":
+        from tests import kube_env
+
+        return kube_env.problem()
     return f"unknown backend {backend}"
 
 
@@ -77,6 +81,10 @@ def backend_parameters(backend: str) -> dict[str, Any]:
         from tests import aws_batch_env
 
         return aws_batch_env.parameters()
+    if backend == "kubernetes":
+        from tests import kube_env
+
+        return kube_env.parameters()
     return {}
 
 

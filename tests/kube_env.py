@@ -78,6 +78,7 @@ def problem() -> str | None:
         docker.from_env().ping()
     except Exception as exc:
         return f"no Docker engine for the played kubelet (scripts/start-docker.sh): {exc}"
+    cluster()  # before any backend reads KUBECONFIG: every client then goes through the proxy
     return None
 
 
@@ -121,6 +122,7 @@ def cluster() -> Cluster:
         os.unlink(kubeconfig)
 
     atexit.register(teardown)
+    os.environ["KUBECONFIG"] = kubeconfig  # this process's clients and the ones it starts go through the proxy
     return Cluster(namespace, kubeconfig, proxy, controller, api)
 
 
@@ -129,7 +131,6 @@ def parameters() -> dict[str, Any]:
     found = cluster()
     return {
         "k8s_namespace": found.namespace,
-        "k8s_kubeconfig": found.kubeconfig,
         "k8s_image": os.environ["JOBSUB_CLOUD_TEST_IMAGE"],
         "k8s_pvc": f"{PVC}:{tempfile.gettempdir()}",
     }

@@ -22,7 +22,7 @@ from ..folder import JobFolder
 from ..parameters import NoParameters, Resolved
 from ..states import Status
 
-__all__ = ["Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class"]
+__all__ = ["PREFIX_ALIASES", "Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "gcp_batch": ("jobsub.backends.gcp_batch:GCPBatchBackend", "pip install 'jobsub[gcp]'"),
     "kubernetes": ("jobsub.backends.kubernetes:KubernetesBackend", "pip install 'jobsub[k8s]'"),
 }
+
+
+PREFIX_ALIASES: dict[str, str] = {"k8s": "kubernetes"}
+"""Short prefixes of backend keys (``k8s_namespace`` for ``kubernetes_namespace``)."""
 
 
 class Backend:

@@ -1,0 +1,287 @@
+"""The Kubernetes backend: one Indexed Job per array, state at O(1) calls per poll.
+
+::
+
+    submit ─> code package into the folder (once per digest)
+           ─> POST jobs <name>   name from the submission's tag: a lost answer's retry gets 409,
+                                 and the Job is adopted (never two)
+    states ─> GET jobs?labelSelector=root           one call for every tracked Job of the folder
+           ─> GET pods?labelSelector=root&status.phase!=Succeeded   pages of the unfinished pods
+           ─> per index (status.py); successes are the folder's results, never polled
+           ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
+           ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
+    cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
+    logs   ─> the folder's (the worker writes them), else read_namespaced_pod_log
+
+Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ...cloud.kube import KubeGateway
+from ...errors import InvalidParameterError, SubmissionError
+from ...folder import JobFolder
+from ...packaging import CodePackage, bootstrap_command, build_code_package
+from ...parameters import Resolved
+from ...states import JobState, Status
+from ...storage import Storage, open_storage
+from ..base import Backend, Capabilities, Launch
+from . import status as pod_status
+from .manifest import CONTAINER, JOB_LABEL, MAX_COMPLETIONS, ROOT_LABEL, job_manifest, job_name, root_label
+from .params import KubernetesParameters
+
+__all__ = ["KubernetesBackend"]
+
+logger = logging.getLogger("jobsub.kubernetes")
+
+PAGE = 500
+"""Pods per list call."""
+NO_INDEX = (
+    "the cluster's Job controller does not run Indexed Jobs (completionMode: Indexed needs "
+    "Kubernetes 1.21+, backoffLimitPerIndex 1.29+): pod {pod} has no completion index"
+)
+
+
+class KubernetesBackend(Backend):
+    """Runs tasks as pods of Indexed Jobs, with folders on a claim (``k8s_pvc``) or ``s3://``/``gs://``.
+
+    Args:
+        root: the executor's folder.
+        kubeconfig: the kubeconfig file (default ``$KUBECONFIG``, then ``~/.kube/config``, then
+            the in-cluster service account); recorded so that another process reattaches alike.
+        context: its context (default: the current one).
+    """
+
+    name = "kubernetes"
+    Parameters = KubernetesParameters
+    task_env: ClassVar[Mapping[str, str]] = {"index": "JOB_COMPLETION_INDEX"}
+    poll_interval_s = 2.0
+    capabilities = Capabilities(ranks=False, checkpoint=False, local_folders=True, object_store_folders=True)
+    auto_array_default = True
+    result_parameters = ("image", "python")
+
+    def __init__(self, root: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+        super().__init__(root)
+        self.kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+        self.context = context
+        self.api = KubeGateway(self.kubeconfig, context)
+        self._lock = threading.Lock()
+        self._storage: Storage | None = None
+        self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
+        self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
+        self._code: set[str] = set()
+
+    def config(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"root": self.root}
+        if self.kubeconfig:
+            found["kubeconfig"] = self.kubeconfig
+        if self.context:
+            found["context"] = self.context
+        return found
+
+    def check(self) -> None:
+        """The client importable and a configuration found; no call to the cluster yet."""
+        self.api.client("batch")
+
+    def max_array_size(self, params: Resolved) -> int:
+        return MAX_COMPLETIONS
+
+    @property
+    def storage(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                self._storage = open_storage(self.root)
+            return self._storage
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        common, spec = params.common, params.specific
+        if not spec.image:
+            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
+        if common.nodes > 1 or common.tasks_per_node > 1:
+            raise InvalidParameterError("the kubernetes backend runs one task per pod: use nodes=1 and tasks_per_node=1")
+        folder_path = str(folder.storage.local_path("")) if folder.path is not None else None
+        if folder_path is not None and not spec.pvc:
+            raise InvalidParameterError(
+                f"pods cannot see {folder_path}: set k8s_pvc='claim[:/mount/path]' (a claim holding that path)"
+                " or give the executor an s3:// or gs:// folder"
+            )
+        name = job_name(launch.tag or folder.key)
+        module_args = launch.module_args()
+        package = build_code_package(
+            spec.code_root or launch.cwd or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
+        ) if spec.package_code else None
+        argv = (
+            bootstrap_command(spec.python, self._ship(folder.storage, package), f"/tmp/jobsub-code/{package.name}", module_args)
+            if package is not None else [spec.python, *module_args]
+        )
+        manifest = job_manifest(
+            name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
+        )
+        self._create(manifest)
+        job_id = f"{spec.namespace}.{name}"
+        self._start_limits[job_id] = spec.start_timeout_min
+        return job_id
+
+    def _create(self, manifest: dict[str, Any]) -> None:
+        """POST the Job; a 409 for our own name is the answer of an earlier try that was lost: adopted."""
+        from kubernetes.client.rest import ApiException
+
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        what = f"creating Job {name} in namespace {namespace}"
+        try:
+            self.api.call("batch", "create_namespaced_job", what=what, submitting=True, namespace=namespace, body=manifest)
+        except SubmissionError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ApiException) and cause.status == 409):
+                raise
+            logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
+
+    def _ship(self, storage: Storage, package: CodePackage) -> str:
+        """The code package next to the job folders, once per digest; its URL as a task sees it."""
+        key = f".code/{package.name}.tar.gz"
+        url = f"{storage.url.rstrip('/')}/{key}"
+        if url not in self._code:
+            if not storage.exists(key):
+                storage.write_bytes(key, package.path.read_bytes())
+            self._code.add(url)
+        return url
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
+        name = job_name(launch.tag or folder.key)
+        jobs = self.api.call(
+            "batch", "list_namespaced_job", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
+        ).items
+        return f"{namespace}.{name}" if jobs else None
+
+    # -- states ---------------------------------------------------------------------------------
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        by_namespace: dict[str, list[str]] = defaultdict(list)
+        answer: dict[str, Status] = {}
+        for backend_id in backend_ids:
+            job, _, _ = backend_id.partition("_")
+            if job in self._final:
+                answer[backend_id] = self._final[job]
+            elif "." not in job:
+                answer[backend_id] = Status(JobState.LOST, f"not a Kubernetes job id: {backend_id}")
+            else:
+                by_namespace[job.partition(".")[0]].append(backend_id)
+        for namespace, ids in by_namespace.items():
+            answer.update(self._namespace_states(namespace, ids))
+        return answer
+
+    def _namespace_states(self, namespace: str, backend_ids: list[str]) -> dict[str, Status]:
+        selector = f"{ROOT_LABEL}={root_label(self.root)}"
+        jobs = {j.metadata.name: j for j in self.api.call(
+            "batch", "list_namespaced_job", namespace=namespace, label_selector=selector,
+        ).items}
+        pods: dict[str, list[Any]] = defaultdict(list)
+        for pod in self._unfinished_pods(namespace, selector):
+            pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
+        answer: dict[str, Status] = {}
+        for backend_id in backend_ids:
+            job_key, _, index_text = backend_id.partition("_")
+            name = job_key.partition(".")[2]
+            index = int(index_text or 0)
+            job = jobs.get(name)
+            if job is None:
+                answer[backend_id] = Status(JobState.LOST, f"Job {namespace}/{name} no longer exists")
+                continue
+            refused = self._refused(job_key, job, pods[name])
+            if refused is not None:
+                answer[backend_id] = refused
+                continue
+            mine = [p for p in pods[name] if pod_status.index_of(p) == index]
+            answer[backend_id] = pod_status.task_status(job, mine)
+        return answer
+
+    def _unfinished_pods(self, namespace: str, selector: str) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.api.call(
+                "core", "list_namespaced_pod", namespace=namespace, label_selector=selector,
+                field_selector="status.phase!=Succeeded", limit=PAGE, **({"_continue": token} if token else {}),
+            )
+            found += page.items
+            token = page.metadata._continue
+            if not token:
+                return found
+
+    def _refused(self, job_key: str, job: Any, pods: list[Any]) -> Status | None:
+        """A Job that can never do its work: ended now (deleted, its logs kept), its status final."""
+        for pod in pods:
+            if pod_status.index_of(pod) is None:
+                return self._end(job_key, job, Status(JobState.FAILED, NO_INDEX.format(pod=pod.metadata.name)))
+            main = pod_status.main_status(pod)
+            waiting = main.state.waiting if main is not None and main.state else None
+            if waiting is not None and waiting.reason in pod_status.PULL_ERRORS:
+                limit_s = 60 * self._start_limits.get(job_key, KubernetesParameters.start_timeout_min)
+                created = pod.metadata.creation_timestamp.timestamp()
+                if time.time() - created > limit_s:
+                    image = pod.spec.containers[0].image
+                    reason = f"image {image!r} cannot start: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
+                    return self._end(job_key, job, Status(JobState.FAILED, reason))
+        return None
+
+    def _end(self, job_key: str, job: Any, status: Status) -> Status:
+        logger.warning("Job %s ends: %s", job_key, status.reason)
+        self._final[job_key] = status
+        self._delete(job.metadata.namespace, job.metadata.name)
+        return status
+
+    # -- cancel and logs ------------------------------------------------------------------
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        """Delete the Jobs (a task's id: its whole Job, the unit Kubernetes cancels)."""
+        for job_key in dict.fromkeys(i.partition("_")[0] for i in backend_ids):
+            if "." not in job_key or job_key in self._final:
+                continue
+            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
+            namespace, _, name = job_key.partition(".")
+            self._delete(namespace, name)
+
+    def _delete(self, namespace: str, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.api.call(
+                "batch", "delete_namespaced_job", what=f"deleting Job {namespace}/{name}",
+                name=name, namespace=namespace, propagation_policy="Background",
+            )
+        except Exception as exc:
+            if not (isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404):
+                raise
+
+    def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
+        """What the worker wrote into the folder, else the log of the pod that ran the task."""
+        out, err = super().logs(backend_id, folder, index, rank)
+        if out is not None or err is not None:
+            return out, err
+        text = self._pod_log(backend_id)
+        return text, text
+
+    def _pod_log(self, backend_id: str) -> str | None:
+        job_key, _, index_text = backend_id.partition("_")
+        namespace, _, name = job_key.partition(".")
+        pods = [p for p in self.api.call(
+            "core", "list_namespaced_pod", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
+        ).items if pod_status.index_of(p) == int(index_text or 0)]
+        if not pods:
+            return None
+        latest = max(pods, key=lambda p: p.metadata.creation_timestamp)
+        try:
+            return str(self.api.call(
+                "core", "read_namespaced_pod_log", name=latest.metadata.name, namespace=namespace, container=CONTAINER,
+            ))
+        except Exception:  # the kubelet forgot it, or it never started
+            logger.debug("no log for pod %s", latest.metadata.name, exc_info=True)
+            return None

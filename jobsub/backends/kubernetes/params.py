@@ -1,0 +1,61 @@
+"""The Kubernetes backend's own keys (``k8s_<key>`` with ``AutoExecutor``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...packaging import DEFAULT_MAX_MB
+
+__all__ = ["KubernetesParameters"]
+
+
+@dataclass(kw_only=True)
+class KubernetesParameters:
+    """Keys of the Kubernetes backend; the common keys apply too.
+
+    Common keys map to the pod as: ``cpus_per_task`` -> CPU request, ``mem_gb``
+    -> memory request and limit, ``gpus_per_node`` -> ``nvidia.com/gpu`` limit,
+    ``timeout_min`` -> the pod's ``activeDeadlineSeconds`` (per task: a long
+    array is never killed as a whole), ``array_parallelism`` -> the Job's
+    ``parallelism``, ``env`` -> the container's environment, by value.
+    """
+
+    namespace: str = "default"
+    image: str = ""
+    """Image of the task containers; it needs ``python3`` and cloudpickle (code is packaged)."""
+    pvc: str | None = None
+    """``claim`` or ``claim:/mount/path``: a PersistentVolumeClaim mounted in every pod at the
+    path of the executor's folder (or at ``/mount/path``, which must contain it).  For folders on a
+    path; ``s3://``/``gs://`` folders need none."""
+    secret_env: dict[str, str] = field(default_factory=dict)
+    """Variable -> ``secret-name/key``: set in the task from a Secret of the namespace.  The way to
+    give a task a token: only the reference is written into the Job and the folder."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, str]] = field(default_factory=list)
+    """As the pod spec spells them (``{"key": ..., "operator": "Exists", "effect": "NoSchedule"}``)."""
+    service_account: str | None = None
+    image_pull_secrets: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    """Extra labels of the Job and its pods."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    retries: int = field(default=0, metadata={"min": 0})
+    """Runs again after a failure of the pod (``backoffLimitPerIndex``: each task its own budget);
+    a disruption (eviction, preemption, node drain) is retried without counting, up to
+    three times (then PREEMPTED)."""
+    ttl_after_finished_s: int | None = field(default=3600, metadata={"min": 0})
+    """``ttlSecondsAfterFinished``: the cluster deletes a finished Job (its results stay in the folder)."""
+    start_timeout_min: float = field(default=10.0, metadata={"above": 0})
+    """A pod that cannot start this long (its image cannot be pulled, a Secret is missing) fails the
+    task with the kubelet's message, and the Job is deleted."""
+    python: str = "python3"
+    package_code: bool = True
+    """Ship the ``*.py`` of ``code_root`` and jobsub itself through the folder."""
+    code_root: str | None = None
+    code_includes: list[str] = field(default_factory=list)
+    code_excludes: list[str] = field(default_factory=list)
+    code_max_mb: float = DEFAULT_MAX_MB
+
+    def __post_init__(self) -> None:
+        for variable, ref in self.secret_env.items():
+            if ref.count("/") != 1 or not all(ref.split("/")):
+                raise ValueError(f"secret_env[{variable!r}]={ref!r}: write it 'secret-name/key'")
