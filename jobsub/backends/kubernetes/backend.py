@@ -42,6 +42,7 @@ __all__ = ["KubernetesBackend"]
 
 logger = logging.getLogger("jobsub.kubernetes")
 
+JOB_ID_VARIABLE = "JOBSUB_K8S_JOB_ID"
 PAGE = 500
 """Pods per list call."""
 NO_INDEX = (
@@ -65,7 +66,6 @@ class KubernetesBackend(Backend):
     task_env: ClassVar[Mapping[str, str]] = {"index": "JOB_COMPLETION_INDEX"}
     poll_interval_s = 2.0
     capabilities = Capabilities(ranks=False, checkpoint=False, local_folders=True, object_store_folders=True)
-    auto_array_default = True
     result_parameters = ("image", "python")
 
     def __init__(self, root: str, kubeconfig: str | None = None, context: str | None = None) -> None:
@@ -115,6 +115,12 @@ class KubernetesBackend(Backend):
                 " or give the executor an s3:// or gs:// folder"
             )
         name = job_name(launch.tag or folder.key)
+        job_id = f"{spec.namespace}.{name}"
+        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>]
+        launch = launch.replace(
+            env={**launch.env, JOB_ID_VARIABLE: job_id},
+            task_env={**launch.task_env, ("array_job_id" if array else "job_id"): JOB_ID_VARIABLE},
+        )
         module_args = launch.module_args()
         package = build_code_package(
             spec.code_root or launch.cwd or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
@@ -127,7 +133,6 @@ class KubernetesBackend(Backend):
             name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
         )
         self._create(manifest)
-        job_id = f"{spec.namespace}.{name}"
         self._start_limits[job_id] = spec.start_timeout_min
         return job_id
 
