@@ -25,3 +25,97 @@ class TestKubernetesBehaviour(BehaviourSuite):
     """The behaviour suite, every test that applies, none skipped while the services run."""
 
     cluster = "kubernetes"
+
+
+@pytest.fixture
+def ex(tmp_path: Any) -> jobsub.AutoExecutor:
+    problem = kube_env.problem()
+    if problem:
+        pytest.skip(problem)
+    executor = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
+    executor.update_parameters(**kube_env.parameters())
+    return executor
+
+
+def _jobs(name_part: str = "") -> list[Any]:
+    found = kube_env.cluster().batch().list_namespaced_job(kube_env.cluster().namespace).items
+    return [j for j in found if name_part in j.metadata.name]
+
+
+def test_array_of_five_with_parallelism_two(ex: jobsub.AutoExecutor) -> None:
+    """One Job of completions 5, parallelism 2: never more than 2 pods at once, every index once."""
+    ex.update_parameters(array_parallelism=2)
+    before = kube_env.cluster().proxy.count("POST /apis/batch/v1/namespaces")
+    jobs = ex.map_array(tasks.add, [1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert kube_env.cluster().proxy.count("POST /apis/batch/v1/namespaces") == before + 1
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+    job = kube_env.cluster().batch().read_namespaced_job(name, kube_env.cluster().namespace)
+    assert (job.spec.completions, job.spec.parallelism) == (5, 2)
+    peak = 0
+    while not all(j.done() for j in jobs):
+        pods = kube_env.cluster().core().list_namespaced_pod(
+            kube_env.cluster().namespace, label_selector=f"jobsub.dev/job={name}").items
+        peak = max(peak, sum(p.status.phase in ("Pending", "Running") for p in pods))
+    assert peak <= 2
+    assert [j.result(timeout=60) for j in jobs] == [11, 22, 33, 44, 55]
+
+
+def test_image_that_cannot_be_pulled_fails_naming_it(ex: jobsub.AutoExecutor) -> None:
+    """ErrImagePull/ImagePullBackOff past k8s_start_timeout_min: an error naming the image, Job deleted."""
+    ex.update_parameters(k8s_image="registry.invalid/none:1", k8s_start_timeout_min=0.05)
+    job = ex.submit(tasks.add, 1, 2)
+    with pytest.raises(jobsub.UncompletedJobError, match=r"registry.invalid/none:1.*(ErrImagePull|ImagePullBackOff)"):
+        job.result(timeout=120)
+    name = job.job_id.partition(".")[2]
+    wait_until(lambda: not _jobs(name), 30, "the Job deleted")
+
+
+def test_cluster_without_indexed_jobs_is_refused(ex: jobsub.AutoExecutor) -> None:
+    """A Job controller that makes pods without a completion index: a clear error at once, no hang."""
+    controller = kube_env.cluster().controller
+    controller.indexed = False
+    try:
+        job = ex.submit(tasks.sleep_then, 20, 1)
+        with pytest.raises(jobsub.UncompletedJobError, match="does not run Indexed Jobs"):
+            job.result(timeout=60)
+    finally:
+        controller.indexed = True
+
+
+def test_lost_create_answer_adopts_the_job(ex: jobsub.AutoExecutor) -> None:
+    """The create went through but its answer was lost (a 503 after forwarding): the retry gets 409,
+    the Job is adopted, and exactly one Job exists."""
+    proxy = kube_env.cluster().proxy
+    proxy.fail("POST /apis/batch/v1/namespaces", 503, {"kind": "Status", "code": 503, "message": "lost"},
+               after_forwarding=True)
+    job = ex.submit(tasks.add, 2, 3)
+    assert job.result(timeout=120) == 5
+    assert len(_jobs(job.job_id.partition(".")[2])) == 1
+
+
+def test_throttling_storm_is_ridden_out(ex: jobsub.AutoExecutor) -> None:
+    """429s with Retry-After on the create and on the polls: retried, paced, one Job, the right result."""
+    proxy = kube_env.cluster().proxy
+    throttled = {"kind": "Status", "code": 429, "message": "too many requests"}
+    proxy.fail("POST /apis/batch/v1/namespaces", 429, throttled, times=2, headers={"Retry-After": "1"})
+    proxy.fail("GET /api/v1/namespaces", 429, throttled, times=3, headers={"Retry-After": "1"})
+    job = ex.submit(tasks.add, 4, 5)
+    assert job.result(timeout=120) == 9
+    assert len(_jobs(job.job_id.partition(".")[2])) == 1
+
+
+def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
+    """An eviction (DisruptionTarget) does not spend the task's retries (0 here): it runs again."""
+    job = ex.submit(tasks.sleep_then, 5, 2)
+    cluster = kube_env.cluster()
+    name = job.job_id.partition(".")[2]
+
+    def running_pod() -> str | None:
+        pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
+        return next((p.metadata.name for p in pods if p.status.phase == "Running"), None)
+
+    wait_until(running_pod, 60, "a running pod")
+    first = running_pod()
+    assert first
+    cluster.controller.evict(first)
+    assert job.result(timeout=120) == 2

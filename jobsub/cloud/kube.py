@@ -63,7 +63,7 @@ class KubeGateway(Gateway):
 
     def transient(self, exc: BaseException) -> float | None:
         status = getattr(exc, "status", None)
-        if type(exc).__name__ == "ApiException" and isinstance(status, int):
+        if _is_api_error(exc) and isinstance(status, int):
             return http_transient(status, getattr(exc, "headers", None))
         for cls in type(exc).__mro__:
             if cls.__name__ in _RESET:
@@ -74,7 +74,7 @@ class KubeGateway(Gateway):
         name = type(exc).__name__
         if name == "ConfigException":
             return BackendError(f"{action}: no Kubernetes configuration found ({exc}); {_WHERE}")
-        if name != "ApiException" and self.transient(exc) is None:
+        if not _is_api_error(exc) and self.transient(exc) is None:
             return None
         status = getattr(exc, "status", None)
         message = api_message(exc)
@@ -111,6 +111,11 @@ def _load_api_client(kubeconfig: str | None, context: str | None) -> Any:
         config.load_incluster_config(client_configuration=configuration)
     configuration.retries = False  # the gateway retries, paced; urllib3's own would hide 429s
     return client.ApiClient(configuration)
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    """The client's ApiException or one of its subclasses (ServiceException, NotFoundException...)."""
+    return any(cls.__name__ == "ApiException" for cls in type(exc).__mro__)
 
 
 def _body(exc: BaseException) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...cloud.kube import KubeGateway
-from ...errors import InvalidParameterError, SubmissionError
+from ...errors import InvalidParameterError, JobsubError
 from ...folder import JobFolder
 from ...packaging import CodePackage, bootstrap_command, build_code_package
 from ...parameters import Resolved
@@ -144,9 +144,9 @@ class KubernetesBackend(Backend):
         what = f"creating Job {name} in namespace {namespace}"
         try:
             self.api.call("batch", "create_namespaced_job", what=what, submitting=True, namespace=namespace, body=manifest)
-        except SubmissionError as exc:
+        except JobsubError as exc:
             cause = exc.__cause__
-            if not (isinstance(cause, ApiException) and cause.status == 409):
+            if not (isinstance(cause, ApiException) and cause.status == 409):  # subclasses included
                 raise
             logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
 
