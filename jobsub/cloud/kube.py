@@ -25,7 +25,7 @@ from ..errors import BackendError, SubmissionError
 from ..retry import http_transient
 from .gateway import Gateway
 
-__all__ = ["KubeGateway", "api_message"]
+__all__ = ["KubeGateway", "api_message", "status_of"]
 
 _SERVICES = {"batch": "BatchV1Api", "core": "CoreV1Api"}
 _RESET = frozenset(
@@ -106,9 +106,11 @@ def _load_api_client(kubeconfig: str | None, context: str | None) -> Any:
         "~/.kube/config"
     )
     if kubeconfig or os.path.exists(path) or "KUBERNETES_SERVICE_HOST" not in os.environ:
-        config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration
+        )
     else:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.retries = False  # the gateway retries, paced; urllib3's own would hide 429s
     return client.ApiClient(configuration)
 
@@ -116,6 +118,15 @@ def _load_api_client(kubeconfig: str | None, context: str | None) -> Any:
 def _is_api_error(exc: BaseException) -> bool:
     """The client's ApiException or one of its subclasses (ServiceException, NotFoundException...)."""
     return any(cls.__name__ == "ApiException" for cls in type(exc).__mro__)
+
+
+def status_of(exc: BaseException | None) -> int | None:
+    """The HTTP status of the API error behind ``exc`` (a mapped jobsub error's cause), or None."""
+    for candidate in (exc, getattr(exc, "__cause__", None)):
+        if candidate is not None and _is_api_error(candidate):
+            status = getattr(candidate, "status", None)
+            return status if isinstance(status, int) else None
+    return None
 
 
 def _body(exc: BaseException) -> dict[str, Any]:

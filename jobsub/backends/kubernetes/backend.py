@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ...cloud.kube import KubeGateway
+from ...cloud.kube import KubeGateway, status_of
 from ...errors import InvalidParameterError, JobsubError
 from ...folder import JobFolder
 from ...packaging import CodePackage, bootstrap_command, build_code_package
@@ -35,7 +35,15 @@ from ...states import JobState, Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import status as pod_status
-from .manifest import CONTAINER, JOB_LABEL, MAX_COMPLETIONS, ROOT_LABEL, job_manifest, job_name, root_label
+from .manifest import (
+    CONTAINER,
+    JOB_LABEL,
+    MAX_COMPLETIONS,
+    ROOT_LABEL,
+    job_manifest,
+    job_name,
+    root_label,
+)
 from .params import KubernetesParameters
 
 __all__ = ["KubernetesBackend"]
@@ -138,15 +146,12 @@ class KubernetesBackend(Backend):
 
     def _create(self, manifest: dict[str, Any]) -> None:
         """POST the Job; a 409 for our own name is the answer of an earlier try that was lost: adopted."""
-        from kubernetes.client.rest import ApiException
-
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         what = f"creating Job {name} in namespace {namespace}"
         try:
             self.api.call("batch", "create_namespaced_job", what=what, submitting=True, namespace=namespace, body=manifest)
         except JobsubError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, ApiException) and cause.status == 409):  # subclasses included
+            if status_of(exc) != 409:
                 raise
             logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
 
@@ -255,15 +260,13 @@ class KubernetesBackend(Backend):
             self._delete(namespace, name)
 
     def _delete(self, namespace: str, name: str) -> None:
-        from kubernetes.client.rest import ApiException
-
         try:
             self.api.call(
                 "batch", "delete_namespaced_job", what=f"deleting Job {namespace}/{name}",
                 name=name, namespace=namespace, propagation_policy="Background",
             )
-        except Exception as exc:
-            if not (isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404):
+        except JobsubError as exc:
+            if status_of(exc) != 404:  # gone already: what a delete wants
                 raise
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
