@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from tests.conftest import skip_if
 from tests.emulators import FaultProxy, endpoint_problem
 from tests.fakes.kube_controller import HOST_PATH_ANNOTATION, KubeController
 
@@ -124,6 +125,10 @@ def cluster() -> Cluster:
     atexit.register(teardown)
     os.environ["KUBECONFIG"] = kubeconfig  # this process's clients and the ones it starts go through the proxy
     return Cluster(namespace, kubeconfig, proxy, controller, api)
+
+
+def require() -> None:
+    skip_if(problem())
 
 
 def parameters() -> dict[str, Any]:

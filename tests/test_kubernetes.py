@@ -15,23 +15,30 @@ import pytest
 
 import jobsub
 from tests import kube_env, tasks
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.kube
 
 
-class TestKubernetesBehaviour(BehaviourSuite):
-    """The behaviour suite, every test that applies, none skipped while the services run."""
+class TestKubernetesBehaviour(BackendSuite):
+    """The shared suites (behaviour, DAG, guarantees, cache), none skipped while the services run;
+    folders under /tmp, which the claim holds at the same path in every pod."""
 
     cluster = "kubernetes"
+
+    @pytest.fixture
+    def service(self) -> None:
+        kube_env.require()
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return kube_env.parameters()
 
 
 @pytest.fixture
 def ex(tmp_path: Any) -> jobsub.AutoExecutor:
-    problem = kube_env.problem()
-    if problem:
-        pytest.skip(problem)
+    kube_env.require()
     executor = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
     executor.update_parameters(**kube_env.parameters())
     return executor

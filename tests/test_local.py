@@ -14,10 +14,10 @@ import pytest
 
 import jobsub
 from tests import tasks
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 
 
-class TestLocalBehaviour(BehaviourSuite):
+class TestLocalBehaviour(BackendSuite):
     cluster = "local"
 
 

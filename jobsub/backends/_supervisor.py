@@ -32,13 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..folder import JobFolder
-from ..worker import (
-    DEPENDENCY_FAILED_EXIT_CODE,
-    IO_ERROR_EXIT_CODE,
-    REQUEUE_EXIT_CODE,
-    warning_delay_s,
-)
+from ..worker import DEPENDENCY_FAILED_EXIT_CODE, REQUEUE_EXIT_CODE, warning_delay_s
 from ._daemon import JsonLineServer
+from ._exits import DEPENDENCY_FAILED, signal_reason, worker_exit
 from ._supervised import claim
 
 __all__ = ["Submission", "Supervisor", "Task", "TaskEnd", "end_state"]
@@ -140,20 +136,12 @@ def end_state(
         return "LOST", end.vanished
     if all(c == 0 for c in codes):
         return "COMPLETED", ""
-    if DEPENDENCY_FAILED_EXIT_CODE in codes:
-        return "CANCELLED", "a dependency failed (its result file says which)"
+    if DEPENDENCY_FAILED_EXIT_CODE in codes:  # any rank's: the task did not run
+        return DEPENDENCY_FAILED.state.value, DEPENDENCY_FAILED.reason
     rank = next(r for r, c in enumerate(codes) if c != 0)
     code, sig = codes[rank], end.signals[rank]
-    if sig:
-        reason = f"killed by {signal.Signals(sig).name}"
-        if sig == signal.SIGKILL:
-            reason += " (the kernel's out-of-memory killer sends SIGKILL)"
-    elif code == REQUEUE_EXIT_CODE:
-        reason = f"exit code {code}, the requeue code, without a checkpoint: not run again"
-    elif code == IO_ERROR_EXIT_CODE:
-        reason = f"exit code {code}: the task could not write to its job folder (is the disk full?)"
-    else:
-        reason = f"exit code {code}"
+    known = worker_exit(code)
+    reason = signal_reason(sig) if sig else known.reason if known is not None else f"exit code {code}"
     return "FAILED", f"{reason}: {end.error}" if end.error else reason
 
 

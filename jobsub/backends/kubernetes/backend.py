@@ -2,7 +2,7 @@
 
 ::
 
-    submit ─> code package into the folder (once per digest)
+    submit ─> (the core shipped the code package: Launch.code_package)
            ─> POST jobs <name>   name from the submission's tag: a lost answer's retry gets 409,
                                  and the Job is adopted (never two)
     states ─> GET jobs?labelSelector=root           one call for every tracked Job of the folder
@@ -11,7 +11,8 @@
            ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
            ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
     cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
-    logs   ─> the folder's (the worker writes them), else read_namespaced_pod_log
+    logs   ─> read_namespaced_pod_log of the pod that ran the task, else the folder (the kit's policy)
+    debug  ─> the same image, command and folder, attached on this machine's engine (the kit's run)
 
 Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 """
@@ -26,10 +27,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.container import container_command
 from ...cloud.kube import KubeGateway, status_of
+from ...cloud.logs import provider_or_folder_logs
 from ...errors import InvalidParameterError, JobsubError
 from ...folder import JobFolder
-from ...packaging import CodePackage, bootstrap_command, build_code_package
 from ...parameters import Resolved
 from ...states import JobState, Status
 from ...storage import Storage, open_storage
@@ -73,7 +76,9 @@ class KubernetesBackend(Backend):
     Parameters = KubernetesParameters
     task_env: ClassVar[Mapping[str, str]] = {"index": "JOB_COMPLETION_INDEX"}
     poll_interval_s = 2.0
-    capabilities = Capabilities(ranks=False, checkpoint=False, local_folders=True, object_store_folders=True)
+    capabilities = Capabilities(
+        ranks=False, checkpoint=False, local_folders=True, object_store_folders=True, client_disk=False, env_shown=True,
+    )
     result_parameters = ("image", "python")
 
     def __init__(self, root: str, kubeconfig: str | None = None, context: str | None = None) -> None:
@@ -85,7 +90,6 @@ class KubernetesBackend(Backend):
         self._storage: Storage | None = None
         self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
-        self._code: set[str] = set()
 
     def config(self) -> dict[str, Any]:
         found: dict[str, Any] = {"root": self.root}
@@ -129,14 +133,9 @@ class KubernetesBackend(Backend):
             env={**launch.env, JOB_ID_VARIABLE: job_id},
             task_env={**launch.task_env, ("array_job_id" if array else "job_id"): JOB_ID_VARIABLE},
         )
-        module_args = launch.module_args()
-        package = build_code_package(
-            spec.code_root or launch.cwd or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
-        ) if spec.package_code else None
-        argv = (
-            bootstrap_command(spec.python, self._ship(folder.storage, package), f"/tmp/jobsub-code/{package.name}", module_args)
-            if package is not None else [spec.python, *module_args]
-        )
+        argv = container_command(launch, spec.python)
+        if spec.debug:  # the same image, command and folder, on this machine's Docker engine
+            return self._run_attached(launch, argv, n_tasks, params, folder)
         manifest = job_manifest(
             name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
         )
@@ -155,15 +154,24 @@ class KubernetesBackend(Backend):
                 raise
             logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
 
-    def _ship(self, storage: Storage, package: CodePackage) -> str:
-        """The code package next to the job folders, once per digest; its URL as a task sees it."""
-        key = f".code/{package.name}.tar.gz"
-        url = f"{storage.url.rstrip('/')}/{key}"
-        if url not in self._code:
-            if not storage.exists(key):
-                storage.write_bytes(key, package.path.read_bytes())
-            self._code.add(url)
-        return url
+    def _run_attached(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
+        """``debug=True``: each task attached on this machine's engine, with the variables a pod sees."""
+        common = params.common
+        host_config: dict[str, Any] = {"network_mode": "host"}
+        if folder.path is not None:  # the claim holds the folder at the same path
+            root = str(folder.storage.local_path(""))
+            host_config["binds"] = {root: {"bind": root, "mode": "rw"}}
+        if common.mem_gb:
+            host_config["mem_limit"] = int(common.mem_gb * 2**30)
+        backend_id = attached_id(launch)
+
+        def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
+            return {**launch.env, JOB_ID_VARIABLE: backend_id, "JOB_COMPLETION_INDEX": str(index - launch.offset)}, {}
+
+        timeout_s = None if common.timeout_min is None else common.timeout_min * 60
+        run_tasks(AttachedRun(params.specific.image, argv, host_config, timeout_s=timeout_s), folder,
+                  range(launch.offset, launch.offset + n_tasks), env_of)
+        return backend_id
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
@@ -176,8 +184,10 @@ class KubernetesBackend(Backend):
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
         by_namespace: dict[str, list[str]] = defaultdict(list)
-        answer: dict[str, Status] = {}
+        answer = attached_states(self.storage, [i for i in backend_ids if is_attached(i)])
         for backend_id in backend_ids:
+            if is_attached(backend_id):
+                continue
             job, _, _ = backend_id.partition("_")
             if job in self._final:
                 answer[backend_id] = self._final[job]
@@ -253,7 +263,7 @@ class KubernetesBackend(Backend):
     def cancel(self, backend_ids: Sequence[str]) -> None:
         """Delete the Jobs (a task's id: its whole Job, the unit Kubernetes cancels)."""
         for job_key in dict.fromkeys(i.partition("_")[0] for i in backend_ids):
-            if "." not in job_key or job_key in self._final:
+            if is_attached(job_key) or "." not in job_key or job_key in self._final:
                 continue
             self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
             namespace, _, name = job_key.partition(".")
@@ -270,12 +280,15 @@ class KubernetesBackend(Backend):
                 raise
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
-        """What the worker wrote into the folder, else the log of the pod that ran the task."""
-        out, err = super().logs(backend_id, folder, index, rank)
-        if out is not None or err is not None:
-            return out, err
-        text = self._pod_log(backend_id)
-        return text, text
+        """The log of the pod that ran the task (the kit's policy: else the folder's)."""
+        if is_attached(backend_id):
+            return super().logs(backend_id, folder, index, rank)
+        return provider_or_folder_logs(
+            folder, index, rank, ended=lambda: self._ended(backend_id), read=lambda: self._pod_log(backend_id),
+        )
+
+    def _ended(self, backend_id: str) -> bool:
+        return self.states([backend_id])[backend_id].state.is_final
 
     def _pod_log(self, backend_id: str) -> str | None:
         job_key, _, index_text = backend_id.partition("_")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...packaging import DEFAULT_MAX_MB
+from ...cloud.container import ContainerParameters
 
 __all__ = ["KubernetesParameters"]
 
 
 @dataclass(kw_only=True)
-class KubernetesParameters:
-    """Keys of the Kubernetes backend; the common keys apply too.
+class KubernetesParameters(ContainerParameters):
+    """Keys of the Kubernetes backend; the common and container keys (``image``...) apply too.
 
     Common keys map to the pod as: ``cpus_per_task`` -> CPU request, ``mem_gb``
     -> memory request and limit, ``gpus_per_node`` -> ``nvidia.com/gpu`` limit,
@@ -21,8 +21,6 @@ class KubernetesParameters:
     """
 
     namespace: str = "default"
-    image: str = ""
-    """Image of the task containers; it needs ``python3`` and cloudpickle (code is packaged)."""
     pvc: str | None = None
     """``claim`` or ``claim:/mount/path``: a PersistentVolumeClaim mounted in every pod at the
     path of the executor's folder (or at ``/mount/path``, which must contain it).  For folders on a
@@ -47,13 +45,6 @@ class KubernetesParameters:
     start_timeout_min: float = field(default=10.0, metadata={"above": 0})
     """A pod that cannot start this long (its image cannot be pulled, a Secret is missing) fails the
     task with the kubelet's message, and the Job is deleted."""
-    python: str = "python3"
-    package_code: bool = True
-    """Ship the ``*.py`` of ``code_root`` and jobsub itself through the folder."""
-    code_root: str | None = None
-    code_includes: list[str] = field(default_factory=list)
-    code_excludes: list[str] = field(default_factory=list)
-    code_max_mb: float = DEFAULT_MAX_MB
 
     def __post_init__(self) -> None:
         for variable, ref in self.secret_env.items():
