@@ -28,7 +28,7 @@ def _full() -> dict[str, Any]:
     common = CommonParameters(timeout_min=1.5, mem_gb=2, cpus_per_task=2, gpus_per_node=1, array_parallelism=2)
     spec = KubernetesParameters(
         namespace="team", image="registry.example/py:3.11", pvc="shared:/mnt/shared",
-        secret_env={"TOKEN": "api-token/value"}, node_selector={"pool": "gpu"},
+        secrets={"TOKEN": "api-token/value"}, node_selector={"pool": "gpu"},
         tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
         service_account="runner", image_pull_secrets=["regcred"], labels={"team": "ml"},
         annotations={"owner": "ml"}, retries=2,
@@ -87,7 +87,7 @@ def test_claim_must_contain_the_folder() -> None:
 
 def test_bad_secret_reference_is_refused() -> None:
     with pytest.raises(ValueError, match="secret-name/key"):
-        KubernetesParameters(secret_env={"A": "no-key"})
+        KubernetesParameters(secrets={"A": "no-key"})
 
 
 def _api_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Exception:

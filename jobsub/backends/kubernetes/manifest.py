@@ -66,9 +66,9 @@ def _resources(common: CommonParameters) -> dict[str, dict[str, str]]:
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
-def _env(env: Mapping[str, str], secret_env: Mapping[str, str]) -> list[dict[str, Any]]:
+def _env(env: Mapping[str, str], secrets: Mapping[str, str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
-    for variable, ref in sorted(secret_env.items()):
+    for variable, ref in sorted(secrets.items()):
         secret, key = ref.split("/")
         items.append({"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return items
@@ -105,8 +105,8 @@ def job_manifest(
         raise InvalidParameterError(f"an Indexed Job holds 1 to {MAX_COMPLETIONS} tasks, not {n_tasks}")
     labels = {**spec.labels, ROOT_LABEL: root_label(root), JOB_LABEL: name}
     container: dict[str, Any] = {"name": CONTAINER, "image": spec.image, "command": argv}
-    if env or spec.secret_env:
-        container["env"] = _env(env, spec.secret_env)
+    if env or spec.secrets:
+        container["env"] = _env(env, spec.secrets)
     resources = _resources(common)
     if resources:
         container["resources"] = resources

@@ -25,7 +25,7 @@ class KubernetesParameters(ContainerParameters):
     """``claim`` or ``claim:/mount/path``: a PersistentVolumeClaim mounted in every pod at the
     path of the executor's folder (or at ``/mount/path``, which must contain it).  For folders on a
     path; ``s3://``/``gs://`` folders need none."""
-    secret_env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
     """Variable -> ``secret-name/key``: set in the task from a Secret of the namespace.  The way to
     give a task a token: only the reference is written into the Job and the folder."""
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -47,6 +47,6 @@ class KubernetesParameters(ContainerParameters):
     task with the kubelet's message, and the Job is deleted."""
 
     def __post_init__(self) -> None:
-        for variable, ref in self.secret_env.items():
+        for variable, ref in self.secrets.items():
             if ref.count("/") != 1 or not all(ref.split("/")):
-                raise ValueError(f"secret_env[{variable!r}]={ref!r}: write it 'secret-name/key'")
+                raise ValueError(f"secrets[{variable!r}]={ref!r}: write it 'secret-name/key'")
