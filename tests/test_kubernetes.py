@@ -126,3 +126,53 @@ def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     assert first
     cluster.controller.evict(first)
     assert job.result(timeout=120) == 2
+
+
+def test_missing_namespace_is_a_clear_error(ex: jobsub.AutoExecutor) -> None:
+    """The real server's 404 for the namespace becomes an error naming it; nothing is left behind."""
+    ex.update_parameters(k8s_namespace="no-such-namespace")
+    with pytest.raises(jobsub.SubmissionError, match="namespace 'no-such-namespace' does not exist"):
+        ex.submit(tasks.add, 1, 2)
+
+
+def test_manifest_refused_by_the_server_shows_its_message(ex: jobsub.AutoExecutor) -> None:
+    """A 422 from the real server (an invalid label value) is shown with its field path."""
+    ex.update_parameters(k8s_labels={"team": "not a valid value!"})
+    with pytest.raises(jobsub.SubmissionError, match=r"refused the manifest: .*labels"):
+        ex.submit(tasks.add, 1, 2)
+
+
+def test_secret_by_reference_reaches_the_task_and_never_the_folder(ex: jobsub.AutoExecutor) -> None:
+    """k8s_secrets: the pod gets the value from the Secret; only the reference is in the Job and folder."""
+    cluster = kube_env.cluster()
+    value = "s3cr3t-" + cluster.namespace
+    cluster.core().create_namespaced_secret(cluster.namespace, {
+        "metadata": {"name": "api-token"}, "stringData": {"value": value},
+    })
+    ex.update_parameters(k8s_secrets={"API_TOKEN": "api-token/value"})
+    job = ex.submit(tasks.getenv, "API_TOKEN")
+    assert job.result(timeout=120) == value
+    for path in ex.folder.rglob("*"):  # type: ignore[union-attr]
+        if path.is_file() and path.suffix != ".pkl":
+            assert value.encode() not in path.read_bytes(), path
+
+
+def test_unschedulable_pod_shows_the_schedulers_reason(ex: jobsub.AutoExecutor) -> None:
+    """A pod no node can take stays PENDING with the scheduler's words in the job's state reason."""
+    ex.update_parameters(cpus_per_task=64)
+    job = ex.submit(tasks.add, 1, 2)
+    backend = ex.backend
+    wait_until(lambda: "Insufficient cpu" in backend.states([job.job_id])[job.job_id].reason, 60, "the reason")
+    assert backend.states([job.job_id])[job.job_id].state == jobsub.JobState.PENDING
+    job.cancel()
+
+
+def test_state_of_many_jobs_is_one_job_list_and_one_pod_page(ex: jobsub.AutoExecutor) -> None:
+    """A poll of several tracked Jobs: 1 Job list + 1 page of unfinished pods, whatever their number."""
+    jobs = [ex.submit(tasks.add, i, i) for i in range(3)]
+    backend = ex.backend
+    before = dict(backend.api.counts)
+    backend.states([j.job_id for j in jobs])
+    calls = {k: v - before.get(k, 0) for k, v in backend.api.counts.items() if v != before.get(k, 0)}
+    assert calls == {"list_namespaced_job": 1, "list_namespaced_pod": 1}
+    assert [j.result(timeout=120) for j in jobs] == [0, 2, 4]
