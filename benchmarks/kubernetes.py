@@ -81,10 +81,9 @@ def _bare(cluster: Any, parameters: dict[str, Any]) -> float:
     body = job_manifest(name, ["python3", "-c", "pass"], 1, CommonParameters(), spec,
                         root="bench", env={}, folder_path=None)
     # through the fault proxy, as jobsub's calls go, so the played controller sees the manifest
-    from kubernetes import client, config
+    from jobsub.cloud.kube import KubeGateway
 
-    api = config.new_client_from_config(config_file=cluster.kubeconfig)
-    bare = client.BatchV1Api(api)
+    bare: Any = KubeGateway(cluster.kubeconfig).client("batch")  # the bare SDK client, called directly
     start = time.perf_counter()
     bare.create_namespaced_job(cluster.namespace, body)
     while True:
