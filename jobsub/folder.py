@@ -50,6 +50,7 @@ from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
@@ -179,10 +180,14 @@ class JobFolder:
         return folder
 
     @classmethod
-    def from_url(cls, url: str) -> JobFolder:
-        """The folder at ``<root>/<key>`` (a path or a storage URL)."""
+    def from_url(cls, url: str, *, env: Mapping[str, str] | None = None) -> JobFolder:
+        """The folder at ``<root>/<key>`` (a path or a storage URL).
+
+        ``env``: reach an object store with the SDK environment of another
+        process (``jobsub.storage.open_storage``), as a daemon does for a submission.
+        """
         root, _, key = url.rstrip("/").rpartition("/")
-        return cls(open_storage(root or "/"), key)
+        return cls(open_storage(root or "/", env), key)
 
     @property
     def path(self) -> Path | None:

@@ -30,12 +30,18 @@ DEPENDENCY_FAILED = Status(JobState.CANCELLED, "a dependency failed (its result 
 """A task that exited 76 (any of its ranks): not run, because a job it takes as an argument failed."""
 
 
-def worker_exit(code: int | None) -> Status | None:
-    """The status the worker's own exit codes (74, 75, 76) stand for; None for any other code."""
+def worker_exit(code: int | None, *, explained: bool = False) -> Status | None:
+    """The status the worker's own exit codes (74, 75, 76) stand for; None for any other code.
+
+    ``explained``: the backend has its own words for why (a container that could not reach its
+    bucket folder on its network): exit 74 then says the folder could not be reached, not written.
+    """
     if code == DEPENDENCY_FAILED_EXIT_CODE:
         return DEPENDENCY_FAILED
     if code == REQUEUE_EXIT_CODE:
         return Status(JobState.FAILED, f"exit code {code}, the requeue code, without a checkpoint: not run again")
+    if code == IO_ERROR_EXIT_CODE and explained:
+        return Status(JobState.FAILED, f"exit code {code}: the task could not reach its job folder")
     if code == IO_ERROR_EXIT_CODE:
         return Status(JobState.FAILED, f"exit code {code}: the task could not write to its job folder (is the disk full?)")
     return None

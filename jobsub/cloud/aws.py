@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from .._version import __version__
@@ -156,12 +156,15 @@ class S3Gateway(AWSGateway):
     Args:
         bucket: named in errors.
         client: a boto3 S3 client to use instead of the process's shared one.
+        env: the environment boto3's chain is read from instead of this process's (a daemon
+            reaching a submission's folder with the credentials of the process that submitted it).
     """
 
-    def __init__(self, bucket: str, client: Any = None) -> None:
+    def __init__(self, bucket: str, client: Any = None, env: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.bucket = bucket
         self._given = client
+        self._env = env
 
     def client(self, service: str = "s3") -> Any:
         """The given client, else the process's one (a new one after a fork or a change of
@@ -171,7 +174,7 @@ class S3Gateway(AWSGateway):
         from ..storage._objects import shared_client
 
         with self.errors("creating the S3 client"):
-            return shared_client("s3", lambda: self.make_client("s3"), ENDPOINT_VARIABLES)
+            return shared_client("s3", lambda: self.make_client("s3"), ENDPOINT_VARIABLES, self._env)
 
     def map_error(self, exc: BaseException, action: str, *, submitting: bool) -> Exception | None:
         exceptions = _botocore()

@@ -86,22 +86,26 @@ class GCSStorage:
     Args:
         url: ``gs://bucket`` or ``gs://bucket/prefix``.
         client: a ``google.cloud.storage.Client`` to use instead of the process's shared one.
+        env: the environment the library's chain is read from instead of this
+            process's (a daemon reaching a submission's folder with the
+            credentials of the process that submitted it).
     """
 
     first_retry_delay_s: float = 1.0
     """Backoff before the first retry of a call (doubled each time)."""
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "gs")
         self.url = f"gs://{self.bucket}/{prefix}" if prefix else f"gs://{self.bucket}"
         self._names = ObjectNames(prefix)
         self._client = client
+        self._env = env
         self._bucket_seen = float("-inf")  # when a call last showed that the bucket exists
 
     @property
     def client(self) -> Any:
         """The google-cloud-storage client this storage calls."""
-        return self._client if self._client is not None else shared_client("gcs", _make_client, _ENDPOINT_VARIABLES)
+        return self._client if self._client is not None else shared_client("gcs", _make_client, _ENDPOINT_VARIABLES, self._env)
 
     def _blob(self, name: str) -> Any:
         return self.client.bucket(self.bucket).blob(name)

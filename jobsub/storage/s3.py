@@ -52,6 +52,9 @@ class S3Storage:
         url: ``s3://bucket`` or ``s3://bucket/prefix``.
         client: a boto3 S3 client to use instead of the process's shared one
             (one with its own credentials, endpoint or event hooks).
+        env: the environment boto3's chain is read from instead of this
+            process's (a daemon reaching a submission's folder with the
+            credentials of the process that submitted it).
     """
 
     multipart_threshold: int = 64 * 2**20
@@ -59,11 +62,11 @@ class S3Storage:
     part_size: int = 16 * 2**20
     """Bytes per part of a multipart upload (S3 wants at least 5 MiB but for the last, and 10,000 parts at most)."""
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "s3")
         self.url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
         self._names = ObjectNames(prefix)
-        self.gateway = S3Gateway(self.bucket, client)
+        self.gateway = S3Gateway(self.bucket, client, env)
         """Every S3 call of this storage: paced, retried, its errors mapped (jobsub.cloud.aws)."""
 
     @property

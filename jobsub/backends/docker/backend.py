@@ -129,7 +129,7 @@ class DockerBackend(SupervisedBackend):
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
         try:
-            self._request({"op": "adopt", "folder": folder.url, "first": True, "env": self._passed(common.pass_env, folder)})
+            self._hand_over(folder, self._passed(common.pass_env, folder), first=True)
         except SubmissionError as exc:
             if common.gpus_per_node and "device driver" in str(exc):
                 raise SubmissionError(
@@ -221,7 +221,7 @@ class DockerBackend(SupervisedBackend):
     def _adopt(self, folder: JobFolder) -> None:
         """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
         names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
-        self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
+        self._hand_over(folder, self._passed(names, folder))
 
     @staticmethod
     def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
