@@ -71,21 +71,9 @@ launch() {  # NAME NEEDLE COMMAND...
     setsid nohup "$@" </dev/null >>"$dir/$name.log" 2>&1 9>&- &
     echo $! >"$dir/$name.pid"
 }
-wait_for() {  # NAME URL NEEDLE
-    local deadline=$((SECONDS + timeout_s))
-    until answers "$2" "$3"; do
-        if ! running "$1" ""; then
-            log "$1 exited during startup; last log lines:"
-            tail -n 30 "$dir/$1.log" >&2
-            exit 1
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            log "$1 does not answer on $2 after $timeout_s s; last log lines:"
-            tail -n 30 "$dir/$1.log" >&2
-            exit 1
-        fi
-        sleep 0.2
-    done
+wait_for() {  # NAME URL NEEDLE: emulators/common.sh's wait, on that daemon's pid and log
+    logfile="$dir/$1.log"
+    wait_until_up "$(cat "$dir/$1.pid")" "$2" "$3" "$timeout_s"
 }
 
 # -- credentials made once: service-account signing key, a bearer token, the kubelet's cert --

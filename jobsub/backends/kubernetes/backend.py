@@ -19,9 +19,9 @@ Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -86,8 +86,6 @@ class KubernetesBackend(Backend):
         self.kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         self.context = context
         self.api = KubeGateway(self.kubeconfig, context)
-        self._lock = threading.Lock()
-        self._storage: Storage | None = None
         self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
 
@@ -106,12 +104,10 @@ class KubernetesBackend(Backend):
     def max_array_size(self, params: Resolved) -> int:
         return MAX_COMPLETIONS
 
-    @property
+    @functools.cached_property
     def storage(self) -> Storage:
-        with self._lock:
-            if self._storage is None:
-                self._storage = open_storage(self.root)
-            return self._storage
+        """The executor's root (the attached runs' exit records are read from it)."""
+        return open_storage(self.root)
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
