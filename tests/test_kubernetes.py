@@ -9,6 +9,9 @@ Indexed Job controller and the kubelet, which 1.20 lacks or which cannot run her
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from typing import Any
 
 import pytest
@@ -176,3 +179,42 @@ def test_state_of_many_jobs_is_one_job_list_and_one_pod_page(ex: jobsub.AutoExec
     calls = {k: v - before.get(k, 0) for k, v in backend.api.counts.items() if v != before.get(k, 0)}
     assert calls == {"list_namespaced_job": 1, "list_namespaced_pod": 1}
     assert [j.result(timeout=120) for j in jobs] == [0, 2, 4]
+
+
+def test_bucket_folder_with_credentials_from_a_secret(tmp_path: Any) -> None:
+    """A folder in a bucket (moto's S3): the code package is uploaded beside it (pods do not see
+    this machine's disk), and the pods read both with credentials a Secret gives them."""
+    kube_env.require()
+    from tests.emulators import endpoint_problem
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    problem = endpoint_problem("AWS_ENDPOINT_URL", "start-moto.sh", "/", b"ListAllMyBucketsResult", endpoint)
+    if problem:
+        pytest.skip(problem)
+    import boto3
+
+    s3 = boto3.session.Session().client("s3")
+    bucket = "jobsub-k8s-test"
+    if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=bucket)
+    cluster = kube_env.cluster()
+    with contextlib.suppress(Exception):
+        cluster.core().create_namespaced_secret(cluster.namespace, {
+            "metadata": {"name": "aws"}, "stringData": {"id": "testing", "key": "testing"},
+        })
+    ex = jobsub.AutoExecutor(folder=f"s3://{bucket}/{uuid.uuid4().hex[:12]}", cluster="kubernetes")
+    parameters = {k: v for k, v in kube_env.parameters().items() if k != "k8s_pvc"}
+    ex.update_parameters(**parameters, k8s_secrets={"AWS_ACCESS_KEY_ID": "aws/id", "AWS_SECRET_ACCESS_KEY": "aws/key"})
+    jobs = ex.map_array(tasks.add, [1, 2], [3, 4])
+    assert [j.result(timeout=120) for j in jobs] == [4, 6]
+
+
+def test_debug_runs_attached_on_this_machines_engine(ex: jobsub.AutoExecutor) -> None:
+    """k8s_debug=True: the same image, command and folder, run attached here; no Job is created."""
+    proxy = kube_env.cluster().proxy
+    before = proxy.count("POST /apis/batch/v1/namespaces")
+    ex.update_parameters(k8s_debug=True)
+    jobs = ex.map_array(tasks.add, [1, 2], [10, 20])
+    assert jobs[0].job_id.startswith("here-")
+    assert [j.result(timeout=60) for j in jobs] == [11, 22]
+    assert proxy.count("POST /apis/batch/v1/namespaces") == before
