@@ -301,7 +301,7 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
     start = time.time()
     try:
         delayed, spec = load_task(folder, index)
-    except (BackendError, PermissionError) as exc:
+    except BackendError as exc:
         if folder.local_file() is not None:
             return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
         # the store cannot be reached from here (its retries are spent): a result could not be written either
