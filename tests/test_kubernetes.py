@@ -129,6 +129,10 @@ def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     assert first
     cluster.controller.evict(first)
     assert job.result(timeout=120) == 2
+    pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
+    assert len(pods) == 2  # the evicted one and its retry (which wrote the result)
+    evicted = next(p for p in pods if p.metadata.name == first)
+    assert (evicted.status.phase, evicted.status.reason) == ("Failed", "Evicted")
 
 
 def test_missing_namespace_is_a_clear_error(ex: jobsub.AutoExecutor) -> None:
