@@ -14,8 +14,16 @@ from typing import Any
 
 import pytest
 
-from jobsub.backends.kubernetes.manifest import job_manifest, job_name
+from jobsub import JobState
+from jobsub.backends.kubernetes.manifest import (
+    CONTAINER,
+    INDEX_KEY,
+    RETRIES_ANNOTATION,
+    job_manifest,
+    job_name,
+)
 from jobsub.backends.kubernetes.params import KubernetesParameters
+from jobsub.backends.kubernetes.status import DISRUPTION_RETRIES, task_status
 from jobsub.cloud.kube import KubeGateway
 from jobsub.errors import BackendError, InvalidParameterError, SubmissionError
 from jobsub.parameters import CommonParameters
@@ -117,3 +125,54 @@ def test_gateway_retries_429_after_retry_after() -> None:
     assert gateway.transient(_api_error(503, {})) == 0.0
     assert gateway.transient(ConnectionResetError()) == 0.0
     assert gateway.transient(_api_error(422, {})) is None
+
+
+def _pod(phase: str, *, reason: str | None = None, terminated: str | None = None, exit_code: int = 1,
+         waiting: str | None = None, disruption: bool = False, index: int = 0, age: int = 0) -> Any:
+    """A pod as the client deserializes it (the models of the kubernetes package)."""
+    import datetime
+
+    from kubernetes import client
+
+    state = client.V1ContainerState(
+        terminated=client.V1ContainerStateTerminated(exit_code=exit_code, reason=terminated) if terminated else None,
+        waiting=client.V1ContainerStateWaiting(reason=waiting, message='Back-off pulling image "x"') if waiting else None,
+    )
+    conditions = [client.V1PodCondition(type="DisruptionTarget", status="True")] if disruption else None
+    created = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=age)
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=f"p{age}", annotations={INDEX_KEY: str(index)}, creation_timestamp=created),
+        status=client.V1PodStatus(
+            phase=phase, reason=reason, conditions=conditions,
+            container_statuses=[client.V1ContainerStatus(
+                name=CONTAINER, image="i", image_id="", ready=False, restart_count=0, state=state)],
+        ),
+    )
+
+
+def _job(retries: int = 0) -> Any:
+    from kubernetes import client
+
+    return client.V1Job(metadata=client.V1ObjectMeta(name="j", annotations={RETRIES_ANNOTATION: str(retries)}),
+                        status=client.V1JobStatus())
+
+
+def test_failure_table_judged_by_the_main_container() -> None:
+    assert task_status(_job(), [_pod("Failed", terminated="OOMKilled", exit_code=137)]).state == JobState.OUT_OF_MEMORY
+    assert task_status(_job(), [_pod("Failed", reason="DeadlineExceeded")]).state == JobState.TIMEOUT
+    failed = task_status(_job(), [_pod("Failed", terminated="Error", exit_code=3)])
+    assert failed.state == JobState.FAILED and "exit code 3" in failed.reason
+    assert task_status(_job(retries=1), [_pod("Failed", terminated="Error")]).state == JobState.PENDING
+    assert task_status(_job(), [_pod("Running")]).state == JobState.RUNNING
+
+
+def test_disruptions_do_not_spend_retries_until_the_last() -> None:
+    evicted = [_pod("Failed", reason="Evicted", disruption=True, age=i) for i in range(DISRUPTION_RETRIES)]
+    assert task_status(_job(), evicted).state == JobState.PENDING
+    last = [*evicted, _pod("Failed", reason="Evicted", disruption=True, age=99)]
+    assert task_status(_job(), last).state == JobState.PREEMPTED
+
+
+def test_pending_shows_the_kubelets_reason() -> None:
+    waiting = task_status(_job(), [_pod("Pending", waiting="ImagePullBackOff")])
+    assert waiting.state == JobState.PENDING and waiting.reason.startswith("ImagePullBackOff: Back-off pulling")

@@ -23,7 +23,8 @@ from ...parameters import CommonParameters
 from .params import KubernetesParameters
 
 __all__ = [
-    "CONTAINER", "INDEX_KEY", "JOB_LABEL", "MAX_COMPLETIONS", "ROOT_LABEL", "job_manifest", "job_name", "root_label",
+    "CONTAINER", "INDEX_KEY", "JOB_LABEL", "MAX_COMPLETIONS", "RETRIES_ANNOTATION", "ROOT_LABEL", "job_manifest",
+    "job_name", "root_label",
 ]
 
 CONTAINER = "jobsub"
