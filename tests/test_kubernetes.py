@@ -222,3 +222,24 @@ def test_debug_runs_attached_on_this_machines_engine(ex: jobsub.AutoExecutor) ->
     assert jobs[0].job_id.startswith("here-")
     assert [j.result(timeout=60) for j in jobs] == [11, 22]
     assert proxy.count("POST /apis/batch/v1/namespaces") == before
+
+
+def test_job_deleted_behind_our_back_is_lost_or_judged_by_the_folder(
+    ex: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Job deleted by another client (or its TTL): the task with a result is COMPLETED, the one
+    without is LOST with the reason; never a hang."""
+    from jobsub.backends.kubernetes import backend as kube_backend
+
+    monkeypatch.setattr(kube_backend, "FORGOTTEN_GRACE_S", 0.0)
+    done = ex.submit(tasks.add, 1, 1)
+    assert done.result(timeout=120) == 2
+    slow = ex.submit(tasks.sleep_then, 120, 1)
+    wait_until(lambda: slow.state == "RUNNING", 60, "the task running")
+    cluster = kube_env.cluster()
+    for job in (done, slow):
+        cluster.batch().delete_namespaced_job(job.job_id.partition(".")[2], cluster.namespace,
+                                              propagation_policy="Background")
+    with pytest.raises(jobsub.JobLostError, match="no longer lists job"):
+        slow.result(timeout=60)
+    assert ex.backend.states([done.job_id])[done.job_id].state == jobsub.JobState.COMPLETED

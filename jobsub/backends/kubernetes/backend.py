@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...cloud.arrays import ForgottenJobs, split_id
 from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
 from ...cloud.container import container_command
 from ...cloud.kube import KubeGateway, status_of
@@ -54,6 +55,8 @@ __all__ = ["KubernetesBackend"]
 logger = logging.getLogger("jobsub.kubernetes")
 
 JOB_ID_VARIABLE = "JOBSUB_K8S_JOB_ID"
+FORGOTTEN_GRACE_S = 30.0
+"""A Job not listed this soon after its submission may just not be listed yet."""
 PAGE = 500
 """Pods per list call."""
 NO_INDEX = (
@@ -88,6 +91,7 @@ class KubernetesBackend(Backend):
         self.api = KubeGateway(self.kubeconfig, context)
         self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
+        self._forgotten = ForgottenJobs(lambda: self.storage, "Kubernetes")
 
     def config(self) -> dict[str, Any]:
         found: dict[str, Any] = {"root": self.root}
@@ -205,12 +209,14 @@ class KubernetesBackend(Backend):
             pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
         answer: dict[str, Status] = {}
         for backend_id in backend_ids:
-            job_key, _, index_text = backend_id.partition("_")
-            name = job_key.partition(".")[2]
-            index = int(index_text or 0)
+            job_key, index_or_none = split_id(backend_id)
+            name, index = job_key.partition(".")[2], index_or_none or 0
             job = jobs.get(name)
-            if job is None:
-                answer[backend_id] = Status(JobState.LOST, f"Job {namespace}/{name} no longer exists")
+            if job is None:  # deleted (by its TTL, by a cancel elsewhere) or not listed yet: the folder decides
+                answer.update(self._forgotten.judge(
+                    job_key, [(backend_id, index_or_none)], grace_s=FORGOTTEN_GRACE_S,
+                    forgets="a finished Job is deleted after ttlSecondsAfterFinished, a cancelled one at once",
+                ))
                 continue
             refused = self._refused(job_key, job, pods[name])
             if refused is not None:
