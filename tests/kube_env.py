@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from tests import docker_env
 from tests.conftest import skip_if
 from tests.emulators import FaultProxy, endpoint_problem
 from tests.fakes.kube_controller import HOST_PATH_ANNOTATION, KubeController
@@ -73,12 +74,9 @@ def problem() -> str | None:
         return found
     if not os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"):
         return "JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)"
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        return f"no Docker engine for the played kubelet (scripts/start-docker.sh): {exc}"
+    engine = docker_env.problem()  # the played kubelet runs pods on it
+    if engine:
+        return engine
     cluster()  # before any backend reads KUBECONFIG: every client then goes through the proxy
     return None
 
