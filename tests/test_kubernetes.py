@@ -109,7 +109,9 @@ def test_throttling_storm_is_ridden_out(ex: jobsub.AutoExecutor) -> None:
     throttled = {"kind": "Status", "code": 429, "message": "too many requests"}
     proxy.fail("POST /apis/batch/v1/namespaces", 429, throttled, times=2, headers={"Retry-After": "1"})
     proxy.fail("GET /api/v1/namespaces", 429, throttled, times=3, headers={"Retry-After": "1"})
+    creates = proxy.count("POST /apis/batch/v1/namespaces")
     job = ex.submit(tasks.add, 4, 5)
+    assert proxy.count("POST /apis/batch/v1/namespaces") == creates + 3  # two 429s, then the create
     assert job.result(timeout=120) == 9
     assert len(_jobs(job.job_id.partition(".")[2])) == 1
 
