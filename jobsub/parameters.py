@@ -55,11 +55,15 @@ class CommonParameters:
     mem_gb: float | None = field(default=None, metadata={"above": 0})
     """Memory limit per node in GB."""
     cpus_per_task: int | None = field(default=None, metadata={"min": 1})
+    """CPU cores of each rank. None: the backend's default."""
     gpus_per_node: int | None = field(default=None, metadata={"min": 0})
+    """GPUs of each node (the local backend hands out ``local_visible_gpus``)."""
     tasks_per_node: int = field(default=1, metadata={"min": 1})
     """Ranks per node: the function runs this many times, each with its own rank."""
     nodes: int = field(default=1, metadata={"min": 1})
+    """Nodes of a multi-node job (Slurm); ranks are ``nodes * tasks_per_node``."""
     stderr_to_stdout: bool = False
+    """One log for both streams (``job.stdout()``)."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the worker (where the backend runs a shell)."""
     env: dict[str, str] = field(default_factory=dict)

@@ -67,6 +67,7 @@ class DockerParameters(ContainerParameters):
     pull: bool = False
     """Pull ``image`` when it is not on the engine (else a missing image fails the submit at once)."""
     network_mode: str = "bridge"
+    """Docker's network mode of the task containers (``"host"``: they reach the host's loopback services)."""
     network: str | None = None
     """A user-defined network to join (overrides ``network_mode``)."""
     volumes: list[str] = field(default_factory=list)
@@ -220,7 +221,7 @@ class DockerBackend(SupervisedBackend):
     # -- states, cancel, logs -------------------------------------------------------------------
     def _adopt(self, folder: JobFolder) -> None:
         """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
-        names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
+        names = folder.parameter("pass_env", common=True) or []
         self._hand_over(folder, self._passed(names, folder))
 
     @staticmethod
