@@ -176,3 +176,13 @@ def test_disruptions_do_not_spend_retries_until_the_last() -> None:
 def test_pending_shows_the_kubelets_reason() -> None:
     waiting = task_status(_job(), [_pod("Pending", waiting="ImagePullBackOff")])
     assert waiting.state == JobState.PENDING and waiting.reason.startswith("ImagePullBackOff: Back-off pulling")
+
+
+def test_no_cluster_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig and not in a pod: the executor fails at creation, saying where it looked."""
+    import jobsub
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(BackendError, match="no Kubernetes configuration found.*KUBECONFIG"):
+        jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")

@@ -93,7 +93,7 @@ class KubeGateway(Gateway):
 
 
 _WHERE = (
-    "set KUBECONFIG or k8s_kubeconfig to a kubeconfig file, or run inside a pod with a service account"
+    "set KUBECONFIG to a kubeconfig file, or run inside a pod with a service account"
 )
 
 

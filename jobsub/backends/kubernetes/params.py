@@ -21,6 +21,7 @@ class KubernetesParameters(ContainerParameters):
     """
 
     namespace: str = "default"
+    """The namespace the Jobs are created in (it must exist)."""
     pvc: str | None = None
     """``claim`` or ``claim:/mount/path``: a PersistentVolumeClaim mounted in every pod at the
     path of the executor's folder (or at ``/mount/path``, which must contain it).  For folders on a
@@ -29,13 +30,17 @@ class KubernetesParameters(ContainerParameters):
     """Variable -> ``secret-name/key``: set in the task from a Secret of the namespace.  The way to
     give a task a token: only the reference is written into the Job and the folder."""
     node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels a pod must match (``nodeSelector``), e.g. ``{"pool": "gpu"}``."""
     tolerations: list[dict[str, str]] = field(default_factory=list)
     """As the pod spec spells them (``{"key": ..., "operator": "Exists", "effect": "NoSchedule"}``)."""
     service_account: str | None = None
+    """The pods' service account (its identity for a bucket folder, e.g. through workload identity)."""
     image_pull_secrets: list[str] = field(default_factory=list)
+    """Secrets of the namespace the kubelet pulls a private image with."""
     labels: dict[str, str] = field(default_factory=dict)
     """Extra labels of the Job and its pods."""
     annotations: dict[str, str] = field(default_factory=dict)
+    """Extra annotations of the Job and its pods."""
     retries: int = field(default=0, metadata={"min": 0})
     """Runs again after a failure of the pod (``backoffLimitPerIndex``: each task its own budget);
     a disruption (eviction, preemption, node drain) is retried without counting, up to
