@@ -2,8 +2,8 @@
 
 ::
 
-    submit ─> check the image exists (no hanging pull) ─> package the code (jobsub.packaging,
-              cached by digest, unpacked once in <root>/.code/) ─> docker/spec.json in the folder
+    submit ─> check the image exists (no hanging pull) ─> unpack the code package the core built
+              (launch.code_package, once per digest, beside it) ─> docker/spec.json in the folder
               ─> {"adopt": folder} to the dispatcher ──> it starts task 0, replies, starts the rest
     states ─> exit/<i>.json records (one listing per submission), then ONE request to the
               dispatcher for the rest (no engine call at all)
@@ -77,6 +77,9 @@ class DockerParameters(ContainerParameters):
     interactive: bool = False
     """The same as ``debug``: run each task attached to this terminal (``breakpoint()`` works)."""
 
+    def __post_init__(self) -> None:
+        self.debug = self.debug or self.interactive
+
 
 class DockerBackend(SupervisedBackend):
     """Runs each task in a container on a Docker engine (local or reachable by DOCKER_HOST)."""
@@ -125,7 +128,7 @@ class DockerBackend(SupervisedBackend):
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
         run_spec = self._run_spec(launch, n_tasks, params, folder, array, image_id)
-        if spec.debug or spec.interactive:
+        if spec.debug:
             self._run_attached(run_spec, folder)
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
@@ -173,7 +176,7 @@ class DockerBackend(SupervisedBackend):
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
         path = folder.local_file()  # None: a bucket, which the task reads through its SDK
-        if spec.debug or spec.interactive:  # output to the terminal, not the folder: pdb needs it
+        if spec.debug:  # output to the terminal, not the folder: pdb needs it
             launch = launch.replace(logs="none")
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)] if path is not None else []
