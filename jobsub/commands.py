@@ -8,6 +8,7 @@ arguments and turns errors into one line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -99,7 +100,9 @@ def status(folder: str, as_json: bool = False, watch: bool = False, interval_s: 
     while True:
         reports = gather(folder)
         if reports is None:
-            _err(f"jobsub status: no jobsub submissions in {folder}")
+            root = split_folder_template(folder)[0]
+            missing = "://" not in root and not os.path.exists(root)  # a typo in the path: say so
+            _err(f"jobsub status: {folder} does not exist" if missing else f"jobsub status: no jobsub submissions in {folder}")
             return EXIT_ERROR
         if as_json:
             _out(json.dumps([r.as_json() for r in reports], indent=None if watch else 1))
@@ -126,7 +129,7 @@ def logs(folder: str, job_id: str, *, task: int | None, err: bool, follow: bool,
     try:
         job: Job[Any] = Job(folder, job_id)
     except FileNotFoundError as exc:
-        _err(f"jobsub logs: {exc}")
+        _err(f"jobsub logs: {exc}" + (f"; here: jobsub logs {folder} {job_id} --task I" if _is_array(folder, job_id) else ""))
         return EXIT_ERROR
     stream = "stderr" if err else "stdout"
     read: Callable[[], str | None] = job.stderr if err else job.stdout
@@ -151,6 +154,15 @@ def logs(folder: str, job_id: str, *, task: int | None, err: bool, follow: bool,
         if finished:
             return EXIT_OK
         time.sleep(interval_s)
+
+
+def _is_array(folder: str, job_id: str) -> bool:
+    """Whether ``job_id`` names a whole array (its task 0 exists): the command line then says how to name a task."""
+    try:
+        Job(folder, f"{job_id}_0")
+    except (JobsubError, OSError, ValueError):
+        return False
+    return True
 
 
 # -- clean --------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from .parameters import (
     Resolved,
     check_bounds,
     check_value,
+    did_you_mean,
     field_types,
     unknown_key_error,
 )
@@ -182,7 +183,9 @@ class Executor:
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
         check_env(self.backend, common)
-        return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        resolved = Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        self.backend.check_parameters(resolved)
+        return resolved
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
@@ -529,7 +532,8 @@ class AutoExecutor(Executor):
         if self.cluster not in known_backends():
             where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}."
+                + did_you_mean(self.cluster, known_backends())
             )
         super().__init__(folder, self.cluster)
         if self.profile is not None:

@@ -194,11 +194,16 @@ def check_bounds(owner: type, name: str, value: Any, shown: str) -> None:
         raise InvalidParameterError(f"{shown}={value!r}: must be at most {bounds['max']!r}")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest known name (a typo), else an empty string."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:
     """The error for an unknown key: the closest valid key, then all of them."""
     valid = sorted(set(valid))
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(key, valid)
     return InvalidParameterError(
         f"unknown parameter {key!r} for {context}.{hint}\nValid parameters: {', '.join(valid)}"
     )

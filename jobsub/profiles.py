@@ -22,13 +22,13 @@ the profile and the key.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import InvalidParameterError
+from .parameters import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,8 +112,7 @@ def load_profile(name: str | None = None, start: Path | None = None) -> Profile 
     profiles = table.get("profiles", {})
     if not isinstance(profiles, dict) or name not in profiles:
         known = sorted(profiles) if isinstance(profiles, dict) else []
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
         listed = f" (profiles there: {', '.join(known)})" if known else " (it defines none: [profiles.NAME])"
         raise InvalidParameterError(f"{source}: no profile {name!r}{listed}.{hint}")
     settings = profiles[name]

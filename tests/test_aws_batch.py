@@ -167,6 +167,16 @@ def test_separate_submits_are_one_array_by_default(aws: dict[str, str], root: st
     assert len({j.job_id.partition("_")[0] for j in jobs}) == 1
 
 
+def test_a_missing_queue_is_refused_by_submit_not_by_a_later_result(aws: dict[str, str], root: str) -> None:
+    """auto_array is on by default here: a missing queue raises at submit, before any coalescing."""
+    executor = jobsub.AutoExecutor(folder=f"{root}/%j", cluster="aws_batch")
+    executor.update_parameters(aws_batch_image=aws["image"])
+    with pytest.raises(jobsub.InvalidParameterError, match=r"aws_batch_job_queue="):
+        executor.submit(abs, 1)
+    with pytest.raises(jobsub.InvalidParameterError, match=r"aws_batch_job_queue="):
+        executor.map_array(abs, [1, 2])
+
+
 def test_an_array_over_the_tasks_of_an_array_waits_pairwise(ex: jobsub.AutoExecutor) -> None:
     """map_array over an array's jobs, task i taking task i: ONE dependsOn of type N_TO_N (AWS
     starts child i once child i of the other succeeded), not a submission held by jobsub."""

@@ -42,8 +42,28 @@ def test_status_logs_cancel(local_executor: jobsub.AutoExecutor, capsys: pytest.
     assert "1 COMPLETED" in out and "1 CANCELLED" in out
 
 
-def test_status_of_empty_folder(tmp_path: Path) -> None:
+def test_logs_of_a_whole_array_says_how_to_name_a_task(
+    local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str],
+) -> None:
+    jobs = local_executor.map_array(tasks.print_and_return, ["a", "b"])
+    array_id = jobs[0].job_id.rpartition("_")[0]
+    folder = str(local_executor.folder)
+    assert main(["logs", folder, array_id]) == 1
+    assert f"here: jobsub logs {folder} {array_id} --task I" in capsys.readouterr().err
+    jobsub.wait(jobs)
+    assert main(["logs", folder, array_id, "--task", "1"]) == 0
+    assert "b" in capsys.readouterr().out
+
+
+def test_status_of_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(tmp_path)]) == 1
+    assert f"no jobsub submissions in {tmp_path}" in capsys.readouterr().err
+
+
+def test_status_of_a_folder_that_does_not_exist_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped folder is named as missing, not as a folder without submissions."""
+    assert main(["status", str(tmp_path / "rnus")]) == 1
+    assert f"jobsub status: {tmp_path / 'rnus'} does not exist" in capsys.readouterr().err
 
 
 def test_status_of_running_submissions_and_nested_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

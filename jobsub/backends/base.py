@@ -246,6 +246,14 @@ class Backend:
     def check(self) -> None:
         """Raise ``BackendError`` if the backend cannot be used (called at executor creation)."""
 
+    def check_parameters(self, params: Resolved) -> None:
+        """Raise ``InvalidParameterError`` for parameters no submission can go out with (a missing queue).
+
+        Called by every ``submit``/``map_array`` before anything is pickled or
+        coalesced, so that the error meets the line that caused it rather than a
+        later ``job.result()`` of an automatic array that was never sent.
+        """
+
     def config(self) -> dict[str, Any]:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""
         return {"root": self.root}

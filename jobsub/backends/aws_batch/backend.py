@@ -100,6 +100,9 @@ class AWSBatchBackend(Backend):
         """boto3 importable and a region known; no call to AWS (the queue is not known yet)."""
         self.api.client("batch")
 
+    def check_parameters(self, params: Resolved) -> None:
+        _validate(params.common, params.specific)
+
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_ARRAY_SIZE
 
