@@ -148,7 +148,8 @@ def _code_package(backend: Backend, folder: JobFolder, params: Resolved, cwd: st
 
     if not isinstance(params.specific, ContainerParameters):
         return None
-    upload = not backend.capabilities.local_folders  # tasks that cannot read this machine's disk
+    caps = backend.capabilities
+    upload = not (caps.local_folders and caps.client_disk)  # tasks that cannot read this machine's disk
     return ship_code(params.specific, folder.storage, cwd=cwd, upload=upload)
 
 

@@ -23,7 +23,7 @@ from ..parameters import CommonParameters, NoParameters, Resolved
 from ..states import Status
 
 __all__ = [
-    "Backend", "Capabilities", "Launch", "check_env", "check_folder", "get_backend", "known_backends",
+    "PREFIX_ALIASES", "Backend", "Capabilities", "Launch", "check_env", "check_folder", "get_backend", "known_backends",
     "load_backend_class", "register_backend",
 ]
 
@@ -101,6 +101,9 @@ class Capabilities:
         reraise_original: ``result()`` raises the function's own exception (debug).
         local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
+        client_disk: with ``local_folders``, a task sees this machine's disk itself (Docker, Slurm),
+            not only a volume holding the folders (Kubernetes' claim): a bucket folder's code
+            package is then read from here rather than uploaded.
         env_shown: a task's environment is shown to whoever can read the scheduler's jobs
             (DescribeJobs, a console, a pod spec): ``pass_env`` and credentials in ``env`` are refused.
 
@@ -119,6 +122,7 @@ class Capabilities:
     local_folders: bool = True
     object_store_folders: bool = False
     env_shown: bool = False
+    client_disk: bool = True
 
 
 def check_folder(backend: Backend, root: str, *, local: bool) -> None:
@@ -162,6 +166,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "gcp_batch": ("jobsub.backends.gcp_batch:GCPBatchBackend", "pip install 'jobsub[gcp]'"),
     "kubernetes": ("jobsub.backends.kubernetes:KubernetesBackend", "pip install 'jobsub[k8s]'"),
 }
+
+
+PREFIX_ALIASES: dict[str, str] = {"k8s": "kubernetes"}
+"""Short prefixes of backend keys (``k8s_namespace`` for ``kubernetes_namespace``)."""
 
 
 class Backend:
