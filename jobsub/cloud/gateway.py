@@ -46,6 +46,8 @@ class Gateway:
     rates: ClassVar[Mapping[str, float]] = {}
     default_rate: ClassVar[float] = 10.0
     attempts: ClassVar[int] = 6
+    first_delay_s: float = 1.0
+    """Backoff before the first retry of a call (doubled each time); tests shorten it."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -116,6 +118,7 @@ class Gateway:
             return _retry.retry(
                 once, what=what or operation, classify=self.transient, attempts=self.attempts,
                 limiter=self.limiter(operation), before_retry=before_retry,
+                first_delay_s=self.first_delay_s,
             )
 
     def call(
