@@ -32,6 +32,7 @@ entries of ``projects/P/logs/batch_task_logs`` labelled ``job_uid`` and
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import json
 import logging
@@ -496,17 +497,13 @@ def _wait(handle: Any, over_time: Callable[[], bool]) -> tuple[int, str]:
 
 
 def _kill(handle: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already gone
         handle.kill()
-    except Exception:  # already gone
-        pass
 
 
 def _remove(handle: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):
         handle.remove(force=True)
-    except Exception:
-        pass
 
 
 def _page(items: list[Any], query: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
