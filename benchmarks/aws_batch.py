@@ -150,7 +150,7 @@ def poll(size: int = 10_000) -> dict[str, Any]:
     backend = AWSBatchBackend(f"s3://bench-{uuid.uuid4().hex[:8]}")
     array = _RunningArray(size)
     backend.api.client("batch").meta.events.register("before-send.batch.*", array.answer)
-    backend.tracker.limits[array.parent] = 60.0  # as the process that submitted it knows
+    backend.tracker.submitted(array.parent, array=True, pending_limit_min=60.0)  # as the process that submitted it knows
     ids = [f"{array.parent}_{i}" for i in range(size)]
     scenarios = {  # in the order an array goes through them (a FAILED count never goes down)
         "waiting (all RUNNABLE)": {},

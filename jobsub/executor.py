@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .autoarray import Coalescer, DelayedJob
-from .backends.base import Backend, get_backend, known_backends, load_backend_class
+from .backends.base import (
+    Backend,
+    check_env,
+    check_folder,
+    get_backend,
+    known_backends,
+    load_backend_class,
+)
 from .cache import Cache, CallKey, call_key, settings_digest
 from .calls import DelayedSubmission, dumps_checked
 from .errors import (
@@ -87,18 +94,15 @@ class Executor:
         self._folder_arg = os.fspath(folder)
         root, self._template = split_folder_template(folder)
         self.storage = open_storage(root)
-        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         local = self.storage.local_path("")
         self.folder: Path | str = local if local is not None else self.storage.url
         """Where job folders go (submitit's attribute): a ``Path``, or a bucket's URL."""
         if isinstance(backend, str):
             backend = get_backend(backend, {"root": self.storage.url})
         self.backend = backend
+        check_folder(backend, root, local=local is not None)  # before anything is written
+        self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
         backend.check()
-        if local is None and not backend.capabilities.object_store_folders:
-            raise InvalidParameterError(
-                f"the {backend.name} backend needs job folders on a path its tasks can reach, not {root}"
-            )
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}
@@ -165,6 +169,7 @@ class Executor:
             specific = type(self.backend).Parameters(**self._specific.get(name, {}))
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
+        check_env(self.backend, common)
         return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
 
     # -- submission -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ Everything the two sides say to each other is a file in the folder::
         held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
     <root>/.ids/<id>        one line: the key of the submission a backend id belongs to
+    <root>/.code/<d>.tar.gz the code package of digest <d>, shared by the submissions of that code
     <root>/.held/<key>      submission <key> is held: what ``jobsub attach`` releases
     <root>/.cache/<h>.<g>.json  cache entry for call hash <h>, generation g (created once)
     <root>/.cache/manifests/<key>.json  the entries submission <key> claimed (many hits, one read)
@@ -49,15 +50,17 @@ from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
     from .storage import Storage
 
 __all__ = [
-    "JobFolder", "JobPaths", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
+    "JobFolder", "JobPaths", "Submission", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
     "folder_at", "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
     "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
+    "CODE_PACKAGES", "code_package_key",
 ]
 
 _MAGIC = b"JSR1"
@@ -122,6 +125,28 @@ class JobPaths:
         return self.folder / "meta.json"
 
 
+class Submission:
+    """One backend submission recorded in a folder's ``meta.json``: an array (or the part of one
+    split at the backend's cap) whose task ``i`` is the folder's task ``offset + i``."""
+
+    __slots__ = ("count", "id", "offset", "submitted_at")
+
+    def __init__(self, backend_id: str, offset: int, count: int, submitted_at: float) -> None:
+        self.id = backend_id
+        self.offset = offset
+        self.count = count
+        self.submitted_at = submitted_at
+        """``time.time()`` when it was sent."""
+
+    def __repr__(self) -> str:
+        return f"Submission({self.id!r}, offset={self.offset}, count={self.count})"
+
+
+def _is_task_id(backend_id: str) -> bool:
+    """``<parent>_<index>``: one task of an array."""
+    return backend_id.rpartition("_")[2].isdigit() and "_" in backend_id
+
+
 class JobFolder:
     """One submission's folder in a storage; all knowledge of file names lives here."""
 
@@ -155,10 +180,14 @@ class JobFolder:
         return folder
 
     @classmethod
-    def from_url(cls, url: str) -> JobFolder:
-        """The folder at ``<root>/<key>`` (a path or a storage URL)."""
+    def from_url(cls, url: str, *, env: Mapping[str, str] | None = None) -> JobFolder:
+        """The folder at ``<root>/<key>`` (a path or a storage URL).
+
+        ``env``: reach an object store with the SDK environment of another
+        process (``jobsub.storage.open_storage``), as a daemon does for a submission.
+        """
         root, _, key = url.rstrip("/").rpartition("/")
-        return cls(open_storage(root or "/"), key)
+        return cls(open_storage(root or "/", env), key)
 
     @property
     def path(self) -> Path | None:
@@ -354,6 +383,27 @@ class JobFolder:
             raise CorruptResultError(f"{self.url}/meta.json is not a jobsub submission record", final=True)
         return meta
 
+    def submission(self, backend_id: str) -> Submission | None:
+        """The record of one submission of this folder by its backend id (an array's, for a task
+        ``<id>_<i>``); None if the folder does not record it (yet), or its record is unreadable."""
+        parent = backend_id.rpartition("_")[0] if _is_task_id(backend_id) else backend_id
+        try:
+            parts = self.read_meta().get("submissions", [])
+        except (OSError, ValueError):
+            return None
+        for part in parts:
+            if str(part.get("id")) in (backend_id, parent):
+                return Submission(
+                    str(part["id"]), int(part.get("offset", 0)), int(part.get("count", 1)),
+                    float(part.get("submitted_at", 0.0)),
+                )
+        return None
+
+    def parameter(self, name: str, *, common: bool = False) -> Any:
+        """A parameter the submission was made with (its backend's own, or a common one if
+        ``common``), None if not recorded."""
+        return self.read_meta().get("parameters", {}).get("common" if common else "specific", {}).get(name)
+
     def _read(self, *parts: str) -> bytes | None:
         try:
             return self.storage.read_bytes(self._k(*parts))
@@ -520,6 +570,15 @@ def _json_bytes(record: dict[str, Any]) -> bytes:
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     storage.write_bytes(f".ids/{backend_id}", key.encode())
+
+
+CODE_PACKAGES = ".code"
+"""``<root>/.code/``: code packages (``jobsub.cloud.container``), and a local root's package cache."""
+
+
+def code_package_key(name: str) -> str:
+    """Where the code package ``name`` (its digest's first 16 hex digits) goes under the root."""
+    return f"{CODE_PACKAGES}/{name}.tar.gz"
 
 
 def mark_held(storage: Storage, key: str) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "build_code_package",
     "collect_files",
     "default_cache_dir",
+    "ensure_unpacked",
     "unpack_code_package",
 ]
 
@@ -74,7 +75,7 @@ _UNPACK_SOURCE = r'''
 import os, sys
 
 def unpack(src, dest):
-    """Unpack the tarball ``src`` (path, http(s) or s3:// URL) into ``dest`` once; safe under concurrency."""
+    """Unpack the tarball ``src`` (path, http(s), s3:// or gs:// URL) into ``dest`` once; safe under concurrency."""
     if os.path.exists(os.path.join(dest, ".jobsub-complete")):
         return
     import shutil, tarfile, tempfile
@@ -91,6 +92,11 @@ def unpack(src, dest):
             import boto3
             bucket, _, key = src[5:].partition("/")
             stream = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        elif src.startswith("gs://"):  # likewise, with the task's service account
+            import io
+            from google.cloud import storage
+            bucket, _, key = src[5:].partition("/")
+            stream = io.BytesIO(storage.Client().bucket(bucket).blob(key).download_as_bytes())
         else:
             stream = open(src, "rb")
         with stream, tarfile.open(fileobj=stream, mode="r|gz") as tar:
@@ -362,15 +368,16 @@ def _tar_bytes(files: dict[str, Path], stats: dict[str, os.stat_result]) -> byte
     return raw.getvalue()
 
 
-def ensure_unpacked(package: CodePackage, dest: str | os.PathLike[str] | None = None) -> Path:
-    """Unpack ``package`` next to its tarball (or into ``dest``) once; returns the directory.
+def ensure_unpacked(package: CodePackage | str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
+    """Unpack ``package`` (or the tarball at that path) next to it (or into ``dest``) once; returns the directory.
 
     Backends sharing a file system with their tasks (Docker) unpack on the
     host once per digest, so tasks skip the work and share compiled ``.pyc``.
     """
-    target = Path(dest) if dest is not None else package.path.with_name(package.name)
+    tarball = package.path if isinstance(package, CodePackage) else Path(package)
+    target = Path(dest) if dest is not None else tarball.with_name(tarball.name.removesuffix(".tar.gz"))
     fresh = not (target / ".jobsub-complete").exists()
-    unpack_code_package(str(package.path), str(target))
+    unpack_code_package(str(tarball), str(target))
     if fresh and (target / "jobsub").is_dir():
         # every task imports the worker: compile it once here rather than in each task of
         # the first wave (they would all compile it at once); the user's modules are
@@ -402,8 +409,8 @@ def prune_cache(cache_dir: str | os.PathLike[str], keep: int = 32, min_age_s: fl
 def bootstrap_command(python: str, package: str, dest: str, module_args: Sequence[str]) -> list[str]:
     """The argv that unpacks ``package`` into ``dest`` and runs ``module_args`` (``-m MOD ...``).
 
-    ``package`` may be a path visible to the task, an http(s) URL (e.g. a
-    presigned GCS URL) or an ``s3://`` URL (read with the task's boto3 and
-    credentials); an empty string skips unpacking (``dest`` is ready).
+    ``package`` may be a path visible to the task, an http(s) URL, or an
+    ``s3://`` or ``gs://`` URL (read with the task's boto3 or google-cloud-storage
+    and its own credentials); an empty string skips unpacking (``dest`` is ready).
     """
     return [python, "-c", BOOTSTRAP_SOURCE, package, dest, "--", *module_args]

@@ -73,7 +73,10 @@ def params_from_meta(backend: Backend, meta: dict[str, Any], dependencies: Seque
 def launch_for(
     backend: Backend, folder: JobFolder, offset: int, params: Resolved, origin: dict[str, Any] | None = None
 ) -> Launch:
-    """The ``Launch`` of one part of a submission; ``origin``: the submitting process's cwd and sys.path."""
+    """The ``Launch`` of one part of a submission; ``origin``: the submitting process's cwd and sys.path.
+
+    A container backend's code is packaged and shipped here (once per digest), before it is asked.
+    """
     origin = origin or {}
     return Launch(
         folder=folder.url,
@@ -82,6 +85,7 @@ def launch_for(
         logs="merge" if params.common.stderr_to_stdout else "separate",
         task_env=dict(backend.task_env),
         env={**folder.storage.task_env(), **params.common.env},
+        code_package=_code_package(backend, folder, params, origin.get("cwd")),
         tag=f"{folder.key}-{offset}",
         cwd=origin.get("cwd"),
         sys_path=tuple(origin.get("sys_path", ())),
@@ -131,6 +135,16 @@ def start(
         if part["id"] != folder.key:  # an id that is the key itself (local) is found without an index
             register_id(folder.storage, part["id"], folder.key)
     return meta
+
+
+def _code_package(backend: Backend, folder: JobFolder, params: Resolved, cwd: str | None) -> str | None:
+    """A container backend's code package, shipped where its tasks find it (``jobsub.cloud.container``)."""
+    from .cloud.container import ContainerParameters, ship_code
+
+    if not isinstance(params.specific, ContainerParameters):
+        return None
+    upload = not backend.capabilities.local_folders  # tasks that cannot read this machine's disk
+    return ship_code(params.specific, folder.storage, cwd=cwd, upload=upload)
 
 
 def _submit(

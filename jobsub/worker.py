@@ -38,7 +38,7 @@ import time
 import types
 
 from .calls import DelayedSubmission, JobRef, Outcome, dumps_checked
-from .errors import CorruptResultError, DependencyError, JobTimeoutError
+from .errors import BackendError, CorruptResultError, DependencyError, JobTimeoutError
 from .folder import JobFolder
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: typing and pathlib stay out of every task's start
@@ -54,7 +54,8 @@ _owns_logging = False
 """True in a worker process (``main``): it may configure the root logger; never in a user's process."""
 
 IO_ERROR_EXIT_CODE = 74
-"""Exit code meaning "the job folder could not be written" (a full disk, a deleted folder)."""
+"""Exit code meaning "the job folder could not be written" (a full disk, a deleted folder), or, on
+an object store, "could not be reached" (no route to the store's endpoint, no credentials)."""
 REQUEUE_EXIT_CODE = 75
 """Exit code meaning "checkpointed, run me again" for backends that requeue themselves; they
 also find ``requeue/<i>`` in the folder, so a task that merely exits 75 is not run again."""
@@ -240,6 +241,7 @@ class _LogUploader:
         self.files = {"out": os.path.join(self.dir, "out")}
         if not merge:
             self.files["err"] = os.path.join(self.dir, "err")
+        self.console = os.dup(2)  # the process's own stderr: the backend's log of the task
         for stream, fd in (("out", 1), ("err", 2)):
             target = os.open(self.files.get(stream, self.files["out"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(target, fd)
@@ -254,11 +256,24 @@ class _LogUploader:
             time.sleep(self.every)
             self.upload()
 
-    def close(self) -> None:
-        """The last upload, then the local copies go."""
+    def close(self, reachable: bool = True) -> None:
+        """The last upload, then the local copies go.
+
+        A folder that cannot be reached gets no upload (another round of
+        retries for nothing): what the task wrote goes to the process's own
+        stderr instead, which the backend keeps (a container's output).
+        """
         import shutil
 
-        self.upload()
+        if reachable:
+            self.upload()
+        else:
+            for path in dict.fromkeys(self.files.values()):
+                try:
+                    with open(path, "rb") as f:
+                        os.write(self.console, f.read())
+                except OSError:
+                    pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def upload(self) -> None:
@@ -286,6 +301,12 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
     start = time.time()
     try:
         delayed, spec = load_task(folder, index)
+    except (BackendError, PermissionError) as exc:
+        if folder.local_file() is not None:
+            return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
+        # the store cannot be reached from here (its retries are spent): a result could not be written either
+        _stderr(f"jobsub: task {index} rank {rank} cannot reach its job folder {folder.url}: {exc}\n")
+        return IO_ERROR_EXIT_CODE
     except Exception as exc:  # the inputs themselves are broken: report it as the job's error
         return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
     where = spec.get("submitit_logs")
@@ -338,7 +359,7 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
     except FileExistsError:
         _stderr(f"jobsub: task {index} rank {rank} already has a result (written by an earlier attempt); keeping it\n")
         return 0
-    except OSError as exc:
+    except (OSError, BackendError) as exc:
         _stderr(f"jobsub: cannot write the result of task {index} rank {rank} to {folder.url}: {exc}\n")
         return IO_ERROR_EXIT_CODE
     return code
@@ -544,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _owns_logging = True
     code = run_task(folder, index, rank)
     if _uploader is not None:  # what came after the result (the failure's traceback)
-        _uploader.close()
+        _uploader.close(reachable=code != IO_ERROR_EXIT_CODE)
     return code
 
 

@@ -15,6 +15,16 @@
 #   JOBSUB_SLURM_CGROUP   auto (default): enforce --mem with cgroup v1 when the
 #                         machine allows it (jobs over --mem end OUT_OF_MEMORY),
 #                         else poll RSS (they end FAILED); "no": always poll.
+#   JOBSUB_SLURM_TAKEOVER 1: stop Slurm daemons this script did not start (another
+#                         configuration: they would serve the node with it) and
+#                         start its own; default: refuse, naming them.
+#
+# Ownership: a daemon is this script's when its pid file under $JOBSUB_SLURM_DIR/run
+# names it (as an earlier run of this script, of any version, left it). Any other
+# slurmctld, slurmd or slurmdbd is foreign: with its own slurm.conf, a foreign slurmd
+# drains the node on the first job ("cgroup namespace 'freezer' not mounted").
+# A node of ours found DOWN or DRAINED is resumed. The database user's password is
+# (re)set to this cluster's own, whoever created the user.
 #
 # The configuration goes to /etc/slurm (Debian's built-in SLURM_CONF path),
 # so sbatch, squeue, sacct... work for any caller without environment
@@ -209,8 +219,10 @@ start_mariadb() {
         wait_for MariaDB mysqladmin ping
     fi
     # Debian's root@localhost logs in through the unix socket, no password.
+    # ALTER: a user created by another setup (another password) would lock our slurmdbd out
     mysql -e "CREATE DATABASE IF NOT EXISTS $DB_NAME;
               CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+              ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
               GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';"
 }
 
@@ -240,16 +252,68 @@ cluster_registered() {
 
 ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
-# Node state (compact form). A trailing '*' means not responding.
-node_state() { sinfo -h -n "$HOST" -o %t 2>/dev/null | head -n 1; }
+# Node state (compact form), without the flag a state may end with ('*': not responding,
+# '~': powered off, '#', '!', '%', '$', '@', '^', '-': powering, reserved, rebooting...).
+node_state() { local s; s=$(sinfo -h -n "$HOST" -o %t 2>/dev/null | head -n 1); echo "${s%[*~#!%\$@^-]}"; }
 node_ready() { [[ $(node_state) =~ ^(idle|mix|alloc|comp)$ ]]; }
 
 sacct_works() { sacct -n -X -a -S now-1hour -o JobID >/dev/null 2>&1; }
+
+# foreign_daemons: "NAME PID" of each running slurmdbd, slurmctld or slurmd that our pid
+# files do not name (nor a child of one: a daemon may fork for a moment).
+foreign_daemons() {
+    local name p pid ours parent
+    for name in slurmdbd slurmctld slurmd; do
+        ours=$(cat "$DIR/run/$name.pid" 2>/dev/null || true)
+        for p in /proc/[0-9]*; do
+            pid=${p##*/}
+            [[ $(cat "$p/comm" 2>/dev/null) == "$name" && $pid != "$ours" ]] || continue
+            proc_running "$pid" || continue
+            parent=$(awk '{print $4}' "$p/stat" 2>/dev/null || true)
+            [[ -n $ours && $parent == "$ours" ]] && continue
+            echo "$name $pid"
+        done
+    done
+}
+
+# describe PID: its command line and where its configuration comes from.
+describe() {
+    local cmd conf
+    cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)
+    conf=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | sed -n 's/^SLURM_CONF=//p' || true)
+    echo "${cmd:-?} (configuration: ${conf:-from its command line or /etc/slurm})"
+}
+
+# check_foreign: refuse to start next to Slurm daemons this script did not start, or
+# (JOBSUB_SLURM_TAKEOVER=1) stop them first. Nothing is changed before this check.
+check_foreign() {
+    local found name pid
+    found=$(foreign_daemons)
+    [[ -n $found ]] || return 0
+    if [[ ${JOBSUB_SLURM_TAKEOVER:-0} != 1 ]]; then
+        {
+            echo "start-slurm.sh: ERROR: Slurm daemons that this script did not start are running:"
+            while read -r name pid; do echo "  $name pid $pid: $(describe "$pid")"; done <<<"$found"
+            echo "They would serve this machine with their own configuration (a foreign slurmd drains"
+            echo "the node on the first job). Stop them, or run again with JOBSUB_SLURM_TAKEOVER=1 to"
+            echo "have this script stop them and start its own cluster. Nothing was changed."
+        } >&2
+        exit 2
+    fi
+    mkdir -p "$DIR/run/foreign"
+    while read -r name pid; do
+        log "taking over: stopping the foreign $name (pid $pid: $(describe "$pid"))"
+        echo "$pid" >"$DIR/run/foreign/$name.pid"  # stop_pid checks the pid is a NAME still
+        stop_pid "$DIR/run/foreign/$name.pid"
+        rm -f "$DIR/run/foreign/$name.pid"
+    done <<<"$found"
+}
 
 # ------------------------------------------------------------------- main --
 start=$SECONDS
 install_packages
 mkdir -p "$DIR"/{state,spool,run,log} "$CONF_DIR"
+check_foreign
 
 if cgroup_v1_usable; then memory_mode=cgroup; else memory_mode=rss; fi
 slurm_changed=0 dbd_changed=0
@@ -278,8 +342,8 @@ start_slurm_daemon slurmd "$slurm_changed"
 deadline=$((SECONDS + TIMEOUT))
 until node_ready; do
     state=$(node_state)
-    # A node left DOWN/DRAIN by an earlier run: put it back into service.
-    if [[ $state =~ ^(down|drain|drng|fail)$ ]]; then
+    # A node of ours left DOWN/DRAINED (by an earlier run, a job's failure): back into service.
+    if [[ $state =~ ^(down|drain|drng|drained|draining|fail|failg|inval)$ ]]; then
         scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true
     fi
     pid_alive "$DIR/run/slurmd.pid" || die "slurmd exited during startup"

@@ -1,6 +1,6 @@
 """moto's AWS Batch for the tests: a compute environment, a job queue, a role and a bucket.
 
-Shared by tests/test_aws_batch.py and the behaviour suite (tests/conftest.py).
+Shared by the AWS Batch suite class and the other tests of tests/test_aws_batch.py.
 Needs ``eval "$(scripts/start-moto.sh)"`` after scripts/start-docker.sh (so
 that moto runs each Batch job as a container on that engine) and
 ``JOBSUB_CLOUD_TEST_IMAGE`` (scripts/build-cloud-test-image.sh).
@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from tests.conftest import skip_if
 from tests.emulators import endpoint_problem
 
 QUEUE = "jobsub-test-queue"
@@ -46,6 +47,10 @@ def problem() -> str | None:
     if state != "SUCCEEDED":
         return f"moto cannot run Batch containers of {image} ({state}): start it with DOCKER_HOST set"
     return None
+
+
+def require() -> None:
+    skip_if(problem())
 
 
 def _create_resources() -> None:

@@ -1,62 +1,28 @@
-"""Fixtures: one executor per backend that this machine can run.
+"""Fixtures and hooks every test module shares; nothing here knows a backend.
 
-``executor`` is parametrized over every backend; the Slurm and Docker
-variants need the services that ``scripts/test.sh`` starts (a one-node Slurm
-cluster, a Docker engine and the test image) and are skipped, naming what is
-missing, where those are not running.  In CI nothing here is skipped.
+A backend opts into the shared suites with one test class (tests/conformance/:
+``BackendSuite``) whose fixtures say how it runs here: ``service`` (skipped,
+naming the script that starts what is missing) and ``backend_parameters``.
+Tests outside a suite find a service through ``tests/<backend>_env.py``.  In
+CI nothing is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import jobsub
 
-BACKENDS = ["local", "debug", "slurm", "docker"]
 
-
-@functools.cache
-def service_problem(backend: str) -> str | None:
-    """Why ``backend`` cannot be tested here, or None if it can."""
-    if backend in ("local", "debug"):
-        return None
-    if backend == "slurm":
-        if not shutil.which("sbatch"):
-            return "Slurm is not installed (run scripts/start-slurm.sh as root)"
-        probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, check=False)
-        if probe.returncode or not probe.stdout.strip():
-            return f"no Slurm controller answers (scripts/start-slurm.sh): {probe.stderr.strip()}"
-        return None
-    if backend == "docker":
-        if not os.environ.get("JOBSUB_TEST_IMAGE"):
-            return "JOBSUB_TEST_IMAGE is not set (scripts/build-test-image.sh builds it)"
-        try:
-            import docker
-
-            docker.from_env().ping()
-        except Exception as exc:
-            return f"no Docker engine reachable (scripts/start-docker.sh): {exc}"
-        return None
-    if backend == "aws_batch":
-        from tests import aws_batch_env
-
-        return aws_batch_env.problem()
-    return f"unknown backend {backend}"
-
-
-def require(backend: str) -> None:
-    problem = service_problem(backend)
+def skip_if(problem: str | None) -> None:
+    """Skip the test, naming what this machine lacks (``<backend>_env.problem()``), if anything."""
     if problem:
         pytest.skip(problem)
 
@@ -67,17 +33,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str
     while not predicate():
         assert time.monotonic() < deadline, f"{what or 'condition'} not met after {timeout} s"
         time.sleep(every)
-
-
-def backend_parameters(backend: str) -> dict[str, Any]:
-    """What each backend needs to run the test jobs on this machine."""
-    if backend == "docker":
-        return {"docker_image": os.environ["JOBSUB_TEST_IMAGE"], "docker_network_mode": "host"}
-    if backend == "aws_batch":
-        from tests import aws_batch_env
-
-        return aws_batch_env.parameters()
-    return {}
 
 
 def _excluded(item: pytest.Item) -> bool:
@@ -108,20 +63,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    require(name)
-    return name
-
-
-@pytest.fixture
-def executor(backend: str, tmp_path: Path) -> jobsub.AutoExecutor:
-    ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster=backend)
-    ex.update_parameters(**backend_parameters(backend))
-    return ex
 
 
 @pytest.fixture

@@ -249,3 +249,42 @@ def fail_if(fail: bool, value: int) -> int:
     if fail:
         raise ValueError(f"failed on purpose ({value})")
     return value
+
+
+def process_state(hostile: str = "") -> dict[str, Any]:
+    """What a task sees of its process, after changing the part named by ``hostile`` (and leaving it so)."""
+    import resource
+    import signal
+
+    if hostile == "rlimit":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 64), hard))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a hard limit lowered: only root raises it again
+    elif hostile == "sigmask":
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2, signal.SIGTERM])
+    elif hostile == "handler":
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+    elif hostile == "putenv":
+        os.putenv("LEFT_BY_PUTENV", "1")
+        os.unsetenv("PATH")
+    elif hostile == "nice":
+        os.nice(5)
+    elif hostile == "itimer":
+        for timer in (signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            signal.setitimer(timer, 600)
+    elif hostile == "affinity":
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    elif hostile:
+        raise ValueError(f"no such change: {hostile}")
+    seen = subprocess.run(["/usr/bin/env"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return {
+        "limits": [resource.getrlimit(getattr(resource, n)) for n in ("RLIMIT_NOFILE", "RLIMIT_CORE")],
+        "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "handlers": [str(signal.getsignal(s)) for s in (signal.SIGHUP, signal.SIGUSR1)],
+        "subprocess_env": sorted(v for v in seen if v.startswith(("LEFT_BY_PUTENV=", "PATH="))),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "timers": [signal.getitimer(t) for t in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)],
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "pid": os.getpid(),
+    }

@@ -29,7 +29,7 @@ from jobsub.folder import JobFolder, register_id
 from jobsub.submission import launch_for, new_meta, start
 from tests import aws_batch_env, tasks
 from tests.aws_batch_env import BUCKET, QUEUE, client
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.aws
@@ -65,8 +65,8 @@ def ex(aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsu
     return executor
 
 
-class TestAWSBatchBehaviour(BehaviourSuite):
-    """The shared behaviour, with folders on S3 and jobs run by moto."""
+class TestAWSBatchBehaviour(BackendSuite):
+    """The shared suites, with folders on S3 and jobs run by moto."""
 
     cluster = "aws_batch"
     local_folder = False  # the folders are in a bucket
@@ -75,11 +75,16 @@ class TestAWSBatchBehaviour(BehaviourSuite):
     memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
 
     @pytest.fixture
-    def executor(self, aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
-        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")
-        ex = jobsub.AutoExecutor(folder=f"{root}/%j", cluster=self.cluster)
-        ex.update_parameters(**aws_batch_env.parameters())
-        return ex
+    def service(self, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
+
+    @pytest.fixture
+    def folder_root(self, root: str) -> str:
+        return root
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return aws_batch_env.parameters()
 
 
 def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False) -> tuple[Any, jobsub.Executor]:
@@ -275,6 +280,18 @@ def test_debug_runs_the_tasks_here_with_the_same_image_command_and_folder(aws: d
         failing.result()
     assert "broken here" in (failing.stderr() or "")
     assert not failing.cancel()
+    assert backend.api.counts.get("SubmitJob", 0) == 0
+
+
+def test_debug_honours_timeout_min(aws: dict[str, str], root: str) -> None:
+    """The attached run stops a task at ``timeout_min`` (issue 26: it used to run on past it)."""
+    backend, executor = _own_backend(aws, root)
+    executor.update_parameters(debug=True, timeout_min=0.05)
+    started = time.monotonic()
+    job = executor.submit(time.sleep, 60)
+    assert time.monotonic() - started < 45 and job.job_id.startswith("here-")
+    with pytest.raises(jobsub.JobTimeoutError, match="timeout_min"):
+        job.result()
     assert backend.api.counts.get("SubmitJob", 0) == 0
 
 

@@ -22,7 +22,7 @@ import pytest
 from jobsub import JobState
 from jobsub.backends.aws_batch import AWSBatchBackend, AWSBatchParameters, render
 from jobsub.backends.aws_batch import status as st
-from jobsub.backends.base import Launch
+from jobsub.backends.base import Launch, check_env
 from jobsub.errors import InvalidParameterError, SubmissionError
 from jobsub.packaging import BOOTSTRAP_SOURCE
 from jobsub.parameters import CommonParameters
@@ -40,9 +40,9 @@ def _launch(offset: int = 0, env: dict[str, str] | None = None) -> Launch:
 
 def _requests(common: CommonParameters, spec: AWSBatchParameters, n_tasks: int, offset: int = 0) -> dict[str, Any]:
     launch = render.task_launch(_launch(offset, {"AWS_ENDPOINT_URL": "http://127.0.0.1:5055", **common.env}), array=n_tasks > 1)
-    code = ("s3://bucket/runs/.code/0123456789abcdef.tar.gz", "/tmp/jobsub-code/0123456789abcdef")
+    launch = launch.replace(code_package="s3://bucket/runs/.code/0123456789abcdef.tar.gz")
     definition = render.definition_request(launch, common, spec)
-    submit = render.submit_request(launch, n_tasks, common, spec, "arn:...:job-definition/NAME:1", code)
+    submit = render.submit_request(launch, n_tasks, common, spec, "arn:...:job-definition/NAME:1")
     return json.loads(json.dumps({"definition": definition, "submit": submit}).replace(json.dumps(BOOTSTRAP_SOURCE)[1:-1], "<BOOTSTRAP_SOURCE>"))
 
 
@@ -91,7 +91,7 @@ def test_small_submissions_and_plain_jobs_for_one_task() -> None:
 def test_an_existing_definition_gets_the_command_as_an_override() -> None:
     common = CommonParameters(cpus_per_task=2)
     spec = AWSBatchParameters(job_queue="q", job_definition="mine:4", package_code=False)
-    request = render.submit_request(_launch(5), 3, common, spec, "mine:4", None)
+    request = render.submit_request(_launch(5), 3, common, spec, "mine:4")
     overrides = request["containerOverrides"]
     assert overrides["command"][:3] == ["python3", "-m", "jobsub.worker"]
     assert overrides["command"][-2:] == ["--offset", "5"]
@@ -108,15 +108,15 @@ def test_job_names_are_valid_and_end_in_the_tag() -> None:
 
 def test_overrides_over_the_limit_are_refused() -> None:
     common, spec = CommonParameters(env={"BIG": "x" * 8200}), AWSBatchParameters(job_queue="q", image="i")
-    request = render.submit_request(_launch(0, common.env), 2, common, spec, "d", None)
+    request = render.submit_request(_launch(0, common.env), 2, common, spec, "d")
     with pytest.raises(SubmissionError, match=r"over AWS's limit of 8192.*BIG \(8200 chars\)"):
         render.check_overrides_size(request)
-    render.check_overrides_size(render.submit_request(_launch(0), 2, CommonParameters(), spec, "d", None))
+    render.check_overrides_size(render.submit_request(_launch(0), 2, CommonParameters(), spec, "d"))
 
 
 def test_short_time_limits_become_aws_minimum_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     spec = AWSBatchParameters(job_queue="q", image="i")
-    request = render.submit_request(_launch(0), 1, CommonParameters(timeout_min=0.2), spec, "d", None)
+    request = render.submit_request(_launch(0), 1, CommonParameters(timeout_min=0.2), spec, "d")
     assert request["timeout"] == {"attemptDurationSeconds": 60}
     assert "AWS Batch's shortest attempt duration is 60 s" in caplog.text
 
@@ -127,7 +127,7 @@ def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="at most 9"):
         AWSBatchParameters(spot_retries=10)
     with pytest.raises(InvalidParameterError, match="aws_batch_secrets"):
-        render.submit_request(_launch(), 1, CommonParameters(pass_env=["TOKEN"]), AWSBatchParameters(job_queue="q"), "d", None)
+        check_env(AWSBatchBackend("s3://bucket/runs"), CommonParameters(pass_env=["TOKEN"]))
     secret = AWSBatchParameters(job_queue="q", image="i", secrets={"TOKEN": "arn:aws:ssm:eu-west-1:1:parameter/t"})
     with pytest.raises(InvalidParameterError, match="execution_role_arn"):
         render.definition_request(_launch(), CommonParameters(), secret)
@@ -198,29 +198,23 @@ def test_native_states_map_in_one_table() -> None:
     assert waiting.reason == "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"
 
 
-def _counts(**counts: int) -> dict[str, int]:
-    return {s: counts.get(s, 0) for s in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")}
+def _array(status: str = "RUNNING", reason: str = "", **counts: int) -> dict[str, Any]:
+    summary = {"arrayProperties": {"size": sum(counts.values()), "statusSummary": counts}}
+    return {"jobId": "P", "status": status, "statusReason": reason, **summary}
 
 
-def test_array_children_from_counts_and_listings() -> None:
-    failed = {3: {"status": "FAILED", "container": {"exitCode": 1}}}
-
-    def member(index: int | None, counts: dict[str, int], final: bool, running: set[int] | None = None,
-               cancelled: str = "") -> JobState:
-        return st.array_member(index, counts, final, failed, running, lambda c: st.job_status(c, None, _image), cancelled).state
-
-    running = _counts(RUNNING=4, SUCCEEDED=5, FAILED=1)
-    assert member(3, running, False) is JobState.FAILED
-    assert member(0, running, False) is JobState.RUNNING  # nobody waits: running or ended (the result says)
-    mixed = _counts(RUNNING=2, RUNNABLE=7, FAILED=1)
-    assert [member(i, mixed, False, {0, 1}) for i in (0, 2)] == [JobState.RUNNING, JobState.PENDING]
-    assert member(0, _counts(RUNNABLE=10), False) is JobState.PENDING
-    done = _counts(SUCCEEDED=9, FAILED=1)
-    assert (member(0, done, True), member(3, done, True)) == (JobState.COMPLETED, JobState.FAILED)
-    assert member(None, done, True) is JobState.FAILED and member(None, _counts(SUCCEEDED=10), True) is JobState.COMPLETED
-    # moto: a terminated parent leaves its children running; AWS fails them. Both read as cancelled
-    assert member(0, running, False, cancelled="cancelled by the user") is JobState.CANCELLED
-    assert st.never_started(_counts(RUNNABLE=10)) and not st.never_started(_counts(RUNNABLE=9, RUNNING=1))
+def test_an_arrays_counts_in_the_trackers_terms() -> None:
+    """statusSummary as the array tracker counts (jobsub.cloud.arrays; its suite: tests/test_cloud_arrays.py)."""
+    running = st.parent(_array(RUNNING=2, STARTING=1, RUNNABLE=6, FAILED=1))
+    assert running.array and running.size == 10 and not running.ended and running.queued is None
+    # STARTING children are not listed by ListJobs RUNNING: they count as waiting
+    assert dict(running.counts) == {JobState.RUNNING: 2, JobState.PENDING: 7, JobState.FAILED: 1}
+    assert st.parent(_array("PENDING", "no capacity", RUNNABLE=10)).queued == "no capacity"  # stuck RUNNABLE?
+    assert st.parent(_array("PENDING", "no capacity", RUNNABLE=9, RUNNING=1)).queued is None
+    assert st.parent(_array("RUNNING", SUCCEEDED=9, FAILED=1)).ended  # moto never fails a parent: its counts tell
+    assert st.parent(_array("FAILED", "jobsub: cancelled by the user", RUNNING=2)).cancelled == "cancelled by the user"
+    plain = st.parent({"jobId": "J", "status": "RUNNABLE", "statusReason": "MISCONFIGURATION"})
+    assert not plain.array and plain.queued == "MISCONFIGURATION"
 
 
 # -- the worker's index --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import dataclasses
 import importlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,7 @@ from jobsub.calls import DelayedSubmission
 from jobsub.hashing import function_digest, value_digest
 from jobsub.parameters import CommonParameters, NoParameters, Resolved
 from tests import tasks
-from tests.conftest import backend_parameters
+from tests.conformance.cache import SUBMIT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,57 +156,12 @@ def test_a_code_change_is_a_miss_that_says_so(
     assert "these arguments were not submitted before" in caplog.text
 
 
-# -- across processes ------------------------------------------------------------------------------
-_SUBMIT = textwrap.dedent(
-    """
-    import sys, time, jobsub
-    from tests import tasks
-    ex = jobsub.AutoExecutor(folder=sys.argv[1], cluster=sys.argv[2], cache=True)
-    ex.update_parameters(**eval(sys.argv[3]))
-    job = ex.submit(tasks.sleep_then, float(sys.argv[4]), "computed once")
-    print(job.folder.key, job.job_id, flush=True)
-    time.sleep(600)
-    """
-)
-
-
-def _submit_in_a_process(folder: Path, backend: str, seconds: float) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SUBMIT, str(folder), backend, repr(backend_parameters(backend)), str(seconds)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    key, job_id = proc.stdout.readline().split()
-    return proc, key, job_id
-
-
-@pytest.mark.not_on("debug")  # debug jobs live and die with their process
-def test_reattached_after_the_submitting_process_is_killed(backend: str, tmp_path: Path) -> None:
-    """A notebook killed mid-run: the next process's identical submit finds the running job."""
-    folder = tmp_path / "runs"
-    proc, _key, job_id = _submit_in_a_process(folder, backend, 8)
-    job: jobsub.Job[Any] = jobsub.Job(folder, job_id)
-    deadline = time.monotonic() + 180
-    while job.state != "RUNNING":
-        assert time.monotonic() < deadline, f"never started: {job.state}"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.stdout is not None
-    proc.stdout.close()
-    ex = jobsub.AutoExecutor(folder, cluster=backend, cache=True, **backend_parameters(backend))
-    again = ex.submit(tasks.sleep_then, 8.0, "computed once")
-    assert again.job_id == job_id and again.state == "RUNNING"
-    assert again.result(timeout=240) == "computed once"
-    assert ex.submit(tasks.sleep_then, 8.0, "computed once").job_id == job_id
-    assert len([p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1  # one submission
-
-
+# -- across processes (the killed notebook's reattach, on every backend: tests/conformance/cache.py) ----------
 def test_two_processes_submitting_the_same_call_submit_it_once(tmp_path: Path) -> None:
     folder = tmp_path / "runs"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _SUBMIT.replace("time.sleep(600)", ""), str(folder), "local", "{}", "2"],
+            [sys.executable, "-c", SUBMIT.replace("time.sleep(600)", ""), str(folder), "local", "{}", "2"],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         for _ in range(2)

@@ -9,10 +9,10 @@ import pytest
 
 import jobsub
 from tests import tasks
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 
 
-class TestDebugBehaviour(BehaviourSuite):
+class TestDebugBehaviour(BackendSuite):
     cluster = "debug"
 
 

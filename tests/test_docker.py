@@ -26,16 +26,16 @@ import pytest
 import jobsub
 from jobsub import JobState
 from jobsub.backends.docker import DockerBackend
-from tests import tasks
-from tests.conformance.behaviour import BehaviourSuite
-from tests.conftest import backend_parameters, require, wait_until
+from tests import docker_env, tasks
+from tests.conformance.behaviour import BackendSuite
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def api() -> Iterator[Any]:
-    require("docker")
+    docker_env.require()
     import docker
 
     client = docker.from_env()
@@ -46,7 +46,7 @@ def api() -> Iterator[Any]:
 @pytest.fixture
 def ex(api: Any, tmp_path: Path) -> jobsub.AutoExecutor:
     executor = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="docker")
-    executor.update_parameters(**backend_parameters("docker"))
+    executor.update_parameters(**docker_env.parameters())
     return executor
 
 
@@ -55,8 +55,16 @@ def _containers(api: Any, key: str) -> list[dict[str, Any]]:
     return found
 
 
-class TestDockerBehaviour(BehaviourSuite):
+class TestDockerBehaviour(BackendSuite):
     cluster = "docker"
+
+    @pytest.fixture
+    def service(self) -> None:
+        docker_env.require()
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return docker_env.parameters()
 
 
 def test_labels_resources_and_cleanup(ex: jobsub.AutoExecutor, api: Any) -> None:
@@ -182,7 +190,7 @@ def test_image_that_cannot_be_pulled_fails_the_submit_and_names_it(ex: jobsub.Au
 
 
 def test_unreachable_engine_is_a_backend_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    require("docker")
+    docker_env.require()
     sock = tmp_path / "no-engine.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
     with pytest.raises(jobsub.BackendError, match="cannot reach the Docker engine") as info:
@@ -238,6 +246,18 @@ def test_interactive_mode_runs_attached(ex: jobsub.AutoExecutor, capfd: pytest.C
     assert "attached" in (job.stdout() or "")
 
 
+def test_the_attached_run_honours_timeout_min(ex: jobsub.AutoExecutor, api: Any) -> None:
+    """``debug`` (``interactive``'s name on every container backend) runs attached within the time
+    limit: the container is stopped at it and the task ends TIMEOUT, not after its own minute."""
+    ex.update_parameters(docker_debug=True, timeout_min=0.05)
+    started = time.monotonic()
+    job = ex.submit(time.sleep, 60)
+    assert time.monotonic() - started < 45 and job.done()
+    with pytest.raises(jobsub.JobTimeoutError, match="timeout_min"):
+        job.result()
+    assert not _containers(api, job.folder.key)  # removed after
+
+
 _DEBUGGED_SCRIPT = """
 import json, sys
 import jobsub
@@ -261,7 +281,7 @@ def test_interactive_mode_in_a_terminal_stops_at_breakpoint(api: Any, tmp_path: 
     project = tmp_path / "project"  # what gets packaged: just the script
     project.mkdir()
     (project / "debug_me.py").write_text(_DEBUGGED_SCRIPT)
-    argv = [sys.executable, "debug_me.py", str(tmp_path / "runs"), json.dumps(backend_parameters("docker"))]
+    argv = [sys.executable, "debug_me.py", str(tmp_path / "runs"), json.dumps(docker_env.parameters())]
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the script
         os.chdir(project)
@@ -341,7 +361,7 @@ REATTACH = textwrap.dedent(
 def test_array_keeps_starting_after_the_client_exits(ex: jobsub.AutoExecutor) -> None:
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-c", REATTACH, str(ex.folder), repr(backend_parameters("docker"))],
+        [sys.executable, "-c", REATTACH, str(ex.folder), repr(docker_env.parameters())],
         capture_output=True, text=True, check=True, cwd=root,
     )
     last: jobsub.Job[str] = jobsub.Job(folder=ex.folder, job_id=out.stdout.strip().splitlines()[-1])

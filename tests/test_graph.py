@@ -23,17 +23,18 @@ import jobsub
 from jobsub import JobState
 from jobsub.folder import held_keys
 from jobsub.storage import open_storage
-from tests import tasks
-from tests.conftest import backend_parameters, require
+from tests import docker_env, slurm_env, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM = {"mem_gb": 0.25}
 
 
 def _executor(tmp_path: Path, backend: str) -> jobsub.AutoExecutor:
-    require(backend)
+    environment = {"slurm": slurm_env, "docker": docker_env}.get(backend)
     ex = jobsub.AutoExecutor(tmp_path / backend, cluster=backend)
-    ex.update_parameters(**backend_parameters(backend), **(SLURM if backend == "slurm" else {}))
+    if environment is not None:
+        environment.require()
+        ex.update_parameters(**environment.parameters(), **(SLURM if backend == "slurm" else {}))
     return ex
 
 
@@ -96,7 +97,7 @@ _HOLD_AND_DIE = textwrap.dedent(
 
 @pytest.mark.slurm
 def test_held_submission_released_by_a_new_process_after_a_sigkill(tmp_path: Path) -> None:
-    require("slurm")
+    slurm_env.require()
     proc = subprocess.Popen([sys.executable, "-c", _HOLD_AND_DIE, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None
     made = json.loads(proc.stdout.readline())
@@ -142,9 +143,8 @@ _HELD_BEHIND_SLURM = textwrap.dedent(
     """
     import sys, jobsub
     from tests import tasks
-    from tests.conftest import backend_parameters
     slurm = jobsub.AutoExecutor(sys.argv[1] + "/slurm", cluster="slurm")
-    slurm.update_parameters(mem_gb=0.25, **backend_parameters("slurm"))
+    slurm.update_parameters(mem_gb=0.25)
     local = jobsub.AutoExecutor(sys.argv[1] + "/local", cluster="local")
     held = local.submit(tasks.add, slurm.submit(tasks.sleep_then, 3, 1), 1)
     print(held.job_id)
@@ -155,7 +155,7 @@ _HELD_BEHIND_SLURM = textwrap.dedent(
 @pytest.mark.slurm
 def test_of_three_watchers_only_the_one_that_released_says_so(tmp_path: Path) -> None:
     """Made by a process that exits at once, watched by three: one claim, one submission, one "released as"."""
-    require("slurm")
+    slurm_env.require()
     made = subprocess.run([sys.executable, "-c", _HELD_BEHIND_SLURM, str(tmp_path)],
                           capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
     held_id = made.stdout.strip()

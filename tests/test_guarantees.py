@@ -24,11 +24,7 @@ from pathlib import Path
 import pytest
 
 import jobsub
-from jobsub.backends.base import Backend, load_backend_class
-from jobsub.folder import find_submissions
-from jobsub.storage import open_storage
-from tests import tasks
-from tests.conftest import backend_parameters, require
+from tests import docker_env, slurm_env, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,11 +77,11 @@ def test_local_full_disk_is_reported_and_the_server_lives(full_disk: Path, tmp_p
 # -- 2. the same under Docker: no RUNNING forever, the container is removed -----------------------------
 @pytest.mark.docker
 def test_docker_full_disk_is_reported_and_cleaned_up(full_disk: Path) -> None:
-    require("docker")
+    docker_env.require()
     import docker
 
     ex = jobsub.AutoExecutor(full_disk / "runs", cluster="docker")
-    ex.update_parameters(**backend_parameters("docker"))
+    ex.update_parameters(**docker_env.parameters())
     job = ex.submit(tasks.fill_and_return, 7)
     start = time.monotonic()
     with pytest.raises(jobsub.JobError, match="disk"):
@@ -98,46 +94,7 @@ def test_docker_full_disk_is_reported_and_cleaned_up(full_disk: Path) -> None:
         time.sleep(0.2)
 
 
-# -- 5. a client killed while the backend accepts its submission: found again -----------------------------
-DYING_CLIENT = textwrap.dedent(
-    """
-    import os, signal, sys, jobsub
-    from jobsub.backends.base import load_backend_class
-    from tests import tasks
-    backend = load_backend_class(sys.argv[2])
-    submit = backend.submit
-    def submit_then_die(self, *args, **kwargs):
-        submit(self, *args, **kwargs)           # the backend has it ...
-        os.kill(os.getpid(), signal.SIGKILL)    # ... and the client dies before recording the answer
-    backend.submit = submit_then_die
-    ex = jobsub.AutoExecutor(sys.argv[1], cluster=sys.argv[2])
-    ex.update_parameters(**eval(sys.argv[3]))
-    ex.submit(tasks.sleep_then, 1, "found again")
-    """
-)
-
-
-@pytest.mark.parametrize("backend", ["local", "slurm", "docker"])
-def test_submission_of_a_killed_client_is_found_again(backend: str, tmp_path: Path) -> None:
-    require(backend)
-    folder = tmp_path / "runs"
-    out = subprocess.run(
-        [sys.executable, "-c", DYING_CLIENT, str(folder), backend, repr(backend_parameters(backend))],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    (submission,) = find_submissions(open_storage(folder))
-    meta = submission.read_meta()
-    if load_backend_class(backend).planned_id is Backend.planned_id:  # the scheduler names the job
-        assert "intents" in meta and not meta["submissions"]  # the client never recorded its answer
-    else:  # the backend names it (the folder's key): recorded before it was submitted
-        assert meta["submissions"][0]["id"] == submission.key
-    (job,) = jobsub.Job.attach(submission.url)  # ... yet the job is found, watched and read
-    assert job.result(timeout=120) == "found again"
-    listing = subprocess.run(
-        [sys.executable, "-m", "jobsub.cli", "status", str(folder)], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    assert job.job_id in listing and "COMPLETED" in listing
+# -- 5. a client killed while the backend accepts its submission: on every backend (tests/conformance/guarantees.py)
 
 
 # -- 8. files another user could have written are never unpickled ------------------------------------------
@@ -260,17 +217,7 @@ def test_cpus_per_task_pins_the_task(local_executor: jobsub.AutoExecutor) -> Non
     assert local_executor.submit(tasks.cpus).result(timeout=30) == 1
 
 
-# -- secrets by reference: pass_env ------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["local", "slurm", "docker"])
-def test_pass_env_reaches_the_task_and_never_the_folder(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    require(backend)
-    monkeypatch.setenv("JOBSUB_TEST_TOKEN", "s3cr3t-value")
-    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster=backend)
-    ex.update_parameters(pass_env=["JOBSUB_TEST_TOKEN"], **backend_parameters(backend))
-    job = ex.submit(tasks.getenv, "JOBSUB_TEST_TOKEN")
-    assert job.result(timeout=120) == "s3cr3t-value"
-    written = [p for p in job.paths.folder.rglob("*") if p.is_file() and b"s3cr3t-value" in p.read_bytes()]
-    assert [p.name for p in written] == [job.paths.result_pickle.name]  # only the value the task returned
+# -- secrets by reference (pass_env): on every backend (tests/conformance/guarantees.py) -----------------------
 
 
 # -- 17. Slurm: a full disk under the shared state cache is no error ---------------------------------------------
@@ -287,7 +234,7 @@ SLURM_FULL_CACHE = textwrap.dedent(
 
 @pytest.mark.slurm
 def test_slurm_result_with_a_full_runtime_disk(full_disk: Path, tmp_path: Path) -> None:
-    require("slurm")
+    slurm_env.require()
     with contextlib.suppress(OSError), open(full_disk / "filler", "wb") as f:
         f.write(b"x" * 16 * 2**20)
     env = {**os.environ, "JOBSUB_LOCAL_DIR": str(full_disk)}

@@ -14,10 +14,10 @@ import pytest
 
 import jobsub
 from tests import tasks
-from tests.conformance.behaviour import BehaviourSuite
+from tests.conformance.behaviour import BackendSuite
 
 
-class TestLocalBehaviour(BehaviourSuite):
+class TestLocalBehaviour(BackendSuite):
     cluster = "local"
 
 
@@ -292,6 +292,27 @@ def test_each_task_of_a_reused_process_reports_its_own_peak_memory(local_executo
     assert jobs[0].result(timeout=30) == jobs[1].result(timeout=30)
     big, small = (job.usage[0]["max_rss_mb"] for job in jobs)
     assert big > 200 and small < big - 150
+
+
+@pytest.mark.parametrize("hostile", ["rlimit", "sigmask", "handler", "putenv", "nice", "itimer", "affinity"])
+def test_what_a_task_changes_of_its_process_does_not_reach_the_next(
+    local_executor: jobsub.AutoExecutor, hostile: str
+) -> None:
+    """A task that changes its process (and leaves it so) is followed by one that sees a fresh fork's state.
+
+    The three tasks of one array, one at a time, share a reused process where reuse is safe; the
+    last must see what the first saw, whether its process was put back or was a new fork.
+    """
+    local_executor.update_parameters(array_parallelism=1)
+    before, _, after = (job.result(timeout=30) for job in local_executor.map_array(tasks.process_state, ["", hostile, ""]))
+    assert {k: v for k, v in after.items() if k != "pid"} == {k: v for k, v in before.items() if k != "pid"}
+
+
+def test_a_task_that_changes_what_can_be_put_back_keeps_its_process(local_executor: jobsub.AutoExecutor) -> None:
+    """Putting the process back is what keeps reuse: a task that blocks a signal does not cost a fork."""
+    local_executor.update_parameters(array_parallelism=1)
+    jobs = local_executor.map_array(tasks.process_state, ["", "sigmask", "putenv", "itimer", ""])
+    assert len({job.result(timeout=30)["pid"] for job in jobs}) == 1
 
 
 def test_reuse_processes_false_forks_every_task(local_executor: jobsub.AutoExecutor) -> None:

@@ -15,69 +15,71 @@ from typing import Any
 import pytest
 
 import jobsub
+from tests import docker_env
 from tests.conformance.behaviour import BehaviourSuite
-from tests.conftest import require, wait_until
+from tests.conftest import wait_until
 from tests.test_storage_gcs import bucket as gcs_bucket  # noqa: F401 - session fixtures of the store tests
 from tests.test_storage_gcs import fake_gcs  # noqa: F401
 from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401
 from tests.test_storage_s3 import moto  # noqa: F401
 
 
-class TestLocalBackendOnS3(BehaviourSuite):
-    cluster = "local"
+class _OnABucket(BehaviourSuite):
+    """A backend with its folder in a bucket; its task logs are uploaded every half second."""
+
     local_folder = False
 
     @pytest.fixture
-    def executor(self, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
+    def service(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
-        return jobsub.AutoExecutor(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="local")
 
 
-class TestLocalBackendOnGCS(BehaviourSuite):
+class TestLocalBackendOnS3(_OnABucket):
     cluster = "local"
-    local_folder = False
 
     @pytest.fixture
-    def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
-        monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
-        return jobsub.AutoExecutor(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="local")
+    def folder_root(self, s3_bucket: str) -> str:  # noqa: F811
+        return f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs"
 
 
-def _cloud_image() -> str:
-    require("docker")
-    image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
-    if not image:
-        pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")
-    return image
+class TestLocalBackendOnGCS(_OnABucket):
+    cluster = "local"
+
+    @pytest.fixture
+    def folder_root(self, gcs_bucket: str) -> str:  # noqa: F811
+        return f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs"
 
 
-def _docker_on(url: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
+class _DockerOnABucket(_OnABucket):
     """The Docker backend with a bucket folder: its tasks need the SDKs (the cloud test image)."""
-    image = _cloud_image()
-    monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
-    ex = jobsub.AutoExecutor(url, cluster="docker")
-    ex.update_parameters(docker_image=image, docker_network_mode="host", env={"JOBSUB_LOG_FLUSH_S": "0.5"})
-    return ex
 
-
-class _DockerOnABucket(BehaviourSuite):
     cluster = "docker"
-    local_folder = False
 
-    def parameters(self, executor: jobsub.AutoExecutor) -> dict[str, Any]:
-        return {"docker_image": _cloud_image(), "docker_network_mode": "host"}
+    @pytest.fixture
+    def service(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        docker_env.require()
+        if not os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"):
+            pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")
+        monkeypatch.setenv("JOBSUB_LOG_FLUSH_S", "0.5")
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return {
+            "docker_image": os.environ["JOBSUB_CLOUD_TEST_IMAGE"], "docker_network_mode": "host",
+            "env": {"JOBSUB_LOG_FLUSH_S": "0.5"},
+        }
 
 
 class TestDockerBackendOnS3(_DockerOnABucket):
     @pytest.fixture
-    def executor(self, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
-        return _docker_on(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", monkeypatch)
+    def folder_root(self, s3_bucket: str) -> str:  # noqa: F811
+        return f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs"
 
 
 class TestDockerBackendOnGCS(_DockerOnABucket):
     @pytest.fixture
-    def executor(self, gcs_bucket: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:  # noqa: F811
-        return _docker_on(f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs", monkeypatch)
+    def folder_root(self, gcs_bucket: str) -> str:  # noqa: F811
+        return f"gs://{gcs_bucket}/{uuid.uuid4().hex[:8]}/runs"
 
 
 def test_status_of_a_big_bucket_submission_reads_no_result(

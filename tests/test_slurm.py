@@ -36,9 +36,8 @@ from jobsub.backends.slurm import query as q
 from jobsub.backends.slurm.script import sbatch_script
 from jobsub.parameters import CommonParameters, Resolved
 from jobsub.polling import poller_for
-from tests import tasks
-from tests.conformance.behaviour import BehaviourSuite
-from tests.conftest import require, service_problem
+from tests import slurm_env, tasks
+from tests.conformance.behaviour import BackendSuite
 
 pytestmark = pytest.mark.slurm
 
@@ -55,7 +54,7 @@ def hog(megabytes: int) -> int:
 
 @pytest.fixture
 def cluster() -> None:
-    require("slurm")
+    slurm_env.require()
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def _names(calls: list[list[str]]) -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def slow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, jobsub.Job[Any]] | None]:
     """A job over its 1 min limit and a checkpointable one, submitted once, checked at the end."""
-    if service_problem("slurm"):
+    if slurm_env.problem():
         yield None
         return
     executor = jobsub.AutoExecutor(tmp_path_factory.mktemp("slow") / "runs", cluster="slurm")
@@ -113,8 +112,12 @@ def slow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, jo
     executor.backend.cancel([j.job_id for j in jobs.values() if not j.done()])
 
 
-class TestSlurmBehaviour(BehaviourSuite):
+class TestSlurmBehaviour(BackendSuite):
     cluster = "slurm"
+
+    @pytest.fixture
+    def service(self) -> None:
+        slurm_env.require()
     fast_time_limits = False  # whole minutes: the slow jobs above cover the limit and the checkpoint
 
 
@@ -562,7 +565,7 @@ def test_without_accounting_squeue_is_enough(ex: jobsub.AutoExecutor, monkeypatc
 # -- the slow jobs (submitted when the module started) --------------------------------------
 def test_timeout_and_checkpoint(slow_jobs: dict[str, jobsub.Job[Any]] | None) -> None:
     """Over its 1 min limit a job raises JobTimeoutError; a Checkpointable one is requeued and finishes."""
-    require("slurm")
+    slurm_env.require()
     assert slow_jobs is not None
     checkpointed = slow_jobs["checkpoint"]
     assert checkpointed.result(timeout=150) == 2  # second attempt: restarted from its checkpoint

@@ -166,9 +166,9 @@ def test_slurm_memory_errors(value: Any) -> None:
 
 
 def test_slurm_executor_takes_slurm_spellings(tmp_path: Path) -> None:
-    from tests.conftest import require
+    from tests import slurm_env
 
-    require("slurm")
+    slurm_env.require()
     ex = jobsub.AutoExecutor(tmp_path, cluster="slurm")
     ex.update_parameters(slurm_time="01:00:00", slurm_mem="4G", slurm_mem_per_cpu="500M")
     assert ex.parameters["timeout_min"] == 60 and ex.parameters["mem"] == "4G"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from jobsub.submitit_alias import install_alias
-from tests.conftest import require
+from tests import slurm_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,7 +152,7 @@ def test_benchopt_submitit_backend_locally(tmp_path: Path, alias: Path) -> None:
 @pytest.mark.slurm
 def test_benchopt_submitit_backend_on_slurm(tmp_path: Path, alias: Path) -> None:
     pytest.importorskip("benchopt", reason="pip install '.[test]'")
-    require("slurm")
+    slurm_env.require()
     bench = _benchmark(tmp_path)
     _run_benchopt(bench, alias, """
         backend: submitit
@@ -207,7 +207,7 @@ for path in sorted(folder.glob("*.pkl")):
 
 @pytest.mark.slurm
 def test_dora_submission_and_reload_on_slurm(tmp_path: Path, alias: Path) -> None:
-    require("slurm")
+    slurm_env.require()
     folder = tmp_path / "xp" / "submitit"
     folder.mkdir(parents=True)
     scripts = {"submit.py": DORA_SUBMIT, "read.py": DORA_READ}

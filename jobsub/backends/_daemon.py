@@ -20,9 +20,16 @@ from typing import Any
 
 from ..errors import BackendError
 
-__all__ = ["JsonLineServer", "request", "spawn_detached"]
+__all__ = ["JsonLineServer", "daemon_log_handler", "request", "spawn_detached"]
 
 logger = logging.getLogger("jobsub.daemon")
+
+LOG_MAX_BYTES = 4 * 2**20
+"""A daemon's log is rotated at this size, two old ones kept: it runs for days, unattended."""
+LOG_BACKUPS = 2
+REPEAT_WINDOW_S = 60.0
+"""The same message (same text and values) is written at most once in this time; the next one
+written says how many were held back (a store that cannot be reached is looked at 4 times a second)."""
 
 
 def spawn_detached(module: str, args: Sequence[str], log_path: str) -> None:
@@ -216,10 +223,8 @@ def run_daemon(sock_path: str, serve: Callable[[], None]) -> None:
         fcntl.flock(single, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # another daemon already serves this socket
-    logging.basicConfig(
-        filename=sock_path + ".log", level=logging.INFO,
-        format="%(asctime)s %(process)d %(levelname)s %(message)s",
-    )
+    logging.root.addHandler(daemon_log_handler(sock_path + ".log"))
+    logging.root.setLevel(logging.INFO)
     with open(sock_path + ".pid", "w") as f:
         f.write(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -229,3 +234,36 @@ def run_daemon(sock_path: str, serve: Callable[[], None]) -> None:
         for leftover in (sock_path, sock_path + ".pid"):  # the log stays, for post-mortems
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
+
+
+def daemon_log_handler(path: str, max_bytes: int = LOG_MAX_BYTES, repeat_window_s: float = REPEAT_WINDOW_S) -> logging.Handler:
+    """A daemon's log: rotated at ``max_bytes`` (``LOG_BACKUPS`` kept), repeats held back (``_Repeats``)."""
+    from logging.handlers import RotatingFileHandler
+
+    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=LOG_BACKUPS)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    handler.addFilter(_Repeats(repeat_window_s))
+    return handler
+
+
+class _Repeats(logging.Filter):
+    """Let each message (its text and values) through once per window; count what is held back."""
+
+    def __init__(self, window_s: float) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.seen: dict[tuple[str, int, str, str], list[float]] = {}  # key -> [when let through, held back]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg), repr(record.args))
+        now = time.monotonic()
+        entry = self.seen.get(key)
+        if entry is not None and now - entry[0] < self.window_s:
+            entry[1] += 1
+            return False
+        if entry is not None and entry[1]:
+            record.msg = f"{record.msg} (and {entry[1]:.0f} times more in the {now - entry[0]:.0f} s before)"
+        self.seen[key] = [now, 0]
+        if len(self.seen) > 10_000:  # messages that stopped: forgotten once their window passed
+            self.seen = {k: v for k, v in self.seen.items() if now - v[0] < self.window_s}
+        return True

@@ -26,6 +26,7 @@ from ..errors import BackendError
 from ..folder import JobFolder
 from ..runtime import digest, runtime_dir
 from ..states import JobState, Status
+from ..storage import store_environment
 from .base import Backend, Launch
 
 __all__ = [
@@ -89,6 +90,15 @@ class SupervisedBackend(Backend):
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _hand_over(self, folder: JobFolder, env: dict[str, str], **extra: Any) -> dict[str, Any]:
+        """Ask the supervisor to adopt ``folder``: ``env`` is what its tasks take from this process's
+        environment; what the stores' SDKs read from it (credentials, endpoints, profile) comes
+        along, so that the supervisor reaches the folders as this process does, never with the
+        environment it was started in.  Both travel over the socket, never into the folder."""
+        return self._request(
+            {"op": "adopt", "folder": folder.url, "env": env, "store_env": store_environment(), **extra}
+        )
 
     def end_recorded(self, backend_id: str, folder: JobFolder) -> bool:
         """The supervisor writes ``exit/<name>.json`` just after the task's result: is it there?"""

@@ -31,14 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..errors import BackendError
 from ..folder import JobFolder
-from ..worker import (
-    DEPENDENCY_FAILED_EXIT_CODE,
-    IO_ERROR_EXIT_CODE,
-    REQUEUE_EXIT_CODE,
-    warning_delay_s,
-)
+from ..worker import DEPENDENCY_FAILED_EXIT_CODE, REQUEUE_EXIT_CODE, warning_delay_s
 from ._daemon import JsonLineServer
+from ._exits import DEPENDENCY_FAILED, signal_reason, worker_exit
 from ._supervised import claim
 
 __all__ = ["Submission", "Supervisor", "Task", "TaskEnd", "end_state"]
@@ -49,6 +46,12 @@ KILL_GRACE_S = 3.0
 MAX_ATTEMPTS = 100  # safety net; the worker's own countdown (max_num_timeout) limits requeues
 HOLD_CHECK_S = 0.25  # how often tasks held for their dependencies look at them again
 UNRECORDED_KEEP_S = 3600.0  # how long an end that could not be written is kept for clients to ask
+UNREACHABLE_S = float(os.environ.get("JOBSUB_UNREACHABLE_S", "60"))
+"""How long a task waits on a job whose folder cannot be looked at before it ends FAILED saying so
+(at once when the store refuses: no credentials, access denied); transient errors are retried
+inside the storage first."""
+_STORE_ERRORS = (OSError, BackendError)
+"""What a store raises when a folder cannot be reached (after its own retries)."""
 
 
 # -- tasks and how they end -----------------------------------------------------------------------
@@ -98,6 +101,10 @@ class Submission:
     env: dict[str, str] = field(default_factory=dict)
     """What the tasks' environment takes from the client: sent with the request, never written to
     the folder (it may hold credentials, and the folder may be a shared bucket)."""
+    store_env: dict[str, str] | None = None
+    """The SDK environment (credentials, endpoints, profile) of the client that handed the
+    submission over: its folder and its upstreams' are reached with it, never with the
+    environment this daemon was started in (``jobsub.storage.store_environment``)."""
     scratch: dict[str, Any] = field(default_factory=dict)  # what the backend keeps per submission
 
     @property
@@ -140,20 +147,12 @@ def end_state(
         return "LOST", end.vanished
     if all(c == 0 for c in codes):
         return "COMPLETED", ""
-    if DEPENDENCY_FAILED_EXIT_CODE in codes:
-        return "CANCELLED", "a dependency failed (its result file says which)"
+    if DEPENDENCY_FAILED_EXIT_CODE in codes:  # any rank's: the task did not run
+        return DEPENDENCY_FAILED.state.value, DEPENDENCY_FAILED.reason
     rank = next(r for r, c in enumerate(codes) if c != 0)
     code, sig = codes[rank], end.signals[rank]
-    if sig:
-        reason = f"killed by {signal.Signals(sig).name}"
-        if sig == signal.SIGKILL:
-            reason += " (the kernel's out-of-memory killer sends SIGKILL)"
-    elif code == REQUEUE_EXIT_CODE:
-        reason = f"exit code {code}, the requeue code, without a checkpoint: not run again"
-    elif code == IO_ERROR_EXIT_CODE:
-        reason = f"exit code {code}: the task could not write to its job folder (is the disk full?)"
-    else:
-        reason = f"exit code {code}"
+    known = worker_exit(code, explained=bool(end.error))
+    reason = signal_reason(sig) if sig else known.reason if known is not None else f"exit code {code}"
     return "FAILED", f"{reason}: {end.error}" if end.error else reason
 
 
@@ -200,9 +199,10 @@ class Supervisor(JsonLineServer):
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "adopt":
+            store_env = req.get("store_env")
             return self.adopt(
-                JobFolder.from_url(req["folder"]), first=bool(req.get("first")), env=req.get("env") or {},
-                fresh=req.get("fresh"),
+                JobFolder.from_url(req["folder"], env=store_env), first=bool(req.get("first")),
+                env=req.get("env") or {}, fresh=req.get("fresh"), store_env=store_env,
             )
         if op == "states":
             return {"ok": True, "states": self.states(req["tasks"])}
@@ -212,12 +212,13 @@ class Supervisor(JsonLineServer):
 
     def adopt(
         self, folder: JobFolder, first: bool = False, env: dict[str, str] | None = None,
-        fresh: dict[str, Any] | None = None,
+        fresh: dict[str, Any] | None = None, store_env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Take over a submission: its spec, and every task not recorded as ended.
 
         ``env``: what the tasks' environment takes from the client that asks
         (after a supervisor died, the client that finds the submission).
+        ``store_env``: that client's SDK environment, which ``folder`` was opened with.
         ``fresh``: a submission being made now, ``{"spec": ..., "waits_for": ...}``
         as the client wrote them: nothing to read back from the folder.
         """
@@ -231,7 +232,7 @@ class Supervisor(JsonLineServer):
         except Exception:
             lock.close()  # or the submission would look supervised while nobody supervises it
             raise
-        sub.env = dict(env or {})
+        sub.env, sub.store_env = dict(env or {}), store_env
         self.subs[sub.url] = sub
         if first and sub.pending and not sub.pending[0].waits_for:
             # the first task starts before the reply: a task the runtime refuses (a bad mount,
@@ -281,9 +282,10 @@ class Supervisor(JsonLineServer):
                 answer[url] = None
                 continue
             running = {t.name for t in sub.running.values() if t.phase in ("running", "ending")}
+            held = {t.name: t.scratch["unreachable"] for t in sub.pending if "unreachable" in t.scratch}
             answer[url] = {
                 name: list(sub.unrecorded[name]) if name in sub.unrecorded
-                else ["RUNNING", ""] if name in running else ["PENDING", ""]
+                else ["RUNNING", ""] if name in running else ["PENDING", held.get(name, "")]
                 for name in names
             }
         return answer
@@ -299,8 +301,12 @@ class Supervisor(JsonLineServer):
             held: list[Task] = []
             while sub.pending and self.slots_used(sub) < self.limit(sub):
                 task = sub.pending.popleft()
-                if task.waits_for and not (check_holds and self.dependencies_ended(task, probe)):
-                    held.append(task)
+                try:
+                    if task.waits_for and not (check_holds and self.dependencies_ended(task, probe)):
+                        held.append(task)
+                        continue
+                except _Unreachable as exc:  # said to the task's jobs, not only to this daemon's log
+                    self.finish(task, "FAILED", str(exc), [])
                     continue
                 self.launch(sub, task)
             sub.pending.extendleft(reversed(held))
@@ -324,19 +330,35 @@ class Supervisor(JsonLineServer):
         return sum(1 for t in sub.running.values() if t.phase != "ending")
 
     def dependencies_ended(self, task: Task, probe: _Upstreams | None = None) -> bool:
-        """Whether every job the task takes as an argument has ended (result or exit record)."""
+        """Whether every job the task takes as an argument has ended (result or exit record).
+
+        A folder that cannot be looked at is looked at again later, for
+        ``UNREACHABLE_S`` at most (not at all when the store refuses): then
+        ``_Unreachable`` says why, and the task ends FAILED with it.
+        """
         probe = probe or _Upstreams()
-        still = []
+        still, reached = [], True
         for ref in task.waits_for:
             url, index, ranks = ref
             try:
-                done = probe.ended(url, index, ranks)
-            except Exception as exc:  # a store that cannot be reached now: look again later
-                logger.warning("cannot look at the dependency %s of %s: %s", url, task.sub.url, exc)
-                done = False
+                done = probe.ended(url, index, ranks, task.sub.store_env)
+            except _STORE_ERRORS as exc:
+                since = task.scratch.setdefault("unreachable_since", time.monotonic())
+                why = (
+                    f"the {self.kind} supervisor cannot look at the job it waits for, {url}, with the "
+                    f"environment of the process that submitted it: {exc}"
+                )
+                if isinstance(exc, PermissionError) or time.monotonic() - since >= UNREACHABLE_S:
+                    raise _Unreachable(why) from exc
+                task.scratch["unreachable"] = f"{why} (looking again for up to {UNREACHABLE_S:g} s)"
+                logger.warning("task %s of %s: %s; looking again", task.name, task.sub.url, why)
+                done = reached = False
             if not done:
                 still.append(ref)
         task.waits_for = still
+        if reached:
+            task.scratch.pop("unreachable_since", None)
+            task.scratch.pop("unreachable", None)
         return not still
 
     def begin(self, sub: Submission, task: Task) -> bool:
@@ -352,8 +374,13 @@ class Supervisor(JsonLineServer):
 
     def launch(self, sub: Submission, task: Task, reply_errors: bool = False) -> str:
         """Start ``task``; "" or (``reply_errors``) the runtime's refusal."""
-        if not self.begin(sub, task):
-            return ""  # cancelled before it started
+        try:
+            if not self.begin(sub, task):
+                return ""  # cancelled before it started
+        except _STORE_ERRORS as exc:  # its own folder cannot be reached: its jobs hear it (kept in memory)
+            why = f"the {self.kind} supervisor cannot reach its job folder {sub.url}: {exc}"
+            self.finish(task, "FAILED", why, [])
+            return why if reply_errors else ""
         try:
             self.start_task(task, wait=reply_errors)
         except Exception as exc:
@@ -404,18 +431,18 @@ class Supervisor(JsonLineServer):
         """Write to the task's folder; a full disk or a deleted folder must not stop the supervisor."""
         try:
             write()
-        except OSError as exc:
+        except _STORE_ERRORS as exc:
             logger.warning("cannot record task %s of %s: %s", task.name, task.sub.url, exc)
             if end is not None:  # clients still learn how it ended, and why it is not recorded
                 state, reason = end
-                note = f"its job folder cannot be written ({exc.strerror or exc})"
+                note = f"its job folder cannot be written ({getattr(exc, 'strerror', None) or exc})"
                 task.sub.unrecorded[task.name] = (state, f"{reason}; {note}" if reason else note)
 
     @staticmethod
     def safely(fn: Any, default: Any) -> Any:
         try:
             return fn()
-        except OSError as exc:
+        except _STORE_ERRORS as exc:
             logger.warning("%s", exc)
             return default
 
@@ -535,6 +562,10 @@ class Supervisor(JsonLineServer):
                 logger.exception("%s failed", action.__name__)
 
 
+class _Unreachable(Exception):
+    """A task's upstream folder cannot be looked at, for good: the message says which and why."""
+
+
 class _Upstreams:
     """What one round of hold checks knows of the upstream folders: a listing of each one's results
     and exit records, taken once per folder (a thousand tasks waiting on one job cost one look)."""
@@ -542,9 +573,10 @@ class _Upstreams:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[set[str], set[str]] | None] = {}
 
-    def ended(self, url: str, index: int, ranks: list[int]) -> bool:
+    def ended(self, url: str, index: int, ranks: list[int], env: dict[str, str] | None = None) -> bool:
+        """``env``: the SDK environment of the submission that waits (``Submission.store_env``)."""
         if url not in self._seen:
-            folder = JobFolder.from_url(url)
+            folder = JobFolder.from_url(url, env=env)
             if folder.exists():
                 results = {key.rpartition("/")[2] for key in folder.storage.list(f"{folder.key}/result")}
                 self._seen[url] = (results, folder.ended())

@@ -19,10 +19,13 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, InvalidParameterError
 from ..folder import JobFolder
-from ..parameters import NoParameters, Resolved
+from ..parameters import CommonParameters, NoParameters, Resolved
 from ..states import Status
 
-__all__ = ["Backend", "Capabilities", "Launch", "get_backend", "known_backends", "load_backend_class"]
+__all__ = [
+    "Backend", "Capabilities", "Launch", "check_env", "check_folder", "get_backend", "known_backends",
+    "load_backend_class", "register_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,13 @@ class Capabilities:
         survives_client: jobs outlive the submitting process and are re-attached.
         isolated: a task runs in a process of its own: its crash or ``os._exit`` ends only it.
         reraise_original: ``result()`` raises the function's own exception (debug).
-        local_folders: job folders on a local or shared path.
+        local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
+        env_shown: a task's environment is shown to whoever can read the scheduler's jobs
+            (DescribeJobs, a console, a pod spec): ``pass_env`` and credentials in ``env`` are refused.
+
+    ``check_folder`` and ``check_env`` hold the executor to what these say
+    before anything is written.
     """
 
     time_limit: bool = True
@@ -107,6 +115,39 @@ class Capabilities:
     reraise_original: bool = False
     local_folders: bool = True
     object_store_folders: bool = False
+    env_shown: bool = False
+
+
+def check_folder(backend: Backend, root: str, *, local: bool) -> None:
+    """Refuse an executor folder the backend's tasks cannot use (``Capabilities``)."""
+    caps, name = backend.capabilities, backend.name
+    if local and not caps.local_folders:
+        raise InvalidParameterError(
+            f"{name} tasks cannot see {root} on this machine's disk: give the executor an object-store "
+            "folder (s3://bucket/prefix/%j, gs://bucket/prefix/%j)"
+        )
+    if not local and not caps.object_store_folders:
+        raise InvalidParameterError(f"the {name} backend needs job folders on a path its tasks can reach, not {root}")
+
+
+def check_env(backend: Backend, common: CommonParameters) -> None:
+    """Refuse secrets bound for a task environment the backend shows to others (``env_shown``)."""
+    if not backend.capabilities.env_shown:
+        return
+    from ..cloud.container import credentials_in  # with the backends that need it
+
+    name = backend.name
+    if common.pass_env:
+        raise InvalidParameterError(
+            f"pass_env={common.pass_env}: the {name} backend shows a task's environment to whoever can read "
+            f"its jobs; give the task secrets through its own secret store ({name}_secrets={{'NAME': ...}})"
+        )
+    found = credentials_in(common.env)
+    if found:
+        raise InvalidParameterError(
+            f"env has {', '.join(found)}: credentials must not travel in a job's environment (the {name} backend "
+            "shows it to whoever can read its jobs): give the job a role or service account of its own instead"
+        )
 
 # name -> "module:Class"; a module is imported the first time its backend is used
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -235,6 +276,13 @@ class Backend:
 
 def known_backends() -> list[str]:
     return list(_REGISTRY)
+
+
+def register_backend(name: str, target: str, install_hint: str = "") -> None:
+    """Make ``name`` the backend whose class is ``target`` (``"package.module:Class"``), imported
+    on first use.  A backend outside jobsub (a plugin, a test's toy) registers itself so; the
+    executors and ``Job.attach`` of this process then find it."""
+    _REGISTRY[name] = (target, install_hint)
 
 
 def load_backend_class(name: str) -> type[Backend]:

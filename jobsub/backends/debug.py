@@ -18,6 +18,7 @@ from .. import worker
 from ..folder import JobFolder
 from ..parameters import Resolved
 from ..states import JobState, Status
+from ._exits import DEPENDENCY_FAILED
 from .base import Backend, Capabilities, Launch
 
 __all__ = ["DebugBackend"]
@@ -96,7 +97,7 @@ class DebugBackend(Backend):
                 worker.export_environment(folder, self.name, {}, 0)
                 codes.append(worker.run_task(folder, index, rank))
         if worker.DEPENDENCY_FAILED_EXIT_CODE in codes:
-            self._states[backend_id] = Status(JobState.CANCELLED, "a dependency failed")
+            self._states[backend_id] = DEPENDENCY_FAILED
         else:
             self._states[backend_id] = Status(JobState.FAILED if any(codes) else JobState.COMPLETED)
 

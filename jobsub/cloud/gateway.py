@@ -34,9 +34,28 @@ from typing import Any, ClassVar, TypeVar
 from .. import retry as _retry
 from ..errors import JobsubError
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "error_boundary"]
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def error_boundary(map_error: Callable[[Exception], Exception | None]) -> Iterator[None]:
+    """An SDK's exceptions raised inside become what ``map_error`` makes of them (``from`` the
+    original); jobsub's own errors, and what ``map_error`` leaves (None), pass as they are.
+
+    The one shape of every SDK boundary (httpx's ``map_httpcore_exceptions``): a gateway's
+    ``errors``, and the Docker engine's ``map_docker_errors``.
+    """
+    try:
+        yield
+    except JobsubError:
+        raise
+    except Exception as exc:
+        mapped = map_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 class Gateway:
@@ -47,7 +66,7 @@ class Gateway:
     default_rate: ClassVar[float] = 10.0
     attempts: ClassVar[int] = 6
     first_delay_s: float = 1.0
-    """Backoff before the first retry of a call (doubled each time); tests shorten it."""
+    """Backoff before the first retry of a call (doubled each time); tests of retries lower it."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -89,15 +108,8 @@ class Gateway:
         everything else the provider raises (5xx, throttling that outlived the retries,
         no route, missing credentials) is a ``BackendError``: ``map_error`` decides.
         """
-        try:
+        with error_boundary(lambda exc: self.map_error(exc, action, submitting=submitting)):
             yield
-        except JobsubError:
-            raise
-        except Exception as exc:
-            mapped = self.map_error(exc, action, submitting=submitting)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     def run(
         self,
@@ -117,8 +129,7 @@ class Gateway:
         with self.errors(what or operation, submitting=submitting):
             return _retry.retry(
                 once, what=what or operation, classify=self.transient, attempts=self.attempts,
-                limiter=self.limiter(operation), before_retry=before_retry,
-                first_delay_s=self.first_delay_s,
+                first_delay_s=self.first_delay_s, limiter=self.limiter(operation), before_retry=before_retry,
             )
 
     def call(

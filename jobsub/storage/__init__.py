@@ -15,11 +15,12 @@ import os
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from ._protocol import Storage
 
-__all__ = ["LocalStorage", "MemoryStorage", "Storage", "open_storage"]
+__all__ = ["LocalStorage", "MemoryStorage", "Storage", "open_storage", "store_environment"]
 
 
 def __getattr__(name: str) -> object:
@@ -213,15 +214,47 @@ def _check_owner(fd: int, name: str) -> None:
         )
 
 
-# scheme -> (dotted class path, install hint); imported only when such a URL is used
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "s3": ("jobsub.storage.s3:S3Storage", "pip install 'jobsub[aws]'"),
-    "gs": ("jobsub.storage.gcs:GCSStorage", "pip install 'jobsub[gcp]'"),
+# scheme -> (dotted class path, install hint, what its SDK reads from the environment: names or
+# prefixes ending in "_"); imported only when such a URL is used
+_REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "s3": ("jobsub.storage.s3:S3Storage", "pip install 'jobsub[aws]'", ("AWS_", "BOTO_")),
+    "gs": (
+        "jobsub.storage.gcs:GCSStorage", "pip install 'jobsub[gcp]'",
+        ("GOOGLE_", "GCE_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST"),
+    ),
 }
+# what any SDK's HTTP stack reads: where the home directory (its config files) and proxies are,
+# which CAs to trust
+_NETWORK_VARIABLES = frozenset({
+    "HOME", "PATH", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
 
 
-def open_storage(url: str | os.PathLike[str]) -> Storage:
-    """The storage for ``url``: a path, or ``scheme://bucket/prefix`` of a registered store."""
+def store_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the object stores' SDKs read from ``environ`` (default: this process's environment).
+
+    Credentials, endpoints, profiles, regions, emulators, proxies: a daemon
+    that looks at a submission's folders (the local server, the Docker
+    dispatcher) receives this with the submission, over its private socket,
+    and reaches the folders with it rather than with the environment it was
+    started in (``open_storage(url, env=...)``).  Never written to a folder.
+    """
+    environ = os.environ if environ is None else environ
+    names = tuple(name for _, _, names in _REGISTRY.values() for name in names)
+    return {
+        name: value for name, value in environ.items()
+        if name in _NETWORK_VARIABLES or name in names or name.startswith(tuple(n for n in names if n.endswith("_")))
+    }
+
+
+def open_storage(url: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Storage:
+    """The storage for ``url``: a path, or ``scheme://bucket/prefix`` of a registered store.
+
+    ``env``: an object store's SDK client is made from this environment
+    (``store_environment()`` of the process a submission came from) instead
+    of this process's; a path ignores it.
+    """
     text = os.fspath(url)
     if not text.startswith("/") and ":/" in text and "://" not in text:
         text = text.replace(":/", "://", 1)  # a URL that went through pathlib.Path ("s3:/bucket/x")
@@ -232,7 +265,7 @@ def open_storage(url: str | os.PathLike[str]) -> Storage:
         raise ValueError(
             f"unknown storage scheme {scheme!r} in {text!r}; known: file, {', '.join(_REGISTRY)}"
         )
-    target, hint = _REGISTRY[scheme]
+    target, hint, _ = _REGISTRY[scheme]
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -240,5 +273,5 @@ def open_storage(url: str | os.PathLike[str]) -> Storage:
         raise ImportError(
             f"{scheme}:// job folders need an extra ({hint}) and a backend that supports them: {exc}"
         ) from exc
-    storage: Storage = getattr(module, cls_name)(text)
+    storage: Storage = getattr(module, cls_name)(text, **({} if env is None else {"env": dict(env)}))
     return storage

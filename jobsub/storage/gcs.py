@@ -57,6 +57,13 @@ class _Missing(FileNotFoundError):
     """A 404 met inside a call: an object, or the bucket (``_call`` tells which)."""
 
 
+def _gateway_with_client() -> GoogleGateway:
+    """A gateway whose storage client is made now: in the environment ``shared_client`` sets up."""
+    gateway = GoogleGateway()
+    gateway.client("storage")
+    return gateway
+
+
 class GCSStorage:
     """Job folders under ``gs://bucket/prefix``; keys are relative to the prefix.
 
@@ -67,13 +74,17 @@ class GCSStorage:
     Args:
         url: ``gs://bucket`` or ``gs://bucket/prefix``.
         client: a ``google.cloud.storage.Client`` to use instead of the process's shared one.
+        env: the environment the library's chain is read from instead of this
+            process's (a daemon reaching a submission's folder with the
+            credentials of the process that submitted it).
     """
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "gs")
         self.url = f"gs://{self.bucket}/{prefix}" if prefix else f"gs://{self.bucket}"
         self._names = ObjectNames(prefix)
         self._gateway = GoogleGateway(storage_client=client) if client is not None else None
+        self._env = env
         self._bucket_seen = float("-inf")  # when a call last showed that the bucket exists
 
     @property
@@ -81,7 +92,7 @@ class GCSStorage:
         """The Google gateway this storage calls through (the process's, unless given a client)."""
         if self._gateway is not None:
             return self._gateway
-        found: GoogleGateway = shared_client("gcs", GoogleGateway, _ENDPOINT_VARIABLES)
+        found: GoogleGateway = shared_client("gcs", _gateway_with_client, _ENDPOINT_VARIABLES, self._env)
         return found
 
     @property

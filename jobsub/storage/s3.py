@@ -1,9 +1,10 @@
 """Job folders in Amazon S3 (or a store that speaks its API): ``s3://bucket/prefix``.
 
-Every request goes through ``jobsub.retry.retry`` and a process-wide limiter
-per operation; botocore's own retries are off, so that one policy (with its
-backoff, its log lines and its shared slow-down) decides.  SDK errors are
-translated here, at the boundary, and nowhere else::
+Every request goes through the AWS gateway (``jobsub.cloud.aws.S3Gateway``,
+shared with the AWS Batch backend): ``jobsub.retry`` and a process-wide
+limiter per operation, botocore's own retries off, so that one policy (with
+its backoff, its log lines and its shared slow-down) decides.  SDK errors are
+translated there, at the boundary, and nowhere else::
 
     NoSuchKey                                   -> FileNotFoundError (only a missing key)
     PreconditionFailed on a create-only write   -> FileExistsError
@@ -25,60 +26,18 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import boto3
-import botocore.config
+import boto3  # noqa: F401 - the extra's marker: without it, open_storage names ``jobsub[aws]``
 import botocore.exceptions
 
+from ..cloud.aws import S3Gateway, error_code
 from ..errors import BackendError
-from ..retry import botocore_transient, limiter, retry
-from ._objects import PAGE_SIZE, ObjectNames, settle_conflict, shared_client, split_url
+from ._objects import PAGE_SIZE, ObjectNames, settle_conflict, split_url
 
 __all__ = ["S3Storage"]
 
 logger = logging.getLogger("jobsub.storage.s3")
 
 T = TypeVar("T")
-
-# S3's documented request rates per prefix: 3,500 writes and 5,500 reads a second
-_READS = frozenset({"GetObject", "ListObjectsV2"})
-
-_DENIED = frozenset({
-    "AccessDenied", "AllAccessDisabled", "AccountProblem", "ExpiredToken", "InvalidAccessKeyId", "InvalidToken",
-    "SignatureDoesNotMatch", "TokenRefreshRequired", "UnauthorizedAccess",
-})
-_NO_CREDENTIALS = (
-    botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.CredentialRetrievalError, botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOError,
-)
-# what tells boto3 where S3 is
-_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE")
-
-
-def _make_client() -> Any:
-    # one attempt per call: jobsub.retry retries, botocore must not retry underneath it
-    config = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
-    return boto3.session.Session().client("s3", config=config)
-
-
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _transient(exc: BaseException) -> float | None:
-    """botocore's transient failures, and two more of S3's own.
-
-    409 ConditionalRequestConflict: a conditional write met a concurrent
-    write of the same key; S3 asks to retry (the retry then wins or gets 412).
-    A body cut short on the way is worth another GET too.
-    """
-    hint = botocore_transient(exc)
-    if hint is not None:
-        return hint
-    if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) == "ConditionalRequestConflict":
-        return 0.0
-    if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError)):
-        return 0.0
-    return None
 
 
 class S3Storage:
@@ -93,25 +52,36 @@ class S3Storage:
         url: ``s3://bucket`` or ``s3://bucket/prefix``.
         client: a boto3 S3 client to use instead of the process's shared one
             (one with its own credentials, endpoint or event hooks).
+        env: the environment boto3's chain is read from instead of this
+            process's (a daemon reaching a submission's folder with the
+            credentials of the process that submitted it).
     """
 
     multipart_threshold: int = 64 * 2**20
     """Bytes above which a write is a multipart upload (one PUT may carry 5 GiB, but a retry resends it all)."""
     part_size: int = 16 * 2**20
     """Bytes per part of a multipart upload (S3 wants at least 5 MiB but for the last, and 10,000 parts at most)."""
-    first_retry_delay_s: float = 1.0
-    """Backoff before the first retry of a call (doubled each time)."""
 
-    def __init__(self, url: str, *, client: Any = None) -> None:
+    def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "s3")
         self.url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
         self._names = ObjectNames(prefix)
-        self._client = client
+        self.gateway = S3Gateway(self.bucket, client, env)
+        """Every S3 call of this storage: paced, retried, its errors mapped (jobsub.cloud.aws)."""
 
     @property
     def client(self) -> Any:
         """The boto3 client this storage calls."""
-        return self._client if self._client is not None else shared_client("s3", _make_client, _ENDPOINT_VARIABLES)
+        return self.gateway.client()
+
+    @property
+    def first_retry_delay_s(self) -> float:
+        """Backoff before the first retry of a call (doubled each time)."""
+        return self.gateway.first_delay_s
+
+    @first_retry_delay_s.setter
+    def first_retry_delay_s(self, value: float) -> None:
+        self.gateway.first_delay_s = value
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
@@ -126,37 +96,7 @@ class S3Storage:
     def _call(self, operation: str, call: Callable[[], T], key: str) -> T:
         """``call()``, retried and paced; it fails as FileNotFoundError, PermissionError or BackendError."""
         where = f"{self.url}/{key}" if key else self.url
-        rate = 5500 if operation in _READS else 3500
-        try:
-            return retry(
-                call,
-                what=f"S3 {operation} {where}",
-                classify=_transient,
-                limiter=limiter("s3", operation, rate),
-                first_delay_s=self.first_retry_delay_s,
-            )
-        except botocore.exceptions.ClientError as exc:
-            raise self._mapped(exc, operation, where) from exc
-        except _NO_CREDENTIALS as exc:
-            raise PermissionError(
-                f"S3 {operation} {where}: no usable AWS credentials in boto3's chain "
-                f"(environment, profile, SSO, instance role): {exc}"
-            ) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise BackendError(f"S3 {operation} {where} failed: {exc}") from exc
-
-    def _mapped(self, exc: botocore.exceptions.ClientError, operation: str, where: str) -> Exception:
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = _code(exc)
-        reason = f"{code or status}: {error.get('Message') or 'no message'}"
-        if code == "NoSuchKey":
-            return FileNotFoundError(where)
-        if code == "NoSuchBucket":
-            return BackendError(f"S3 bucket {self.bucket!r} does not exist ({operation} {where}: {reason})")
-        if code in _DENIED or status in (401, 403):
-            return PermissionError(f"S3 refused {operation} on {where} (bucket {self.bucket!r}): {reason}")
-        return BackendError(f"S3 {operation} {where} failed (HTTP {status}): {reason}")
+        return self.gateway.run(operation, call, what=f"S3 {operation} {where}")
 
     # -- reading --------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
@@ -222,7 +162,7 @@ class S3Storage:
             try:
                 self.client.put_object(Bucket=self.bucket, Key=name, Body=data, **conditions)
             except botocore.exceptions.ClientError as exc:
-                if not (create_only and _code(exc) == "PreconditionFailed"):
+                if not (create_only and error_code(exc) == "PreconditionFailed"):
                     raise
                 settle_conflict(lambda: self.read_bytes(key), data, f"{self.url}/{key}", retried=attempts > 1)
 
@@ -257,7 +197,7 @@ class S3Storage:
                         **upload, MultipartUpload={"Parts": parts}, **({"IfNoneMatch": "*"} if create_only else {})
                     )
                 except botocore.exceptions.ClientError as exc:
-                    code = _code(exc)
+                    code = error_code(exc)
                     lost_answer = attempts > 1 and code == "NoSuchUpload"  # an earlier attempt completed it
                     if lost_answer and not create_only:
                         return

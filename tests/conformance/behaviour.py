@@ -1,9 +1,14 @@
-"""What every backend must do, written once: a backend opts in by subclassing ``BehaviourSuite``.
+"""What every backend must do, written once: a backend opts in with ONE class, ``BackendSuite``.
 
 ::
 
-    class TestLocalBehaviour(BehaviourSuite):
+    class TestLocalBehaviour(BackendSuite):      # behaviour + DAG + guarantees + cache
         cluster = "local"
+
+Its fixtures (``service``, ``backend_parameters``, ``folder_root``: see
+tests/conformance/fixtures.py) say how the backend runs on this machine.
+The same backend on another kind of folder (a bucket) runs ``BehaviourSuite``
+alone.
 
 The suite reads what the backend can do from its declared ``Capabilities``
 (``jobsub.backends.base``): a test marked ``@needs("time_limit")`` is
@@ -27,21 +32,16 @@ import pytest
 
 import jobsub
 from jobsub import JobState
-from jobsub.backends.base import Capabilities, load_backend_class
 from tests import tasks
+from tests.conformance.cache import CacheSuite
 from tests.conformance.dag import DagBehaviour
-from tests.conftest import backend_parameters, require
+from tests.conformance.fixtures import BackendFixtures, needs
+from tests.conformance.guarantees import GuaranteesSuite
 
 
-def needs(*capabilities: str) -> pytest.MarkDecorator:
-    """Run the test only for backends that declare all these ``Capabilities`` (others deselect it)."""
-    return pytest.mark.needs(*capabilities)
-
-
-class BehaviourSuite(DagBehaviour):
+class BehaviourSuite(DagBehaviour, BackendFixtures):
     """The behaviour tests (and the DAG layer's, ``DagBehaviour``); subclasses set ``cluster``."""
 
-    cluster: ClassVar[str] = ""
     local_folder: ClassVar[bool] = True
     """The executor's folder is a path here (tests that look at files directly need it)."""
     live_logs: ClassVar[bool] = True
@@ -50,21 +50,6 @@ class BehaviourSuite(DagBehaviour):
     fast_time_limits: ClassVar[bool] = True
     """The backend enforces a limit of a few seconds (Slurm counts whole minutes: its own tests
     run its one-minute jobs while the others run)."""
-
-    def parameters(self, executor: jobsub.AutoExecutor) -> dict[str, Any]:
-        """What another process passes to make an executor like the fixture's (the reattach test)."""
-        return backend_parameters(self.cluster)
-
-    @property
-    def caps(self) -> Capabilities:
-        return load_backend_class(self.cluster).capabilities
-
-    @pytest.fixture
-    def executor(self, tmp_path: Path) -> jobsub.AutoExecutor:
-        require(self.cluster)
-        ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster=self.cluster)
-        ex.update_parameters(**backend_parameters(self.cluster))
-        return ex
 
     # -- submitting and results -------------------------------------------------------------
     def test_submit_and_result(self, executor: jobsub.AutoExecutor) -> None:
@@ -350,7 +335,7 @@ class BehaviourSuite(DagBehaviour):
         assert again.job_id == job.job_id
 
     @needs("survives_client")
-    def test_reattach_from_new_process(self, executor: jobsub.AutoExecutor) -> None:
+    def test_reattach_from_new_process(self, executor: jobsub.AutoExecutor, backend_parameters: dict[str, Any]) -> None:
         root = Path(__file__).resolve().parent.parent.parent
         script = textwrap.dedent(
             """
@@ -362,7 +347,7 @@ class BehaviourSuite(DagBehaviour):
             print(job.job_id)
             """
         )
-        params = repr(self.parameters(executor))
+        params = repr(backend_parameters)
         out = subprocess.run(
             [sys.executable, "-c", script, str(executor.folder), self.cluster, params],
             capture_output=True, text=True, check=True, cwd=root,
@@ -371,3 +356,7 @@ class BehaviourSuite(DagBehaviour):
         # the submitting process has exited; the job must still run and be found again
         job: jobsub.Job[Any] = jobsub.Job(folder=executor.folder, job_id=job_id)
         assert job.result(timeout=180) == "survived"
+
+
+class BackendSuite(BehaviourSuite, GuaranteesSuite, CacheSuite):
+    """Every shared suite: what a backend's one test class inherits."""

@@ -1,8 +1,8 @@
 """The AWS Batch backend: ``backend`` (the four primitives), ``render`` (requests), ``status``
-(states and failure reasons), ``api`` (boto3 and error mapping), ``cloudwatch`` (logs)."""
+(states and failure reasons), ``scheduler`` (its answers to the array tracker),
+``cloudwatch`` (logs); boto3 is reached through jobsub.cloud.aws."""
 
-from .api import map_boto_errors
 from .backend import AWSBatchBackend
 from .params import AWSBatchParameters
 
-__all__ = ["AWSBatchBackend", "AWSBatchParameters", "map_boto_errors"]
+__all__ = ["AWSBatchBackend", "AWSBatchParameters"]

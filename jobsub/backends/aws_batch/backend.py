@@ -23,23 +23,25 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...cloud.arrays import ArrayTracker, PendingTooLong
+from ...cloud.attached import attached_states, is_attached
+from ...cloud.aws import AWSGateway
+from ...cloud.container import container_command
+from ...cloud.logs import LOG_WAIT_S, provider_or_folder_logs
 from ...errors import InvalidParameterError
 from ...folder import JobFolder
-from ...packaging import CodePackage, build_code_package
 from ...parameters import CommonParameters, Resolved
 from ...states import Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
-from .api import Api
 from .cloudwatch import log_location, read_stream
-from .here import is_here, run_here, states_here
+from .here import run_here
 from .params import AWSBatchParameters
-from .tracker import LIST_PAGE, Tracker
+from .scheduler import BatchScheduler
 
 __all__ = ["AWSBatchBackend"]
 
@@ -68,24 +70,27 @@ class AWSBatchBackend(Backend):
     poll_interval_s = 5.0
     result_check_s = 0.2  # one S3 listing per check of the job being waited on: cheap, not free
     capabilities = Capabilities(
-        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True,
+        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
     )
     max_native_dependencies = 20  # SubmitJob's limit on dependsOn
     auto_array_default = True  # separate submits within a second: one SubmitJob
     result_parameters = ("image", "job_definition", "python")  # in a cached call's key
 
-    log_wait_s = 15.0
+    log_wait_s = LOG_WAIT_S
     """How long ``logs`` waits for a finished task's job to end (see ``logs``)."""
 
     def __init__(self, root: str, region: str | None = None) -> None:
         super().__init__(root)
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-        self.api = Api(self.region)
+        self.api = AWSGateway(self.region)
         self._lock = threading.RLock()
         self._storage: Storage | None = None
         self._definitions: dict[str, str] = {}  # definition name -> ARN
-        self._code: set[str] = set()  # code package URLs known to be uploaded
-        self.tracker = Tracker(self.api, lambda: self.storage, root)
+        self.jobs = BatchScheduler(self.api)
+        stuck = PendingTooLong(
+            lambda: self.storage, self.jobs.label, "runnable_timeout_min", "aws_batch_runnable_timeout_min", "RUNNABLE",
+        )
+        self.tracker = ArrayTracker(self.jobs, lambda: self.storage, pending=stuck)
 
     def config(self) -> dict[str, Any]:
         return {"root": self.root, **({"region": self.region} if self.region else {})}
@@ -107,23 +112,12 @@ class AWSBatchBackend(Backend):
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
         common, spec = params.common, params.specific
-        _validate(common, spec, folder)
-        launch = render.task_launch(launch, array=array)
-        package = build_code_package(
-            spec.code_root or os.getcwd(), spec.code_includes, spec.code_excludes, max_mb=spec.code_max_mb,
-        ) if spec.package_code else None
-        code = (_code_url(folder.storage, package), f"/tmp/jobsub-code/{package.name}") if package else None
+        _validate(common, spec)
+        launch = render.task_launch(launch, array=array)  # its code package is in the bucket already
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
-            if package is not None:
-                self._upload(folder.storage, package)
-            argv = render.command(launch, spec, packaged=code is not None, placeholders=False)
-            code_url, code_dir = code or ("", "")
-            argv = [a.replace("{code}", code_url).replace("{code_dir}", code_dir) for a in argv]
-            return run_here(launch, argv, n_tasks, spec.image, common, folder)
-        request = render.submit_request(launch, n_tasks, common, spec, spec.job_definition or "", code)
-        render.check_overrides_size(request)  # before anything is uploaded or registered
-        if package is not None:
-            self._upload(folder.storage, package)
+            return run_here(launch, container_command(launch, spec.python), n_tasks, spec.image, common, folder)
+        request = render.submit_request(launch, n_tasks, common, spec, spec.job_definition or "")
+        render.check_overrides_size(request)  # before anything is registered
         request["jobDefinition"] = spec.job_definition or self._definition(launch, common, spec)
         depends_on = self._depends_on(params.dependencies)
         if depends_on:
@@ -134,8 +128,7 @@ class AWSBatchBackend(Backend):
             before_retry=lambda: self._found(queue, name), **request,
         )
         job_id = str(answer["jobId"])
-        self.tracker.is_array[job_id] = n_tasks > 1
-        self.tracker.limits[job_id] = spec.runnable_timeout_min
+        self.tracker.submitted(job_id, array=n_tasks > 1, pending_limit_min=spec.runnable_timeout_min)
         return job_id
 
 
@@ -144,7 +137,7 @@ class AWSBatchBackend(Backend):
         depending on its array would fail this job when a sibling fails; jobsub holds it instead."""
         return (
             isinstance(upstream, AWSBatchBackend) and upstream.region == self.region
-            and ":" not in self.tracker.aws_id(job_id)
+            and ":" not in self.aws_id(job_id)
         )
 
     def waits_for_array(self, upstream: Backend, job_ids: Sequence[str]) -> str | None:
@@ -156,25 +149,15 @@ class AWSBatchBackend(Backend):
         if len(parents) != 1 or job_ids != [f"{next(iter(parents))}_{i}" for i in range(len(job_ids))]:
             return None
         parent = parents.pop()
-        described = self.tracker.describe([parent]).get(parent) or {}
-        size = (described.get("arrayProperties") or {}).get("size")
-        return f"{N_TO_N}{parent}" if size == len(job_ids) else None
+        described = self.tracker.describe([parent]).get(parent)
+        return f"{N_TO_N}{parent}" if described and described.array and described.size == len(job_ids) else None
 
     def _depends_on(self, dependencies: Sequence[str]) -> list[dict[str, str]]:
         """``dependsOn`` for the jobs this submission waits on natively (``waits_natively``,
         ``waits_for_array``)."""
         pairwise = [{"jobId": d.removeprefix(N_TO_N), "type": "N_TO_N"} for d in dependencies if d.startswith(N_TO_N)]
-        plain = sorted({self.tracker.aws_id(d) for d in dependencies if not d.startswith(N_TO_N)})
+        plain = sorted({self.aws_id(d) for d in dependencies if not d.startswith(N_TO_N)})
         return pairwise + [{"jobId": aws_id} for aws_id in plain]
-
-    def _upload(self, storage: Storage, package: CodePackage) -> None:
-        """The code package next to the job folders, once per content digest (any process's copy counts)."""
-        url = _code_url(storage, package)
-        if url not in self._code:
-            key = url.removeprefix(storage.url.rstrip("/") + "/")
-            if not storage.exists(key):
-                storage.write_bytes(key, package.path.read_bytes())
-            self._code.add(url)
 
     def _definition(self, launch: Launch, common: CommonParameters, spec: AWSBatchParameters) -> str:
         """The ARN of the definition of this shape, registered if no process did it before."""
@@ -192,78 +175,62 @@ class AWSBatchBackend(Backend):
                 what = f"registering job definition {name} (image {spec.image!r})"
                 arn = str(self.api.call("batch", "RegisterJobDefinition", what=what, submitting=True, **request)["jobDefinitionArn"])
                 logger.info("registered AWS Batch job definition %s for image %s", arn, spec.image)
-            self._definitions[name], self.tracker.images[arn] = arn, spec.image
+            self._definitions[name], self.jobs.images[arn] = arn, spec.image
             return arn
 
     def _found(self, queue: str, name: str) -> dict[str, str] | None:
         """Asked before SubmitJob is repeated: the job, if the lost answer had created it."""
-        job_id = self._find(queue, name)
+        job_id = self.jobs.find(queue, name)
         if job_id is not None:
             logger.warning("SubmitJob %s went through although its answer was lost: job %s", name, job_id)
         return {"jobId": job_id} if job_id else None
 
-    def _find(self, queue: str, name: str) -> str | None:
-        """The newest job (not array child) named ``name`` in ``queue`` (ListJobs' JOB_NAME filter)."""
-        jobs = [
-            j for j in self.api.pages(
-                "batch", "ListJobs", "jobSummaryList", jobQueue=queue,
-                filters=[{"name": "JOB_NAME", "values": [name]}], maxResults=LIST_PAGE,
-            )
-            if j.get("jobName") == name and ":" not in str(j.get("jobId"))  # moto lists children too
-        ]
-        return str(max(jobs, key=lambda j: j.get("createdAt", 0))["jobId"]) if jobs else None
-
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
-        parameters = folder.read_meta()["parameters"]
-        name = render.job_name(parameters["common"]["name"], launch.tag)
-        return self._find(parameters["specific"]["job_queue"], name)
+        name = render.job_name(folder.parameter("name", common=True), launch.tag)
+        return self.jobs.find(folder.parameter("job_queue"), name)
+
+    def aws_id(self, backend_id: str) -> str:
+        """jobsub's ``<parent>_<i>`` as AWS's ``<parent>:<i>`` (a one-task "array" is a plain job)."""
+        return self.tracker.native_id(backend_id, lambda parent, index: f"{parent}:{index}")
+
+    def _described(self, aws_id: str) -> Mapping[str, Any] | None:
+        """DescribeJobs of one job (an array's child too)."""
+        found = self.jobs.describe([aws_id]).get(aws_id)
+        return found.native if found is not None else None
 
     # -- states ---------------------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
-        here = [i for i in backend_ids if is_here(i)]
+        here = [i for i in backend_ids if is_attached(i)]
         if not here:
             return self.tracker.states(backend_ids)
-        return {**self.tracker.states([i for i in backend_ids if not is_here(i)]), **states_here(self.storage, here)}
+        return {**self.tracker.states([i for i in backend_ids if not is_attached(i)]), **attached_states(self.storage, here)}
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
         for backend_id in backend_ids:
-            if is_here(backend_id):
+            if is_attached(backend_id):
                 continue  # ran to its end before submit returned
-            self.api.call("batch", "TerminateJob", jobId=self.tracker.aws_id(backend_id), reason=render.CANCEL_REASON)
+            self.api.call("batch", "TerminateJob", jobId=self.aws_id(backend_id), reason=render.CANCEL_REASON)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
-        """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's.
-
-        A task whose result is written but whose job AWS has not ended yet
-        (its last lines still on their way to CloudWatch) is given up to
-        ``log_wait_s`` to end first: ``job.stdout()`` right after
-        ``job.result()`` then has the whole output.
-        """
-        if is_here(backend_id):
+        """The task's CloudWatch stream (stdout and stderr interleaved: both are it), else the folder's
+        (the kit's log policy, ``jobsub.cloud.logs``: a finished task's job gets ``log_wait_s`` to end)."""
+        if is_attached(backend_id):
             return super().logs(backend_id, folder, index, rank)
-        aws_id = self.tracker.aws_id(backend_id)
-        job = self.tracker.describe([aws_id]).get(aws_id)
-        deadline = time.monotonic() + self.log_wait_s
-        while job and job.get("status") not in ("SUCCEEDED", "FAILED") and time.monotonic() < deadline:
-            if not folder.has_result(index, rank):
-                break  # still working: what it printed so far
-            time.sleep(0.5)
-            job = self.tracker.describe([aws_id]).get(aws_id)
-        where = log_location(job) if job else None
-        text = read_stream(self.api, *where) if where else None
-        if not text:  # no stream (yet, or any more): whatever the folder has
-            out, err = super().logs(backend_id, folder, index, rank)
-            if out is not None or err is not None or text is None:
-                return out, err
-        return text, text
+        aws_id = self.aws_id(backend_id)
+        described: list[Mapping[str, Any] | None] = [None]
 
+        def ended() -> bool:
+            described[0] = job = self._described(aws_id)
+            return job is None or job.get("status") in ("SUCCEEDED", "FAILED")
 
-def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFolder) -> None:
-    if folder.path is not None:
-        raise InvalidParameterError(
-            f"AWS Batch tasks cannot see {folder.path}: give the executor an s3:// folder (s3://bucket/prefix/%j)"
-        )
+        def read() -> str | None:
+            where = log_location(described[0]) if described[0] else None
+            return read_stream(self.api, *where) if where else None
+
+        return provider_or_folder_logs(folder, index, rank, ended=ended, read=read, wait_s=self.log_wait_s)
+
+def _validate(common: CommonParameters, spec: AWSBatchParameters) -> None:
     if not spec.job_queue and not spec.debug:
         raise InvalidParameterError("set the job queue: aws_batch_job_queue='name or ARN'")
     if not spec.image and not spec.job_definition:
@@ -271,8 +238,3 @@ def _validate(common: CommonParameters, spec: AWSBatchParameters, folder: JobFol
     if common.nodes > 1 or common.tasks_per_node > 1:
         raise InvalidParameterError("the aws_batch backend runs one task per job: use nodes=1 and tasks_per_node=1")
 
-
-def _code_url(storage: Storage, package: CodePackage) -> str:
-    """Where a task finds the code package: read with its own credentials (not a presigned URL,
-    which would carry the submitter's and could expire while the job waits in its queue)."""
-    return f"{storage.url.rstrip('/')}/.code/{package.name}.tar.gz"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...cloud.aws import AWSGateway
 from ...errors import BackendError
-from .api import Api
 
 __all__ = ["DEFAULT_GROUP", "log_location", "read_stream"]
 
@@ -35,7 +35,7 @@ def log_location(job: Mapping[str, Any]) -> tuple[str, str] | None:
     return str(options.get("awslogs-group") or DEFAULT_GROUP), str(stream)
 
 
-def read_stream(api: Api, group: str, stream: str) -> str | None:
+def read_stream(api: AWSGateway, group: str, stream: str) -> str | None:
     """The whole stream as text (one line per event), None if it does not exist (yet)."""
     lines: list[str] = []
     token: str | None = None

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...packaging import DEFAULT_MAX_MB
+from ...cloud.container import ContainerParameters
 
 __all__ = ["AWSBatchParameters"]
 
 
 @dataclass(kw_only=True)
-class AWSBatchParameters:
+class AWSBatchParameters(ContainerParameters):
     """Keys of the AWS Batch backend; the common keys (``timeout_min``, ``mem_gb``...) apply too.
+
+    The container keys (``image``, ``python``, ``package_code``, ``code_*``, ``debug``) are
+    ``ContainerParameters``'; the image needs boto3 too (the folder is in S3).  ``debug=True``
+    runs the tasks on this machine's Docker engine with its AWS credentials: nothing is sent
+    to AWS Batch.
 
     Common keys map to Batch as: ``cpus_per_task`` -> VCPU, ``mem_gb`` -> MEMORY
     (MiB), ``gpus_per_node`` -> GPU (``resourceRequirements``), ``timeout_min`` ->
@@ -21,8 +26,6 @@ class AWSBatchParameters:
 
     job_queue: str = ""
     """Name or ARN of the job queue (required)."""
-    image: str = ""
-    """Image of the task containers; it needs ``python3``, cloudpickle and boto3 (code is packaged)."""
     job_definition: str | None = None
     """Use this existing job definition (name, ``name:revision`` or ARN) instead of registering one;
     the command (and resources, when given) then travel as container overrides."""
@@ -52,18 +55,6 @@ class AWSBatchParameters:
     no capacity) is cancelled and reported with AWS's reason. None: wait forever."""
     volumes: list[str] = field(default_factory=list)
     """Host paths mounted in the task, ``"HOST:CONTAINER[:ro]"`` (EC2 only)."""
-    python: str = "python3"
-    package_code: bool = True
-    """Ship the ``*.py`` of ``code_root`` and jobsub itself through the folder's bucket."""
-    code_root: str | None = None
-    """Tree to package; default the working directory."""
-    code_includes: list[str] = field(default_factory=list)
-    code_excludes: list[str] = field(default_factory=list)
-    code_max_mb: float = DEFAULT_MAX_MB
-    debug: bool = False
-    """Run the tasks on this machine's Docker engine instead, attached, one after the other, before
-    ``submit`` returns: the same image, command and bucket folder, with this machine's AWS
-    credentials (``breakpoint()`` works in a terminal).  Nothing is sent to AWS Batch."""
 
     def __post_init__(self) -> None:
         if self.platform.upper() not in ("EC2", "FARGATE"):

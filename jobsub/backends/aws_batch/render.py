@@ -27,8 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ...cloud.container import code_dir, container_command
 from ...errors import InvalidParameterError, SubmissionError
-from ...packaging import bootstrap_command
 from ...parameters import CommonParameters
 from ..base import Launch
 from .params import AWSBatchParameters
@@ -55,7 +55,6 @@ MIN_TIMEOUT_S = 60
 CANCEL_REASON = "jobsub: cancelled by the user"
 """The reason jobsub gives TerminateJob; the state mapping recognises it."""
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
-_SECRET_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def job_name(name: str, tag: str) -> str:
@@ -110,21 +109,15 @@ def task_launch(launch: Launch, *, array: bool) -> Launch:
     return launch
 
 
-def command(launch: Launch, spec: AWSBatchParameters, *, packaged: bool, placeholders: bool) -> list[str]:
-    """The task's argv; with ``placeholders`` the per-submission values are ``Ref::`` parameters.
+def _definition_command(launch: Launch, spec: AWSBatchParameters) -> list[str]:
+    """The task's argv in a definition: the per-submission values are ``Ref::`` parameters.
 
     No parameter name starts another one's: moto replaces ``Ref::name`` inside
     longer words too (``Ref::jobsub_code`` would eat ``Ref::jobsub_code_dir``).
     """
-    offset = "Ref::jobsub_offset" if placeholders else str(launch.offset)
-    if placeholders:
-        launch = launch.replace(folder="Ref::jobsub_folder")
-    module_args = [*launch.replace(offset=0).module_args(), "--offset", offset]
-    if not packaged:
-        return [spec.python, *module_args]
-    if placeholders:
-        return bootstrap_command(spec.python, "Ref::jobsub_code_url", "Ref::jobsub_code_dir", module_args)
-    return bootstrap_command(spec.python, "{code}", "{code_dir}", module_args)
+    code = "Ref::jobsub_code_url" if spec.package_code else None  # the core ships it (Launch.code_package)
+    template = launch.replace(folder="Ref::jobsub_folder", code_package=code)
+    return container_command(template, spec.python, unpack_dir="Ref::jobsub_code_dir", offset="Ref::jobsub_offset")
 
 
 def definition_request(launch: Launch, common: CommonParameters, spec: AWSBatchParameters) -> dict[str, Any]:
@@ -136,7 +129,7 @@ def definition_request(launch: Launch, common: CommonParameters, spec: AWSBatchP
     """
     properties: dict[str, Any] = {
         "image": spec.image,
-        "command": command(launch, spec, packaged=spec.package_code, placeholders=True),
+        "command": _definition_command(launch, spec),
         "resourceRequirements": _resources(common, with_defaults=True),
         "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
     }
@@ -191,23 +184,12 @@ def retry_strategy(spec: AWSBatchParameters) -> dict[str, Any]:
 
 def submit_request(
     launch: Launch, n_tasks: int, common: CommonParameters, spec: AWSBatchParameters, definition: str,
-    code: tuple[str, str] | None,
 ) -> dict[str, Any]:
     """SubmitJob's arguments for ``n_tasks`` copies of the worker (an array from 2 tasks on).
 
-    ``definition`` is the registered (or the user's own) definition;
-    ``code`` the package's URL and unpack directory, or None.
+    ``definition`` is the registered (or the user's own) definition; the
+    code package, if any, is ``launch.code_package`` (``jobsub.cloud.container``).
     """
-    if common.pass_env:
-        raise InvalidParameterError(
-            f"pass_env={common.pass_env}: AWS Batch would show the values in DescribeJobs and the console; "
-            "give the task secrets with aws_batch_secrets={'NAME': 'arn:aws:secretsmanager:...'}"
-        )
-    if set(launch.env) & set(_SECRET_VARIABLES):
-        raise InvalidParameterError(
-            "AWS credentials must not travel in a job's environment (they would show in DescribeJobs "
-            "and the console): give the job a role instead (aws_batch_job_role_arn)"
-        )
     environment = [{"name": k, "value": str(v)} for k, v in sorted(launch.env.items())]
     overrides: dict[str, Any] = {"environment": environment}
     request: dict[str, Any] = {
@@ -217,17 +199,15 @@ def submit_request(
         "containerOverrides": overrides,
         "retryStrategy": retry_strategy(spec),
     }
-    code_url, code_dir = code or ("", "")
     if spec.job_definition:  # not ours: the command (and resources asked for) are overrides
-        argv = command(launch, spec, packaged=code is not None, placeholders=False)
-        overrides["command"] = [a.replace("{code}", code_url).replace("{code_dir}", code_dir) for a in argv]
+        overrides["command"] = container_command(launch, spec.python, offset=str(launch.offset))
         resources = _resources(common, with_defaults=False)
         if resources:
             overrides["resourceRequirements"] = resources
     else:
         request["parameters"] = {"jobsub_folder": launch.folder, "jobsub_offset": str(launch.offset)}
-        if code is not None:
-            request["parameters"].update(jobsub_code_url=code_url, jobsub_code_dir=code_dir)
+        if launch.code_package is not None:
+            request["parameters"].update(jobsub_code_url=launch.code_package, jobsub_code_dir=code_dir(launch.code_package))
     if n_tasks > 1:
         request["arrayProperties"] = {"size": n_tasks}
     timeout = _timeout_s(common)

@@ -13,8 +13,10 @@ AWS says about it (``statusReason``, the container's ``reason`` and
     terminated / cancelled by someone else  -> CANCELLED
     anything else                           -> FAILED "exit code N: reason"
 
-Functions only: they take the dicts boto3 returns (a DescribeJobs entry or a
-ListJobs summary), so they are tested on AWS-shaped data without a server.
+An array's children are counted, not described (``parent``: its
+``statusSummary`` in the tracker's terms, jobsub.cloud.arrays).  Functions
+only: they take the dicts boto3 returns (a DescribeJobs entry or a ListJobs
+summary), so they are tested on AWS-shaped data without a server.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ...cloud.arrays import Parent
 from ...states import JobState, Status
-from ...worker import DEPENDENCY_FAILED_EXIT_CODE
+from .._exits import DEPENDENCY_FAILED, killed_for_memory, timed_out, worker_exit
 
-__all__ = ["NATIVE", "WAITING", "array_member", "failure", "job_status", "never_started"]
+__all__ = ["NATIVE", "failure", "job_status", "parent"]
 
 NATIVE: dict[str, JobState] = {
     "SUBMITTED": JobState.PENDING,
@@ -37,9 +40,6 @@ NATIVE: dict[str, JobState] = {
     "SUCCEEDED": JobState.COMPLETED,
     "FAILED": JobState.FAILED,
 }
-WAITING = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING")
-"""Array children not known to run yet (``STARTING`` included: ListJobs RUNNING does not list them)."""
-
 _START_FAILURE = re.compile(
     r"CannotPullContainer|CannotStartContainer|CannotCreateContainer|CannotInspectContainer"
     r"|ResourceInitializationError|ECS was unable to assume the role|InvalidParameterException"
@@ -77,11 +77,11 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
     both = f"{reason} {c_reason}".strip()
     if reason.startswith("jobsub:"):
         return Status(JobState.CANCELLED, reason.removeprefix("jobsub:").strip())
-    if c_reason.startswith("OutOfMemoryError") or (code == 137 and "memory" in both.lower()):
+    if c_reason.startswith("OutOfMemoryError") or killed_for_memory(code, "memory" in both.lower()):
         return Status(JobState.OUT_OF_MEMORY, f"killed for memory (exit code {code}): {both}")
     elapsed = _elapsed_s(job)
     if "attempt duration exceeded" in both.lower() or (
-        timeout_s and code is None and not c_reason and elapsed is not None and elapsed >= timeout_s - 1
+        code is None and not c_reason and timed_out(elapsed, timeout_s)
     ):
         return Status(JobState.TIMEOUT, f"hit its time limit of {timeout_s or '?'} s (AWS: {both or 'no reason given'})")
     if reason.startswith("Host EC2"):
@@ -92,7 +92,7 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
             f"the container of image {image() or '?'} could not start: {both}. Check that the image exists "
             "and that the compute environment may pull it (execution role, ECR policy), and the job role",
         )
-    if "dependent job" in both.lower() or code == DEPENDENCY_FAILED_EXIT_CODE:
+    if "dependent job" in both.lower() or worker_exit(code) is DEPENDENCY_FAILED:
         return Status(JobState.CANCELLED, f"a dependency failed: {both or f'exit code {code}'}")
     if _CANCELLED.search(reason):
         return Status(JobState.CANCELLED, reason)
@@ -104,7 +104,8 @@ def failure(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], s
             f"AWS Batch gives no exit code and no reason: the container of image {image() or '?'} may never "
             "have started (is the image on the compute environment's registry? does the job role exist?)",
         )
-    return Status(JobState.FAILED, f"exit code {code}: {both}" if both else f"exit code {code}")
+    said = (worker_exit(code) or Status(JobState.FAILED, f"exit code {code}")).reason
+    return Status(JobState.FAILED, f"{said}: {both}" if both else said)
 
 
 def job_status(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[], str]) -> Status:
@@ -117,42 +118,26 @@ def job_status(job: Mapping[str, Any], timeout_s: int | None, image: Callable[[]
     return Status(state, reason)
 
 
-def never_started(counts: Mapping[str, int]) -> bool:
-    """An array none of whose children started, some waiting for capacity (stuck RUNNABLE?)."""
-    started = sum(counts.get(s, 0) for s in ("STARTING", "RUNNING", "SUCCEEDED", "FAILED"))
-    return started == 0 and counts.get("RUNNABLE", 0) > 0
+_COUNTED: dict[str, JobState] = {**NATIVE, "STARTING": JobState.PENDING}
+"""An array child's count: ``STARTING`` ones are not running yet (ListJobs RUNNING does not list them)."""
+_STARTED = ("STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 
 
-def array_member(
-    index: int | None,
-    counts: Mapping[str, int],
-    final: bool,
-    failed: Mapping[int, Mapping[str, Any]],
-    running: set[int] | None,
-    failed_as: Callable[[Mapping[str, Any]], Status],
-    cancelled_reason: str = "",
-) -> Status:
-    """One child's status, from the parent's counts and the children listed (failed, running).
-
-    Children are not described one by one: a success shows as the task's
-    result file (which the core reads first), so a child neither listed
-    FAILED nor RUNNING is PENDING while its array lives and COMPLETED once
-    every child ended.  ``index`` None asks about the whole array.
-    """
-    if index is None:
-        if final:
-            return Status(JobState.FAILED, f"{counts.get('FAILED', 0)} tasks failed") if counts.get("FAILED") else Status(JobState.COMPLETED)
-        return Status(JobState.RUNNING if counts.get("RUNNING") else JobState.PENDING)
-    if index in failed:
-        found = failed_as(failed[index])
-        if cancelled_reason and found.state is JobState.FAILED:
-            return Status(JobState.CANCELLED, cancelled_reason)
-        return found
-    if final:
-        return Status(JobState.COMPLETED)
-    if cancelled_reason:
-        return Status(JobState.CANCELLED, cancelled_reason)
-    if running is not None:
-        return Status(JobState.RUNNING if index in running else JobState.PENDING)
-    waiting = sum(counts.get(s, 0) for s in WAITING)
-    return Status(JobState.RUNNING if counts.get("RUNNING") and not waiting else JobState.PENDING)
+def parent(job: Mapping[str, Any]) -> Parent:
+    """A DescribeJobs entry as the array tracker reads it (an array: its ``statusSummary``)."""
+    native, reason = str(job.get("status", "")), str(job.get("statusReason") or "")
+    common: dict[str, Any] = {
+        "final": native in ("SUCCEEDED", "FAILED"),
+        "cancelled": reason.removeprefix("jobsub:").strip() if reason.startswith("jobsub:") else "",
+    }
+    size = int((job.get("arrayProperties") or {}).get("size") or 0)
+    if not size:
+        return Parent(str(job["jobId"]), job, queued=reason if native == "RUNNABLE" else None, **common)
+    summary = {k: int(v) for k, v in ((job.get("arrayProperties") or {}).get("statusSummary") or {}).items()}
+    counts: dict[JobState, int] = {}
+    for name, n in summary.items():
+        state = _COUNTED.get(name, JobState.PENDING)
+        counts[state] = counts.get(state, 0) + n
+    # waiting for capacity with none started: stuck RUNNABLE?
+    never_started = not sum(summary.get(s, 0) for s in _STARTED) and summary.get("RUNNABLE", 0) > 0
+    return Parent(str(job["jobId"]), job, True, counts, size, queued=reason if never_started else None, **common)

@@ -39,47 +39,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
+from ...cloud.attached import AttachedRun, run_tasks
+from ...cloud.container import ContainerParameters, container_command, passed_credentials
 from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
-from ...packaging import (
-    DEFAULT_MAX_MB,
-    bootstrap_command,
-    build_code_package,
-    default_cache_dir,
-    ensure_unpacked,
-)
+from ...packaging import ensure_unpacked
 from ...parameters import Resolved
 from ...runtime import daemon_socket
 from ...storage import open_storage
 from .._supervised import SupervisedBackend
-from .._supervisor import end_state
 from ..base import Capabilities, Launch
-from .engine import (
-    connect,
-    dispatcher_request,
-    end_of_containers,
-    map_docker_errors,
-    run_attached,
-    task_env_and_labels,
-    unless_gone,
-)
+from .engine import connect, dispatcher_request, map_docker_errors, task_env_and_labels, unless_gone
 
-__all__ = ["DockerBackend", "DockerParameters", "map_docker_errors", "run_attached"]
+__all__ = ["DockerBackend", "DockerParameters", "map_docker_errors"]
 
 
 @dataclass(kw_only=True)
-class DockerParameters:
-    """Keys of the Docker backend (``docker_<key>`` with AutoExecutor)."""
+class DockerParameters(ContainerParameters):
+    """Keys of the Docker backend (``docker_<key>`` with AutoExecutor); the container keys
+    (``image``, ``python``, ``package_code``, ``code_*``, ``debug``) are ``ContainerParameters``'."""
 
-    image: str = ""
-    """Image of the task containers; it needs only ``python3`` and cloudpickle (code is packaged)."""
     pull: bool = False
     """Pull ``image`` when it is not on the engine (else a missing image fails the submit at once)."""
     network_mode: str = "bridge"
@@ -89,18 +73,8 @@ class DockerParameters:
     """Extra bind mounts, ``"HOST:CONTAINER[:ro]"``; the job folder is always mounted at its own path."""
     user: str | None = None
     """``uid:gid`` of the tasks; default the submitting user's, so folder files stay theirs."""
-    python: str = "python3"
     interactive: bool = False
-    """Run each task attached to this terminal (a TTY when there is one: ``breakpoint()`` works)."""
-    package_code: bool = True
-    """Ship the ``*.py`` of ``code_root`` and jobsub itself (else the image must hold them)."""
-    code_root: str | None = None
-    """Tree to package; default the working directory."""
-    code_includes: list[str] = field(default_factory=list)
-    """Globs packaged on top of ``**/*.py`` (e.g. ``"configs/*.yaml"``)."""
-    code_excludes: list[str] = field(default_factory=list)
-    """Globs left out on top of ``jobsub.packaging.DEFAULT_EXCLUDES``."""
-    code_max_mb: float = DEFAULT_MAX_MB
+    """The same as ``debug``: run each task attached to this terminal (``breakpoint()`` works)."""
 
 
 class DockerBackend(SupervisedBackend):
@@ -150,12 +124,12 @@ class DockerBackend(SupervisedBackend):
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
         run_spec = self._run_spec(launch, n_tasks, params, folder, array, image_id)
-        if spec.interactive:
-            self._run_interactive(run_spec, folder)
+        if spec.debug or spec.interactive:
+            self._run_attached(run_spec, folder)
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
         try:
-            self._request({"op": "adopt", "folder": folder.url, "first": True, "env": self._passed(common.pass_env, folder)})
+            self._hand_over(folder, self._passed(common.pass_env, folder), first=True)
         except SubmissionError as exc:
             if common.gpus_per_node and "device driver" in str(exc):
                 raise SubmissionError(
@@ -198,37 +172,24 @@ class DockerBackend(SupervisedBackend):
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
         path = folder.local_file()  # None: a bucket, which the task reads through its SDK
-        if spec.interactive:  # output to the terminal, not the folder: pdb needs it
+        if spec.debug or spec.interactive:  # output to the terminal, not the folder: pdb needs it
             launch = launch.replace(logs="none")
-        module_args = launch.module_args()
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)] if path is not None else []
         upstream = {url for refs in folder.read_meta().get("waits_for", {}).values() for url, _, _ in refs}
         for url in sorted(upstream):  # the task reads the results of the jobs it takes as arguments
             if "://" not in url and url != path:
                 mounts.append(_bind(url, read_only=True))
-        working_dir = None
-        argv = [spec.python, *module_args]
-        if spec.package_code:
-            local_root = self._storage.local_file("")
-            package = build_code_package(
-                spec.code_root or launch.cwd or os.getcwd(), spec.code_includes, spec.code_excludes,
-                cache_dir=Path(local_root, ".code") if local_root else default_cache_dir(),
-                max_mb=spec.code_max_mb, exclude_paths=[local_root] if local_root else [],
-            )
-            code_dir = str(ensure_unpacked(package))
+        code_dir = None
+        if launch.code_package is not None:  # a tarball on this machine (jobsub.cloud.container)
+            code_dir = str(ensure_unpacked(launch.code_package))
             mounts.append(_bind(code_dir))  # writable: tasks share the .pyc they compile
+            shipped = ""  # the engine is on this machine: the unpacked copy is all the task needs
             if path is not None:  # kept with the job (a later adoption re-creates its containers)
-                folder.add_backend_file("docker", "code.tar.gz", str(package.path))
+                folder.add_backend_file("docker", "code.tar.gz", launch.code_package)
                 shipped = folder.backend_file("docker", "code.tar.gz") or ""
-            else:  # the engine is on this machine: the unpacked copy is all the task needs
-                shipped = ""
-            working_dir = code_dir
-            argv = bootstrap_command(spec.python, shipped, code_dir, module_args)
-        if common.setup:
-            import shlex
-
-            argv = ["/bin/sh", "-c", "\n".join([*common.setup, "exec " + shlex.join(argv)])]
+            launch = launch.replace(code_package=shipped)
+        argv = container_command(launch, spec.python, unpack_dir=code_dir, setup=common.setup)
         ranks = common.tasks_per_node
         host_config: dict[str, Any] = {
             "mounts": mounts, "binds": spec.volumes, "network_mode": spec.network or spec.network_mode, "init": True,
@@ -240,8 +201,8 @@ class DockerBackend(SupervisedBackend):
         if common.gpus_per_node:
             host_config["device_requests"] = [{"count": common.gpus_per_node, "capabilities": [["gpu"]]}]
         create: dict[str, Any] = {"user": spec.user or f"{os.getuid()}:{os.getgid()}"}
-        if working_dir:
-            create["working_dir"] = working_dir
+        if code_dir:
+            create["working_dir"] = code_dir
         return {
             "n": n_tasks, "ranks": ranks, "array": array, "offset": launch.offset, "image": image_id, "command": argv,
             "name": f"jobsub-{folder.key}",
@@ -260,15 +221,13 @@ class DockerBackend(SupervisedBackend):
     def _adopt(self, folder: JobFolder) -> None:
         """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
         names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
-        self._request({"op": "adopt", "folder": folder.url, "env": self._passed(names, folder)})
+        self._hand_over(folder, self._passed(names, folder))
 
     @staticmethod
     def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
         """What tasks take from this process's environment, by name: ``pass_env``, and the store's
         credentials when the folder is a bucket.  Sent over the dispatcher's socket, never written."""
-        wanted = list(names)
-        if folder.local_file() is None:
-            wanted += _STORE_CREDENTIALS
+        wanted = [*names, *passed_credentials(folder)]
         return {name: os.environ[name] for name in wanted if name in os.environ}
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
@@ -298,27 +257,20 @@ class DockerBackend(SupervisedBackend):
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:
         return dispatcher_request(self._sock_path, self.base_url, req)
 
-    # -- interactive ------------------------------------------------------------------------------
-    def _run_interactive(self, run_spec: dict[str, Any], folder: JobFolder) -> None:
-        """Run the tasks one after the other, attached, before ``submit`` returns."""
+    # -- debug: attached ------------------------------------------------------------------------
+    def _run_attached(self, run_spec: dict[str, Any], folder: JobFolder) -> None:
+        """Run the tasks one after the other, attached, before ``submit`` returns (``jobsub.cloud.attached``)."""
         if run_spec["ranks"] > 1:
-            raise InvalidParameterError("docker_interactive runs one rank at a time: use tasks_per_node=1")
-        tty = sys.stdin.isatty() and sys.stdout.isatty()
-        for index in range(run_spec["n"]):
-            env, labels = task_env_and_labels(run_spec, folder.key, index, 0, 1)
-            state, out, err = run_attached(
-                self.api, run_spec["image"], run_spec["command"], environment=env, labels=labels,
-                host_config=run_spec["host_config"], tty=tty, base_url=self.base_url, **run_spec["create"],
-            )
-            folder.write_task_log(index, 0, "out", out)
-            folder.write_task_log(index, 0, "err", err)
-            end = end_of_containers([state], run_spec["host_config"].get("mem_limit"))
-            status, reason = end_state(end)
-            folder.write_exit(index, status, reason, end.codes)
-
-
-_STORE_CREDENTIALS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-"""Variables of the SDKs' credential chains a task needs to read a bucket folder."""
+            raise InvalidParameterError("docker_debug runs one rank at a time: use tasks_per_node=1")
+        run = AttachedRun(
+            run_spec["image"], run_spec["command"], run_spec["host_config"], run_spec["create"],
+            timeout_s=run_spec["timeout_s"], base_url=self.base_url,
+        )
+        offset = run_spec["offset"]
+        run_tasks(
+            run, folder, range(offset, offset + run_spec["n"]),
+            lambda index: task_env_and_labels(run_spec, folder.key, index - offset, 0, 1),
+        )
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:

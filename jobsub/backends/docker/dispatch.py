@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...folder import JobFolder
+from ...worker import IO_ERROR_EXIT_CODE
 from .._daemon import run_daemon
 from .._supervisor import Submission, Supervisor, Task, TaskEnd
 from .engine import connect, end_of_containers, task_env_and_labels, unless_gone
@@ -47,6 +48,8 @@ IDLE_EXIT_S = float(os.environ.get("JOBSUB_DOCKER_IDLE_S", "600"))
 POLL_S = 1.0  # safety net when events are flowing; events wake the loop at once
 POOL_SIZE = 8  # concurrent engine calls; docker-py's connection pool holds 10
 _LIVE = ("created", "running", "restarting", "paused", "removing")
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST")
+"""Where a task was told its folder's store is (``Storage.task_env``); none: the store's public endpoint."""
 
 
 class Dispatcher(Supervisor):
@@ -238,6 +241,8 @@ class Dispatcher(Supervisor):
         end = end_of_containers(infos, task.sub.spec["host_config"].get("mem_limit"))
         if end.vanished and all(folder.has_result(int(task.name), r) for r in range(task.sub.ranks)):
             end = TaskEnd([0] * task.sub.ranks, [None] * task.sub.ranks)  # gone, but its results say it ended well
+        elif IO_ERROR_EXIT_CODE in end.codes and folder.local_file() is None:
+            end = end._replace(error=unreachable_folder(task.sub.spec, folder.url))
         self.task_ended(task, end)
         for cid in task.handles.values():
             self.pool.submit(self._remove, cid)
@@ -248,6 +253,20 @@ class Dispatcher(Supervisor):
                 self.api.remove_container(cid, force=True)
         except Exception as exc:  # left behind; a later adoption of the folder removes it
             logger.warning("could not remove container %s: %s", cid[:12], exc)
+
+
+def unreachable_folder(spec: dict[str, Any], url: str) -> str:
+    """Why a task's container could not reach its bucket folder: the endpoint it was told, its network."""
+    from urllib.parse import urlsplit
+
+    env = spec["environment"]
+    endpoint = next((env[name] for name in _ENDPOINT_VARIABLES if env.get(name)), "the store's public endpoint")
+    mode = spec["host_config"].get("network_mode") or "default"
+    why = f"its container, on network {mode!r}, could not reach {url} at {endpoint}"
+    host = urlsplit(endpoint if "://" in endpoint else "//" + endpoint).hostname or ""
+    if mode != "host" and (host == "localhost" or host.startswith("127.") or host == "::1"):
+        why += " (this machine's loopback: a container reaches it only with docker_network_mode='host')"
+    return f"{why}; the container's output is in the task's stderr"
 
 
 def main() -> None:

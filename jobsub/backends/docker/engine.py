@@ -3,9 +3,8 @@
 What both sides must agree on lives here: how SDK errors become jobsub
 errors, how a container's end is read, a task container's environment and
 labels; the client half of the dispatcher protocol (one JSON line each way
-on a Unix socket).  Plus
-``run_attached``, the piece every container backend reuses to debug a task
-on the local engine.
+on a Unix socket).  The attached debug run every container backend shares
+(``jobsub.cloud.attached``) reads a container's end with ``end_of_containers``.
 
 Nothing here imports the docker SDK at module level: ``import jobsub``
 stays free of it, and so does a task that only reads markers.
@@ -17,55 +16,55 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
-from ...errors import BackendError, JobsubError, SubmissionError
+from ...cloud.gateway import error_boundary
+from ...errors import BackendError, SubmissionError
 from .._daemon import request, spawn_detached
 from .._supervisor import TaskEnd
 
 __all__ = [
     "connect",
     "dispatcher_request",
+    "docker_error",
     "end_of_containers",
     "map_docker_errors",
     "not_found",
-    "run_attached",
     "start_dispatcher",
     "task_env_and_labels",
     "unless_gone",
 ]
 
 
-@contextlib.contextmanager
-def map_docker_errors(action: str, base_url: str | None = None) -> Iterator[None]:
-    """Turn docker SDK/transport errors into jobsub errors (``from`` the original).
+def map_docker_errors(action: str, base_url: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """Docker SDK/transport errors raised inside become jobsub errors (``from`` the original)."""
+    return error_boundary(lambda exc: docker_error(exc, action, base_url))
+
+
+def docker_error(exc: Exception, action: str, base_url: str | None = None) -> Exception | None:
+    """The jobsub error for a docker SDK/transport error, None for anything else.
 
     Client errors of the engine (4xx: no such image, bad mount, name
     conflict) become ``SubmissionError``; an engine that cannot be reached or
-    fails (5xx) becomes ``BackendError``.  Anything else propagates as is.
+    fails (5xx) becomes ``BackendError``.
     """
-    try:
-        yield
-    except JobsubError:
-        raise
-    except Exception as exc:
-        errors = sys.modules.get("docker.errors")
-        requests_exc = sys.modules.get("requests.exceptions")
-        where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
-        if errors is not None and isinstance(exc, errors.APIError):
-            text = exc.explanation or str(exc)
-            if exc.is_client_error():
-                raise SubmissionError(f"{action}: the Docker engine refused: {text}") from exc
-            raise BackendError(f"{action}: the Docker engine failed: {text}") from exc
-        transport = (errors.DockerException,) if errors is not None else ()
-        if requests_exc is not None:
-            transport += (requests_exc.RequestException,)
-        if isinstance(exc, (*transport, OSError)):
-            raise BackendError(
-                f"{action}: cannot reach the Docker engine at {where}: {exc}. "
-                "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
-            ) from exc
-        raise
+    errors = sys.modules.get("docker.errors")
+    requests_exc = sys.modules.get("requests.exceptions")
+    where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
+    if errors is not None and isinstance(exc, errors.APIError):
+        text = exc.explanation or str(exc)
+        if exc.is_client_error():
+            return SubmissionError(f"{action}: the Docker engine refused: {text}")
+        return BackendError(f"{action}: the Docker engine failed: {text}")
+    transport = (errors.DockerException,) if errors is not None else ()
+    if requests_exc is not None:
+        transport += (requests_exc.RequestException,)
+    if isinstance(exc, (*transport, OSError)):
+        return BackendError(
+            f"{action}: cannot reach the Docker engine at {where}: {exc}. "
+            "Is the engine running (`docker info` tells)? Is DOCKER_HOST right?"
+        )
+    return None
 
 
 def connect(base_url: str | None) -> Any:
@@ -125,7 +124,7 @@ def unless_gone() -> Iterator[_Gone]:
 def end_of_containers(states: list[dict[str, Any] | None], mem_limit: int | None) -> TaskEnd:
     """How a task's containers ended, from their ``State`` (None: the container vanished).
 
-    Shared by the dispatcher and the interactive path, so both read a
+    Shared by the dispatcher and the attached run, so both read a
     container's end the same way; the supervisor's ``end_state`` turns it
     into a state.  A container runs under ``init``: a rank killed by a
     signal exits with 128 + its number.
@@ -160,91 +159,6 @@ def task_env_and_labels(
         {"jobsub.job_id": job_id, "jobsub.task": str(index), "jobsub.rank": str(rank), "jobsub.attempt": str(attempt)}
     )
     return env, labels
-
-
-def run_attached(
-    api: Any,
-    image: str,
-    command: list[str],
-    *,
-    host_config: dict[str, Any],
-    environment: dict[str, str] | None = None,
-    labels: dict[str, str] | None = None,
-    tty: bool = False,
-    stdout: BinaryIO | None = None,
-    stderr: BinaryIO | None = None,
-    base_url: str | None = None,
-    **create: Any,
-) -> tuple[dict[str, Any], bytes, bytes]:
-    """Run one container in the foreground; return its final ``State``, stdout and stderr.
-
-    The reusable piece for debugging any container backend locally (AWS
-    Batch, GCP Batch, Kubernetes with ``debug=True``): same image, same job
-    folder (in ``host_config["binds"]``), same command.  With ``tty`` the
-    terminal is attached raw (stdin included), so ``breakpoint()`` in the
-    task works; without it, output is streamed to ``stdout``/``stderr``
-    (default: this process's) as it comes.  The container is removed after.
-    """
-    out_stream = stdout or sys.stdout.buffer
-    err_stream = stderr or sys.stderr.buffer
-    outs: list[bytes] = []
-    errs: list[bytes] = []
-    with map_docker_errors("running an attached container", base_url):
-        cid = api.create_container(
-            image, command, environment=environment, labels=labels, tty=tty, stdin_open=tty,
-            host_config=api.create_host_config(**host_config), **create,
-        )["Id"]
-        try:
-            if tty:
-                _pump_tty(api, cid, outs)
-            else:
-                api.start(cid)
-                attached = api.attach(cid, stdout=True, stderr=True, stream=True, logs=True, demux=True)
-                try:
-                    for chunk_out, chunk_err in attached:
-                        for chunk, sink, stream in ((chunk_out, outs, out_stream), (chunk_err, errs, err_stream)):
-                            if chunk:
-                                sink.append(chunk)
-                                stream.write(chunk)
-                                stream.flush()
-                finally:
-                    # CancellableStream.close() shuts the socket but leaves the HTTP response's file
-                    # open (a ResourceWarning at exit): closing the response closes both
-                    response = getattr(attached, "_response", None)
-                    (response.close if response is not None else attached.close)()
-            api.wait(cid)
-            state: dict[str, Any] = api.inspect_container(cid)["State"]
-        finally:
-            with contextlib.suppress(Exception):
-                api.remove_container(cid, force=True)
-    return state, b"".join(outs), b"".join(errs)
-
-
-def _pump_tty(api: Any, cid: str, outs: list[bytes]) -> None:  # pragma: no cover - needs a terminal
-    """Attach this terminal (raw mode) to the container's TTY until it exits."""
-    import select
-    import termios
-    import tty
-
-    sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-    raw = getattr(sock, "_sock", sock)
-    api.start(cid)
-    fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd)
-        while True:
-            ready, _, _ = select.select([fd, raw], [], [])
-            if raw in ready:
-                data = raw.recv(65536)
-                if not data:
-                    return
-                outs.append(data)
-                os.write(sys.stdout.fileno(), data)
-            if fd in ready:
-                raw.sendall(os.read(fd, 65536))
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def dispatcher_request(sock_path: str, base_url: str | None, req: dict[str, Any]) -> dict[str, Any]:

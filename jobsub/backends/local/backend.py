@@ -126,7 +126,7 @@ class LocalBackend(SupervisedBackend):
         The environment travels over the socket, never into the folder: it may
         hold credentials, and the folder may be a bucket others read.
         """
-        self._request({"op": "adopt", "folder": folder.url, "env": dict(os.environ), "fresh": fresh})
+        self._hand_over(folder, dict(os.environ), fresh=fresh)
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         """Stop the processes a run record names (only if they are still the ones it started)."""

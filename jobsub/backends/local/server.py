@@ -49,10 +49,11 @@ logger = logging.getLogger("jobsub.localserver")
 IDLE_EXIT_S = float(os.environ.get("JOBSUB_LOCAL_IDLE_S", "600"))
 MEM_CHECK_S = 0.25
 ORPHAN_CHECK_S = 0.25
-PRELOAD = ("cloudpickle", "jobsub.states")
+PRELOAD = ("cloudpickle", "jobsub.states", "ctypes")
 """What children import, imported once here so that every fork inherits it: unpickling any
 function pickled by value (from __main__, a lambda, a notebook) needs cloudpickle, and with it
-platform, uuid and ~450 regular expressions, ~10 ms of CPU per task imported again in each child."""
+platform, uuid and ~450 regular expressions, ~10 ms of CPU per task imported again in each child;
+a runner reads the C library's environment through ctypes (runner.FreshState)."""
 RAMP_S = 0.05
 """How often a reusing submission's window of runners may double (see ``limit``)."""
 MAX_RUNNERS = 400

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from ...cloud.arrays import ForgottenJobs, split_id
 from ...errors import BackendError, SubmissionError
 from ...folder import JobFolder, lookup_id
 from ...parameters import Resolved
@@ -48,7 +49,8 @@ logger = logging.getLogger("jobsub.slurm")
 POLL_RETRIES = 2
 """squeue/sacct retries inside one poll; the poller itself backs off when a poll fails."""
 LOST_GRACE_S = 60.0
-"""A job neither squeue nor sacct knows is UNKNOWN this long after its submission, then LOST."""
+"""A job neither squeue nor sacct knows is UNKNOWN this long after its submission, then its
+folder decides (jobsub.cloud.arrays.ForgottenJobs): its result -> COMPLETED, none -> LOST."""
 RELEASE_AFTER_S = 3.0
 """A requeued job held by Slurm (BeginTime) is released after this long (see ``_ask``)."""
 SACCT_LAG_S = 20.0
@@ -101,9 +103,8 @@ class SlurmBackend(Backend):
             written = ""
         self._cluster = digest(conf, written, os.environ.get("SLURM_CLUSTERS", ""))
         self._cache = SharedStateCache(f"slurm-{self._cluster}")
-        self._submitted: dict[str, float] = {}
         self._sacct_disabled = False
-        self._missing_since: dict[str, float] = {}
+        self._forgotten = ForgottenJobs(lambda: self._storage, "Slurm")
         self._final_since: dict[str, float] = {}
         self._held_since: dict[str, float] = {}
         self._cancelled: set[str] = set()
@@ -272,14 +273,13 @@ class SlurmBackend(Backend):
         base, array_task, _ = backend_id.partition("_")
         if backend_id in self._cancelled or (array_task and sacct is not None and base in known):
             return Status(JobState.CANCELLED, "cancelled before it started (Slurm keeps no record of it)")
-        submitted = self._submitted_at(backend_id) or self._missing_since.setdefault(backend_id, now)
-        if now - submitted < LOST_GRACE_S:
-            return Status(JobState.UNKNOWN, "not known to Slurm yet")
         why = "squeue and sacct do not know it" if sacct is not None else (
-            "squeue does not know it (it forgets jobs MinJobAge after they end) and "
-            "Slurm accounting (sacct) is disabled"
+            "squeue forgets jobs MinJobAge after they end, and Slurm accounting (sacct) is disabled"
         )
-        return Status(JobState.LOST, f"Slurm job {backend_id}: {why}")
+        parent, index = split_id(backend_id)
+        return self._forgotten.judge(
+            parent, [(backend_id, index)], grace_s=LOST_GRACE_S, forgets=why, waiting=JobState.UNKNOWN, now=now,
+        )[backend_id]
 
     def _sacct(self, bases: list[str]) -> dict[str, q.Row] | None:
         """sacct's rows, or None when accounting is disabled on this cluster."""
@@ -312,21 +312,6 @@ class SlurmBackend(Backend):
         folder = self._folder_of(backend_id)
         text = None if folder is None else folder.read_backend_file("slurm", log_name(backend_id))
         return _tail(text or b"")
-
-    def _submitted_at(self, backend_id: str) -> float | None:
-        """When the job's submission went out (meta.json), asked once per id."""
-        base = backend_id.split("_", 1)[0]
-        if base not in self._submitted:
-            folder = self._folder_of(base)
-            try:
-                subs = folder.read_meta().get("submissions", []) if folder is not None else []
-            except (OSError, ValueError):
-                subs = []
-            found = next((s.get("submitted_at") for s in subs if s.get("id") == base), None)
-            if found is None:
-                return None
-            self._submitted[base] = float(found)
-        return self._submitted[base]
 
     def _quietly(self, cmd: list[str]) -> None:
         try:

@@ -1,0 +1,409 @@
+"""The states of many cloud jobs at O(arrays) cost: written once, composed by every scheduler backend.
+
+A cloud scheduler runs a ``map_array`` as ONE native array (an AWS Batch
+array job, a GCP Batch task group, a Kubernetes Indexed Job) whose parent it
+describes in one call, with counts of its children by state.  jobsub's ids
+are ``<parent>_<i>``.  ``ArrayTracker`` answers ``Backend.states(ids)`` from
+what the backend's ``Scheduler`` (a small object of the backend's own) can
+answer, and holds what every backend would otherwise copy::
+
+    Backend.states(["P_0", "P_1", ..., "Q"])
+      └─ ArrayTracker.states
+           ├─ ids grouped by parent: {"P": [0, 1, ...], "Q": [None]}
+           ├─ Scheduler.describe(parents)       ≤ describe_max parents a call (chunked here)
+           │     └─> {parent id: Parent(native, array, counts by JobState, final, queued, cancelled)}
+           ├─ plain job ─────────> Scheduler.status(native, parent)              (its failure table)
+           ├─ array ─────────────> its counts; children are listed only when the counts moved:
+           │     Scheduler.children(parent, {FAILED})    to explain failures (each child's status)
+           │     Scheduler.children(parent, {RUNNING})   to tell running from waiting ones
+           │     (both in ONE call when both are due: a backend that lists them together says so)
+           ├─ parent not returned ──> ForgottenJobs: the folder decides
+           │     result -> COMPLETED, none -> LOST (after a grace period from the submission)
+           └─ parent queued (nothing started) ──> PendingTooLong: past the submission's limit
+                 (a parameter recorded in the folder), Scheduler.cancel(parent, reason) and
+                 CANCELLED, with the scheduler's own reason for the wait
+
+A success needs no listing: the worker writes the task's result to the folder
+before its container ends, and ``Job`` reads results first; a child neither
+listed FAILED nor RUNNING is PENDING while its array lives and COMPLETED once
+the array ended.  Polling a running 10,000-task array costs one describe,
+plus listings only when its counts moved.
+
+The rules ``ForgottenJobs`` and ``PendingTooLong`` stand alone too: a
+scheduler whose answers do not come in parents and counts (Slurm's squeue
+and sacct) composes them without the tracker.  Throttling and retries are
+not this module's: the backend's ``Gateway`` paces and retries every call
+the ``Scheduler`` makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..folder import JobFolder, Submission, lookup_id
+from ..states import JobState, Status
+from ..storage import Storage
+
+__all__ = ["ArrayTracker", "ForgottenJobs", "Parent", "PendingTooLong", "Scheduler", "split_id"]
+
+logger = logging.getLogger("jobsub.cloud")
+
+Member = tuple[str, "int | None"]
+"""A jobsub id and its index in its parent (None: the parent itself, a plain job or a whole array)."""
+
+
+def split_id(backend_id: str) -> tuple[str, int | None]:
+    """``"P_3"`` -> ``("P", 3)``; ``"P"`` -> ``("P", None)``."""
+    parent, sep, index = backend_id.rpartition("_")
+    return (parent, int(index)) if sep and index.isdigit() else (backend_id, None)
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a scheduler says about one parent job, in jobsub's terms.
+
+    Attributes:
+        id: the parent's id (jobsub's, without a task index).
+        native: the scheduler's own description, handed back to ``Scheduler.status`` and
+            ``Scheduler.children`` (the tracker never looks inside).
+        array: its children are counted (``counts``) rather than described one by one.
+        counts: an array's children per state: ``PENDING`` (not known to run yet),
+            ``RUNNING`` (would be listed as running), ``COMPLETED``, ``FAILED`` (ended in any
+            other way).  Missing states count 0.
+        size: an array's number of children.
+        final: the scheduler will not change it any more (also inferred from the counts).
+        queued: the scheduler's reason while nothing of it has started and it waits for
+            capacity (``PendingTooLong`` times it); None otherwise (running, or waiting for
+            dependencies, which is not stuck).
+        cancelled: why jobsub cancelled it, when the scheduler says so (its unfinished children
+            are then CANCELLED with this reason); empty otherwise.
+    """
+
+    id: str
+    native: Any
+    array: bool = False
+    counts: Mapping[JobState, int] = field(default_factory=dict)
+    size: int = 1
+    final: bool = False
+    queued: str | None = None
+    cancelled: str = ""
+
+    def count(self, state: JobState) -> int:
+        return int(self.counts.get(state, 0))
+
+    @property
+    def ended(self) -> bool:
+        """Final, said or counted (AWS never marks an array FAILED: its counts say when all ended)."""
+        return self.final or (self.array and self.count(JobState.COMPLETED) + self.count(JobState.FAILED) >= self.size)
+
+
+class Scheduler(Protocol):
+    """What a backend answers about its own jobs (an object of the backend's, calling its gateway)."""
+
+    label: str
+    """The scheduler's name in reasons ("AWS Batch")."""
+    describe_max: int
+    """Parents per ``describe`` call (AWS's DescribeJobs: 100; one GetJob each: 1)."""
+
+    def describe(self, parents: Sequence[str]) -> Mapping[str, Parent]:
+        """The parents the scheduler knows (one call); the ones it forgot are absent."""
+        ...
+
+    def children(self, parent: Parent, states: Collection[JobState]) -> Mapping[int, Any]:
+        """An array's children in ``states`` (``FAILED``, ``RUNNING``): index -> native description."""
+        ...
+
+    def status(self, native: Any, parent: Parent) -> Status:
+        """A plain job's (or a listed child's) status, from its native description: the failure table."""
+        ...
+
+    def cancel(self, parent: Parent, reason: str) -> None:
+        """End a job that waited too long (the reason is jobsub's, for the scheduler's records)."""
+        ...
+
+
+class ForgottenJobs:
+    """A job the scheduler does not list (yet, or any more): its folder decides.
+
+    Within ``grace_s`` of its submission (or of the first time it was missed, when no folder
+    records it) the scheduler may just not list it yet (listings are eventually consistent):
+    ``waiting``.  After that, a task whose result is in the folder COMPLETED, any other LOST.
+
+    Args:
+        storage: the executor's folder store (called when needed: opened lazily).
+        label: the scheduler's name in reasons.
+    """
+
+    def __init__(self, storage: Callable[[], Storage], label: str) -> None:
+        self._storage = storage
+        self.label = label
+        self._missed_since: dict[str, float] = {}
+        self._records: dict[str, tuple[JobFolder, Submission]] = {}
+        self._lock = threading.Lock()
+
+    def _record(self, storage: Storage, parent: str) -> tuple[JobFolder | None, Submission | None]:
+        """The folder naming ``parent`` and its record of the submission (kept once found)."""
+        key = lookup_id(storage, parent)
+        folder = JobFolder(storage, key) if key is not None else None
+        record = folder.submission(parent) if folder is not None else None
+        if folder is not None and record is not None:
+            with self._lock:
+                self._records[parent] = (folder, record)
+        return folder, record
+
+    def judge(
+        self,
+        parent: str,
+        members: Sequence[Member],
+        *,
+        grace_s: float,
+        forgets: str = "it forgets finished jobs after a while",
+        waiting: JobState = JobState.PENDING,
+        now: float | None = None,
+    ) -> dict[str, Status]:
+        """Statuses of ``members`` of ``parent``, a job the scheduler did not return.
+
+        ``forgets`` says why the scheduler may have forgotten it (in the LOST reason).
+        """
+        now = time.time() if now is None else now
+        storage = self._storage()
+        with self._lock:
+            known = self._records.get(parent)
+        folder, record = known if known is not None else self._record(storage, parent)
+        with self._lock:
+            since = record.submitted_at if record is not None else self._missed_since.setdefault(parent, now)
+        if now - since < grace_s:
+            return {backend_id: Status(waiting, f"not listed by {self.label} yet") for backend_id, _ in members}
+        if folder is None or record is None:
+            where = f"no folder in {storage.url} names it" if folder is None else f"{folder.url} does not record it"
+            why = f"{self.label} does not know job {parent} ({forgets}) and {where}"
+            return {backend_id: Status(JobState.LOST, why) for backend_id, _ in members}
+        answer = {}
+        for backend_id, index in members:
+            if folder.has_result(record.offset + (index or 0), 0):
+                answer[backend_id] = Status(
+                    JobState.COMPLETED, f"{self.label} no longer lists job {parent}; its result is in the folder"
+                )
+            else:
+                answer[backend_id] = Status(
+                    JobState.LOST, f"{self.label} no longer lists job {parent} ({forgets}) and it left no result in {folder.url}"
+                )
+        return answer
+
+
+class PendingTooLong:
+    """A job queued (nothing started) for longer than its limit: cancelled, with the scheduler's reason.
+
+    Timed from when this process first saw it waiting: a job re-attached from elsewhere gets
+    the whole limit again rather than being cut short.  The limit is the backend parameter
+    ``parameter`` (minutes; None: no limit): given by the submitting process (``limit``), or
+    read from the job's folder for a job of another process.
+
+    Args:
+        storage: the executor's folder store.
+        label: the scheduler's name in reasons.
+        parameter: the backend's parameter holding the limit (``runnable_timeout_min``).
+        shown_as: how the user spells it (``aws_batch_runnable_timeout_min``).
+        waiting_as: the scheduler's name for the wait (``RUNNABLE``).
+    """
+
+    def __init__(
+        self, storage: Callable[[], Storage], label: str, parameter: str, shown_as: str, waiting_as: str = "queued"
+    ) -> None:
+        self._storage = storage
+        self.label = label
+        self.parameter = parameter
+        self.shown_as = shown_as
+        self.waiting_as = waiting_as
+        self.limits: dict[str, float | None] = {}
+        """Job id -> its limit in minutes, as submitted (else read from its folder once)."""
+        self._since: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def limit(self, job_id: str, minutes: float | None) -> None:
+        """The limit of a job this process submitted."""
+        self.limits[job_id] = minutes
+
+    def check(self, job_id: str, reason: str, now: float | None = None) -> str | None:
+        """``job_id`` waits, the scheduler says ``reason``: why to cancel it now, or None."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            since = self._since.setdefault(job_id, now)
+        limit = self._limit_of(job_id)
+        if limit is None or now - since < limit * 60:
+            return None
+        why = f"{self.waiting_as} for over {limit:g} min ({self.shown_as}), cancelled by jobsub"
+        return f"{why}; {self.label} says: {reason[:300]}" if reason else f"{why}; {self.label} gives no reason"
+
+    def started(self, job_id: str) -> None:
+        """It no longer waits: its clock stops."""
+        with self._lock:
+            self._since.pop(job_id, None)
+
+    def _limit_of(self, job_id: str) -> float | None:
+        if job_id not in self.limits:  # a job of another process: its folder says
+            storage = self._storage()
+            key = lookup_id(storage, job_id)
+            value = JobFolder(storage, key).parameter(self.parameter) if key else None
+            self.limits[job_id] = float(value) if value is not None else None
+        return self.limits[job_id]
+
+
+@dataclass
+class _View:
+    """What was last listed of one array's children (listed again only when its counts move)."""
+
+    failed_count: int = 0
+    failed: dict[int, Status] = field(default_factory=dict)
+    running_key: tuple[tuple[str, int], ...] = ()
+    running: set[int] = field(default_factory=set)
+
+
+class ArrayTracker:
+    """Answers ``states(ids)`` for one backend instance from its ``Scheduler``, remembering what it listed.
+
+    Args:
+        scheduler: what the backend answers (see ``Scheduler``).
+        storage: the executor's folder store (for forgotten jobs and recorded limits).
+        lost_grace_s: how long a job the scheduler does not list stays PENDING after its submission.
+        pending: the "pending too long" rule, if the backend has such a limit.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        storage: Callable[[], Storage],
+        *,
+        lost_grace_s: float = 120.0,
+        pending: PendingTooLong | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.forgotten = ForgottenJobs(storage, scheduler.label)
+        self.pending = pending
+        self.lost_grace_s = lost_grace_s
+        self.arrays: dict[str, bool] = {}
+        """Parent id -> submitted as an array (a one-task "array" may be a plain job)."""
+        self._views: dict[str, _View] = {}
+        self._lock = threading.RLock()
+
+    # -- what a backend calls --------------------------------------------------------------------
+    def submitted(self, parent: str, *, array: bool, pending_limit_min: float | None = None) -> None:
+        """Remember a submission of this process (no describe needed to map its ids)."""
+        self.arrays[parent] = array
+        if self.pending is not None:
+            self.pending.limit(parent, pending_limit_min)
+
+    def describe(self, parents: Sequence[str]) -> dict[str, Parent]:
+        """``Scheduler.describe``, ``describe_max`` parents a call; the parents it forgot are absent."""
+        found: dict[str, Parent] = {}
+        unique = list(dict.fromkeys(parents))
+        step = max(1, self.scheduler.describe_max)
+        for start in range(0, len(unique), step):
+            for parent_id, parent in self.scheduler.describe(unique[start : start + step]).items():
+                found[parent_id] = parent
+                self.arrays[parent_id] = parent.array
+        return found
+
+    def is_array(self, parent: str) -> bool:
+        """Whether ``parent`` runs as an array (described once if this process did not submit it)."""
+        if parent not in self.arrays:
+            self.describe([parent])
+        return self.arrays.get(parent, False)
+
+    def native_id(self, backend_id: str, join: Callable[[str, int], str]) -> str:
+        """The scheduler's id of a jobsub id: ``join(parent, index)`` for an array's child, the
+        parent's id for a plain job (whose jobsub id may still carry index 0)."""
+        parent, index = split_id(backend_id)
+        return join(parent, index) if index is not None and self.is_array(parent) else parent
+
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        groups: dict[str, list[Member]] = {}
+        for backend_id in backend_ids:
+            parent_id, index = split_id(backend_id)
+            groups.setdefault(parent_id, []).append((backend_id, index))
+        with self._lock:
+            described = self.describe(list(groups))
+            answer: dict[str, Status] = {}
+            for parent_id, members in groups.items():
+                parent = described.get(parent_id)
+                if parent is None:
+                    answer.update(self.forgotten.judge(parent_id, members, grace_s=self.lost_grace_s))
+                elif parent.array:
+                    answer.update(self._array_states(parent, members))
+                else:
+                    status = self._waited_too_long(parent) or self.scheduler.status(parent.native, parent)
+                    answer.update((backend_id, status) for backend_id, _ in members)
+            return answer
+
+    # -- the rules -------------------------------------------------------------------------------
+    def _waited_too_long(self, parent: Parent) -> Status | None:
+        """CANCELLED (after cancelling it) if ``parent`` has been queued past its limit."""
+        if self.pending is None:
+            return None
+        if parent.queued is None or parent.ended or parent.cancelled:
+            self.pending.started(parent.id)
+            return None
+        reason = self.pending.check(parent.id, parent.queued)
+        if reason is None:
+            return None
+        self.scheduler.cancel(parent, reason)
+        logger.warning("%s job %s: %s", self.scheduler.label, parent.id, reason)
+        return Status(JobState.CANCELLED, reason)
+
+    def _array_states(self, parent: Parent, members: Sequence[Member]) -> dict[str, Status]:
+        view = self._views.setdefault(parent.id, _View())
+        ended = parent.ended
+        wanted: set[JobState] = set()
+        if parent.count(JobState.FAILED) != view.failed_count:
+            wanted.add(JobState.FAILED)
+        key = tuple(sorted((str(s), n) for s, n in parent.counts.items()))
+        both = parent.count(JobState.RUNNING) and parent.count(JobState.PENDING)
+        if not ended and both and key != view.running_key:
+            wanted.add(JobState.RUNNING)
+        if wanted:
+            listed = {i: self.scheduler.status(c, parent) for i, c in self.scheduler.children(parent, wanted).items()}
+            if JobState.FAILED in wanted:
+                view.failed = {i: s for i, s in listed.items() if s.state.is_final and s.state is not JobState.COMPLETED}
+                view.failed_count = parent.count(JobState.FAILED)
+            if JobState.RUNNING in wanted:
+                view.running = {i for i, s in listed.items() if s.state is JobState.RUNNING}
+                view.running_key = key
+        running = view.running if not ended and both else None
+        stuck = self._waited_too_long(parent)
+        cancelled = parent.cancelled or (stuck.reason if stuck is not None else "")
+        return {
+            backend_id: _member(parent, index, ended, view.failed, running, cancelled) for backend_id, index in members
+        }
+
+
+def _member(
+    parent: Parent, index: int | None, ended: bool, failed: Mapping[int, Status], running: set[int] | None,
+    cancelled: str,
+) -> Status:
+    """One child's status, from its parent's counts and the children listed (failed, running).
+
+    ``index`` None asks about the whole array.
+    """
+    n_failed = parent.count(JobState.FAILED)
+    if index is None:
+        if cancelled:
+            return Status(JobState.CANCELLED, cancelled)
+        if ended:
+            return Status(JobState.FAILED, f"{n_failed} tasks failed") if n_failed else Status(JobState.COMPLETED)
+        return Status(JobState.RUNNING if parent.count(JobState.RUNNING) else JobState.PENDING)
+    if index in failed:
+        found = failed[index]
+        return Status(JobState.CANCELLED, cancelled) if cancelled and found.state is JobState.FAILED else found
+    if ended:
+        return Status(JobState.COMPLETED)
+    if cancelled:
+        return Status(JobState.CANCELLED, cancelled)
+    if running is not None:
+        return Status(JobState.RUNNING if index in running else JobState.PENDING)
+    waiting = parent.count(JobState.PENDING)
+    return Status(JobState.RUNNING if parent.count(JobState.RUNNING) and not waiting else JobState.PENDING)

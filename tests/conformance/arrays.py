@@ -1,0 +1,292 @@
+"""The array tracker's lifecycle (jobsub.cloud.arrays), told by a scheduler the test scripts.
+
+A cloud backend with no emulator still has its lifecycle tested here: counts
+and the children listed to explain them, a job the scheduler forgets, one
+that pends forever, throttling.  ``Script`` is the scheduler's world as a
+test sets it; a backend opts in with one class whose ``scheduler`` fixture is
+its own ``Scheduler`` over a fake SDK client answering from the script in
+the provider's shapes (``FakeScheduler`` is the reference, in jobsub's terms)::
+
+    class TestMyTracker(ArrayTrackerSuite):
+        @pytest.fixture
+        def scheduler(self, script: Script) -> Scheduler:
+            return MyScheduler(MyGateway(client=FakeMyClient(script)))
+
+What is real: the tracker, the gateway's pacing and retries, the folder (in
+memory).  What is played: the scheduler's answers.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from jobsub.cloud.arrays import ArrayTracker, Parent, PendingTooLong, Scheduler
+from jobsub.cloud.gateway import Gateway
+from jobsub.errors import BackendError
+from jobsub.folder import JobFolder, register_id
+from jobsub.states import JobState, Status
+from jobsub.storage import MemoryStorage
+
+P, R, C, F = JobState.PENDING, JobState.RUNNING, JobState.COMPLETED, JobState.FAILED
+
+
+class Throttled(Exception):
+    """The scripted scheduler's "slow down" (a provider's 429)."""
+
+
+@dataclass
+class ScriptedJob:
+    """One job of the script: its children's states (one child: a plain job unless ``array``)."""
+
+    children: list[JobState]
+    array: bool
+    queued: str | None = None
+    """The scheduler's reason while it waits for capacity, nothing started."""
+    cancelled: str = ""
+    exit_codes: dict[int, int] = field(default_factory=dict)
+
+
+class Script:
+    """The scheduler's world: jobs, their children's states, and faults to come."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, ScriptedJob] = {}
+        self.throttle = 0
+        """How many of the next calls answer "slow down"."""
+        self.calls: collections.Counter[str] = collections.Counter()
+        """Calls by kind: "describe", "list", "cancel", "throttled"."""
+        self.described: list[int] = []
+        """How many jobs each describe call asked for."""
+
+    def array(self, job_id: str, children: Sequence[JobState], **codes: int) -> None:
+        self.jobs[job_id] = ScriptedJob(list(children), True, exit_codes={int(k[1:]): v for k, v in codes.items()})
+
+    def plain(self, job_id: str, state: JobState, exit_code: int = 0) -> None:
+        self.jobs[job_id] = ScriptedJob([state], False, exit_codes={0: exit_code})
+
+    def queue(self, job_id: str, size: int, reason: str) -> None:
+        self.jobs[job_id] = ScriptedJob([P] * size, size > 1, queued=reason)
+
+    def forget(self, job_id: str) -> None:
+        del self.jobs[job_id]
+
+    def answer(self, kind: str) -> None:
+        """Count a call of ``kind``; raise ``Throttled`` while the script says so."""
+        if self.throttle:
+            self.throttle -= 1
+            self.calls["throttled"] += 1
+            raise Throttled(f"{kind}: slow down")
+        self.calls[kind] += 1
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        job = self.jobs[job_id]
+        job.cancelled, job.queued = reason, None
+        job.children = [s if s.is_final else F for s in job.children]
+
+
+class ScriptGateway(Gateway):
+    """The kit's gateway over the script: real pacing and retries, a played client."""
+
+    provider = "script"
+    default_rate = 1000.0
+    first_delay_s = 0.01
+
+    def make_client(self, service: str) -> Any:
+        return None
+
+    def transient(self, exc: BaseException) -> float | None:
+        return 0.0 if isinstance(exc, Throttled) else None
+
+    def map_error(self, exc: BaseException, action: str, *, submitting: bool) -> Exception | None:
+        return BackendError(f"{action}: {exc}") if isinstance(exc, Throttled) else None
+
+
+class FakeScheduler:
+    """The reference ``Scheduler``: the script's jobs in jobsub's terms."""
+
+    label = "the scripted scheduler"
+    describe_max = 100
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.gateway = ScriptGateway()
+
+    def describe(self, parents: Sequence[str]) -> dict[str, Parent]:
+        self.gateway.run("describe", lambda: self.script.answer("describe"))
+        self.script.described.append(len(parents))
+        found = {}
+        for job_id in parents:
+            job = self.script.jobs.get(job_id)
+            if job is not None:
+                counts = collections.Counter(job.children)
+                ended = all(s.is_final for s in job.children)
+                found[job_id] = Parent(
+                    job_id, job, job.array, dict(counts), len(job.children), ended, job.queued, job.cancelled,
+                )
+        return found
+
+    def children(self, parent: Parent, states: Collection[JobState]) -> dict[int, Any]:
+        self.gateway.run("list", lambda: self.script.answer("list"))
+        job = parent.native
+        return {i: (job, i) for i, s in enumerate(job.children) if s in states}
+
+    def status(self, native: Any, parent: Parent) -> Status:
+        job, index = native if isinstance(native, tuple) else (native, 0)
+        state = job.children[index]
+        if state is F:
+            return Status(JobState.CANCELLED, job.cancelled) if job.cancelled else Status(F, f"exit code {job.exit_codes.get(index, 1)}")
+        return Status(state, job.queued or "")
+
+    def cancel(self, parent: Parent, reason: str) -> None:
+        self.gateway.run("cancel", lambda: self.script.answer("cancel"))
+        self.script.cancel(parent.id, reason)
+
+
+def _states(tracker: ArrayTracker, ids: Sequence[str]) -> list[JobState]:
+    answer = tracker.states(ids)
+    return [answer[i].state for i in ids]
+
+
+class ArrayTrackerSuite:
+    """The tracker's behaviour over ``scheduler``; a backend overrides that fixture only."""
+
+    @pytest.fixture
+    def script(self) -> Script:
+        return Script()
+
+    @pytest.fixture
+    def scheduler(self, script: Script) -> Scheduler:
+        return FakeScheduler(script)
+
+    @pytest.fixture
+    def storage(self) -> MemoryStorage:
+        return MemoryStorage()
+
+    @pytest.fixture
+    def tracker(self, scheduler: Scheduler, storage: MemoryStorage) -> ArrayTracker:
+        pending = PendingTooLong(lambda: storage, scheduler.label, "pending_timeout_min", "my_pending_timeout_min")
+        return ArrayTracker(scheduler, lambda: storage, pending=pending)
+
+    # -- counts and the children they make the tracker list ------------------------------------
+    def test_an_arrays_children_from_its_counts(self, script: Script, tracker: ArrayTracker) -> None:
+        ids = [f"A_{i}" for i in range(4)]
+        script.array("A", [R, P, C, F], c3=3)
+        # a success shows as its result (read first by the core): until the array ends, not RUNNING
+        assert _states(tracker, ids) == [R, P, P, F]
+        assert "exit code 3" in tracker.states(["A_3"])["A_3"].reason
+        listed = script.calls["list"]
+        assert listed >= 1
+        assert _states(tracker, ids) == [R, P, P, F]
+        assert script.calls["list"] == listed, "the counts did not move: nothing listed again"
+        script.jobs["A"].children[1] = R
+        assert _states(tracker, ids) == [R, R, R, F]  # nobody waits: running or ended (the result says)
+        script.jobs["A"].children = [C, C, C, F]
+        assert _states(tracker, ids) == [C, C, C, F]
+        whole = tracker.states(["A"])["A"]
+        assert whole.state is F and "1 tasks failed" in whole.reason
+
+    def test_running_and_waiting_children_are_told_apart(self, script: Script, tracker: ArrayTracker) -> None:
+        script.array("B", [P, R, P, R])
+        assert _states(tracker, [f"B_{i}" for i in range(4)]) == [P, R, P, R]
+        assert tracker.states(["B"])["B"].state is R
+        script.array("B", [P] * 4)
+        assert _states(tracker, ["B_1", "B"]) == [P, P]
+
+    def test_plain_jobs_and_their_ids(self, script: Script, tracker: ArrayTracker) -> None:
+        script.plain("J", R)
+        script.array("A", [R, R])
+        assert _states(tracker, ["J"]) == [R]
+        script.plain("J", F, exit_code=2)
+        failed = tracker.states(["J"])["J"]
+        assert failed.state is F and "exit code 2" in failed.reason
+        join = lambda parent, index: f"{parent}#{index}"  # noqa: E731
+        assert (tracker.native_id("A_1", join), tracker.native_id("J_0", join)) == ("A#1", "J")
+        assert (tracker.native_id("J", join), tracker.is_array("A"), tracker.is_array("J")) == ("J", True, False)
+
+    def test_describes_are_chunked(self, script: Script, scheduler: Scheduler, tracker: ArrayTracker) -> None:
+        for i in range(250):
+            script.plain(f"J{i}", R)
+        states = tracker.states([f"J{i}" for i in range(250)])
+        assert {s.state for s in states.values()} == {R}
+        assert sum(script.described) == 250 and max(script.described) <= scheduler.describe_max
+        assert len(script.described) == -(-250 // scheduler.describe_max)
+
+    # -- a job the scheduler forgot: the folder decides ----------------------------------------
+    def _folder(self, storage: MemoryStorage, job_id: str, count: int, submitted_at: float) -> JobFolder:
+        folder = JobFolder.create(storage)
+        record = {"id": job_id, "offset": 0, "count": count, "submitted_at": submitted_at}
+        folder.write_meta({"backend": "scripted", "parameters": {"specific": {}}, "submissions": [record]})
+        register_id(storage, job_id, folder.key)
+        return folder
+
+    def test_a_forgotten_job_is_judged_by_its_folder(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        script.array("V", [R, R])
+        assert _states(tracker, ["V_0", "V_1"]) == [R, R]
+        folder = self._folder(storage, "V", 2, time.time() - 3600)
+        folder.write_result(0, 0, b"the result", ok=True)
+        script.forget("V")
+        forgotten = tracker.states(["V_0", "V_1"])
+        assert [forgotten[i].state for i in ("V_0", "V_1")] == [C, JobState.LOST]
+        assert "result is in the folder" in forgotten["V_0"].reason
+        assert "left no result" in forgotten["V_1"].reason and folder.url in forgotten["V_1"].reason
+
+    def test_a_job_not_listed_yet_waits_out_the_grace_period(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        self._folder(storage, "N", 1, time.time())  # submitted just now: listings lag
+        assert _states(tracker, ["N", "X"]) == [P, P]  # X: no folder names it; missed for the first time
+        tracker.lost_grace_s = 0.0
+        lost = tracker.states(["N", "X"])
+        assert [lost["N"].state, lost["X"].state] == [JobState.LOST, JobState.LOST]
+        assert "no folder" in lost["X"].reason
+
+    # -- pending too long: cancelled, with the scheduler's reason ------------------------------
+    def test_a_job_queued_past_its_limit_is_cancelled_with_the_schedulers_reason(
+        self, script: Script, tracker: ArrayTracker
+    ) -> None:
+        script.queue("Q", 3, "no capacity in the compute environment")
+        tracker.submitted("Q", array=True, pending_limit_min=0.0)
+        script.queue("W", 3, "no capacity")
+        tracker.submitted("W", array=True, pending_limit_min=60.0)
+        answer = tracker.states(["Q_0", "Q_2", "W_0"])
+        assert [answer[i].state for i in ("Q_0", "Q_2", "W_0")] == [JobState.CANCELLED, JobState.CANCELLED, P]
+        reason = answer["Q_0"].reason
+        assert "no capacity in the compute environment" in reason and "my_pending_timeout_min" in reason
+        assert script.calls["cancel"] == 1 and script.jobs["Q"].cancelled
+        again = tracker.states(["Q_1", "Q"])  # as the scheduler tells it since
+        assert [again["Q_1"].state, again["Q"].state] == [JobState.CANCELLED, JobState.CANCELLED]
+        assert "no capacity in the compute environment" in again["Q"].reason and script.calls["cancel"] == 1
+
+    def test_the_limit_of_another_process_comes_from_the_folder(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        assert tracker.pending is not None
+        folder = self._folder(storage, "O", 1, time.time())
+        meta = folder.read_meta()
+        meta["parameters"]["specific"][tracker.pending.parameter] = 0
+        folder.write_meta(meta)
+        script.queue("O", 1, "waiting for a GPU")
+        status = tracker.states(["O"])["O"]
+        assert status.state is JobState.CANCELLED and "waiting for a GPU" in status.reason
+        script.plain("S", R)  # started: no clock runs for it
+        assert tracker.states(["S"])["S"].state is R and script.calls["cancel"] == 1
+
+    # -- throttling: the gateway's retries, then the backend's error ----------------------------
+    def test_throttling_is_retried_then_reported(self, script: Script, tracker: ArrayTracker) -> None:
+        script.array("T", [R, P])
+        script.throttle = 2
+        assert _states(tracker, ["T_0", "T_1"]) == [R, P]
+        assert script.calls["throttled"] == 2
+        script.throttle = 100
+        with pytest.raises(BackendError):
+            tracker.states(["T_0"])
+        script.throttle = 0
+        assert _states(tracker, ["T_0", "T_1"]) == [R, P]  # the views survived the failed poll
