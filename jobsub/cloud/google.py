@@ -61,9 +61,9 @@ class GoogleGateway(Gateway):
     def make_client(self, service: str) -> Any:
         kind, _, project = service.partition(":")
         if kind == "storage":
-            from google.cloud import storage
+            import google.cloud.storage
 
-            return storage.Client()
+            return google.cloud.storage.Client()
         if kind == "batch":
             from google.cloud import batch_v1
 
@@ -73,7 +73,7 @@ class GoogleGateway(Gateway):
             from google.cloud import logging as cloud_logging
 
             options, credentials = _endpoint(LOGGING_ENDPOINT)
-            return cloud_logging.Client(
+            return cloud_logging.Client(  # type: ignore[no-untyped-call]
                 project=project or None, credentials=credentials, _use_grpc=False, client_options=options,
             )
         raise ValueError(f"no Google client for {service!r}")
@@ -127,5 +127,5 @@ def _endpoint(variable: str) -> tuple[dict[str, str], Any]:
     if endpoint.startswith("http://"):
         from google.auth.credentials import AnonymousCredentials
 
-        return {"api_endpoint": endpoint}, AnonymousCredentials()
+        return {"api_endpoint": endpoint}, AnonymousCredentials()  # type: ignore[no-untyped-call]
     return {"api_endpoint": endpoint}, None

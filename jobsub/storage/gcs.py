@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import google.cloud.storage  # noqa: F401 - here, so that a missing extra is named when gs:// is opened
 from google.api_core import exceptions as api_exceptions
-from google.cloud import storage as gcs  # noqa: F401 - here, so that a missing extra is named when gs:// is opened
 
 from ..cloud.google import GoogleGateway
 from ..errors import BackendError

@@ -269,7 +269,9 @@ class FakeBatch:
         running: list[threading.Thread] = []
         while pending or running:
             running = [t for t in running if t.is_alive()]
-            while pending and len(running) < group.parallelism and not stored.cancel:
+            busy = len(running) if self.execute else sum(t.state == TaskState.RUNNING for t in stored.tasks)
+            while pending and busy < group.parallelism and not stored.cancel:
+                busy += 1
                 task = pending.popleft()
                 thread = threading.Thread(target=self._run_task, args=(stored, task), daemon=True)
                 thread.start()
