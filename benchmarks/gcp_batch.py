@@ -58,7 +58,7 @@ def map_array_and_poll(tasks: int) -> dict[str, Any]:
             backend = jobs[0]._backend
             parent = jobs[0].job_id.rpartition("_")[0]
             want = parallelism or tasks
-            while (fake.job(parent).status.task_groups["group0"].counts.get("RUNNING", 0)) < want:
+            while _running(fake, parent) < want:
                 time.sleep(0.2)
             fake.calls.clear()
             backend.states([job.job_id for job in jobs])
@@ -66,6 +66,11 @@ def map_array_and_poll(tasks: int) -> dict[str, Any]:
         return answer
     finally:
         fake.close()
+
+
+def _running(fake: FakeBatch, name: str) -> int:
+    job = fake.job(name)
+    return int(job.status.task_groups["group0"].counts.get("RUNNING", 0)) if job is not None else 0
 
 
 def latency(repetitions: int) -> dict[str, Any]:

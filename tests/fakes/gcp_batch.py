@@ -62,8 +62,8 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _JOB_PATH = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/jobs(?:/([^/:]+))?(:cancel)?$")
 _TASKS_PATH = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/jobs/[^/]+/taskGroups/[^/]+)/tasks(?:/(\d+))?$")
-State = batch_v1.JobStatus.State
-TaskState = batch_v1.TaskStatus.State
+State: Any = batch_v1.JobStatus.State
+TaskState: Any = batch_v1.TaskStatus.State
 
 
 class ApiError(Exception):
@@ -83,11 +83,16 @@ def _rfc3339(moment: datetime.datetime) -> str:
 @dataclass
 class _Task:
     index: int
-    state: TaskState = TaskState.PENDING
+    state: Any = TaskState.PENDING
     events: list[batch_v1.StatusEvent] = field(default_factory=list)
     attempt: int = 0
     container: Any = None
     preempt: bool = False
+
+    def take_preempt(self) -> bool:
+        """Whether it was to be preempted (then no longer: one preemption per request)."""
+        found, self.preempt = self.preempt, False
+        return found
 
 
 @dataclass
@@ -96,6 +101,9 @@ class _Job:
     tasks: list[_Task]
     cancel: str = ""  # "", "cancel" or "delete"
     started: float = 0.0
+
+    def cancelled(self) -> bool:
+        return bool(self.cancel)
 
 
 class FakeBatch:
@@ -220,7 +228,7 @@ class FakeBatch:
         self.calls["ListTasks"] += 1
         job = self._find(group.rsplit("/taskGroups/", 1)[0])
         wanted = (query.get("filter") or "").strip()
-        state: TaskState | None = None
+        state: Any | None = None
         if wanted:
             key, _, value = wanted.partition("=")
             if key.strip().lower() != "state" or value.strip().upper() not in TaskState.__members__:
@@ -261,7 +269,7 @@ class FakeBatch:
                 self._event(job, QUOTA_EVENT.format(job=job.name), State.QUEUED)
             return  # QUEUED until cancelled or deleted
         with self._lock:
-            if stored.cancel:
+            if stored.cancelled():
                 return
             self._set_state(job, State.SCHEDULED)
         group = job.task_groups[0]
@@ -270,19 +278,19 @@ class FakeBatch:
         while pending or running:
             running = [t for t in running if t.is_alive()]
             busy = len(running) if self.execute else sum(t.state == TaskState.RUNNING for t in stored.tasks)
-            while pending and busy < group.parallelism and not stored.cancel:
+            while pending and busy < group.parallelism and not stored.cancelled():
                 busy += 1
                 task = pending.popleft()
                 thread = threading.Thread(target=self._run_task, args=(stored, task), daemon=True)
                 thread.start()
                 running.append(thread)
-            if stored.cancel:
+            if stored.cancelled():
                 pending.clear()
             time.sleep(0.05)
             if not self.execute and not pending:
                 return  # tasks stay RUNNING
         with self._lock:
-            if stored.cancel:
+            if stored.cancelled():
                 self._finish_cancel(stored)
                 return
             failed = any(t.state == TaskState.FAILED for t in stored.tasks)
@@ -292,7 +300,7 @@ class FakeBatch:
         spec = stored.job.task_groups[0].task_spec
         while True:
             with self._lock:
-                if stored.cancel:
+                if stored.cancelled():
                     return
                 self._task_state(stored, task, TaskState.ASSIGNED)
                 self._task_state(stored, task, TaskState.RUNNING)
@@ -303,7 +311,7 @@ class FakeBatch:
                 return
             code = self._attempt(stored, task, spec)
             with self._lock:
-                if stored.cancel:
+                if stored.cancelled():
                     return
                 if code == 0:
                     self._task_state(stored, task, TaskState.SUCCEEDED, code)
@@ -326,8 +334,7 @@ class FakeBatch:
         memory = spec.compute_resource.memory_mib
         with self._slots:
             with self._lock:
-                if task.preempt:  # reclaimed before it started
-                    task.preempt = False
+                if task.take_preempt():  # reclaimed before it started
                     return PREEMPTED
             try:
                 handle = self._engine().containers.run(
@@ -341,14 +348,14 @@ class FakeBatch:
                 return 50000
             with self._lock:
                 task.container = handle
-                preempt, cancelled = task.preempt, bool(stored.cancel)
+                preempt, cancelled = task.preempt, stored.cancelled()
             if preempt or cancelled:
                 _kill(handle)
             started = time.monotonic()
             code, why = _wait(handle, lambda: limit is not None and time.monotonic() - started > limit)
             with self._lock:
                 task.container = None
-                preempted, task.preempt = task.preempt, False
+                preempted = task.take_preempt()
             for stream, severity in (("stdout", "INFO"), ("stderr", "ERROR")):
                 text = handle.logs(stdout=stream == "stdout", stderr=stream == "stderr").decode(errors="replace")
                 for line in text.splitlines():
@@ -375,7 +382,7 @@ class FakeBatch:
 
     def _render(self, stored: _Job) -> batch_v1.Job:
         with self._lock:
-            job = batch_v1.Job.deserialize(batch_v1.Job.serialize(stored.job))
+            job: batch_v1.Job = batch_v1.Job.deserialize(batch_v1.Job.serialize(stored.job))
             counts = collections.Counter(TaskState(t.state).name for t in stored.tasks)
             job.status.task_groups["group0"] = batch_v1.JobStatus.TaskGroupStatus(counts=dict(counts))
             if stored.started:
@@ -386,18 +393,18 @@ class FakeBatch:
         status = batch_v1.TaskStatus(state=task.state, status_events=list(task.events))
         return batch_v1.Task(name=f"{group}/tasks/{task.index}", status=status)
 
-    def _event(self, job: batch_v1.Job, description: str, state: State) -> None:
+    def _event(self, job: batch_v1.Job, description: str, state: Any) -> None:
         job.status.status_events.append(
             batch_v1.StatusEvent(type_="STATUS_CHANGED", description=description, event_time=_now())
         )
         job.update_time = _now()
 
-    def _set_state(self, job: batch_v1.Job, to: State) -> None:
+    def _set_state(self, job: batch_v1.Job, to: Any) -> None:
         was = State(job.status.state).name
         job.status.state = to
         self._event(job, f"Job state is set from {was} to {to.name} for job {job.name}.", to)
 
-    def _task_state(self, stored: _Job, task: _Task, to: TaskState, code: int | None = None) -> None:
+    def _task_state(self, stored: _Job, task: _Task, to: Any, code: int | None = None) -> None:
         was, task.state = TaskState(task.state).name, to
         description = f"Task state is updated from {was} to {to.name}"
         if code is not None and code != 0:

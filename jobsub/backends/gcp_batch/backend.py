@@ -20,10 +20,10 @@ before its container ends, and ``Job`` reads results first.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -75,8 +75,6 @@ class GCPBatchBackend(Backend):
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.api = GoogleGateway()
-        self._lock = threading.RLock()
-        self._storage: Storage | None = None
         self.jobs = BatchScheduler(self.api)
         stuck = PendingTooLong(
             lambda: self.storage, self.jobs.label, "queued_timeout_min", "gcp_batch_queued_timeout_min", "QUEUED",
@@ -86,12 +84,10 @@ class GCPBatchBackend(Backend):
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_TASKS
 
-    @property
+    @functools.cached_property
     def storage(self) -> Storage:
-        with self._lock:
-            if self._storage is None:
-                self._storage = open_storage(self.root)
-            return self._storage
+        """The executor's folder store (opened on first use)."""
+        return open_storage(self.root)
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
