@@ -113,7 +113,9 @@ class GCPBatchBackend(Backend):
                 before_retry=lambda: self._adopt(name),
             )
         except SubmissionError as exc:  # 409: an earlier attempt (its answer lost) made it
-            if "HTTP 409" not in str(exc) or self._adopt(name) is None:
+            from google.api_core import exceptions as api_exceptions
+
+            if not isinstance(exc.__cause__, api_exceptions.Conflict) or self._adopt(name) is None:
                 raise
         self.tracker.submitted(name, array=n_tasks > 1, pending_limit_min=spec.queued_timeout_min)
         return name
