@@ -196,7 +196,8 @@ def test_the_built_request_matches_the_golden_file() -> None:
         env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}, task_env={"index": "BATCH_TASK_INDEX"},
         code_package="gs://b/runs/.code/0123456789abcdef.tar.gz",
     ))
-    body = render.job_request(launch, 1000, common, spec)
+    name = f"projects/p/locations/us-central1/jobs/{render.job_id('', launch.tag)}"
+    body = render.job_request(render.named(launch, name, array=True), 1000, common, spec)
     if os.environ.get("JOBSUB_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
     assert body == json.loads(GOLDEN.read_text())

@@ -97,12 +97,15 @@ class GCPBatchBackend(Backend):
                 f"GCP Batch tasks read their job folder from Cloud Storage: give a gs:// folder, not {folder.url}"
             )
         launch = render.task_launch(launch)
-        body = render.job_request(launch, n_tasks, common, spec)  # bad input is refused here, before any call
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
-            return _run_here(launch, n_tasks, spec, common, folder)
+            here = render.named(launch, attached_id(launch), array=n_tasks > 1)
+            render.job_request(here, n_tasks, common, spec)  # bad input is refused as it would be
+            return _run_here(here, n_tasks, spec, common, folder)
         parent = f"projects/{_project(spec)}/locations/{_location(spec)}"
         job_id = render.job_id(common.name, launch.tag)
         name = f"{parent}/jobs/{job_id}"
+        launch = render.named(launch, name, array=n_tasks > 1)
+        body = render.job_request(launch, n_tasks, common, spec)  # bad input is refused here, before any call
         request = batch_v1.CreateJobRequest(
             parent=parent, job_id=job_id, job=batch_v1.Job.from_json(json.dumps(body)),
             request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{folder.url}#{launch.tag}")),

@@ -32,8 +32,10 @@ __all__ = [
     "MAX_PARALLELISM",
     "MAX_TASKS",
     "PREEMPTED",
+    "JOB_VARIABLE",
     "job_id",
     "job_request",
+    "named",
     "task_launch",
 ]
 
@@ -69,6 +71,16 @@ def task_launch(launch: Launch) -> Launch:
         task_env={**launch.task_env, "index": "BATCH_TASK_INDEX"},
         env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM", "PYTHONUNBUFFERED": "1"},
     )
+
+
+JOB_VARIABLE = "JOBSUB_GCP_BATCH_JOB"
+"""The task's job name (Batch gives a task its index, not its job's name): jobsub's id of the task."""
+
+
+def named(launch: Launch, name: str, *, array: bool) -> Launch:
+    """The launch told its job's name, so that a task knows its jobsub id (``<name>_<index>`` in an array)."""
+    role = "array_job_id" if array else "job_id"
+    return launch.replace(env={**launch.env, JOB_VARIABLE: name}, task_env={**launch.task_env, role: JOB_VARIABLE})
 
 
 def job_request(launch: Launch, n_tasks: int, common: CommonParameters, spec: GCPBatchParameters) -> dict[str, Any]:
