@@ -72,7 +72,7 @@ sys.path.insert(0, TREE)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TREE, os.environ.get("PYTHONPATH")) if p)
 
 import jobsub  # noqa: E402
-import jobsub.helpers  # noqa: E402
+from jobsub import helpers as _helpers  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -217,7 +217,7 @@ def handles_section(ex: jobsub.Executor, fn: Callable[[int, int], int], n: int) 
 
     with counting(ex):
         c0, start = COUNTS.copy(), time.perf_counter()
-        done = sum(1 for _ in jobsub.helpers.as_completed(jobs))  # its default poll frequency, 0.5 s
+        done = sum(1 for _ in _helpers.as_completed(jobs))  # its default poll frequency, 0.5 s
         waited = time.perf_counter() - start
         c1 = COUNTS.copy()
         results = [j.result() for j in jobs]

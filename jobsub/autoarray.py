@@ -11,15 +11,21 @@
         ─> each placeholder becomes the real Job
 
 A failed flush (the backend refused) is logged, and raised by the first use
-of each placeholder of the group.
+of each placeholder of the group.  A failure no placeholder ever raised fails
+the program when the interpreter exits: an error naming it, exit status 1
+(a script that never waits on its jobs must not end "successfully" with
+nothing submitted).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import heapq
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 import weakref
@@ -44,6 +50,14 @@ class DelayedJob(Job[Any]):
 
     _executor: Any
 
+    @property
+    def cache_key(self) -> str | None:
+        """Known before a coalesced submission exists (asking it sends nothing)."""
+        if "_coalesced_cache_key" not in self.__dict__:  # inside batch(): as any other use
+            return self.__getattr__("cache_key")  # type: ignore[no-any-return]
+        key: str | None = self.__dict__["_coalesced_cache_key"]
+        return key
+
     def _promote(self, job: Job[Any]) -> None:
         object.__setattr__(self, "__class__", type(job))
         self.__dict__.update(job.__dict__)
@@ -55,6 +69,7 @@ class DelayedJob(Job[Any]):
         if group is not None:
             group.flush()
             if group.error is not None:
+                _unraised.discard(group)  # told to the caller: the program decides what it means
                 raise InvalidStateError(
                     f"this job was never submitted: its coalesced array submission failed: {group.error}"
                 ) from group.error
@@ -115,6 +130,7 @@ class _Group:
             logger.debug("auto_array: %d calls sent as %s", len(jobs), "one array" if len(jobs) >= self.min_size else "separate jobs")
         except BaseException as exc:
             self.error = exc
+            _unraised.add(self)
             logger.error("auto_array: submitting %d coalesced calls failed: %s", len(self.items), exc)
         finally:
             self.done.set()
@@ -137,7 +153,7 @@ class Coalescer:
         """
         placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
         placeholder.__dict__["_group"] = None
-        placeholder.__dict__["_cache_key"] = cache_key
+        placeholder.__dict__["_coalesced_cache_key"] = cache_key
         full = None
         with self.lock:
             group = self.groups.get(key)
@@ -199,10 +215,31 @@ class _Timer:
 
 _live: weakref.WeakSet[Coalescer] = weakref.WeakSet()
 _timer = _Timer()
+_unraised: set[_Group] = set()
+"""Groups whose submission failed and whose placeholders never raised it (no one looked)."""
+FAILED_SUBMISSION_EXIT_STATUS = 1
 
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """Calls still coalescing when the interpreter exits are submitted, not lost."""
+    """Calls still coalescing when the interpreter exits are submitted, not lost; a submission that
+    failed unseen fails the program (exit status 1), since nothing it asked for will run.
+
+    An exception in an exit handler does not change Python's exit status, so the handler ends the
+    process itself, once logging and the standard streams are flushed.
+    """
     for coalescer in list(_live):
         coalescer.flush_all()
+    failed = sorted(_unraised, key=lambda group: group.deadline)
+    if not failed:
+        return
+    calls = sum(len(group.items) for group in failed)
+    logger.critical(
+        "auto_array: %d call(s) were never submitted and nothing asked for their jobs: %s; "
+        "exiting with status %d", calls, "; ".join(str(group.error) for group in failed), FAILED_SUBMISSION_EXIT_STATUS,
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(FAILED_SUBMISSION_EXIT_STATUS)

@@ -186,20 +186,20 @@ class Cache:
             job = self._job(entry[0], entry[1], key.key)
         except (FileNotFoundError, CorruptResultError, KeyError) as exc:
             return Lookup(None, generation + 1, f"its job folder {entry[0]} is gone or damaged ({exc})")
-        if job._all_results_present():
+        if job.results_present():
             failed = self._marked_failed(job)
             if failed is False:
                 return Lookup(job, generation, "completed")
-            state = JobState.FAILED if failed else job._state_from_results()
+            state = JobState.FAILED if failed else job.state_from_results()
             if state is JobState.COMPLETED:
                 return Lookup(job, generation, "completed")
             return Lookup(None, generation + 1, f"job {job.job_id} ended {state}: submitting again")
-        status = job._status()
-        if job._held and status.state is JobState.UNKNOWN and self._stale(job.folder):
+        status = job.status()
+        if job.is_held() and status.state is JobState.UNKNOWN and self._stale(job.folder):
             return Lookup(None, generation + 1, f"job {job.job_id} was never submitted (its client died?)")
         if not status.state.is_final:
             return Lookup(job, generation, f"job {job.job_id} is {status.state}: reattached")
-        if job._done_now() and job._error_now() is None:
+        if job.done_now() and job.error_now() is None:
             return Lookup(job, generation, f"job {job.job_id} completed")
         return Lookup(None, generation + 1, f"job {job.job_id} ended {status.state}: submitting again")
 
@@ -213,7 +213,7 @@ class Cache:
         # a listing taken before the results were seen could miss the mark of one of them
         listed = known[1] if known is not None and known[0] >= folder._results_listed_at else None
         now = time.monotonic()
-        failed, names = folder.failed_since(job.index, job._rank_list, listed)
+        failed, names = folder.failed_since(job.index, job.rank_list, listed)
         if listed is None:
             self._failed[folder.url] = (now, names)
         return failed
@@ -243,10 +243,8 @@ class Cache:
             folder, meta, backend = known
         real = task_id(meta, index)
         if real is None:  # held, or being submitted: the handle follows its record
-            job = Job.at(folder, index)
-            job._cache_key = key
-            return job
-        return Job._create(backend, folder, real, index, int(meta["ranks"]), cache_key=key)
+            return Job.at(folder, index, cache_key=key)
+        return Job.bind(backend, folder, real, index, int(meta["ranks"]), cache_key=key)
 
     def claim(self, key: CallKey, generation: int, folder: JobFolder, index: int) -> bool:
         """Make generation ``generation`` of ``key`` point at task ``index`` of ``folder``; False if

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import JobsubError
 from .folder import JobFolder, find_submissions, folder_at, lookup_id, split_folder_template
+from .hold import check, released_here, watch_root  # loads the driver of held handles
 from .job import Job
 from .states import JobState
 from .storage import open_storage
@@ -59,10 +60,8 @@ def status(folder: str) -> int:
             attached.append((name, Job.attach(sub.url)))
         except (JobsubError, OSError, ValueError, KeyError, TypeError) as exc:
             attached.append((name, f"(cannot be read: {type(exc).__name__}: {exc})"))
-    held = [jobs[0].folder for _, jobs in attached if not isinstance(jobs, str) and jobs and jobs[0]._held]
+    held = [jobs[0].folder for _, jobs in attached if not isinstance(jobs, str) and jobs and jobs[0].is_held()]
     if held:  # release what can be now (a held submission has no backend to run it on its own)
-        from .hold import check
-
         for folder_ in held:
             try:
                 check(folder_)
@@ -83,15 +82,14 @@ def status(folder: str) -> int:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
         memory = f"  peak RSS {peak:.0f} MB" if peak else ""
-        waiting = next((j._status().reason for j in jobs if j.state is JobState.HELD), "")
+        # why what waits waits: its upstreams (held), or the scheduler's reason (a drained node...)
+        waiting = next((j.status().reason for j in jobs if j.state in (JobState.HELD, JobState.PENDING)), "")
         print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}" + (f"  ({waiting})" if waiting else ""))
     return 0
 
 
 def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
     """Release the held submissions under ``folder`` as their upstreams succeed (or end them)."""
-    from .hold import check, released_here, watch_root
-
     root = split_folder_template(folder)[0]
     storage = open_storage(root)
     held = watch_root(root)
@@ -263,12 +261,12 @@ def _cancel(folder: str, job_id: str) -> bool:
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
     live = [task for task in tasks if not task.done()]
     if live:
-        live[0]._backend.cancel([job_id])  # the backend cancels a whole array by its id
+        live[0].backend_instance.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)
 
 
 def _submitit_alias(command: str, target: Path | None) -> int:
-    from .submitit_alias import AliasError, install_alias, uninstall_alias
+    from ._submitit.submitit_alias import AliasError, install_alias, uninstall_alias
 
     try:
         if command == "install-submitit-alias":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -51,8 +52,8 @@ from .errors import (
 )
 from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
-from .hold import end_unstarted, hold, plan, record
-from .job import Job, held_id
+from .hold import hold, plan, record
+from .job import Job
 from .parameters import (
     CommonParameters,
     Resolved,
@@ -64,7 +65,8 @@ from .parameters import (
 from .polling import poller_for
 from .states import JobState
 from .storage import open_storage
-from .submission import link_logs, new_meta, start, task_id
+from .submission import held_id, link_logs, new_meta, start, task_id
+from .unstarted import end_unstarted
 
 __all__ = ["AutoExecutor", "Executor", "cached"]
 
@@ -352,8 +354,9 @@ class Executor:
     ) -> list[Job[Any]]:
         """Write the calls into one new folder, then submit it, or hold it until its upstreams succeed.
 
-        ``prepared``: each call's upstream jobs and pickled arguments, when made
-        already (automatic arrays); ``claims``: the cache entries to create.
+        Its steps: payload (pickled, checked) -> folder (written before anything is submitted)
+        -> start or hold -> handles.  ``prepared``: each call's upstream jobs and pickled
+        arguments, when made already (automatic arrays); ``claims``: the cache entries to create.
         """
         claims = claims or [None] * len(calls)
         # Jobs among the arguments travel as references to their folders (JobRef); where this
@@ -362,10 +365,29 @@ class Executor:
         unique = list({(j.folder.url, j.index): j for jobs in upstream for j in jobs}.values())
         self._check_reachable(unique)
         dependencies, holding = plan(self.backend, unique, upstream if array else ())
-        held = bool(holding)
         params = self._resolve(dependencies)
+        payload = self._payload(calls, params, array=array, prepared=prepared)
+        folder = JobFolder.create(self.storage, mode=params.common.folder_mode)
+        try:
+            meta, others = self._write_folder(folder, payload, params, calls, upstream, holding, claims)
+            if len(others) == len(calls):  # every call is another process's submission already
+                folder.delete()
+                return [others[i] for i in range(len(calls))]
+            if holding:
+                hold(folder, meta)
+            else:
+                meta = start(self.backend, folder, params, meta)
+        except BaseException:
+            folder.delete()
+            raise
+        return self._handles(folder, meta, others, held=bool(holding))
+
+    def _payload(
+        self, calls: list[DelayedSubmission], params: Resolved, *, array: bool,
+        prepared: list[tuple[list[Job[Any]], bytes]] | None,
+    ) -> _Payload:
+        """The pickled call and arguments, checked against ``max_pickle_size_gb`` before anything is written."""
         common = params.common
-        ranks = common.tasks_per_node * common.nodes
         function = calls[0].function
         shared = all(c.function is function for c in calls)
         spec = {
@@ -393,53 +415,59 @@ class Executor:
                 f"{common.max_pickle_size_gb}; pass paths to large data instead of the data itself, "
                 "or raise max_pickle_size_gb"
             )
-        folder = JobFolder.create(self.storage, mode=common.folder_mode)
-        try:
-            folder.write_call(call_bytes)
-            folder.write_args(task_bytes, shard)
-            meta = new_meta(self.backend, params, len(calls), ranks, array)
-            meta["function"] = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
-            waits_for = {
-                str(i): [[j.folder.url, j.index, list(j._rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
-            }
-            if waits_for:
-                meta["waits_for"] = waits_for
-            keys = {str(i): claim[0].key for i, claim in enumerate(claims) if claim is not None}
-            if keys:
-                meta["cache_keys"] = keys
-            if held:
-                meta["held"] = record(holding, self._origin())
-            folder.write_meta(meta)
-            _record_dependents(folder, upstream)
-            others = self._claim(folder, claims) if keys else {}
-            if len(others) == len(calls):  # every call is another process's submission already
-                folder.delete()
-                return [others[i] for i in range(len(calls))]
+        name = _qualname(function) if shared else f"{len(set(map(_qualname, (c.function for c in calls))))} functions"
+        return _Payload(call_bytes, task_bytes, shard, name, array)
+
+    def _write_folder(
+        self, folder: JobFolder, payload: _Payload, params: Resolved, calls: list[DelayedSubmission],
+        upstream: list[list[Job[Any]]], holding: list[Job[Any]], claims: list[Claim | None],
+    ) -> tuple[dict[str, Any], dict[int, Job[Any]]]:
+        """Write call, arguments and ``meta.json``; claim the cache entries.  Returns the meta and the
+        jobs of the calls another process submitted first (their tasks here end unstarted)."""
+        common = params.common
+        ranks = common.tasks_per_node * common.nodes
+        folder.write_call(payload.call)
+        folder.write_args(payload.tasks, payload.shard)
+        meta = new_meta(self.backend, params, len(calls), ranks, payload.array)
+        meta["function"] = payload.function
+        waits_for = {
+            str(i): [[j.folder.url, j.index, list(j.rank_list)] for j in jobs] for i, jobs in enumerate(upstream) if jobs
+        }
+        if waits_for:
+            meta["waits_for"] = waits_for
+        keys = {str(i): claim[0].key for i, claim in enumerate(claims) if claim is not None}
+        if keys:
+            meta["cache_keys"] = keys
+        if holding:
+            meta["held"] = record(holding, self._origin())
+        folder.write_meta(meta)
+        _record_dependents(folder, upstream)
+        others = self._claim(folder, claims) if keys else {}
+        if len(others) < len(calls):
             for index, other in others.items():
                 duplicate = JobCancelledError(
                     f"not run: the same call is job {other.job_id} (cache)", state=JobState.CANCELLED,
                     reason="a duplicate of a cached call",
                 )
                 end_unstarted(folder, index, ranks, duplicate)
-            if held:
-                hold(folder, meta)
-            else:
-                meta = start(self.backend, folder, params, meta)
-        except BaseException:
-            folder.delete()
-            raise
+        return meta, others
+
+    def _handles(
+        self, folder: JobFolder, meta: dict[str, Any], others: dict[int, Job[Any]], *, held: bool
+    ) -> list[Job[Any]]:
+        """The handles of a written submission: held ones named by the folder, else the backend's ids."""
+        count, ranks, array = int(meta["count"]), int(meta["ranks"]), bool(meta["array"])
+        keys: dict[str, str] = meta.get("cache_keys", {})
         if held:
             handles = [
-                Job._create(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True,
-                            cache_key=keys.get(str(i)))
-                for i in range(len(calls))
+                Job.bind(self.backend, folder, held_id(folder.key, i, array), i, ranks, held=True, cache_key=keys.get(str(i)))
+                for i in range(count)
             ]
             return [others.get(i, job) for i, job in enumerate(handles)]
         link_logs(folder, self._template, meta)
-        jobs: list[Job[Any]] = []
-        for index in range(len(calls)):
-            job_id = task_id(meta, index) or ""
-            jobs.append(Job._create(self.backend, folder, job_id, index, ranks, cache_key=keys.get(str(index))))
+        jobs = [
+            Job.bind(self.backend, folder, task_id(meta, i) or "", i, ranks, cache_key=keys.get(str(i))) for i in range(count)
+        ]
         poller_for(self.backend).track([job.job_id for job in jobs], submitted=True)
         if others:  # calls another process submitted meanwhile: this array must not run them
             with contextlib.suppress(JobsubError):
@@ -538,6 +566,18 @@ class AutoExecutor(Executor):
             if key in field_types(backend.Parameters) or key in backend.aliases:
                 owners.append(name)
         return self.cluster if self.cluster in owners else next(iter(owners), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Payload:
+    """A submission pickled and checked, not written yet."""
+
+    call: bytes
+    tasks: list[bytes]
+    shard: int
+    function: str
+    """How graphs and ``jobsub status`` name what runs (``module.fn``, or "3 functions")."""
+    array: bool
 
 
 _SHARD_BYTES = {True: 64 << 10, False: 1 << 20}

@@ -45,7 +45,7 @@ import struct
 import time
 import zlib
 
-from .errors import CorruptResultError
+from .errors import CorruptResultError, InvalidParameterError
 from .storage import open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
@@ -685,7 +685,16 @@ def find_submissions(storage: Storage, depth: int = 2) -> list[JobFolder]:
 
 
 def lookup_id(storage: Storage, backend_id: str) -> str | None:
-    """The folder key of a backend id (or of its array), None if unknown."""
+    """The folder key of a backend id (or of its array), None if unknown.
+
+    Raises:
+        InvalidParameterError: ``backend_id`` is no id but a path (``../x``), or nothing.
+    """
+    if (
+        not isinstance(backend_id, str) or not backend_id.strip() or backend_id.startswith(".")
+        or any(c in backend_id for c in "/\\") or not backend_id.isprintable()
+    ):
+        raise InvalidParameterError(f"{backend_id!r} is not a job id (ids hold no path separators and no leading dot)")
     candidates = [backend_id]
     base, sep, _ = backend_id.rpartition("_")
     if sep:

@@ -25,10 +25,12 @@ from .states import JobState
 __all__ = ["JobGraph", "graph"]
 
 _COLOURS = {
-    "COMPLETED": "#c8e6c9", "RUNNING": "#bbdefb", "PENDING": "#eeeeee", "HELD": "#fff9c4", "REQUEUED": "#e1bee7",
+    "COMPLETED": "#c8e6c9", "RUNNING": "#bbdefb", "PENDING": "#eeeeee", "QUEUED": "#eeeeee", "HELD": "#fff9c4", "REQUEUED": "#e1bee7",
     "UNKNOWN": "#eeeeee",
 }
 _FAILED_COLOUR = "#ffcdd2"
+GONE = "its folder is gone"
+"""How a graph names an upstream whose job folder was deleted (the edge stays)."""
 
 
 @dataclass
@@ -73,8 +75,10 @@ class JobGraph:
             label = f"{node.function}<br/>{node.job.job_id}<br/>{node.state}".replace('"', "#quot;")
             lines.append(f'    {ids[node.job.job_id]}["{label}"]:::{node.state.value.lower()}')
         for up, down in self.edges:
-            if up in ids:
-                lines.append(f"    {ids[up]} --> {ids[down]}")
+            if up not in ids:  # an upstream whose folder is gone: a box of its own, no job behind it
+                ids[up] = f"j{len(ids)}"
+                lines.append(f'    {ids[up]}["{up}"]:::lost')
+            lines.append(f"    {ids[up]} --> {ids[down]}")
         for state in JobState:
             colour = _COLOURS.get(state.value, _FAILED_COLOUR)
             lines.append(f"    classDef {state.value.lower()} fill:{colour},stroke:#555")
@@ -109,6 +113,7 @@ def graph(jobs: Job[Any] | Iterable[Job[Any]]) -> JobGraph:
     known: dict[tuple[str, int], Job[Any]] = {}
     metas: dict[str, dict[str, Any]] = {}
     upstream: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    gone: dict[tuple[str, int], str] = {}
     while todo:
         job = todo.pop()
         where = (job.folder.url, job.index)
@@ -124,18 +129,17 @@ def graph(jobs: Job[Any] | Iterable[Job[Any]]) -> JobGraph:
         refs = meta.get("waits_for", {}).get(str(job.index), [])
         upstream[where] = [(url, index) for url, index, _ranks in refs]
         for url, index in upstream[where]:
-            if (url, index) not in known:
+            if (url, index) not in known and (url, index) not in gone:
                 try:
                     todo.append(Job.at(url, index))
-                except (FileNotFoundError, ValueError):
-                    continue
+                except (FileNotFoundError, ValueError):  # the edge stays: the upstream is named by its folder
+                    gone[(url, index)] = f"{url.rstrip('/').rpartition('/')[2]}#{index} ({GONE})"
     nodes: dict[tuple[str, int], Node] = {}
     for where in _upstream_first(list(known), upstream):
         job = known[where]
-        status = job._status()
-        state = job._seen_state(status)
-        reason = status.reason if state is status.state else ""
-        ups = [known[u].job_id for u in upstream.get(where, []) if u in known]
+        status = job.status()
+        state, reason = status.state, status.reason
+        ups = [known[u].job_id if u in known else gone[u] for u in upstream.get(where, []) if u in known or u in gone]
         function = str(metas.get(where[0], {}).get("function", "?"))
         nodes[where] = Node(job, function, state, reason, ups)
     return JobGraph(list(nodes.values()))

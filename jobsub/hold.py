@@ -34,16 +34,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends.base import Backend, get_backend
-from .calls import Outcome
-from .errors import DependencyError, JobCancelledError, JobError, JobsubError
+from .errors import JobError, JobsubError
 from .folder import JobFolder, held_keys, mark_held, unmark_held
-from .job import Job, _summary, held_id
+from .job import Job, drive_held_with
 from .polling import poller_for, sleep_schedule
 from .states import JobState
 from .storage import open_storage
 from .submission import link_logs, params_from_meta, reconcile, start, task_id
+from .unstarted import dependency_error, end_hold_if_over, end_unstarted, summary
 
-__all__ = ["cancel_dependents", "cancel_held", "check", "drive", "plan", "record", "watch", "watch_root"]
+__all__ = ["check", "drive", "hold", "plan", "record", "released_here", "watch", "watch_dependents", "watch_root"]
 
 logger = logging.getLogger("jobsub")
 
@@ -69,13 +69,13 @@ def plan(
     ids: set[str] = set()
     holding: list[Job[Any]] = []
     for job in upstream:
-        if job._held and not job._released(force=True):
+        if job.is_held(force=True):
             holding.append(job)
-        elif job._all_results_present():
+        elif job.results_present():
             # ended already: nothing to wait for if it succeeded; if not, hold, and its dependents end at once
-            if job._state_from_results() is not JobState.COMPLETED:
+            if job.state_from_results() is not JobState.COMPLETED:
                 holding.append(job)
-        elif backend.waits_natively(job._backend, job.job_id):
+        elif backend.waits_natively(job.backend_instance, job.job_id):
             ids.add(job.job_id)
         else:
             holding.append(job)
@@ -91,10 +91,10 @@ def _pairwise(backend: Backend, per_task: Sequence[Sequence[Job[Any]]]) -> str |
     if len(per_task) < 2 or any(len(jobs) != 1 for jobs in per_task):
         return None
     jobs = [each[0] for each in per_task]
-    owners = {id(job._backend) for job in jobs}
-    if len(owners) != 1 or any(job._held or job._all_results_present() for job in jobs):
+    owners = {id(job.backend_instance) for job in jobs}
+    if len(owners) != 1 or any(job.is_held() or job.results_present() for job in jobs):
         return None
-    return backend.waits_for_array(jobs[0]._backend, [job.job_id for job in jobs])
+    return backend.waits_for_array(jobs[0].backend_instance, [job.job_id for job in jobs])
 
 
 def record(upstream: Sequence[Job[Any]], origin: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def record(upstream: Sequence[Job[Any]], origin: dict[str, Any]) -> dict[str, An
     for job in upstream:
         seen.setdefault((job.folder.url, job.index), {
             "url": job.folder.url, "index": job.index, "job_id": job.job_id,
-            "backend": job._backend.name, "backend_config": job._backend.config(),
+            "backend": job.backend, "backend_config": job.backend_instance.config(),
         })
     return {"upstreams": list(seen.values()), "since": time.time(), "origin": origin}
 
@@ -116,81 +116,6 @@ def hold(folder: JobFolder, meta: dict[str, Any]) -> None:
     names = ", ".join(up["job_id"] for up in meta["held"]["upstreams"])
     logger.info("submission %s is held until %s succeed(s)", folder.key, names)
     watch(folder)
-
-
-# -- ending tasks that never ran -----------------------------------------------------------------
-def end_unstarted(folder: JobFolder, index: int, ranks: int, error: JobError) -> bool:
-    """End task ``index`` without running it: its exit record, then a result carrying ``error``.
-
-    The exit record comes first (a supervisor does not start a task that has
-    one); results are created once, so a task that ended meanwhile keeps its
-    own.  Returns False if it had ended already.
-    """
-    state = str(error.state or JobState.CANCELLED)
-    recorded = folder.write_exit(index, state, error.reason or str(error))
-    outcome = Outcome(
-        ok=False, exception=error, exc_type=f"jobsub.errors.{type(error).__name__}", message=str(error),
-        traceback=f"jobsub.errors.{type(error).__name__}: {error}\n",
-    )
-    wrote = False
-    for rank in range(ranks):
-        with contextlib.suppress(FileExistsError):
-            folder.write_result(index, rank, outcome.dumps(), ok=False)
-            wrote = True
-    return wrote or recorded
-
-
-def _dependency_error(upstream_id: str, what: str) -> DependencyError:
-    reason = f"a dependency failed: job {upstream_id} {what}"
-    return DependencyError(reason, state=JobState.CANCELLED, reason=reason, upstream=upstream_id)
-
-
-def cancel_held(job: Job[Any]) -> bool:
-    """``job.cancel()`` of a held job: it ends CANCELLED without being submitted."""
-    error = JobCancelledError(
-        "cancelled while held (it was never submitted)", state=JobState.CANCELLED, reason="cancelled while held",
-        job_id=job.job_id,
-    )
-    if not end_unstarted(job.folder, job.index, job._ranks, error):
-        return False
-    meta = job.folder.read_meta()
-    real = task_id(meta, job.index)
-    if real is not None:  # released meanwhile: the backend must not run it
-        with contextlib.suppress(JobsubError):
-            get_backend(meta["backend"], meta["backend_config"]).cancel([real])
-    watch(job.folder)  # the last task of a held submission to end ends the hold
-    return True
-
-
-def cancel_dependents(folder: JobFolder, index: int, job_id: str, what: str, seen: set[Any] | None = None) -> None:
-    """End every task waiting on task ``index`` of ``folder`` (``dependents/``), transitively."""
-    seen = set() if seen is None else seen
-    try:
-        records = folder.dependents()
-    except OSError as exc:
-        logger.warning("cannot read the dependents of %s: %s", folder.url, exc)
-        return
-    for rec in records:
-        down = JobFolder.from_url(rec["url"])
-        for up_index, down_index in rec.get("pairs", []):
-            if up_index != index or (down.url, down_index) in seen:
-                continue
-            seen.add((down.url, down_index))
-            try:
-                meta = down.read_meta()
-                if not end_unstarted(down, down_index, int(meta["ranks"]), _dependency_error(job_id, what)):
-                    continue
-                real = task_id(meta, down_index)
-                if real is not None:
-                    get_backend(meta["backend"], meta["backend_config"]).cancel([real])
-                else:
-                    watch(down)
-            except (JobsubError, OSError) as exc:
-                logger.warning("cancelling task %d of %s, which waits on %s: %s", down_index, down.url, job_id, exc)
-                continue
-            name = real if real is not None else held_id(down.key, down_index, bool(meta["array"]))
-            logger.info("cancelled %s: it waits on %s, which %s", name, job_id, what)
-            cancel_dependents(down, down_index, name, f"was cancelled (job {job_id} {what})", seen)
 
 
 # -- releasing -----------------------------------------------------------------------------------------
@@ -296,7 +221,7 @@ class _Releaser:
                 verdict, why = verdicts[(url, index)]
                 if verdict == "failed":
                     name = self.upstream(url, index).job_id
-                    end_unstarted(folder, i, ranks, _dependency_error(name, why))
+                    end_unstarted(folder, i, ranks, dependency_error(name, why))
                     logger.info("task %d of held %s will not run: job %s %s", i, folder.key, name, why)
                     ended.add(str(i))
                     break
@@ -312,14 +237,14 @@ class _Releaser:
 
     def _verdict(self, job: Job[Any], downstream: Backend) -> tuple[str, str]:
         """``ok`` (succeeded), ``native`` (submitted; the downstream's backend waits for it), ``wait``, or ``failed``."""
-        if job._held and not job._released() and not job._all_results_present():
+        if job.is_held() and not job.results_present():
             return "wait", ""
-        if job._all_results_present() or job._status().state.is_final:
-            if not job._done_now():
+        if job.results_present() or job.status().state.is_final:
+            if not job.done_now():
                 return "wait", ""  # ended, its result may still be on its way (a shared file system)
-            error = job._error_now()
-            return ("ok", "") if error is None else ("failed", _summary(error))
-        return ("native", "") if downstream.waits_natively(job._backend, job.job_id) else ("wait", "")
+            error = job.error_now()
+            return ("ok", "") if error is None else ("failed", summary(error))
+        return ("native", "") if downstream.waits_natively(job.backend_instance, job.job_id) else ("wait", "")
 
     def _resume(self, folder: JobFolder, meta: dict[str, Any]) -> bool:
         """A release that recorded its intent and never its answer: found at the backend, or stale?
@@ -422,7 +347,7 @@ def drive(folder: JobFolder) -> None:
         return
     for up in held.get("upstreams", []):
         job = _releaser.upstream(up["url"], up["index"])
-        job._backend.on_wait(job.job_id)
+        job.backend_instance.on_wait(job.job_id)
     _releaser.check(folder)
 
 
@@ -445,9 +370,26 @@ def watch_dependents(folder: JobFolder) -> None:
                 watch(down)
 
 
+_WARNS_IN = os.getpid()
+"""The process that loaded this module: a child forked from it that exits normally runs the exit
+handlers too, and must not repeat the parent's warning about the parent's submissions."""
+
+
+def _still_held(url: str) -> bool:
+    """Whether the submission at ``url`` is still held now (not released, not every task ended)."""
+    folder = JobFolder.from_url(url)
+    try:
+        meta = folder.read_meta()
+        return bool(meta.get("held")) and not meta.get("submissions") and not end_hold_if_over(folder, meta)
+    except (FileNotFoundError, JobsubError, OSError):
+        return False
+
+
 @atexit.register
 def _warn_at_exit() -> None:
-    left = _releaser.pending()
+    if os.getpid() != _WARNS_IN:
+        return
+    left = [url for url in _releaser.pending() if _still_held(url)]
     if left:
         logger.warning(
             "%d held submission(s) are not released yet (%s): they will be when a jobsub process watches "
@@ -455,4 +397,12 @@ def _warn_at_exit() -> None:
         )
 
 
-__all__ += ["end_unstarted", "hold", "watch_dependents"]
+class _Driver:
+    """This module as the driver of held handles (``jobsub.job.HeldDriver``)."""
+
+    watch = staticmethod(watch)
+    watch_dependents = staticmethod(watch_dependents)
+    drive = staticmethod(drive)
+
+
+drive_held_with(_Driver())

@@ -21,19 +21,20 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import errors
+from ._submitit.watcher import JobWatcher
 from .backends.base import Backend, get_backend
 from .calls import DelayedSubmission, JobRef, Outcome, RemoteTraceback
 from .folder import JobFolder, JobPaths, folder_at, lookup_id, split_folder_template
 from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status
 from .storage import open_storage
-from .submission import reconcile, task_id
-from .watcher import JobWatcher
+from .submission import held_id, reconcile, task_id
+from .unstarted import cancel_dependents, cancel_held, summary
 
-__all__ = ["Job"]
+__all__ = ["AsyncJobProxy", "HeldDriver", "Job", "drive_held_with", "held_id"]
 
 logger = logging.getLogger("jobsub")
 
@@ -42,6 +43,14 @@ R = TypeVar("R")
 RESULT_GRACE_S = float(os.environ.get("JOBSUB_RESULT_GRACE_S", "10"))
 """How long a damaged result file may take to become whole (non-atomic stores)."""
 _PROGRESS_EVERY_S = 60.0
+PENDING_WARN_S = 300.0
+"""Default of ``JOBSUB_PENDING_WARN_S``: how long a wait pends for an unusual reason before it says so."""
+
+
+def pending_warn_s() -> float:
+    """How long a job may pend for a reason its backend does not call usual before a wait warns
+    (``JOBSUB_PENDING_WARN_S``, seconds); read when a wait starts."""
+    return float(os.environ.get("JOBSUB_PENDING_WARN_S", PENDING_WARN_S))
 _HOLD_CHECK_S = 0.25
 """How often a handle of a held job reads its ``meta.json`` again to see whether it was released."""
 
@@ -50,6 +59,68 @@ def _tail(text: str | None, lines: int = 40) -> str:
     if not text:
         return ""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+class _PendingWatch:
+    """One wait's view of why its job pends: pending for reasons the backend does not call usual
+    (however their wording changes) for ``warn_s`` is logged once, naming the reason (the wait goes
+    on; nothing is cancelled)."""
+
+    def __init__(self, job_id: str, usual: frozenset[str], warn_s: float) -> None:
+        self.job_id, self.usual, self.warn_s = job_id, usual, warn_s
+        self.since: float | None = None
+        self.warned = False
+
+    def see(self, status: Status | None, now: float) -> None:
+        reason = status.reason if status is not None and status.state is JobState.PENDING else ""
+        if not reason or reason.split(",")[0].strip() in self.usual:
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+        if now - self.since >= self.warn_s and not self.warned:
+            self.warned = True
+            logger.warning(
+                "job %s has been pending for %.0f s: %s (the scheduler's reason); still waiting: "
+                "it may never start until that changes (job.cancel() to give up)", self.job_id, now - self.since, reason,
+            )
+
+
+class HeldDriver(Protocol):
+    """What a handle of a held job needs of the layer that releases held submissions.
+
+    ``jobsub.hold`` is that layer and registers itself (``drive_held_with``) when it is
+    imported: it sits above this module (it judges upstreams through their ``Job``
+    handles), so the future never imports it.  Whatever hands out handles loads it
+    (``jobsub.Job``, the executor, the cache, graphs, the CLI).
+    """
+
+    def watch(self, folder: JobFolder) -> None:
+        """Release (or end) the held submission at ``folder`` from this process, in the background."""
+
+    def watch_dependents(self, folder: JobFolder) -> None:
+        """Watch the held submissions that take jobs of ``folder`` as arguments."""
+
+    def drive(self, folder: JobFolder) -> None:
+        """Someone waits on a held job of ``folder``: run what runs when waited for (debug upstreams), look now."""
+
+
+_held_driver_registered: HeldDriver | None = None
+
+
+def drive_held_with(driver: HeldDriver) -> None:
+    """Make ``driver`` release the held submissions this process's handles meet (``jobsub.hold`` calls it)."""
+    global _held_driver_registered
+    _held_driver_registered = driver
+
+
+def _held_driver() -> HeldDriver:
+    if _held_driver_registered is None:
+        raise errors.InvalidStateError(
+            "this job is held until its upstreams succeed, and nothing in this process releases held "
+            "submissions: use jobsub.Job (or any executor), which loads jobsub.hold"
+        )
+    return _held_driver_registered
 
 
 class Job(Generic[R]):
@@ -82,7 +153,7 @@ class Job(Generic[R]):
             backend, folder, real or job_id, index, meta["ranks"], held=real is None, cache_key=_cache_key(meta, index)
         )
         if real is None:
-            _hold().watch(folder)
+            _held_driver().watch(folder)
 
     @classmethod
     def attach(cls, path: str | os.PathLike[str]) -> list[Job[Any]]:
@@ -96,9 +167,9 @@ class Job(Generic[R]):
         backend = get_backend(meta["backend"], meta["backend_config"])
         meta = reconcile(folder, meta, backend)
         if not meta.get("submissions") and meta.get("held"):
-            _hold().watch(folder)
+            _held_driver().watch(folder)
             return [
-                cls._create(backend, folder, held_id(folder.key, i, meta["array"]), i, meta["ranks"], held=True,
+                cls.bind(backend, folder, held_id(folder.key, i, meta["array"]), i, meta["ranks"], held=True,
                             cache_key=_cache_key(meta, i))
                 for i in range(int(meta["count"]))
             ]
@@ -107,30 +178,41 @@ class Job(Generic[R]):
             for local in range(sub["count"]):
                 job_id = f"{sub['id']}_{local}" if meta["array"] else sub["id"]
                 index = sub["offset"] + local
-                jobs.append(cls._create(backend, folder, job_id, index, meta["ranks"], cache_key=_cache_key(meta, index)))
+                jobs.append(cls.bind(backend, folder, job_id, index, meta["ranks"], cache_key=_cache_key(meta, index)))
         if meta.get("held"):
-            _hold().watch_dependents(folder)
+            _held_driver().watch_dependents(folder)
         return jobs
 
     @classmethod
-    def at(cls, folder: JobFolder | str, index: int) -> Job[Any]:
-        """The handle of task ``index`` of the submission at ``folder`` (held or submitted)."""
+    def at(cls, folder: JobFolder | str, index: int, cache_key: str | None = None) -> Job[Any]:
+        """The handle of task ``index`` of the submission at ``folder`` (held or submitted).
+
+        ``cache_key``: the cache entry that led to it, when its folder does not say (another process's call).
+        """
         folder = JobFolder.from_url(folder) if isinstance(folder, str) else folder
         meta = folder.read_meta()
         backend = get_backend(meta["backend"], meta["backend_config"])
         meta = reconcile(folder, meta, backend)
         real = task_id(meta, index)
         job_id = real or held_id(folder.key, index, meta["array"])
-        job = cls._create(backend, folder, job_id, index, meta["ranks"], held=real is None, cache_key=_cache_key(meta, index))
+        job = cls.bind(
+            backend, folder, job_id, index, meta["ranks"], held=real is None, cache_key=cache_key or _cache_key(meta, index)
+        )
         if real is None and meta.get("held"):
-            _hold().watch(folder)
+            _held_driver().watch(folder)
         return job
 
     @classmethod
-    def _create(
+    def bind(
         cls, backend: Backend, folder: JobFolder, job_id: str, index: int, ranks: int, rank: int | None = None,
         *, held: bool = False, cache_key: str | None = None,
     ) -> Job[Any]:
+        """A handle on task ``index`` of the submission at ``folder``, whose backend id is ``job_id``.
+
+        For the code that makes submissions (the executor, the cache, ``jobsub.hold``): users
+        get handles from ``submit`` or ``Job(folder, job_id)``.  ``held``: not given to the
+        backend yet (``job_id`` is then ``held_id(...)``).
+        """
         job: Job[Any] = cls.__new__(cls)
         job._init(backend, folder, job_id, index, ranks, rank, held=held, cache_key=cache_key)
         return job
@@ -195,10 +277,6 @@ class Job(Generic[R]):
         return self._rank if self._rank is not None else (0 if self._ranks == 1 else None)
 
     @property
-    def _rank_list(self) -> list[int]:
-        return [self._rank] if self._rank is not None else list(range(self._ranks))
-
-    @property
     def paths(self) -> JobPaths:
         return self._folder.paths(self._index, self._rank or 0)
 
@@ -212,7 +290,7 @@ class Job(Generic[R]):
             raise ValueError(f"task_id {task_id} must be between 0 and {self._ranks - 1}")
         if self._ranks == 1:
             return self
-        return Job._create(self._backend, self._folder, self._job_id, self._index, self._ranks, task_id)
+        return Job.bind(self._backend, self._folder, self._job_id, self._index, self._ranks, task_id)
 
     def submission(self) -> DelayedSubmission:
         """The submitted call (function, args, kwargs), as the worker will see it."""
@@ -243,12 +321,12 @@ class Job(Generic[R]):
         real = task_id(meta, self._index)
         if real is None:
             held = meta.get("held")
-            if self._all_results_present():  # ended while held (cancelled, or an upstream failed)
-                self._held_status = Status(self._state_from_results(), "ended before it was submitted")
+            if self.results_present():  # ended while held (cancelled, or an upstream failed)
+                self._held_status = Status(self.state_from_results(), "ended before it was submitted")
             elif held:
                 names = sorted({up["job_id"] for up in held.get("upstreams", [])})
                 self._held_status = Status(JobState.HELD, f"waiting for {', '.join(names)}")
-                _hold().watch(self._folder)
+                _held_driver().watch(self._folder)
             else:  # intents without an answer: its client died while submitting (see reconcile)
                 self._held_status = Status(JobState.UNKNOWN, "not submitted (yet): its client may have died submitting it")
             return False
@@ -262,28 +340,16 @@ class Job(Generic[R]):
         """The backend's state (a ``str`` enum: ``job.state == "RUNNING"`` works)."""
         return self._seen_state(self._status())
 
+    def status(self, force: bool = False) -> Status:
+        """The state with the backend's reason: why a job waits (Slurm's pending reason, AWS's
+        ``statusReason``, the engine's refusal) or how it ended.  ``force``: ask the backend now."""
+        return self.seen(self._status(force))
+
     def _seen_state(self, status: Status) -> JobState:
         """The backend's state, unless the results already tell more (the backend lags behind them)."""
-        if not status.state.is_final and self._all_results_present():
-            return self._state_from_results()
+        if not status.state.is_final and self.results_present():
+            return self.state_from_results()
         return status.state
-
-    def _all_results_present(self) -> bool:
-        return self._folder.has_results(self._index, self._rank_list, self._check_s)
-
-    def _state_from_results(self) -> JobState:
-        """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED).
-
-        A result that cannot be read here is FAILED: never a success that ``result()`` then denies.
-        """
-        try:
-            outcomes = [self._outcome(r) for r in self._rank_list]
-        except errors.JobsubError:
-            return JobState.FAILED
-        if all(o is not None and o.ok for o in outcomes):
-            return JobState.COMPLETED
-        states = [getattr(o.exception, "state", None) for o in outcomes if o is not None and not o.ok]
-        return next((s for s in states if isinstance(s, JobState)), JobState.FAILED)
 
     def done(self, force_check: bool = False) -> bool:
         """True once the job ended (or every rank wrote its result).
@@ -291,26 +357,10 @@ class Job(Generic[R]):
         Like ``result()``, it is a wait for the job: a debug job runs now (as submitit's does),
         and a held job looks at its upstreams (a debug upstream runs now).
         """
-        if self._held and not self._all_results_present():
-            _hold().drive(self._folder)
+        if self._held and not self.results_present():
+            _held_driver().drive(self._folder)
         self._backend.on_wait(self._job_id)
-        return self._done_now(force_check)
-
-    def _done_now(self, force_check: bool = False) -> bool:
-        """``done()`` without running anything (for whoever watches many jobs: the releaser, graphs)."""
-        if self._all_results_present():
-            return True
-        status = self._status(force=force_check)
-        if not status.state.is_final:
-            self._final_seen = None
-            return False
-        if status.state in (JobState.COMPLETED, JobState.FAILED):
-            # the scheduler may see the end before a shared file system shows the result
-            now = time.monotonic()
-            if self._final_seen is None:
-                self._final_seen = now
-            return now - self._final_seen >= self._result_grace_s or self._all_results_present()
-        return True
+        return self.done_now(force_check)
 
     def get_info(self, mode: str = "force") -> dict[str, str]:
         """The backend's view of the job, as submitit's ``get_info()`` (``State``, ``Reason``)."""
@@ -331,18 +381,18 @@ class Job(Generic[R]):
         """
         cancelled: bool
         if self._held and not self._released(force=True):
-            cancelled = _hold().cancel_held(self)
+            cancelled = cancel_held(self._folder, self._index, self._job_id)
         else:
             cancelled = self._cancel_submitted()
         if cancelled:
-            _hold().cancel_dependents(self._folder, self._index, self._job_id, "was cancelled")
+            cancel_dependents(self._folder, self._index, self._job_id, "was cancelled")
         return cancelled
 
     def _cancel_submitted(self) -> bool:
         # what is known suffices (asking would run a debug job); a handle that knows nothing
         # yet (another process, the CLI) asks first: no "cancelled" for a job that has ended
         known = self._poller.cached(self._job_id) or self._status()
-        if self._all_results_present() or known.state.is_final:
+        if self.results_present() or known.state.is_final:
             return False
         self._backend.cancel([self._job_id])
         self._status(force=True)
@@ -369,11 +419,13 @@ class Job(Generic[R]):
         # from 1 ms, growing by a tenth on a local disk (a check is a stat: a result is seen at most
         # a tenth of its wait late), by a quarter on an object store (a check is a request)
         factor = 1.1 if self._folder.local_file() is not None else 1.25
+        pending = _PendingWatch(self._job_id, self._backend.usual_pending_reasons, pending_warn_s())
         for delay in sleep_schedule(first=0.001, factor=factor, cap=min(self._check_s, max(0.05, self._poller.interval))):
             if self.done():
                 self._await_end_record()
                 return
             now = time.monotonic()
+            pending.see(self._poller.cached(self._job_id), now)
             if timeout is not None and now - start >= timeout:
                 raise TimeoutError(
                     f"job {self._job_id} not done after {timeout:g} s (state {self.state})"
@@ -433,23 +485,12 @@ class Job(Generic[R]):
     def results(self, timeout: float | None = None) -> list[R]:
         """Wait, then return the value of every rank; raise the first failure."""
         self.wait(timeout)
-        return [self._value_or_raise(rank) for rank in self._rank_list]
+        return [self._value_or_raise(rank) for rank in self.rank_list]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait, then return (not raise) the job's error, or None if it succeeded."""
         self.wait(timeout)
-        return self._error_now()
-
-    def _error_now(self) -> BaseException | None:
-        """The error of a job that is done, None if it succeeded (nothing waited for, nothing run)."""
-        for rank in self._rank_list:
-            try:
-                self._value_or_raise(rank)
-            except errors.UncompletedJobError as exc:
-                return exc
-            except Exception as exc:  # debug backend re-raises the function's own exception
-                return exc
-        return None
+        return self.error_now()
 
     def _value_or_raise(self, rank: int) -> Any:
         outcome = self._outcome(rank)
@@ -517,13 +558,84 @@ class Job(Generic[R]):
             refs = self._folder.read_meta().get("waits_for", {}).get(str(self._index), [])
             for url, index, _ranks in refs:
                 upstream = Job.at(url, index)
-                if upstream._done_now():
-                    error = upstream._error_now()
+                if upstream.done_now():
+                    error = upstream.error_now()
                     if error is not None:
-                        return upstream.job_id, _summary(error)
+                        return upstream.job_id, summary(error)
         except (errors.JobsubError, OSError, KeyError, ValueError):
             return None
         return None
+
+    # -- the driver side ------------------------------------------------------------------------------
+    # For the code that drives jobs (the executor, jobsub.hold, the cache, graphs, the CLI), as
+    # ``Future.set_result`` is for executors: nothing outside this module touches a Job's private
+    # members (tests/test_layers.py checks it).  Users need none of these.
+    @property
+    def backend_instance(self) -> Backend:
+        """The backend object the job runs on (``backend`` is its name)."""
+        return self._backend
+
+    def is_held(self, force: bool = False) -> bool:
+        """Whether the job is still held in its folder (``jobsub.hold``), not given to its backend yet.
+
+        Reads its ``meta.json`` again (at most every 0.25 s, or now with ``force``) to follow a release.
+        """
+        return self._held and not self._released(force)
+
+    @property
+    def rank_list(self) -> list[int]:
+        """The ranks this handle covers: all of them, or its own (``task(i)``)."""
+        return [self._rank] if self._rank is not None else list(range(self._ranks))
+
+    def results_present(self) -> bool:
+        """Whether every rank covered wrote its result (a file check, no scheduler call)."""
+        return self._folder.has_results(self._index, self.rank_list, self._check_s)
+
+    def state_from_results(self) -> JobState:
+        """COMPLETED, FAILED, or the state the worker gave its own error (a failed dependency: CANCELLED).
+
+        A result that cannot be read here is FAILED: never a success that ``result()`` then denies.
+        """
+        try:
+            outcomes = [self._outcome(r) for r in self.rank_list]
+        except errors.JobsubError:
+            return JobState.FAILED
+        if all(o is not None and o.ok for o in outcomes):
+            return JobState.COMPLETED
+        states = [getattr(o.exception, "state", None) for o in outcomes if o is not None and not o.ok]
+        return next((s for s in states if isinstance(s, JobState)), JobState.FAILED)
+
+    def done_now(self, force_check: bool = False) -> bool:
+        """``done()`` without running anything (for whoever watches many jobs: the releaser, graphs)."""
+        if self.results_present():
+            return True
+        status = self._status(force=force_check)
+        if not status.state.is_final:
+            self._final_seen = None
+            return False
+        if status.state in (JobState.COMPLETED, JobState.FAILED):
+            # the scheduler may see the end before a shared file system shows the result
+            now = time.monotonic()
+            if self._final_seen is None:
+                self._final_seen = now
+            return now - self._final_seen >= self._result_grace_s or self.results_present()
+        return True
+
+    def error_now(self) -> BaseException | None:
+        """The error of a job that is done, None if it succeeded (nothing waited for, nothing run)."""
+        for rank in self.rank_list:
+            try:
+                self._value_or_raise(rank)
+            except errors.UncompletedJobError as exc:
+                return exc
+            except Exception as exc:  # debug backend re-raises the function's own exception
+                return exc
+        return None
+
+    def seen(self, status: Status) -> Status:
+        """``status`` (the backend's word) as this handle reports it: the results tell more when the backend lags."""
+        state = self._seen_state(status)
+        return status if state is status.state else Status(state)
 
     # -- logs and usage ---------------------------------------------------------------------------
     def stdout(self) -> str | None:
@@ -536,10 +648,10 @@ class Job(Generic[R]):
     def _log(self, which: int) -> str | None:
         if self._held:  # no backend knows it yet: only what the folder holds
             stream = ("out", "err")[which]
-            held = [self._folder.read_log(self._index, rank, stream) for rank in self._rank_list]
+            held = [self._folder.read_log(self._index, rank, stream) for rank in self.rank_list]
             return "".join(t for t in held if t is not None) or None
         texts = [
-            self._backend.logs(self._job_id, self._folder, self._index, rank)[which] for rank in self._rank_list
+            self._backend.logs(self._job_id, self._folder, self._index, rank)[which] for rank in self.rank_list
         ]
         present = [t for t in texts if t is not None]
         return "".join(present) if present else None
@@ -548,7 +660,7 @@ class Job(Generic[R]):
     def usage(self) -> list[dict[str, Any]]:
         """Per rank: host, start/end times, elapsed seconds, peak RSS (MB); {} if not finished."""
         usage = []
-        for rank in self._rank_list:
+        for rank in self.rank_list:
             outcome = self._outcome(rank)
             usage.append(dict(outcome.usage) if outcome else {})
         return usage
@@ -571,7 +683,7 @@ class Job(Generic[R]):
     # -- pickling --------------------------------------------------------------------------------
     def ref(self) -> JobRef:
         """What stands for this job where it is an argument of another: its folder, not its scheduler."""
-        return JobRef(self._folder.url, self._index, tuple(self._rank_list), self._job_id, self._backend.name)
+        return JobRef(self._folder.url, self._index, tuple(self.rank_list), self._job_id, self._backend.name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -591,15 +703,7 @@ def _restore(
     held: bool = False, cache_key: str | None = None,
 ) -> Job[Any]:
     backend = get_backend(backend_name, config)
-    return Job._create(backend, JobFolder.from_url(url), job_id, index, ranks, rank, held=held, cache_key=cache_key)
-
-
-def held_id(key: str, index: int, array: bool) -> str:
-    """What names a held job until its backend gives it an id: its folder's key (``<key>_<i>`` in an array).
-
-    ``Job(folder, held_id)`` finds it, before and after its release.
-    """
-    return f"{key}_{index}" if array else key
+    return Job.bind(backend, JobFolder.from_url(url), job_id, index, ranks, rank, held=held, cache_key=cache_key)
 
 
 def _index_of(folder: JobFolder, meta: dict[str, Any], job_id: str) -> int:
@@ -633,35 +737,6 @@ def _index_of(folder: JobFolder, meta: dict[str, Any], job_id: str) -> int:
 def _cache_key(meta: dict[str, Any], index: int) -> str | None:
     key: str | None = meta.get("cache_keys", {}).get(str(index))
     return key
-
-
-def _summary(error: BaseException) -> str:
-    """What happened to an upstream, in a few words: "raised ValueError: bad input", "was cancelled (...)"."""
-    text = str(error).strip()
-    if isinstance(error, errors.FailedJobError) and " failed with " in text:
-        return "raised " + text.split(" failed with ", 1)[1].splitlines()[0]
-    if isinstance(error, errors.DependencyError):
-        return f"did not run ({error.reason or 'a dependency failed'})"
-    if isinstance(error, errors.JobCancelledError):
-        return f"was cancelled ({error.reason})" if error.reason else "was cancelled"
-    if isinstance(error, errors.JobError) and error.state is not None:
-        return f"ended {error.state} ({error.reason})" if error.reason else f"ended {error.state}"
-    first = text.splitlines()[0] if text else ""
-    if not isinstance(error, errors.JobsubError):  # the function's own exception (debug)
-        return f"raised {type(error).__name__}: {first}"
-    return f"ended with {type(error).__name__}: {first}" if first else f"ended with {type(error).__name__}"
-
-
-def _hold() -> Any:
-    """``jobsub.hold``, imported when first needed.
-
-    It sits above this module (it releases submissions through handles of
-    their upstreams), so this is the one import that goes upward; held jobs
-    are the only ones that need it.
-    """
-    from . import hold
-
-    return hold
 
 
 class AsyncJobProxy(Generic[R]):

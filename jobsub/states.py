@@ -18,6 +18,8 @@ class JobState(str, enum.Enum):
 
     PENDING = "PENDING"
     """Accepted, waiting for resources (or waiting in a client-side queue)."""
+    QUEUED = "QUEUED"
+    """A debug job not run yet: it runs in this process when its result is waited for (submitit's word)."""
     HELD = "HELD"
     """Not given to its backend yet: it waits for the jobs it takes as arguments, which its
     backend cannot wait for itself (the reason names them).  Recorded in its folder and

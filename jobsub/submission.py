@@ -112,7 +112,8 @@ def start(
     count = int(meta["count"])
     cap = backend.max_array_size(params) or count
     intents: list[dict[str, Any]] = [
-        {"offset": o, "count": min(cap, count - o), "tag": f"{folder.key}-{o}"} for o in range(0, count, cap)
+        {"offset": o, "count": min(cap, count - o), "tag": f"{folder.key}-{o}", "at": time.time()}
+        for o in range(0, count, cap)
     ]
     meta["dependencies"] = list(params.dependencies)
     launches = [launch_for(backend, folder, i["offset"], params, origin) for i in intents]
@@ -175,6 +176,14 @@ def task_id(meta: dict[str, Any], index: int) -> str | None:
     return None
 
 
+def held_id(key: str, index: int, array: bool) -> str:
+    """What names a held job until its backend gives it an id: its folder's key (``<key>_<i>`` in an array).
+
+    ``Job(folder, held_id)`` finds it, before and after its release.
+    """
+    return f"{key}_{index}" if array else key
+
+
 def link_logs(folder: JobFolder, template: str | None, meta: dict[str, Any]) -> None:
     """Make ``runs/%j`` style paths exist: a link named after each backend id (local folders only;
     a link that cannot be made is no error).  submitit's log names are linked by the tasks."""
@@ -186,6 +195,11 @@ def link_logs(folder: JobFolder, template: str | None, meta: dict[str, Any]) -> 
             with contextlib.suppress(OSError):
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(folder.path, target_is_directory=True)
+
+
+ORPHANED_AFTER_S = 300.0
+"""An intent without its answer for this long: its client died (a client's own submission, even
+retried with backoff, records its answer well within this).  A younger one is someone's at work."""
 
 
 def reconcile(folder: JobFolder, meta: dict[str, Any], backend: Backend) -> dict[str, Any]:
@@ -206,10 +220,14 @@ def reconcile(folder: JobFolder, meta: dict[str, Any], backend: Backend) -> dict
         found = backend.find_submitted(launch, folder)
         if found is None:
             continue  # not (yet) at the backend: a client may still be submitting it; nothing is written
-        logger.warning(
-            "submission %s of %s was made but not recorded (its client died?): found as %s",
-            intent["tag"], folder.url, found,
-        )
+        age = time.time() - float(intent.get("at", 0))
+        if age > ORPHANED_AFTER_S:
+            logger.warning(
+                "submission %s of %s was made but not recorded for %.0f s (its client died?): found as %s",
+                intent["tag"], folder.url, age, found,
+            )
+        else:  # its client (another process, healthy) is recording it right now: the same record
+            logger.debug("submission %s of %s is at the backend as %s: recorded here too", intent["tag"], folder.url, found)
         meta.setdefault("submissions", []).append(
             {"id": found, "offset": intent["offset"], "count": intent["count"], "submitted_at": time.time()}
         )

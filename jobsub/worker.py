@@ -201,13 +201,25 @@ class _CheckpointHandler:
         if countdown < 0:
             from .states import JobState
 
+            _say("Job not requeued because: timed-out too many times.")
             raise JobTimeoutError(
-                "the job timed out too many times (max_num_timeout reached)", state=JobState.TIMEOUT
+                "the job timed-out too many times (max_num_timeout reached)", state=JobState.TIMEOUT
             )
         checkpoint.set_timeout(self.delayed._timeout_min, countdown)
         self.folder.write_checkpoint(self.index, dumps_checked(checkpoint, "the checkpoint"))
         _logger().warning("checkpoint written for task %d; requeueing", self.index)
+        _say(f"Requeued job {os.environ.get('JOBSUB_JOB_ID', '')} ({countdown} remaining timeouts)")
         raise _Requeue()
+
+
+def _say(line: str) -> None:
+    """A line on the task's stdout, in submitit's words: its users grep their jobs' output for them.
+
+    Written to the descriptor, not through ``sys.stdout``: this runs in a signal handler, which may
+    have interrupted the task in the middle of its own ``print`` (a reentrant buffered write raises).
+    """
+    with _QuietStreamErrors():
+        os.write(1, (line + "\n").encode())
 
 
 def _redirect_logs(folder: JobFolder, index: int, rank: int, merge: bool = False) -> None:
@@ -296,12 +308,16 @@ class _LogUploader:
 _uploader: _LogUploader | None = None
 
 
-def run_task(folder: JobFolder, index: int, rank: int) -> int:
-    """Run task ``index`` (rank ``rank``) and write its outcome; return the exit code."""
+def run_task(folder: JobFolder, index: int, rank: int, *, report_failure: bool = True) -> int:
+    """Run task ``index`` (rank ``rank``) and write its outcome; return the exit code.
+
+    ``report_failure``: also log a failure's traceback (to the task's stderr); off where the
+    caller raises it itself (the debug backend), so it is not shown twice.
+    """
     start = time.time()
     try:
         delayed, spec = load_task(folder, index)
-    except (BackendError, PermissionError) as exc:
+    except BackendError as exc:
         if folder.local_file() is not None:
             return _write_outcome(folder, index, rank, Outcome.from_exception(exc, _usage(start, rank)), 1)
         # the store cannot be reached from here (its retries are spent): a result could not be written either
@@ -336,8 +352,9 @@ def run_task(folder: JobFolder, index: int, rank: int) -> int:
         # in the job's stderr too, as submitit does, and before the result (a client that sees the
         # result may read the log at once); quietly: a task that closed its stderr must not lose
         # its real error to a failed log write
-        with _QuietStreamErrors():
-            _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
+        if report_failure:
+            with _QuietStreamErrors():
+                _logger().error("the job failed:\n%s", outcome.traceback.rstrip())
         return _write_outcome(folder, index, rank, outcome, 1)
     finally:
         if in_main:

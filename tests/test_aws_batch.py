@@ -14,6 +14,7 @@ import operator
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -97,7 +98,7 @@ def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False
 
 
 def _aws_state(job: jobsub.Job[Any]) -> JobState:
-    return job._backend.states([job.job_id])[job.job_id].state
+    return job.backend_instance.states([job.job_id])[job.job_id].state
 
 
 def test_submit_and_result(ex: jobsub.AutoExecutor) -> None:
@@ -231,7 +232,7 @@ def test_a_reclaimed_checkpointable_task_resumes_from_its_checkpoint(ex: jobsub.
         engine.close()
     params = ex._resolve()
     retry_id = ex.backend.submit(launch_for(ex.backend, job.folder, 0, params), 1, params, job.folder, array=False)
-    retried = jobsub.Job._create(ex.backend, job.folder, retry_id, 0, 1)
+    retried = jobsub.Job.bind(ex.backend, job.folder, retry_id, 0, 1)
     assert retried.result(timeout=180) == 2  # the second call of the checkpointed counter
 
 
@@ -522,17 +523,26 @@ def test_throttling_and_lost_answers_end_in_results_without_duplicates(aws: dict
     assert [j["jobId"] for j in listed["jobSummaryList"]] == [job.job_id]
 
 
-def test_a_submission_whose_client_died_is_found_by_its_tag(ex: jobsub.AutoExecutor) -> None:
+@pytest.mark.parametrize("age_s", [1000.0, 1.0])
+def test_a_submission_whose_client_died_is_found_by_its_tag(
+    ex: jobsub.AutoExecutor, age_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
     """The executor records its intent first; a client killed before recording the answer leaves
-    only that, and whoever attaches asks the backend (ListJobs by name) instead of losing the job."""
+    only that, and whoever attaches asks the backend (ListJobs by name) instead of losing the job.
+    Only an old intent is called a dead client's: a young one is a healthy client recording it
+    (concurrent cached calls reattach to each other's submissions in that moment)."""
     job = ex.submit(abs, -4)
     assert job.result(timeout=120) == 4
     meta = job.folder.read_meta()
-    meta["intents"], meta["submissions"] = [{"offset": 0, "count": 1, "tag": f"{job.folder.key}-0"}], []
+    intent = {"offset": 0, "count": 1, "tag": f"{job.folder.key}-0", "at": time.time() - age_s}
+    meta["intents"], meta["submissions"] = [intent], []
     job.folder.write_meta(meta)
-    (again,) = jobsub.Job.attach(job.folder.url)
+    with caplog.at_level("DEBUG", logger="jobsub"):
+        (again,) = jobsub.Job.attach(job.folder.url)
     assert again.job_id == job.job_id and again.result(timeout=30) == 4
     assert "intents" not in job.folder.read_meta()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "client died" in r.getMessage()]
+    assert len(warned) == (1 if age_s > 300 else 0), warned
 
 
 def test_find_submitted_by_the_submission_tag(ex: jobsub.AutoExecutor) -> None:
@@ -573,3 +583,21 @@ def test_arrays_of_ten_thousand_are_one_submit_job_and_polled_by_their_parent(aw
     assert sizes == [2]  # the parents, in one DescribeJobs, whatever the number of tasks
     backend.states([str(uuid.uuid4()) for _ in range(250)])
     assert sizes[1:] == [100, 100, 50]
+
+
+def test_a_refused_automatic_array_fails_the_program(aws: dict[str, str], root: str, tmp_path: Path) -> None:
+    """A script that submits with auto_array (AWS Batch's default) to a queue that does not exist
+    and never waits: the refusal, logged by the flush, fails the program at exit (status 1).
+    Real: moto's Batch API refusing the SubmitJob; the script runs in its own interpreter."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import jobsub
+        ex = jobsub.AutoExecutor({root!r}, cluster="aws_batch")
+        ex.update_parameters(aws_batch_job_queue="jobsub-no-such-queue", aws_batch_image={aws["image"]!r})
+        jobs = [ex.submit(abs, -i) for i in range(3)]
+        print("submitted, not waiting")
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "submitted, not waiting" in out.stdout
+    assert "never submitted" in out.stderr and "jobsub-no-such-queue" in out.stderr, out.stderr

@@ -22,8 +22,7 @@ import pytest
 
 import jobsub
 from jobsub.backends._daemon import daemon_log_handler
-from tests import tasks
-from tests.conftest import backend_parameters, require
+from tests import docker_env, tasks
 from tests.test_storage_s3 import bucket as s3_bucket  # noqa: F401 - session fixtures of the store tests
 from tests.test_storage_s3 import (
     moto,  # noqa: F401
@@ -70,12 +69,12 @@ def test_docker_dispatcher_started_without_credentials_serves_a_chain_that_has_t
     private_local_server: Path, tmp_path: Path, s3_bucket: str  # noqa: F811
 ) -> None:
     """The dispatcher records the tasks' starts and ends in the bucket: with the submitter's credentials."""
-    require("docker")
+    docker_env.require()
     image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
     if not image:
         pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")
     pid = _start_daemon_without_credentials(
-        private_local_server, tmp_path / "plain", "docker", **backend_parameters("docker")
+        private_local_server, tmp_path / "plain", "docker", **docker_env.parameters()
     )
     ex = jobsub.AutoExecutor(f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}/runs", cluster="docker")
     ex.update_parameters(docker_image=image, docker_network_mode="host")
@@ -130,7 +129,7 @@ def test_a_container_that_cannot_reach_its_bucket_folder_says_so(tmp_path: Path,
     the default network cannot reach moto on this machine's loopback, as on a machine whose
     default network has no route to the store.
     """
-    require("docker")
+    docker_env.require()
     image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
     if not image:
         pytest.skip("JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)")

@@ -43,3 +43,18 @@ def test_arguments_still_go_through_pickle(tmp_path: Path) -> None:
     job = ex.submit(list.append, data, 3)
     job.result()
     assert data == [1, 2], "the job worked on a copy, as a remote job would"
+
+
+def test_a_debug_job_is_queued_until_it_runs(tmp_path: Path) -> None:
+    """submitit's word for a debug job not run yet, and what ``status()`` says of it."""
+    job = jobsub.DebugExecutor(tmp_path).submit(tasks.add, 1, 2)
+    assert job.state == "QUEUED" and "waited for" in job.status().reason
+    assert job.result() == 3 and job.state == "COMPLETED"
+
+
+def test_a_debug_failure_is_raised_not_also_logged(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    job = jobsub.DebugExecutor(tmp_path).submit(tasks.fail, "boom")
+    with pytest.raises(ValueError, match="boom"):
+        job.result()
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "boom" not in out + err

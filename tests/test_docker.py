@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -430,3 +431,16 @@ def _tiny_wheel(folder: Path) -> Path:
         for name, data in files.items():
             archive.writestr(name, data)
     return path
+
+
+def test_a_task_whose_upstream_folder_was_deleted_is_cancelled(ex: jobsub.AutoExecutor, tmp_path: Path) -> None:
+    """The upstream's folder, mounted read-only into the task's container, is deleted while the
+    task waits: the engine would refuse the mount (FAILED); the task is started without it, finds
+    it gone and ends CANCELLED with DependencyError, as on every backend.  Real: the engine."""
+    local = jobsub.AutoExecutor(tmp_path / "local", cluster="local")
+    upstream = local.submit(time.sleep, 3)
+    down = ex.submit(abs, upstream)
+    shutil.rmtree(upstream.folder.path)
+    with pytest.raises(jobsub.DependencyError, match="was deleted"):
+        down.result(timeout=120)
+    assert down.state is JobState.CANCELLED

@@ -10,6 +10,7 @@ releasing the same submission, and cancel cascades from another process.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,3 +224,49 @@ def test_graph_view(tmp_path: Path) -> None:
     text = _cli("graph", str(local.folder), second.job_id).stdout
     assert first.job_id in text and f"<- {first.job_id}" in text and text.count("COMPLETED") == 2
     assert _cli("graph", str(local.folder), second.job_id, "--mermaid").stdout.startswith("flowchart LR")
+
+
+_HELD_AT_EXIT = textwrap.dedent(
+    """
+    import os, sys, jobsub
+    debug = jobsub.AutoExecutor(sys.argv[1] + "/debug", cluster="debug")
+    local = jobsub.AutoExecutor(sys.argv[1] + "/local", cluster="local")
+    up = debug.submit(abs, -1)  # runs only when waited for: what waits on it is held
+    kept = local.submit(abs, up)
+    ended = local.submit(abs, up)
+    ended.cancel()
+    print(kept.job_id, ended.job_id, flush=True)
+    if os.fork() == 0:  # a child that exits normally runs the exit handlers too
+        sys.exit(0)
+    os.wait()
+    """
+)
+
+
+def test_the_exit_warning_lists_only_what_is_still_held_once(tmp_path: Path) -> None:
+    """The warning about held submissions at exit names the one still held, not the one that ended
+    (cancelled just before the exit, unseen by the releaser), and is printed once, not again by a
+    forked child.  Real: two interpreters (the script and its fork), the debug and local backends."""
+    out = subprocess.run(
+        [sys.executable, "-c", _HELD_AT_EXIT, str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        check=True,
+    )
+    kept, ended = out.stdout.split()
+    assert out.stderr.count("not released yet") == 1, out.stderr
+    assert kept in out.stderr and ended not in out.stderr, out.stderr
+
+
+def test_the_edge_to_an_upstream_whose_folder_is_gone_stays(tmp_path: Path) -> None:
+    """A graph read from the folders keeps the edge to an upstream whose folder was deleted,
+    named by that folder, in the text, the Mermaid drawing and ``jobsub graph``."""
+    local = _executor(tmp_path, "local")
+    first = local.submit(tasks.add, 1, 1)
+    second = local.submit(tasks.add, first, 1)
+    assert second.result(timeout=60) == 3
+    shutil.rmtree(first.folder.path)
+    view = jobsub.graph(jobsub.Job(local.folder, second.job_id))
+    assert len(view.nodes) == 1 and len(view.edges) == 1
+    assert view.edges[0][0].startswith(first.folder.key) and "folder is gone" in view.text()
+    assert view.mermaid().count("-->") == 1 and ":::lost" in view.mermaid()
+    text = _cli("graph", str(local.folder), second.job_id).stdout
+    assert f"<- {first.folder.key}#0 (its folder is gone)" in text, text

@@ -244,3 +244,18 @@ def test_slurm_result_with_a_full_runtime_disk(full_disk: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "42"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", "", " ", "x\\y", "x\ny"])
+def test_a_job_id_that_is_a_path_is_refused(tmp_path: Path, bad: str) -> None:
+    """``Job(folder, "../x")`` once read ``folder/../x/meta.json``: an id names a job, never a path."""
+    outside = tmp_path / "x"
+    outside.mkdir()
+    (outside / "meta.json").write_text("{}")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(jobsub.InvalidParameterError, match="is not a job id"):
+        jobsub.Job(runs, bad)
+    assert subprocess.run(
+        [sys.executable, "-m", "jobsub.cli", "cancel", str(runs), bad], capture_output=True, text=True, check=False
+    ).returncode != 0

@@ -31,6 +31,9 @@ def test_requeue_stops_after_max_num_timeout(local_executor: jobsub.AutoExecutor
     with pytest.raises(jobsub.JobTimeoutError, match=rf"job {job.job_id} \(task 0\): .*too many times") as info:
         job.result(timeout=60)
     assert "Logs: " in str(info.value) and info.value.job_id == job.job_id
+    # submitit's words on the job's stdout, which its users grep for
+    stdout = job.stdout() or ""
+    assert "(0 remaining timeouts)" in stdout and "timed-out too many times" in stdout, stdout
 
 
 def test_setup_lines_run_before_the_worker(local_executor: jobsub.AutoExecutor) -> None:

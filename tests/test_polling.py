@@ -69,7 +69,7 @@ def test_reattached_handles_get_a_real_state_at_once(tmp_path: Path) -> None:
     """A handle nobody asked about yet does not say UNKNOWN until the next interval; handles made together share the call."""
     backend = CountingBackend(str(tmp_path))
     folder = jobsub.Executor(tmp_path, backend=backend).submit(operator.add, 1, 2).folder
-    handles = [jobsub.Job._create(backend, folder, f"88_{i}", i, 1) for i in range(3)]
+    handles = [jobsub.Job.bind(backend, folder, f"88_{i}", i, 1) for i in range(3)]
     assert [h.state for h in handles] == [JobState.RUNNING] * 3
     assert len(backend.calls) == 1 and {"88_0", "88_1", "88_2"} <= set(backend.calls[0])
 

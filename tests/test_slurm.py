@@ -405,9 +405,9 @@ def test_failure_has_remote_traceback_and_slurm_state(ex: jobsub.AutoExecutor) -
         job.result(timeout=60)
     assert "in fail" in str(info.value)
     deadline = time.monotonic() + 30  # the result file can be read before Slurm sees the job end
-    while not job._status(force=True).state.is_final and time.monotonic() < deadline:
+    while not job.status(force=True).state.is_final and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert job._status().state is JobState.FAILED and "exit code 1:0" in job._status().reason
+    assert job.status().state is JobState.FAILED and "exit code 1:0" in job.status().reason
 
 
 def test_scancel_is_cancelled(ex: jobsub.AutoExecutor) -> None:
@@ -580,3 +580,47 @@ def test_timeout_and_checkpoint(slow_jobs: dict[str, jobsub.Job[Any]] | None) ->
         timed_out.result(timeout=150)
     assert info.value.state is JobState.TIMEOUT and timed_out.state == "TIMEOUT"
     assert "DUE TO TIME LIMIT" in str(info.value)
+
+
+def _drained(text: str) -> bool:
+    """Slurm's words for a job waiting on a drained node (22.05 says the first, then the second)."""
+    return "ReqNodeNotAvail" in text or "DOWN, DRAINED" in text
+
+
+def test_a_job_that_cannot_start_says_why(
+    ex: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the node drained, the job pends for Slurm's reason (squeue's %r): ``job.status()`` and
+    ``jobsub status`` show it, and a wait that pends for it longer than JOBSUB_PENDING_WARN_S logs a
+    warning naming it (and goes on: nothing is cancelled).  Real: this cluster's only node, drained
+    for a few seconds and resumed in ``finally``."""
+    node = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[0]
+    monkeypatch.setenv("JOBSUB_PENDING_WARN_S", "0.5")
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=jobsub test"], check=True)
+    try:
+        job = ex.submit(tasks.add, 1, 2)
+        with caplog.at_level(logging.WARNING, logger="jobsub"), pytest.raises(TimeoutError):
+            job.wait(timeout=6)
+        reason = job.status(force=True).reason
+        assert job.state is JobState.PENDING and _drained(reason), reason
+        warned = [r.getMessage() for r in caplog.records if "has been pending" in r.getMessage()]
+        assert len(warned) == 1 and _drained(warned[0]), warned
+        status = subprocess.run(
+            [sys.executable, "-m", "jobsub.cli", "status", str(ex.folder)], capture_output=True, text=True, check=False
+        )
+        assert "PENDING" in status.stdout and _drained(status.stdout), status.stdout
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+    assert job.result(timeout=120) == 3 and not job.status().reason
+
+
+def test_a_job_waiting_its_turn_is_no_warning(
+    ex: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pending on its upstream (Slurm's ``Dependency``) is usual: a long wait for it warns of nothing."""
+    monkeypatch.setenv("JOBSUB_PENDING_WARN_S", "0.5")
+    first = ex.submit(tasks.sleep_then, 3, 1)
+    second = ex.submit(tasks.add, first, 1)
+    with caplog.at_level(logging.WARNING, logger="jobsub"):
+        assert second.result(timeout=120) == 2
+    assert not [r for r in caplog.records if "has been pending" in r.getMessage()]

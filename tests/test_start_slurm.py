@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require, wait_until
+from tests import slurm_env
+from tests.conftest import wait_until
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "start-slurm.sh"
 RUN_DIR = Path(os.environ.get("JOBSUB_SLURM_DIR", "/var/lib/jobsub-slurm")) / "run"
@@ -25,7 +26,7 @@ RUN_DIR = Path(os.environ.get("JOBSUB_SLURM_DIR", "/var/lib/jobsub-slurm")) / "r
 
 @pytest.fixture(autouse=True)
 def _our_cluster() -> None:
-    require("slurm")
+    slurm_env.require()
     if os.geteuid() != 0:
         pytest.skip("start-slurm.sh runs as root")
     if not (RUN_DIR / "slurmctld.pid").exists():
@@ -59,7 +60,7 @@ def test_a_slurm_it_did_not_start_is_refused_by_name(foreign_slurmctld: subproce
     assert f"slurmctld pid {foreign_slurmctld.pid}" in run.stderr
     assert "JOBSUB_SLURM_TAKEOVER=1" in run.stderr and "Nothing was changed" in run.stderr
     assert foreign_slurmctld.poll() is None  # left alone
-    assert _node_state() in ("idle", "mix", "alloc")
+    assert _node_state().rstrip("*") in ("idle", "mix", "alloc")
 
 
 def test_takeover_stops_the_foreign_daemon_and_keeps_its_own(foreign_slurmctld: subprocess.Popen[bytes]) -> None:
@@ -78,7 +79,8 @@ def test_a_drained_node_of_its_own_is_resumed() -> None:
         assert _node_state().rstrip("*") in ("drain", "drng")
         run = _start_slurm()
         assert run.returncode == 0, run.stdout + run.stderr
-        assert _node_state() in ("idle", "mix", "alloc")
+        # a trailing "*": slurmd has not answered the controller's ping yet (a loaded machine)
+        assert _node_state().rstrip("*") in ("idle", "mix", "alloc")
     finally:
         if _node_state().rstrip("*") in ("drain", "drng"):
             subprocess.run(["scontrol", "update", f"NodeName={host}", "State=RESUME"], check=False)

@@ -32,7 +32,7 @@ def test_debug_job_can_be_cancelled_before_it_runs(tmp_path: Path) -> None:
         return 42
 
     job = jobsub.DebugExecutor(tmp_path / "runs").submit(touch)
-    assert job.state == "PENDING"
+    assert job.state == "QUEUED"
     assert job.cancel()
     assert job.state == "CANCELLED"
     with pytest.raises(jobsub.UncompletedJobError, match="cancel"):
@@ -49,7 +49,7 @@ def test_debug_job_runs_when_its_result_is_asked(tmp_path: Path) -> None:
         return 42
 
     job = jobsub.DebugExecutor(tmp_path / "runs").submit(touch)
-    assert job.state == "PENDING" and not ran.exists()
+    assert job.state == "QUEUED" and not ran.exists()
     assert job.result() == 42 and ran.exists()
     assert job.state == "COMPLETED"
 

@@ -37,6 +37,7 @@ PUBLIC = [
     "local/test_debug.py::test_debug_map_array",
     "local/test_debug.py::test_debug_submit_array",
     "local/test_debug.py::test_debug_error",
+    "local/test_debug.py::test_cancel",
     "test_helpers.py::test_function_sequence_checkpoint",
     "test_helpers.py::test_as_completed",
     "test_helpers.py::test_snapshot",

@@ -192,6 +192,10 @@ class Backend:
     otherwise: on for backends where each submission is a billed or rate-limited API call."""
     result_parameters: ClassVar[tuple[str, ...]] = ()
     """Its own keys that change what a task computes (an image, an interpreter): part of cache keys."""
+    usual_pending_reasons: ClassVar[frozenset[str]] = frozenset()
+    """The reasons of a pending job's ``Status`` (as ``states()`` words them, up to a first comma) that
+    need no one's attention: waiting for its turn, for resources, for a dependency.  A wait that pends
+    for another reason longer than ``JOBSUB_PENDING_WARN_S`` logs a warning naming it (``Job.wait``)."""
     end_record_lag_s: ClassVar[float] = 0.0
     """How long after a task's result the backend may still write its end record into the folder.
     ``result()`` waits that long at most for the record (``end_recorded``), so that a folder

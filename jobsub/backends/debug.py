@@ -3,7 +3,7 @@
 Arguments still go through cloudpickle and the worker (so pickling problems
 show up here first), but the function runs in this process, so breakpoints
 work, and ``result()`` raises the function's own exception rather than a
-``FailedJobError``.  Asking a job's state never runs it: a job stays PENDING
+``FailedJobError``.  Asking a job's state never runs it: a job stays QUEUED
 (and can be cancelled) until ``result()``, ``wait()`` or ``exception()``
 asks for it; the debug jobs it takes as arguments run first.
 """
@@ -55,7 +55,7 @@ class DebugBackend(Backend):
         for i in range(n_tasks):
             job_id = f"{base}_{i}" if array else base
             self._pending[job_id] = (folder, i, params.common.tasks_per_node, array, dict(launch.env))
-            self._states[job_id] = Status(JobState.PENDING)
+            self._states[job_id] = Status(JobState.QUEUED, "runs in this process when its result is waited for")
         return base
 
     def planned_id(self, launch: Launch, folder: JobFolder) -> str | None:
@@ -95,7 +95,8 @@ class DebugBackend(Backend):
             }
             with _task_environment(variables):
                 worker.export_environment(folder, self.name, {}, 0)
-                codes.append(worker.run_task(folder, index, rank))
+                # the caller gets the function's own exception: its traceback is not also logged
+                codes.append(worker.run_task(folder, index, rank, report_failure=False))
         if worker.DEPENDENCY_FAILED_EXIT_CODE in codes:
             self._states[backend_id] = DEPENDENCY_FAILED
         else:
@@ -105,4 +106,4 @@ class DebugBackend(Backend):
         for backend_id in backend_ids:
             for task_id in [t for t in self._pending if t == backend_id or t.startswith(backend_id + "_")]:
                 del self._pending[task_id]
-                self._states[task_id] = Status(JobState.CANCELLED, "cancelled before it ran")
+                self._states[task_id] = Status(JobState.CANCELLED, "it was cancelled before it ran")

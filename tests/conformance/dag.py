@@ -82,7 +82,7 @@ class DagBehaviour:
         first = upstream_ex.submit(tasks.add, 1, 2)
         second = executor.submit(tasks.add, first, 10)
         assert second.state == "HELD"
-        assert first.job_id in second._status().reason
+        assert first.job_id in second.status().reason
         assert second.job_id.startswith(second.folder.key)
         assert jobsub.Job(executor.folder, second.job_id).state == "HELD"  # found by its held name
         assert second.result(timeout=240) == 13  # waiting on it runs the debug upstream, then releases it

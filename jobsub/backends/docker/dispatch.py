@@ -121,7 +121,10 @@ class Dispatcher(Supervisor):
         """One container per rank, then start them (touches only ``task``)."""
         sub = task.sub
         spec = sub.spec
-        host_config = self.api.create_host_config(**spec["host_config"])
+        # an upstream's folder deleted since the submission is not mounted (the engine would refuse
+        # the container): the task then finds it gone and ends CANCELLED with DependencyError
+        mounts = [m for m in spec["host_config"].get("mounts") or [] if not m["ReadOnly"] or os.path.exists(m["Source"])]
+        host_config = self.api.create_host_config(**{**spec["host_config"], "mounts": mounts})
         containers: dict[int, str] = {}
         try:
             for rank in range(sub.ranks):

@@ -89,6 +89,11 @@ class SlurmBackend(Backend):
     # slurmctld serves every user of the cluster: ask at most every 2 s (JOBSUB_POLL_INTERVAL
     # overrides); results are noticed sooner, through the result files
     poll_interval_s = 2.0
+    usual_pending_reasons = frozenset(
+        {"PENDING", *(f"PENDING: {why}" for why in ("Priority", "Resources", "Dependency", "JobArrayTaskLimit", "BeginTime"))}
+    )
+    """Waiting for its turn, for free resources, for its upstreams, for its array's throttle, for its start
+    time: anything else (a drained node, a partition down, a limit of the account) is worth a warning."""
     result_parameters = ("python", "srun_args")
 
     def __init__(self, root: str) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .executor import Executor
-from .job import Job
+from ..executor import Executor
+from ..job import Job
 
 __all__ = ["DebugExecutor", "DebugJob", "LocalExecutor", "LocalJob", "SlurmExecutor", "SlurmJob"]
 
@@ -56,7 +56,7 @@ class SlurmExecutor(Executor):
         Slurm spells it the same.  ``mem_gb`` maps to ``mem`` as in submitit
         (``mem`` takes Slurm's sizes: an int there is MB, not GB).
         """
-        from .backends.base import load_backend_class
+        from ..backends.base import load_backend_class
 
         aliases = load_backend_class("slurm").aliases
         native = {common: alias for alias, common in aliases.items() if alias != "num_gpus"}  # legacy name

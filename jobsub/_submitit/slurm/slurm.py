@@ -5,10 +5,10 @@ benchopt calls ``SlurmExecutor._equivalence_dict()``.  Each name is the
 object jobsub itself uses: the Slurm backend lives in ``jobsub.backends.slurm``.
 """
 
+from ...backends.slurm.nodelist import NodeListError as SlurmParseException
+from ...backends.slurm.nodelist import expand_node_list as _parse_node_list
+from ...environment import JobEnvironment as SlurmJobEnvironment
 from ..aliases import SlurmExecutor, SlurmJob
-from ..backends.slurm.nodelist import NodeListError as SlurmParseException
-from ..backends.slurm.nodelist import expand_node_list as _parse_node_list
-from ..environment import JobEnvironment as SlurmJobEnvironment
 from ..watcher import Watcher as SlurmInfoWatcher
 
 __all__ = [

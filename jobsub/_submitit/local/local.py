@@ -4,7 +4,7 @@ One ``Job`` and one ``JobEnvironment`` class serve every backend, so the
 per-backend names are the same objects.
 """
 
+from ...environment import JobEnvironment as LocalJobEnvironment
 from ..aliases import LocalExecutor, LocalJob
-from ..environment import JobEnvironment as LocalJobEnvironment
 
 __all__ = ["LocalExecutor", "LocalJob", "LocalJobEnvironment"]

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .polling import StatePoller, pollers
-from .states import JobState, Status
+from ..polling import StatePoller, poller_for, pollers
+from ..states import JobState, Status
 
 if TYPE_CHECKING:
-    from .job import Job
+    from ..job import Job
 
 __all__ = ["JobWatcher", "Watcher"]
 
@@ -71,7 +71,7 @@ class Watcher:
         status = poller.cached(job_id) if mode == "cache" else poller.status(job_id, force=mode == "force")
         status = status or Status(JobState.UNKNOWN)
         if self._job is not None and job_id == self._job.job_id:
-            return Status(self._job._seen_state(status), status.reason)
+            return self._job.seen(status)
         return status
 
     def get_state(self, job_id: str, mode: str = "standard") -> str:
@@ -94,4 +94,4 @@ class JobWatcher:
     def __get__(self, job: Job[Any] | None, owner: type | None = None) -> Watcher:
         if job is None:
             return Watcher()
-        return Watcher(job._poller, job)
+        return Watcher(poller_for(job.backend_instance), job)

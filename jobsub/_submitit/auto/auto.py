@@ -1,5 +1,5 @@
 """``submitit.auto.auto`` names: jobsub's own ``AutoExecutor`` under submitit's module path."""
 
-from ..executor import AutoExecutor
+from ...executor import AutoExecutor
 
 __all__ = ["AutoExecutor"]

@@ -25,7 +25,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = ["MARKER", "MODULES", "AliasError", "alias_files", "install_alias", "site_directory", "uninstall_alias"]
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..calls import DelayedSubmission, dumps_checked
-from ..errors import FailedJobError, FailedSubmissionError, UncompletedJobError
-from ..folder import JobPaths
-from ..helpers import CommandFunction, environment_variables
+from ...calls import DelayedSubmission, dumps_checked
+from ...errors import FailedJobError, FailedSubmissionError, UncompletedJobError
+from ...folder import JobPaths
+from ...helpers import CommandFunction, environment_variables
 
 __all__ = [
     "CommandFunction",
