@@ -29,14 +29,17 @@ import uuid
 from typing import Any
 
 import jobsub
+from jobsub.backends.gcp_batch import GCPBatchBackend
+from jobsub.backends.gcp_batch.render import job_name
 from tests import gcp_batch_env
 from tests.fakes.gcp_batch import FakeBatch
 
 
-def _executor(root: str, **extra: Any) -> jobsub.AutoExecutor:
-    ex = jobsub.AutoExecutor(folder=root, cluster="gcp_batch")
-    ex.update_parameters(**gcp_batch_env.parameters(), auto_array=False, **extra)
-    return ex
+def _executor(root: str, **extra: Any) -> tuple[GCPBatchBackend, jobsub.Executor]:
+    """A backend of the benchmark's own (its calls are the benchmark's) and an executor on it."""
+    backend = GCPBatchBackend(root)
+    own = {k.removeprefix("gcp_batch_"): v for k, v in gcp_batch_env.parameters().items()}
+    return backend, jobsub.Executor(root, backend=backend, auto_array=False, **own, **extra)
 
 
 def _point_at(fake: FakeBatch) -> None:
@@ -49,16 +52,15 @@ def map_array_and_poll(tasks: int) -> dict[str, Any]:
     try:
         answer: dict[str, Any] = {"tasks": tasks}
         for label, parallelism in (("all_running", None), ("one_fifth_running", tasks // 5)):
-            ex = _executor(f"gs://{gcp_batch_env.BUCKET}/bench-{uuid.uuid4().hex[:8]}", array_parallelism=parallelism)
+            backend, ex = _executor(f"gs://{gcp_batch_env.BUCKET}/bench-{uuid.uuid4().hex[:8]}", array_parallelism=parallelism)
             fake.calls.clear()
             start = time.perf_counter()
             jobs = ex.map_array(int, range(tasks))
             submit_s = time.perf_counter() - start
             calls = dict(fake.calls)
-            backend = jobs[0]._backend
             parent = jobs[0].job_id.rpartition("_")[0]
             want = parallelism or tasks
-            while _running(fake, parent) < want:
+            while _running(fake, job_name(parent)) < want:
                 time.sleep(0.2)
             fake.calls.clear()
             backend.states([job.job_id for job in jobs])
@@ -80,8 +82,8 @@ def latency(repetitions: int) -> dict[str, Any]:
     _point_at(fake)
     image = os.environ["JOBSUB_CLOUD_TEST_IMAGE"]
     os.environ["JOBSUB_POLL_INTERVAL"] = "0.1"
-    ex = _executor(f"gs://{gcp_batch_env.BUCKET}/bench-{uuid.uuid4().hex[:8]}")
-    client = ex._backend.api.client("batch")  # type: ignore[attr-defined]
+    backend, ex = _executor(f"gs://{gcp_batch_env.BUCKET}/bench-{uuid.uuid4().hex[:8]}")
+    client = backend.api.client("batch")
     parent = f"projects/{gcp_batch_env.PROJECT}/locations/{gcp_batch_env.REGION}"
     ours, bare = [], []
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import jobsub
+from jobsub.backends.gcp_batch.render import job_name
 from jobsub.errors import InvalidParameterError, JobCancelledError, PreemptedError
 from jobsub.states import JobState
 from tests import gcp_batch_env
@@ -80,7 +81,7 @@ def test_an_array_of_5_runs_2_at_a_time_as_one_job(ex: jobsub.AutoExecutor, gcp:
     assert len(gcp.created) == created + 1  # one CreateJob for the array
     parent = jobs[0].job_id.rpartition("_")[0]
     assert [job.job_id for job in jobs] == [f"{parent}_{i}" for i in range(5)]
-    job = gcp.job(parent)
+    job = gcp.job(job_name(parent))
     assert job.task_groups[0].task_count == 5 and job.task_groups[0].parallelism == 2
     spans = [(start, end) for _, start, end in results]
     most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
@@ -90,15 +91,15 @@ def test_an_array_of_5_runs_2_at_a_time_as_one_job(ex: jobsub.AutoExecutor, gcp:
 def test_a_preempted_task_is_retried_and_succeeds(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     ex.update_parameters(gcp_batch_provisioning_model="SPOT", gcp_batch_spot_retries=2)
     job = ex.submit(getenv, "BATCH_TASK_RETRY_ATTEMPT")
-    assert gcp.preempt(job.job_id, 0)  # its first attempt is reclaimed (exit code 50001)
+    assert gcp.preempt(job_name(job.job_id), 0)  # its first attempt is reclaimed (exit code 50001)
     assert job.result() == "1"  # the second attempt (BATCH_TASK_RETRY_ATTEMPT counts from 0)
-    wait_until(lambda: gcp.job(job.job_id).status.state.name == "SUCCEEDED", timeout=30, what="the job SUCCEEDED")
+    wait_until(lambda: gcp.job(job_name(job.job_id)).status.state.name == "SUCCEEDED", timeout=30, what="the job SUCCEEDED")
 
 
 def test_preempted_after_the_last_retry_is_a_preempted_error(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     ex.update_parameters(gcp_batch_provisioning_model="SPOT", gcp_batch_spot_retries=0)
     job = ex.submit(getenv, "BATCH_TASK_RETRY_ATTEMPT")
-    assert gcp.preempt(job.job_id, 0)
+    assert gcp.preempt(job_name(job.job_id), 0)
     with pytest.raises(PreemptedError, match="50001"):
         job.result()
 
@@ -108,8 +109,7 @@ def test_a_user_error_is_not_retried(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     job = ex.submit(os._exit, 3)
     with pytest.raises(jobsub.errors.JobError, match="exit code 3"):
         job.result()
-    job_name = job.job_id
-    described = gcp.job(job_name)
+    described = gcp.job(job_name(job.job_id))
     assert described.status.state.name == "FAILED"
     assert described.status.task_groups["group0"].counts["FAILED"] == 1
 
@@ -120,7 +120,7 @@ def test_cancel_ends_the_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     job.cancel()
     with pytest.raises(JobCancelledError):
         job.result(timeout=60)
-    assert gcp.job(job.job_id).status.state.name in ("CANCELLED", "CANCELLATION_IN_PROGRESS")
+    assert gcp.job(job_name(job.job_id)).status.state.name in ("CANCELLED", "CANCELLATION_IN_PROGRESS")
 
 
 def test_queued_past_its_limit_is_cancelled_with_batchs_reason(ex: jobsub.AutoExecutor, gcp: Any) -> None:
@@ -130,7 +130,7 @@ def test_queued_past_its_limit_is_cancelled_with_batchs_reason(ex: jobsub.AutoEx
     job = ex.submit(int, 1)
     with pytest.raises(JobCancelledError, match=r"QUEUED for over 0.02 min.*inadequate quotas"):
         job.result(timeout=60)
-    wait_until(lambda: gcp.job(job.job_id).status.state.name == "CANCELLED", timeout=10, what="CancelJob")
+    wait_until(lambda: gcp.job(job_name(job.job_id)).status.state.name == "CANCELLED", timeout=10, what="CancelJob")
 
 
 def test_reattach_from_another_process(ex: jobsub.AutoExecutor, gcp: Any) -> None:
@@ -196,7 +196,8 @@ def test_the_built_request_matches_the_golden_file() -> None:
         code_package="gs://b/runs/.code/0123456789abcdef.tar.gz",
     ))
     name = f"projects/p/locations/us-central1/jobs/{render.job_id('', launch.tag)}"
-    body = render.job_request(render.named(launch, name, array=True), 1000, common, spec)
+    assert render.job_name(render.backend_id(name)) == name
+    body = render.job_request(render.named(launch, render.backend_id(name), array=True), 1000, common, spec)
     if os.environ.get("JOBSUB_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
     assert body == json.loads(GOLDEN.read_text())

@@ -13,7 +13,8 @@
     cancel ─> CancelJob (Batch cancels whole jobs, not single tasks)
     logs   ─> Cloud Logging (batch_task_logs, by job uid and task), else the folder's
 
-Ids are Batch's job names (``projects/P/locations/L/jobs/J``), task ``i`` ``<name>_<i>``.
+Ids are ``P.L.J`` for the Batch job ``projects/P/locations/L/jobs/J`` (ids hold no ``/``),
+task ``i`` ``<id>_<i>``.
 Successes are not polled for: the worker writes each result to the folder
 before its container ends, and ``Job`` reads results first.
 """
@@ -104,31 +105,32 @@ class GCPBatchBackend(Backend):
         parent = f"projects/{_project(spec)}/locations/{_location(spec)}"
         job_id = render.job_id(common.name, launch.tag)
         name = f"{parent}/jobs/{job_id}"
-        launch = render.named(launch, name, array=n_tasks > 1)
+        launch = render.named(launch, render.backend_id(name), array=n_tasks > 1)
         body = render.job_request(launch, n_tasks, common, spec)  # bad input is refused here, before any call
         request = batch_v1.CreateJobRequest(
             parent=parent, job_id=job_id, job=batch_v1.Job.from_json(json.dumps(body)),
             request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{folder.url}#{launch.tag}")),
         )
+        ours = render.backend_id(name)
         try:
             self.api.batch(
                 "CreateJob", request=request, what=f"CreateJob {name} (image {spec.image!r})", submitting=True,
-                before_retry=lambda: self._adopt(name),
+                before_retry=lambda: self._adopt(ours),
             )
         except SubmissionError as exc:  # 409: an earlier attempt (its answer lost) made it
             from google.api_core import exceptions as api_exceptions
 
-            if not isinstance(exc.__cause__, api_exceptions.Conflict) or self._adopt(name) is None:
+            if not isinstance(exc.__cause__, api_exceptions.Conflict) or self._adopt(ours) is None:
                 raise
-        self.tracker.submitted(name, array=n_tasks > 1, pending_limit_min=spec.queued_timeout_min)
-        return name
+        self.tracker.submitted(ours, array=n_tasks > 1, pending_limit_min=spec.queued_timeout_min)
+        return ours
 
-    def _adopt(self, name: str) -> str | None:
+    def _adopt(self, job_id: str) -> str | None:
         """Asked before CreateJob is repeated: the job, if the lost answer had created it."""
-        if self.jobs.get(name) is None:
+        if self.jobs.get(job_id) is None:
             return None
-        logger.warning("CreateJob %s went through although its answer was lost: adopting the job", name)
-        return name
+        logger.warning("CreateJob %s went through although its answer was lost: adopting the job", job_id)
+        return job_id
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         spec = GCPBatchParameters(
@@ -136,8 +138,8 @@ class GCPBatchBackend(Backend):
             location=folder.parameter("location") or "",
         )
         job_id = render.job_id(folder.parameter("name", common=True), render.task_launch(launch).tag)
-        name = f"projects/{_project(spec)}/locations/{_location(spec)}/jobs/{job_id}"
-        return name if self.jobs.get(name) is not None else None
+        found = render.backend_id(f"projects/{_project(spec)}/locations/{_location(spec)}/jobs/{job_id}")
+        return found if self.jobs.get(found) is not None else None
 
     # -- states, cancel, logs -----------------------------------------------------------------------
     def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
@@ -179,7 +181,7 @@ class GCPBatchBackend(Backend):
         def read() -> str | None:
             if job[0] is None:
                 return None
-            project = parent.split("/")[1]
+            project = render.job_name(parent).split("/")[1]
             task = f"task/{job[0].uid}-group0-{child or 0}/"
             query = (
                 f'logName="projects/{project}/logs/batch_task_logs" AND labels.job_uid="{job[0].uid}" '

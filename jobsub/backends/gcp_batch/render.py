@@ -30,6 +30,8 @@ from .params import GCPBatchParameters
 
 __all__ = [
     "MAX_PARALLELISM",
+    "backend_id",
+    "job_name",
     "MAX_TASKS",
     "PREEMPTED",
     "JOB_VARIABLE",
@@ -61,6 +63,24 @@ def job_id(name: str, tag: str) -> str:
     if len(full) > 63:  # a tag alone over 62 characters: keep its end, which is what differs
         full = "j" + full[-62:].lstrip("-")
     return full
+
+
+def backend_id(name: str) -> str:
+    """jobsub's id of the Batch job ``projects/P/locations/L/jobs/J``: ``P.L.J`` (ids hold no ``/``)."""
+    _, project, _, location, _, job = name.split("/")
+    return f"{project}.{location}.{job}"
+
+
+def job_name(backend_id: str) -> str:
+    """The Batch job name of jobsub's id ``P.L.J`` (a project may hold dots, a location or job id none).
+
+    An id of another shape is taken for a name as it is.
+    """
+    parts = backend_id.rsplit(".", 2)
+    if len(parts) != 3:
+        return backend_id
+    project, location, job = parts
+    return f"projects/{project}/locations/{location}/jobs/{job}"
 
 
 def task_launch(launch: Launch) -> Launch:

@@ -29,6 +29,7 @@ from ...cloud.arrays import Parent
 from ...cloud.google import GoogleGateway
 from ...states import JobState, Status
 from .._exits import killed_for_memory, worker_exit
+from .render import job_name
 
 __all__ = ["BatchScheduler", "LIST_PAGE"]
 
@@ -54,7 +55,7 @@ _CANCELLING = ("CANCELLATION_IN_PROGRESS", "CANCELLED", "DELETION_IN_PROGRESS")
 
 
 class BatchScheduler:
-    """GCP Batch's answers about its jobs (parents are full job names), through the Google gateway."""
+    """GCP Batch's answers about its jobs (parents are jobsub's ids, ``render.backend_id``), through the Google gateway."""
 
     label = "GCP Batch"
     describe_max = 1  # GetJob takes one name
@@ -62,11 +63,13 @@ class BatchScheduler:
     def __init__(self, api: GoogleGateway) -> None:
         self.api = api
         self.reasons: dict[str, str] = {}
-        """Job name -> why this process cancelled it (Batch keeps none)."""
+        """Job id -> why this process cancelled it (Batch keeps none)."""
 
-    def get(self, name: str) -> Any:
-        """GetJob, None for a job Batch does not know (deleted, or never made)."""
+    def get(self, job_id: str) -> Any:
+        """GetJob of jobsub's id ``job_id``, None for a job Batch does not know (deleted, or never made)."""
         from google.api_core import exceptions as api_exceptions
+
+        name = job_name(job_id)
 
         def once() -> Any:
             try:
@@ -113,10 +116,11 @@ class BatchScheduler:
             for task in self.tasks(parent.id, state)
         }
 
-    def tasks(self, name: str, state: str) -> list[Any]:
-        """The tasks of job ``name`` in ``state`` (ListTasks' filter), every page."""
+    def tasks(self, job_id: str, state: str) -> list[Any]:
+        """The tasks of job ``job_id`` in ``state`` (ListTasks' filter), every page."""
         from google.cloud import batch_v1
 
+        name = job_name(job_id)
         request = batch_v1.ListTasksRequest(parent=f"{name}/taskGroups/group0", filter=f"State={state}", page_size=LIST_PAGE)
 
         def once() -> list[Any]:
@@ -154,7 +158,7 @@ class BatchScheduler:
 
     def cancel(self, parent: Parent, reason: str) -> None:
         self.reasons[parent.id] = reason
-        self.api.batch("CancelJob", name=parent.id, what=f"CancelJob {parent.id}").result()
+        self.api.batch("CancelJob", name=job_name(parent.id), what=f"CancelJob {parent.id}").result()
 
 
 def last_event(job_or_task: Any) -> str:
