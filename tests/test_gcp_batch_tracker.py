@@ -16,26 +16,20 @@ import pytest
 from jobsub.cloud.arrays import Scheduler
 from jobsub.cloud.google import GoogleGateway
 from jobsub.states import JobState
-from tests.conformance.arrays import ArrayTrackerSuite, Script, ScriptedJob, Throttled
+from tests.conformance.arrays import ArrayTrackerSuite, Script, ScriptClient, ScriptedJob, Throttled
 
 batch_v1 = pytest.importorskip("google.cloud.batch_v1", reason="the GCP variant needs the gcp extra (pip install 'jobsub[gcp]')")
 
 _TASK = {JobState.PENDING: "PENDING", JobState.RUNNING: "RUNNING", JobState.COMPLETED: "SUCCEEDED", JobState.FAILED: "FAILED"}
 
 
-class FakeBatchServiceClient:
+class FakeBatchServiceClient(ScriptClient):
     """GetJob, ListTasks and CancelJob from the script, as Batch v1 messages."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-
-    def _answer(self, kind: str) -> None:
+    def throttled(self, kind: str, exc: Throttled) -> Exception:
         from google.api_core import exceptions
 
-        try:
-            self.script.answer(kind)
-        except Throttled as exc:
-            raise exceptions.TooManyRequests(str(exc)) from None
+        return exceptions.TooManyRequests(str(exc))
 
     def _task(self, name: str, job: ScriptedJob, index: int) -> Any:
         state = _TASK[job.children[index]]
