@@ -165,7 +165,7 @@ class GCPBatchBackend(Backend):
                 )
                 continue
             self.jobs.reasons.setdefault(parent, "cancelled by the user")
-            self.api.batch("CancelJob", name=parent, what=f"CancelJob {parent}").result()
+            self.api.batch("CancelJob", name=render.job_name(parent), what=f"CancelJob {parent}").result()
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's Cloud Logging entries (stdout and stderr interleaved: both are them), else the folder's."""
