@@ -38,6 +38,9 @@ _WHERE = {
     "Executor": "executor",
     "cached": "executor",
     "graph": "graph",
+    "results": "progress",
+    "summary": "timeline",
+    "wait": "progress",
     "Job": "job",
     "JobState": "states",
     "JobEnvironment": "environment",
@@ -147,7 +150,9 @@ if TYPE_CHECKING:
     from .executor import AutoExecutor, Executor, cached
     from .graph import graph
     from .job import Job
+    from .progress import results, wait
     from .states import JobState
+    from .timeline import summary
 
 __all__ = [
     "AutoExecutor",
@@ -188,4 +193,7 @@ __all__ = [
     "cached",
     "graph",
     "helpers",
+    "results",
+    "summary",
+    "wait",
 ]

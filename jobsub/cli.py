@@ -1,91 +1,49 @@
-"""``jobsub status|logs|cancel|image``: look at job folders, and build images, from a shell.
+"""``jobsub`` (or ``python -m jobsub``): look at job folders, release held submissions, build images.
 
-    jobsub status runs/            one line per submission: backend, ids, states, elapsed
-    jobsub logs runs/ JOB_ID       the job's stdout (--err: stderr)
+    jobsub status runs/            a table: each submission's function, backend, ids, tasks by state,
+                                   age, duration, peak memory, failed tasks with their first error
+                                   line, why it waits (--watch: until all ended; --json)
+    jobsub logs runs/ JOB_ID       the job's stdout (--err: stderr; --task I: task I of an array;
+                                   --follow: until it ends; --json)
     jobsub cancel runs/ JOB_ID...  cancel jobs (and the jobs waiting on them)
     jobsub attach runs/            release the held submissions of a folder as their upstreams
                                    succeed, until none is held (--once: one look)
     jobsub graph runs/ JOB_ID...   the jobs and the jobs they take as arguments, with states
-                                   (--mermaid: a Mermaid flowchart)
-    jobsub clean --cache runs/     forget every cached call of a folder (jobsub.cache)
+                                   (--mermaid: a Mermaid flowchart; --json)
+    jobsub clean runs/             --older-than DAYS / --failed: remove finished submissions (never
+                                   one still running); --cache: every cached call; --dry-run
+    jobsub info                    which backends can be used here, and what the others miss (--json)
     jobsub image build TAG --base IMAGE [-r requirements.txt] [REQUIREMENT...] [--offline]
                                    an image with your packages, for the container backends
                                    (``jobsub.images.build_image``)
     jobsub install-submitit-alias  a ``submitit`` package that is jobsub, so tools built on
                                    submitit run unchanged (``jobsub.submitit_alias``)
     jobsub uninstall-submitit-alias
+
+Exit status: 0 done (and no task looked at ended badly); 1 the command could not do its work
+(unreadable folder or store, unknown job: one line on stderr says why); 2 a wrong command line;
+3 some task ended other than COMPLETED (status, attach); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from . import commands
+from .commands import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED
 from .errors import JobsubError
-from .folder import JobFolder, find_submissions, folder_at, lookup_id, split_folder_template
+from .folder import JobFolder, folder_at, lookup_id, split_folder_template
 from .hold import check, released_here, watch_root  # loads the driver of held handles
 from .job import Job
-from .states import JobState
+from .report import USAGE_READ_MAX as STATUS_REMOTE_USAGE_MAX
 from .storage import open_storage
 
-__all__ = ["main"]
-
-STATUS_REMOTE_USAGE_MAX = 100
-"""Tasks of a bucket submission whose usage ``status`` reads for its peak memory: each is a
-request (10,000 tasks would take minutes); past that, the line shows no peak."""
-
-
-def status(folder: str) -> int:
-    """One line per submission under ``folder`` (a path, ``runs/%j``, or a store URL).
-
-    A submission whose files are damaged or unreadable gets a line saying so;
-    it never hides the others.
-    """
-    root = split_folder_template(folder)[0]
-    subs = find_submissions(open_storage(root))
-    if not subs:
-        print(f"no jobsub submissions in {folder}", file=sys.stderr)
-        return 1
-    base = open_storage(root).url.rstrip("/")
-    attached: list[tuple[str, list[Job[Any]] | str]] = []
-    for sub in subs:  # all first: their states come in one call per backend
-        name = sub.url[len(base) + 1 :] if sub.url.startswith(base + "/") else sub.key
-        try:
-            attached.append((name, Job.attach(sub.url)))
-        except (JobsubError, OSError, ValueError, KeyError, TypeError) as exc:
-            attached.append((name, f"(cannot be read: {type(exc).__name__}: {exc})"))
-    held = [jobs[0].folder for _, jobs in attached if not isinstance(jobs, str) and jobs and jobs[0].is_held()]
-    if held:  # release what can be now (a held submission has no backend to run it on its own)
-        for folder_ in held:
-            try:
-                check(folder_)
-            except (JobsubError, OSError) as exc:
-                print(f"{folder_.key}: its upstreams cannot be looked at ({exc})", file=sys.stderr)
-    for name, jobs in attached:
-        if isinstance(jobs, str) or not jobs:
-            print(f"{name}  {jobs or '(not submitted)'}")
-            continue
-        try:
-            states = collections.Counter(str(j.state) for j in jobs)
-            peak = 0.0
-            if jobs[0].folder.local_file() is not None or len(jobs) <= STATUS_REMOTE_USAGE_MAX:
-                peak = max((u.get("max_rss_mb", 0) for j in jobs for u in _usage(j)), default=0)
-        except (JobsubError, OSError) as exc:
-            print(f"{name}  {jobs[0].backend:<8} (cannot ask its states: {exc})")
-            continue
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        ids = jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id}..{jobs[-1].job_id}"
-        memory = f"  peak RSS {peak:.0f} MB" if peak else ""
-        # why what waits waits: its upstreams (held), or the scheduler's reason (a drained node...)
-        waiting = next((j.status().reason for j in jobs if j.state in (JobState.HELD, JobState.PENDING)), "")
-        print(f"{name}  {jobs[0].backend:<8} {ids:<40} {summary}{memory}" + (f"  ({waiting})" if waiting else ""))
-    return 0
+__all__ = ["STATUS_REMOTE_USAGE_MAX", "main", "one_line"]
 
 
 def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
@@ -97,8 +55,10 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
         held.append(folder_at(root))
     if not held:
         print(f"no held submissions in {folder}")
-        return 0
+        return EXIT_OK
     print(f"{len(held)} held submission(s) in {folder}")
+    failed = False
+    released: list[JobFolder] = []
     try:
         while held:
             still = []
@@ -115,8 +75,10 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
                     ids = [s["id"] for s in sub.read_meta().get("submissions", [])]
                 except (JobsubError, OSError):
                     ids = []
-                if not ids:
+                released += [sub] if ids else []
+                if not ids:  # its tasks ended held: an upstream failed, or they were cancelled
                     print(f"{sub.key}: ended without being submitted")
+                    failed = True
                 elif released_here(sub):
                     print(f"{sub.key}: released as {', '.join(ids)}")
                 else:  # several watchers of one folder: one claim, one submission, the others only see it
@@ -127,33 +89,20 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
             time.sleep(interval_s)
     except KeyboardInterrupt:
         print(f"stopped; {len(held)} submission(s) still held", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if held:
         print(f"{len(held)} submission(s) still held: {', '.join(sub.key for sub in held)}")
-    return 0
+    if not once and released:  # wait for what was released: the exit status says how it ended
+        from .progress import wait
+        from .report import report
 
-
-def graph(folder: str, job_ids: Sequence[str], mermaid: bool) -> int:
-    from .graph import graph as make_graph
-
-    jobs: list[Job[Any]] = []
-    for job_id in job_ids:
-        try:
-            jobs.append(Job(folder, job_id))
-        except (FileNotFoundError, JobsubError) as exc:
-            print(f"jobsub graph: {exc}", file=sys.stderr)
-            return 1
-    view = make_graph(jobs)
-    print(view.mermaid() if mermaid else view.text())
-    return 0
-
-
-def _usage(job: Job[Any]) -> list[dict[str, Any]]:
-    """A job's usage records; a damaged or unreadable result has none (its state says why)."""
-    try:
-        return job.usage
-    except (JobsubError, OSError, TypeError):
-        return []
+        jobs = [job for sub in released for job in Job.attach(sub.url)]
+        wait(jobs)
+        summary = report(jobs)
+        for failure in summary.failures:
+            print(f"task {failure.index} ({failure.job_id}) {failure.state}: {failure.error}")
+        failed = failed or bool(summary.failed)
+    return EXIT_TASK_FAILED if failed else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,37 +111,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def one_line(error: BaseException) -> str:
+    """An error as one line: what a shell user reads instead of a traceback."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(
         prog="jobsub",
         description="Look at jobsub job folders, release held submissions; build images for the container "
         "backends; alias submitit.",
+        epilog="exit status: 0 done; 1 the command could not do its work; 2 a wrong command line; "
+        "3 some task ended other than COMPLETED; 130 interrupted",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    p_status = commands.add_parser("status", help="states of every submission in a folder")
-    p_status.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
-    p_logs = commands.add_parser("logs", help="a job's output")
-    p_logs.add_argument("folder")
+    parser.add_argument("--version", action="version", version=f"jobsub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def on_folder(name: str, what: str) -> argparse.ArgumentParser:
+        """A command that looks at a folder given as to the executor."""
+        command = sub.add_parser(name, help=what)
+        command.add_argument("folder", help="an executor's folder, runs/%%j, or a store URL (s3://...)")
+        return command
+
+    p_status = on_folder("status", "a table of every submission in a folder")
+    p_status.add_argument("--watch", action="store_true", help="refresh (in place on a terminal) until all ended")
+    p_status.add_argument("--interval", type=float, default=2.0, help="seconds between looks with --watch")
+    p_logs = on_folder("logs", "a job's output")
     p_logs.add_argument("job_id")
+    p_logs.add_argument("--task", type=int, default=None, metavar="I", help="task I of the array JOB_ID")
     p_logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
-    p_cancel = commands.add_parser("cancel", help="cancel jobs")
-    p_cancel.add_argument("folder")
+    p_logs.add_argument("-f", "--follow", action="store_true", help="print what comes until the job ends")
+    p_cancel = on_folder("cancel", "cancel jobs")
     p_cancel.add_argument("job_ids", nargs="+")
-    p_attach = commands.add_parser("attach", help="release the held submissions of a folder as their upstreams succeed")
-    p_attach.add_argument("folder")
+    p_attach = on_folder("attach", "release the held submissions of a folder as their upstreams succeed")
     p_attach.add_argument("--once", action="store_true", help="look once, release what can be, and leave")
     p_attach.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
-    p_graph = commands.add_parser("graph", help="jobs and the jobs they take as arguments, with their states")
-    p_graph.add_argument("folder")
+    p_graph = on_folder("graph", "jobs and the jobs they take as arguments, with their states")
     p_graph.add_argument("job_ids", nargs="+")
     p_graph.add_argument("--mermaid", action="store_true", help="a Mermaid flowchart instead of text")
-    p_clean = commands.add_parser("clean", help="remove what jobsub keeps beside the jobs of a folder")
-    p_clean.add_argument("folder")
+    p_clean = on_folder("clean", "remove finished submissions, or the cached calls, of a folder")
+    p_clean.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                         help="finished submissions submitted at least DAYS ago")
+    p_clean.add_argument("--failed", action="store_true", help="finished submissions with a task that ended badly")
     p_clean.add_argument("--cache", action="store_true", help="every cached call (cache=True) of the folder")
-    p_image = commands.add_parser("image", help="container images for the docker (and cloud) backends")
+    p_clean.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    p_info = sub.add_parser("info", help="which backends can be used here, and what the others miss")
+    for reader in (p_status, p_logs, p_graph, p_clean, p_info):
+        reader.add_argument("--json", action="store_true", help="JSON for scripts instead of text")
+    p_image = sub.add_parser("image", help="container images for the docker (and cloud) backends")
     image_commands = p_image.add_subparsers(dest="image_command", required=True)
     p_build = image_commands.add_parser(
         "build", help="build TAG from a base image on the engine, with packages installed from host-built wheels"
@@ -205,50 +179,56 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p_build.add_argument("--offline", action="store_true", help="no package index: pip's cache and --find-links only")
     p_build.add_argument("--find-links", action="append", default=[], metavar="DIR", help="a directory of wheels")
     for command, verb in (("install-submitit-alias", "write"), ("uninstall-submitit-alias", "remove")):
-        p_alias = commands.add_parser(
+        p_alias = sub.add_parser(
             command, help=f"{verb} a 'submitit' package that is jobsub, in this environment (tools built on submitit)"
         )
         p_alias.add_argument("--target", type=Path, default=None, metavar="DIR",
                              help="a site-packages directory (default: this Python's)")
+    return parser
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     # requirements may follow the options too (argparse stops filling a positional at the first option)
     ns, extra = parser.parse_known_args(argv)
     if ns.command == "image" and not any(arg.startswith("-") for arg in extra):
         ns.requirements += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if ns.command == "clean" and not (ns.cache or ns.failed or ns.older_than is not None):
+        parser.error("clean: say what to remove (--older-than DAYS, --failed, --cache)")
+    try:
+        return _run(ns)
+    except (JobsubError, OSError, ValueError) as exc:  # an unreadable folder, a missing bucket, no credentials
+        print(f"jobsub {ns.command}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(ns: argparse.Namespace) -> int:
     if ns.command == "image":
         return _build_image(ns)
     if ns.command in ("install-submitit-alias", "uninstall-submitit-alias"):
         return _submitit_alias(ns.command, ns.target)
     if ns.command == "status":
-        return status(ns.folder)
+        return commands.status(ns.folder, as_json=ns.json, watch=ns.watch, interval_s=ns.interval)
     if ns.command == "attach":
         return attach(ns.folder, ns.once, ns.interval)
     if ns.command == "graph":
-        return graph(ns.folder, ns.job_ids, ns.mermaid)
+        return commands.graph(ns.folder, ns.job_ids, ns.mermaid, ns.json)
     if ns.command == "clean":
-        if not ns.cache:
-            parser.error("clean: say what to remove (--cache)")
-        from .cache import clear
-
-        print(f"removed {clear(split_folder_template(ns.folder)[0])} cached call(s) from {ns.folder}")
-        return 0
+        return commands.clean(ns.folder, older_than_days=ns.older_than, failed=ns.failed, cache=ns.cache,
+                              dry_run=ns.dry_run, as_json=ns.json)
+    if ns.command == "info":
+        return commands.info(ns.json)
     if ns.command == "logs":
-        try:
-            job: Job[object] = Job(ns.folder, ns.job_id)
-        except (FileNotFoundError, JobsubError) as exc:
-            print(f"jobsub logs: {exc}", file=sys.stderr)
-            return 1
-        text = job.stderr() if ns.err else job.stdout()
-        sys.stdout.write(text or "")
-        return 0
-    failed = 0
+        return commands.logs(ns.folder, ns.job_id, task=ns.task, err=ns.err, follow=ns.follow, as_json=ns.json)
+    failed = EXIT_OK
     for job_id in ns.job_ids:  # each on its own: one bad id does not stop the others
         try:
             print(f"{job_id}: {'cancelled' if _cancel(ns.folder, job_id) else 'already finished'}")
         except (FileNotFoundError, JobsubError) as exc:
             print(f"jobsub cancel: {exc}", file=sys.stderr)
-            failed = 1
+            failed = EXIT_ERROR
     return failed
 
 

@@ -147,9 +147,9 @@ class UnreadableResultError(UncompletedJobError):
 class FailedJobError(UncompletedJobError):
     """The submitted function raised an exception.
 
-    The message holds the remote exception type, message and traceback.
-    ``__cause__`` is the original exception object (when it could be
-    unpickled) whose own ``__cause__`` carries the remote traceback text.
+    The message holds the remote exception type, message and traceback (once:
+    with the source lines of code defined in ``__main__`` or a notebook cell).
+    ``__cause__`` is the original exception object (when it could be unpickled).
     """
 
 

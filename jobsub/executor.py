@@ -54,11 +54,13 @@ from .folder import JobFolder, split_folder_template
 from .hashing import function_digest
 from .hold import hold, plan, record
 from .job import Job
+from .joblist import JobList, as_plain, rebuild
 from .parameters import (
     CommonParameters,
     Resolved,
     check_bounds,
     check_value,
+    did_you_mean,
     field_types,
     unknown_key_error,
 )
@@ -114,6 +116,14 @@ class Executor:
         self._coalescer: Coalescer | None = None
         if parameters:
             self.update_parameters(**parameters)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(folder={str(self.folder)!r}, backend={self.backend.name!r}, parameters={self.parameters})"
+
+    def _repr_html_(self) -> str:
+        from .display import executor_html
+
+        return executor_html(type(self).__name__, self.backend.name, str(self.folder), self.parameters)
 
     # -- parameters -------------------------------------------------------------------------
     def name(self) -> str:
@@ -172,7 +182,9 @@ class Executor:
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
         check_env(self.backend, common)
-        return Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        resolved = Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
+        self.backend.check_parameters(resolved)
+        return resolved
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> Job[R]:
@@ -183,7 +195,7 @@ class Executor:
         may go out later, in one array with its neighbours (``job.job_id`` sends it).
         """
         _check_callable(fn, "submit")
-        call = DelayedSubmission(fn, *args, **kwargs)
+        call = DelayedSubmission(fn, *as_plain(args), **as_plain(kwargs))
         if self._batch is not None:
             placeholder: DelayedJob = DelayedJob.__new__(DelayedJob)
             object.__setattr__(placeholder, "_executor", self)
@@ -210,11 +222,11 @@ class Executor:
                 f"{min(len(c) for c in columns)} jobs and ignores the rest",
                 RuntimeWarning, stacklevel=2,
             )
-        calls = [DelayedSubmission(fn, *args) for args in zip(*columns)]
+        calls = [DelayedSubmission(fn, *as_plain(args)) for args in zip(*columns)]
         if not calls:
             warnings.warn("map_array received no items: nothing submitted", RuntimeWarning, stacklevel=2)
-            return []
-        return self._submit_array(calls)
+            return JobList()
+        return JobList(self._submit_array(calls))
 
     def submit_array(self, fns: Sequence[Callable[[], R]]) -> list[Job[R]]:
         """Submit argument-less callables (e.g. checkpointable instances) as ONE array."""
@@ -500,18 +512,31 @@ class AutoExecutor(Executor):
 
     Args:
         folder: where job folders go (``%j`` accepted).
-        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else ``slurm`` when
-            ``sbatch`` is on PATH, else ``local``.
+        cluster: a backend name; None = ``$JOBSUB_CLUSTER``, else the profile's, else
+            ``slurm`` when ``sbatch`` is on PATH, else ``local``.
+        profile: a named configuration of ``jobsub.toml`` or ``[tool.jobsub]`` of
+            ``pyproject.toml`` (``jobsub.profiles``); None = ``$JOBSUB_PROFILE``, else none.
         **kwargs: prefixed parameters (``slurm_max_num_timeout=3``) or common ones.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], cluster: str | None = None, **kwargs: Any) -> None:
-        self.cluster = cluster or self.which()
+    def __init__(
+        self, folder: str | os.PathLike[str], cluster: str | None = None, *, profile: str | None = None, **kwargs: Any
+    ) -> None:
+        from .profiles import apply, load_profile
+
+        self.profile = load_profile(profile)
+        """The profile in use (``profile=`` or ``$JOBSUB_PROFILE``; ``jobsub.profiles``), None if none."""
+        chosen = self.profile.cluster if self.profile is not None else None
+        self.cluster = cluster or os.environ.get("JOBSUB_CLUSTER") or chosen or self.which()
         if self.cluster not in known_backends():
+            where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(
-                f"unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}"
+                f"{where}unknown cluster {self.cluster!r}; known: {', '.join(known_backends())}."
+                + did_you_mean(self.cluster, known_backends())
             )
         super().__init__(folder, self.cluster)
+        if self.profile is not None:
+            apply(self.profile, self.update_parameters)
         if kwargs:
             self.update_parameters(**kwargs)
 
@@ -634,16 +659,10 @@ def _replace_jobs(call: DelayedSubmission) -> list[Job[Any]]:
         if isinstance(obj, Job):
             found.append(obj)
             return obj.ref()
-        if type(obj) in (list, tuple):
-            items = [swap(x) for x in obj]
-            return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
-        if type(obj) is dict:
-            values = {k: swap(v) for k, v in obj.items()}
-            return obj if all(values[k] is v for k, v in obj.items()) else values
         return obj
 
-    call.args = tuple(swap(a) for a in call.args)
-    call.kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    call.args = tuple(rebuild(a, swap) for a in call.args)
+    call.kwargs = {k: rebuild(v, swap) for k, v in call.kwargs.items()}
     return found
 
 

@@ -389,7 +389,7 @@ class JobFolder:
         parent = backend_id.rpartition("_")[0] if _is_task_id(backend_id) else backend_id
         try:
             parts = self.read_meta().get("submissions", [])
-        except (OSError, ValueError):
+        except (OSError, CorruptResultError):
             return None
         for part in parts:
             if str(part.get("id")) in (backend_id, parent):

@@ -135,24 +135,16 @@ def run_cmd(str_args: str | Sequence[str], **kwargs: Any) -> str:
 
 
 def as_completed(
-    jobs: Sequence[Job[R]], timeout: float | None = None, poll_frequency: float = 0.5
+    jobs: Sequence[Job[R]], timeout: float | None = None, poll_frequency: float = 0.5, progress: bool | None = None
 ) -> Iterator[Job[R]]:
-    """Yield jobs as they finish (in any state); builtin ``TimeoutError`` after ``timeout`` s."""
-    start = time.monotonic()
-    remaining = list(jobs)
-    while remaining:
-        still = []
-        for job in remaining:
-            if job.done():
-                yield job
-            else:
-                still.append(job)
-        remaining = still
-        if not remaining:
-            return
-        if timeout is not None and time.monotonic() - start > timeout:
-            raise TimeoutError(f"{len(remaining)} jobs not done after {timeout} s")
-        time.sleep(poll_frequency)
+    """Yield jobs as they finish (in any state); builtin ``TimeoutError`` after ``timeout`` s.
+
+    ``progress``: a bar with counts by state and failures (``jobsub.progress``); None: only
+    where a person watches a wait of more than a few seconds.
+    """
+    from .progress import as_completed as watched_as_completed
+
+    return watched_as_completed(jobs, timeout, poll_frequency, progress)
 
 
 StatesReport = Callable[[float, int, "dict[str, set[int]]"], None]

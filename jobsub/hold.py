@@ -128,6 +128,7 @@ class _Releaser:
         self._checked: dict[str, float] = {}
         self._checking: set[str] = set()
         self._lock = threading.Lock()  # guards the dicts only: nothing slow is done under it
+        self._checked_one = threading.Condition(self._lock)  # a check ended (a forced one waits for it)
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
 
@@ -177,10 +178,15 @@ class _Releaser:
     def check(self, folder: JobFolder, force: bool = False) -> bool:
         """Look at one held submission; release or end what can be.  True: nothing left to watch.
 
-        One thread of the process looks at a folder at a time (another one
-        asking meanwhile returns at once); processes are kept apart by the claim.
+        One thread of the process looks at a folder at a time; processes are
+        kept apart by the claim.  Another thread asking meanwhile returns at
+        once, unless ``force``: then it waits for that look to end and looks
+        itself (``jobsub attach --once`` would otherwise meet the background
+        releaser it started and leave, the submission still held).
         """
         with self._lock:
+            if force:
+                self._checked_one.wait_for(lambda: folder.url not in self._checking)
             now = time.monotonic()
             too_soon = not force and now - self._checked.get(folder.url, float("-inf")) < _MIN_CHECK_S
             if too_soon or folder.url in self._checking:
@@ -192,6 +198,7 @@ class _Releaser:
         finally:
             with self._lock:
                 self._checking.discard(folder.url)
+                self._checked_one.notify_all()
         if finished:
             with self._lock:
                 self._folders.pop(folder.url, None)

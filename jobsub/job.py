@@ -32,6 +32,7 @@ from .polling import callbacks, poller_for, sleep_schedule
 from .states import JobState, Status
 from .storage import open_storage
 from .submission import held_id, reconcile, task_id
+from .tracebacks import with_source
 from .unstarted import cancel_dependents, cancel_held, summary
 
 __all__ = ["AsyncJobProxy", "HeldDriver", "Job", "drive_held_with", "held_id"]
@@ -479,13 +480,19 @@ class Job(Generic[R]):
 
     def result(self, timeout: float | None = None) -> R:
         """Wait, then return the function's value (a list with one per rank for multi-task jobs)."""
-        results = self.results(timeout)
+        try:
+            results = self.results(timeout)
+        except Exception as exc:  # the caller's traceback ends here, not in jobsub's own frames
+            raise exc.with_traceback(None) from exc.__cause__
         return results[0] if len(results) == 1 else results  # type: ignore[return-value]
 
     def results(self, timeout: float | None = None) -> list[R]:
         """Wait, then return the value of every rank; raise the first failure."""
         self.wait(timeout)
-        return [self._value_or_raise(rank) for rank in self.rank_list]
+        try:
+            return [self._value_or_raise(rank) for rank in self.rank_list]
+        except Exception as exc:  # the remote traceback (in its message or cause) says where it failed
+            raise exc.with_traceback(None) from exc.__cause__
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait, then return (not raise) the job's error, or None if it succeeded."""
@@ -515,16 +522,16 @@ class Job(Generic[R]):
             exc.job_id = self._job_id
             exc.args = (f"{self._where(rank)}: {exc}\n{self._logs_hint(rank)}",)  # which job, where its logs are
             return exc
-        if exc is not None:
-            exc.__cause__ = RemoteTraceback(outcome.traceback)
-            # the function's own exception, where the backend promises it; never a SystemExit or
-            # KeyboardInterrupt: those would end the caller's program, not report the job's end
-            if self._backend.capabilities.reraise_original and isinstance(exc, Exception):
-                return exc
-        message = (
+        remote = with_source(outcome.traceback)  # code from __main__ or a notebook: its lines, not <dynamic-code>
+        # the function's own exception, where the backend promises it (its traceback as its cause); never
+        # a SystemExit or KeyboardInterrupt: those would end the caller's program, not report the job's end
+        if exc is not None and self._backend.capabilities.reraise_original and isinstance(exc, Exception):
+            exc.__cause__ = RemoteTraceback(remote)
+            return exc
+        message = (  # the remote traceback is shown once: here, not also as the cause of the exception
             f"{self._where(rank)} failed with {outcome.exc_type}: {outcome.message}\n"
             f"---------------------- remote traceback ----------------------\n"
-            f"{outcome.traceback.rstrip()}\n"
+            f"{remote.rstrip()}\n"
             f"--------------------------------------------------------------\n"
             f"{self._logs_hint(rank)}"
         )
@@ -696,6 +703,12 @@ class Job(Generic[R]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}<backend={self._backend.name}, job_id={self._job_id}, state={self.state}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the job's summary row, its error's first line and where its logs are."""
+        from .display import job_html
+
+        return job_html(self)
 
 
 def _restore(

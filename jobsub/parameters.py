@@ -55,11 +55,15 @@ class CommonParameters:
     mem_gb: float | None = field(default=None, metadata={"above": 0})
     """Memory limit per node in GB."""
     cpus_per_task: int | None = field(default=None, metadata={"min": 1})
+    """CPU cores of each rank. None: the backend's default."""
     gpus_per_node: int | None = field(default=None, metadata={"min": 0})
+    """GPUs of each node (the local backend hands out ``local_visible_gpus``)."""
     tasks_per_node: int = field(default=1, metadata={"min": 1})
     """Ranks per node: the function runs this many times, each with its own rank."""
     nodes: int = field(default=1, metadata={"min": 1})
+    """Nodes of a multi-node job (Slurm); ranks are ``nodes * tasks_per_node``."""
     stderr_to_stdout: bool = False
+    """One log for both streams (``job.stdout()``)."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run before the worker (where the backend runs a shell)."""
     env: dict[str, str] = field(default_factory=dict)
@@ -190,11 +194,16 @@ def check_bounds(owner: type, name: str, value: Any, shown: str) -> None:
         raise InvalidParameterError(f"{shown}={value!r}: must be at most {bounds['max']!r}")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest known name (a typo), else an empty string."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key_error(key: str, valid: Iterable[str], context: str) -> InvalidParameterError:
     """The error for an unknown key: the closest valid key, then all of them."""
     valid = sorted(set(valid))
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(key, valid)
     return InvalidParameterError(
         f"unknown parameter {key!r} for {context}.{hint}\nValid parameters: {', '.join(valid)}"
     )

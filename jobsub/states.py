@@ -43,6 +43,10 @@ class JobState(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:
+        """``FAILED``, not ``<JobState.FAILED: 'FAILED'>``: what a notebook or a list of states shows."""
+        return self.value
+
     @property
     def is_final(self) -> bool:
         """True when the job will not change state any more."""

@@ -10,9 +10,14 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-"$PYTHON" -m pip install -q -e '.[test,lint]'
+"$PYTHON" -m pip install -q -e '.[test,lint,docs]'
 
 if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
+    # a terminal and a browser for the tests that look as a user does (tmux, headless Chromium)
+    if ! command -v tmux >/dev/null || ! command -v chromium >/dev/null; then
+        apt-get install -y -q --no-install-recommends tmux chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tmux chromium >/dev/null; }
+    fi
     # both use apt, so one after the other; each returns at once when already running
     bash scripts/start-slurm.sh
     eval "$(bash scripts/start-docker.sh)"
@@ -38,5 +43,6 @@ fi
 "$PYTHON" -m ruff check .
 "$PYTHON" -m mypy
 "$PYTHON" scripts/check_docs.py
+NO_MKDOCS_2_WARNING=1 "$PYTHON" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 
 exec "$PYTHON" -m pytest -rs "$@"

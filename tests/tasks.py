@@ -22,6 +22,13 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def fail_on(index: int, bad: int) -> int:
+    """Task ``index`` of a sweep: the one whose index is ``bad`` raises."""
+    if index == bad:
+        raise ValueError(f"task {index} fails")
+    return index
+
+
 def sleep_then(seconds: float, value: Any = None) -> Any:
     time.sleep(seconds)
     return value

@@ -274,3 +274,13 @@ def test_tasks_name_themselves_as_jobsub_names_them(job_id: str, array: bool, of
     env = {**clean, "AWS_BATCH_JOB_ID": job_id, "OFFSET": str(offset), **({"ARRAY": "1"} if array else {})}
     done = subprocess.run([sys.executable, "-c", NAMES], env=env, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == expected
+
+
+def test_missing_aws_extra_is_named_by_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without boto3, `jobsub info` and a submission say which extra to install, not a bare ModuleNotFoundError."""
+    from jobsub.errors import BackendError
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if boto3 were not installed
+    backend = AWSBatchBackend(root="s3://bucket/runs", region="us-east-1")
+    with pytest.raises(BackendError, match=r"AWS \(batch\) needs boto3: pip install 'jobsub\[aws\]'"):
+        backend.check()

@@ -84,7 +84,7 @@ def test_constructor_takes_prefixed_keys(tmp_path: Path) -> None:
 
 
 def test_unknown_cluster(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown cluster 'slrum'"):
+    with pytest.raises(ValueError, match="unknown cluster 'slrum'.*Did you mean 'slurm'"):
         jobsub.AutoExecutor(tmp_path, cluster="slrum")
 
 

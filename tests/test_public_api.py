@@ -19,7 +19,7 @@ def test_all_is_pinned() -> None:
         "JobLostError", "JobState", "JobTimeoutError", "JobsubError", "LocalExecutor",
         "LocalJob", "NodeFailureError", "OutOfMemoryError", "PicklingError", "PreemptedError",
         "QuotaError", "SlurmExecutor", "SlurmJob", "SubmissionError", "UncompletedJobError", "UnreadableResultError",
-        "__version__", "cached", "graph", "helpers",
+        "__version__", "cached", "graph", "helpers", "results", "summary", "wait",
     }
     for name in jobsub.__all__:
         assert hasattr(jobsub, name), name

@@ -404,10 +404,13 @@ def test_failure_has_remote_traceback_and_slurm_state(ex: jobsub.AutoExecutor) -
     with pytest.raises(jobsub.FailedJobError, match="ValueError: bad 7") as info:
         job.result(timeout=60)
     assert "in fail" in str(info.value)
-    deadline = time.monotonic() + 30  # the result file can be read before Slurm sees the job end
-    while not job.status(force=True).state.is_final and time.monotonic() < deadline:
+    # the result file can be read before Slurm sees the job end: status() then tells FAILED from the
+    # result, without Slurm's words, until sacct has them
+    deadline = time.monotonic() + 30
+    while "exit code" not in job.status(force=True).reason and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert job.status().state is JobState.FAILED and "exit code 1:0" in job.status().reason
+    status = job.status()
+    assert status.state is JobState.FAILED and "exit code 1:0" in status.reason
 
 
 def test_scancel_is_cancelled(ex: jobsub.AutoExecutor) -> None:

@@ -46,7 +46,9 @@ class Launch:
             task (``SLURM_ARRAY_TASK_ID``); ``jobsub.worker.CANONICAL`` lists the names.
         env: extra environment of the task: the user's ``env`` and what the folder's store
             needs (an emulator's endpoint).  Plain text: never secrets by value.
-        code_package: where the task finds the code package (container backends), or None.
+        code_package: where the task finds the code package (a path, or an ``s3://``/``gs://`` URL),
+            filled by the core for a backend whose keys are ``ContainerParameters``
+            (``jobsub.cloud.container``); None: no package.
         tag: the name that finds this submission in the scheduler again (``<key>-<offset>``):
             a retried or interrupted submission is looked up by it, never made twice.
         cwd: the working directory of the process that made the submission, when another
@@ -235,6 +237,14 @@ class Backend:
 
     def check(self) -> None:
         """Raise ``BackendError`` if the backend cannot be used (called at executor creation)."""
+
+    def check_parameters(self, params: Resolved) -> None:
+        """Raise ``InvalidParameterError`` for parameters no submission can go out with (a missing queue).
+
+        Called by every ``submit``/``map_array`` before anything is pickled or
+        coalesced, so that the error meets the line that caused it rather than a
+        later ``job.result()`` of an automatic array that was never sent.
+        """
 
     def config(self) -> dict[str, Any]:
         """JSON-safe constructor arguments, stored in meta.json to rebuild the backend on attach."""

@@ -89,8 +89,11 @@ class AWSGateway(Gateway):
         self.region = region
 
     def make_client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # the error a user sees in `jobsub info` and at submit: name the extra
+            raise BackendError(f"AWS ({service}) needs boto3: pip install 'jobsub[aws]' ({exc})") from exc
 
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},  # jobsub.retry retries

@@ -266,6 +266,17 @@ class ArrayTrackerSuite:
         assert [lost["N"].state, lost["X"].state] == [JobState.LOST, JobState.LOST]
         assert "no folder" in lost["X"].reason
 
+    def test_a_damaged_record_spoils_no_poll(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        """A forgotten job whose meta.json is damaged: LOST (after the grace), the other jobs answered."""
+        folder = self._folder(storage, "D", 1, time.time() - 3600)
+        storage.write_bytes(f"{folder.key}/meta.json", b'{"backend": "scr')  # cut short, as by a full disk
+        script.plain("R", R)
+        tracker.lost_grace_s = 0.0
+        answer = tracker.states(["D", "R"])
+        assert (answer["D"].state, answer["R"].state) == (JobState.LOST, R)
+
     # -- pending too long: cancelled, with the scheduler's reason ------------------------------
     def test_a_job_queued_past_its_limit_is_cancelled_with_the_schedulers_reason(
         self, script: Script, tracker: ArrayTracker

@@ -37,6 +37,7 @@ from tests.conformance.cache import CacheSuite
 from tests.conformance.dag import DagBehaviour
 from tests.conformance.fixtures import BackendFixtures, needs
 from tests.conformance.guarantees import GuaranteesSuite
+from tests.conformance.views import ViewsSuite
 
 
 class BehaviourSuite(DagBehaviour, BackendFixtures):
@@ -114,7 +115,9 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
         assert "ValueError: bad input 42" in text
         assert "tasks.py" in text and "in fail" in text  # the remote traceback, down to the line
         assert isinstance(info.value.__cause__, ValueError)
-        assert "in fail" in str(info.value.__cause__.__cause__)
+        assert info.value.__cause__.__cause__ is None  # the traceback is shown once: in the message
+        frames = [str(entry.path) for entry in info.traceback]
+        assert sum("/jobsub/" in name for name in frames) == 1, frames  # result(), then the caller's own code
         assert job.state in ("FAILED", "COMPLETED")
         assert isinstance(job.exception(), jobsub.FailedJobError)
         if self.caps.own_logs:
@@ -358,5 +361,5 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
         assert job.result(timeout=180) == "survived"
 
 
-class BackendSuite(BehaviourSuite, GuaranteesSuite, CacheSuite):
+class BackendSuite(BehaviourSuite, GuaranteesSuite, CacheSuite, ViewsSuite):
     """Every shared suite: what a backend's one test class inherits."""

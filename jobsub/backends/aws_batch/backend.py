@@ -2,7 +2,7 @@
 
 ::
 
-    submit ─> code package to <root>/.code/<digest>.tar.gz (once per digest)
+    submit ─> (the core shipped the code package to <root>/.code/<digest>.tar.gz: launch.code_package)
            ─> job definition jobsub-<hash> (DescribeJobDefinitions, else Register; once per shape)
            ─> SubmitJob, paced; lost answers are looked up by job name (the submission tag)
               before the call is repeated: never two jobs for one submission
@@ -12,7 +12,8 @@
            ─> a job AWS no longer returns: its folder decides (result -> COMPLETED, none -> LOST)
            ─> RUNNABLE for longer than runnable_timeout_min: terminated, reported CANCELLED
     cancel ─> TerminateJob (an array's id: the whole array)
-    logs   ─> CloudWatch Logs stream of the task (when asked), else the folder's logs
+    logs   ─> CloudWatch Logs stream of the task (when asked), else the folder's logs (jobsub.cloud.logs)
+    debug  ─> the kit's attached run (jobsub.cloud.attached) on this machine's engine: here.py
 
 Successes are not polled for: the worker writes the task's result to the
 folder before its container exits, and ``Job`` reads results first.
@@ -98,6 +99,9 @@ class AWSBatchBackend(Backend):
     def check(self) -> None:
         """boto3 importable and a region known; no call to AWS (the queue is not known yet)."""
         self.api.client("batch")
+
+    def check_parameters(self, params: Resolved) -> None:
+        _validate(params.common, params.specific)
 
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_ARRAY_SIZE

@@ -2,8 +2,8 @@
 
 ::
 
-    submit ─> check the image exists (no hanging pull) ─> package the code (jobsub.packaging,
-              cached by digest, unpacked once in <root>/.code/) ─> docker/spec.json in the folder
+    submit ─> check the image exists (no hanging pull) ─> unpack the code package the core built
+              (launch.code_package, once per digest, beside it) ─> docker/spec.json in the folder
               ─> {"adopt": folder} to the dispatcher ──> it starts task 0, replies, starts the rest
     states ─> exit/<i>.json records (one listing per submission), then ONE request to the
               dispatcher for the rest (no engine call at all)
@@ -67,6 +67,7 @@ class DockerParameters(ContainerParameters):
     pull: bool = False
     """Pull ``image`` when it is not on the engine (else a missing image fails the submit at once)."""
     network_mode: str = "bridge"
+    """Docker's network mode of the task containers (``"host"``: they reach the host's loopback services)."""
     network: str | None = None
     """A user-defined network to join (overrides ``network_mode``)."""
     volumes: list[str] = field(default_factory=list)
@@ -75,6 +76,9 @@ class DockerParameters(ContainerParameters):
     """``uid:gid`` of the tasks; default the submitting user's, so folder files stay theirs."""
     interactive: bool = False
     """The same as ``debug``: run each task attached to this terminal (``breakpoint()`` works)."""
+
+    def __post_init__(self) -> None:
+        self.debug = self.debug or self.interactive
 
 
 class DockerBackend(SupervisedBackend):
@@ -124,7 +128,7 @@ class DockerBackend(SupervisedBackend):
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
         run_spec = self._run_spec(launch, n_tasks, params, folder, array, image_id)
-        if spec.debug or spec.interactive:
+        if spec.debug:
             self._run_attached(run_spec, folder)
             return folder.key
         folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
@@ -172,7 +176,7 @@ class DockerBackend(SupervisedBackend):
         """Everything the dispatcher needs to create the containers, JSON-safe."""
         common, spec = params.common, params.specific
         path = folder.local_file()  # None: a bucket, which the task reads through its SDK
-        if spec.debug or spec.interactive:  # output to the terminal, not the folder: pdb needs it
+        if spec.debug:  # output to the terminal, not the folder: pdb needs it
             launch = launch.replace(logs="none")
         # "Mounts" rather than "host:container" binds: paths may hold ':' or spaces
         mounts = [_bind(path)] if path is not None else []
@@ -220,7 +224,7 @@ class DockerBackend(SupervisedBackend):
     # -- states, cancel, logs -------------------------------------------------------------------
     def _adopt(self, folder: JobFolder) -> None:
         """A submission no dispatcher holds (ours rebuilds it from the records and the labels)."""
-        names = folder.read_meta().get("parameters", {}).get("common", {}).get("pass_env", [])
+        names = folder.parameter("pass_env", common=True) or []
         self._hand_over(folder, self._passed(names, folder))
 
     @staticmethod
