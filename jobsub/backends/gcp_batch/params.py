@@ -31,6 +31,7 @@ class GCPBatchParameters(ContainerParameters):
     region: str = ""
     """Where the jobs run (``us-central1``); ``location`` is the same key under Batch's own name."""
     location: str = ""
+    """The same as ``region``, under Batch's own name (give one of the two)."""
     machine_type: str | None = None
     """A Compute Engine machine type (``e2-standard-4``, ``a2-highgpu-1g``); default: Batch picks one."""
     accelerator: str | None = None
