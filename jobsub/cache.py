@@ -37,6 +37,7 @@ from .folder import (
     cache_generations,
     claim_cache_entry,
     clear_cache,
+    is_folder_key,
     read_cache_entry,
     read_cache_manifest,
     read_cache_note,
@@ -166,13 +167,27 @@ class Cache:
         if entry is None or "folder" not in entry:
             return None
         url, index = str(entry["folder"]), int(entry["index"])
-        folder_key = url.rstrip("/").rpartition("/")[2]
+        folder_key = self._own_key(url, f".cache/{key}.{generation}.json")
+        if folder_key is None:
+            return None
         if folder_key not in self._manifests_read:
             self._manifests_read.add(folder_key)
             manifest = read_cache_manifest(self.storage, folder_key) or {}
             for other, (gen, i) in manifest.get("entries", {}).items():
                 self._manifests[other] = (int(gen), url, int(i))
         return url, index
+
+    def _own_key(self, url: str, entry: str) -> str | None:
+        """The folder key of ``url`` if it is a submission of this executor's own root; None (and a
+        warning naming the entry) if the entry points anywhere else: entries are honoured only here."""
+        root, _, folder_key = url.rstrip("/").rpartition("/")
+        if root == self.storage.url.rstrip("/") and is_folder_key(folder_key):
+            return folder_key
+        logger.warning(
+            "ignoring the cache entry %s/%s: it points at %s, outside this executor's folder %s",
+            self.storage.url.rstrip("/"), entry, url, self.storage.url,
+        )
+        return None
 
     def _lookup(self, key: CallKey, generation: int | None) -> Lookup:
         if generation is None:
@@ -229,7 +244,7 @@ class Cache:
     def _job(self, url: str, index: int, key: str) -> Job[Any]:
         known = self._folders.get(url)
         if known is None:
-            folder = JobFolder.from_url(url)
+            folder = JobFolder(self.storage, url.rstrip("/").rpartition("/")[2])  # inside the root (_own_key)
             meta = folder.read_meta()
             backend = get_backend(meta["backend"], meta["backend_config"])
             if meta.get("submissions") and not meta.get("intents"):  # final: kept

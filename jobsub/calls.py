@@ -14,7 +14,7 @@ import pickle
 import sys
 from types import ModuleType
 
-from .errors import PicklingError, UnreadableResultError
+from .errors import CorruptResultError, PicklingError, UnreadableResultError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: the worker imports this module, and spares typing and pathlib
 if TYPE_CHECKING:
@@ -235,7 +235,16 @@ class Outcome:
         )
 
     def dumps(self) -> bytes:
-        """Pickle the outcome; an unpicklable value or exception becomes an error saying so."""
+        """Pickle the outcome; an unpicklable value or exception becomes an error saying so.
+
+        The exception travels as ``_PortableException``: rebuilt on the client
+        without calling its ``__init__``, so a class whose constructor needs
+        arguments (defined in ``__main__`` and pickled by value, where no
+        unpickler hook can reach it) arrives typed and whole.
+        """
+        exception = self.exception
+        if exception is not None and type(exception).__reduce__ is BaseException.__reduce__:
+            self.exception = _PortableException(exception)  # type: ignore[assignment]
         try:
             return _dumps_outcome(self)
         except Exception as exc:
@@ -253,9 +262,12 @@ class Outcome:
             self.exception = None
             self.message += f" (the exception object could not be pickled: {exc})"
             return _dumps_outcome(self)
+        finally:
+            if self.exception is not None:
+                self.exception = exception
 
     @staticmethod
-    def loads(data: bytes) -> Outcome:
+    def loads(data: bytes, where: str = "the result file") -> Outcome:
         """Unpickle an outcome.
 
         A remote exception whose class is missing here, or cannot be rebuilt
@@ -268,8 +280,41 @@ class Outcome:
         except Exception as exc:
             outcome = _loads_tolerantly(data, exc)
         if not isinstance(outcome, Outcome):
-            raise TypeError(f"result file holds a {type(outcome).__name__}, not an Outcome")
+            raise CorruptResultError(
+                f"{where} holds a {type(outcome).__name__}, not a jobsub result record", final=True
+            )
         return outcome
+
+
+class _PortableException:
+    """Pickles an exception as "this class, these args, this state", without calling its ``__init__``.
+
+    ``BaseException.__reduce__`` rebuilds with ``cls(*args)``, which fails
+    for a constructor whose parameters differ from the ``args`` it passes to
+    ``Exception`` (``QuotaExceeded(code, detail)`` with ``args == (message,)``).
+    """
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exc = self.exception
+        return (_rebuild_exception, (type(exc), exc.args, getattr(exc, "__dict__", None) or None))
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None) -> BaseException:
+    if not isinstance(cls, type):  # the tolerant unpickler's stand-in (``_exception_factory``)
+        return cls(*args)  # type: ignore[unreachable]
+    try:
+        exc = cls.__new__(cls, *args)
+    except TypeError:  # a __new__ of its own, with other parameters
+        exc = cls.__new__(cls)
+    exc.args = args
+    if state:
+        exc.__dict__.update(state)
+    return exc
 
 
 class _TolerantUnpickler(pickle.Unpickler):

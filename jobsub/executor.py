@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from .autoarray import Coalescer, DelayedJob
 from .backends.base import (
+    PREFIX_ALIASES,
     Backend,
     check_credentials,
     check_env,
@@ -554,6 +555,9 @@ class AutoExecutor(Executor):
         if key in _COMMON_TYPES:
             self._store(self._common, CommonParameters, key, value, shown=key)
             return
+        short, _, rest = key.partition("_")
+        if short in PREFIX_ALIASES:  # k8s_namespace is kubernetes_namespace
+            key = f"{PREFIX_ALIASES[short]}_{rest}"
         name = next((n for n in sorted(known_backends(), key=len, reverse=True) if key.startswith(n + "_")), None)
         if name is None:
             owner = self._owner_of(key)

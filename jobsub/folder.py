@@ -33,18 +33,24 @@ Every name above is spelled in this module only; backends and the CLI go
 through ``JobFolder``, which goes through the ``Storage`` protocol, so a
 folder works the same on a local disk, in memory or on an object store.
 
-Results are framed (magic, length, CRC32) on top of the storage's atomic
-write, so a truncated or half-copied file is detected and never unpickled as
-a result.
+Everything that is unpickled (``call.pkl``, ``args/``, ``checkpoint/``,
+``result/``) is sealed: framed (magic, length, MAC) on top of the storage's
+atomic write, so a truncated or half-copied file is detected, and a file
+someone else wrote (or moved from another name) is refused, never unpickled.
+The JSON records that decide what runs or what is believed (``meta.json``,
+``run/``, ``exit/``, ``held/``, ``dependents/``, a backend's spec, the cache)
+carry a ``"mac"`` field the same way.  The MAC's key is the submission's
+secret (``jobsub.trust``), which never enters the folder.  Files written
+before sealing existed are still read from a local disk, where the owner
+check stands; an object store's are refused.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import time
-import zlib
 
+from . import trust
 from .errors import CorruptResultError, InvalidParameterError
 from .storage import open_storage
 
@@ -58,13 +64,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobFolder", "JobPaths", "Submission", "cache_generations", "claim_cache_entry", "clear_cache", "find_submissions",
-    "folder_at", "held_keys", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest", "read_cache_note",
-    "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
+    "folder_at", "held_keys", "is_folder_key", "lookup_id", "mark_held", "read_cache_entry", "read_cache_manifest",
+    "read_cache_note", "register_id", "split_folder_template", "unmark_held", "write_cache_manifest", "write_cache_note",
     "CODE_PACKAGES", "code_package_key",
 ]
 
-_MAGIC = b"JSR1"
-_HEADER = struct.Struct(">4sQI")  # magic, payload length, crc32
+_ROOT_SECRET = ".root"
+"""The name a root's own records (the cache, ``.ids/``) are sealed under (``trust.secret``): no folder key
+looks like it."""
+
 _SUBDIRS = ("log",)
 """Made with the folder: the worker opens its log files there directly (the others are made by
 their first write)."""
@@ -73,6 +81,16 @@ their first write)."""
 def new_key() -> str:
     """A sortable, unique folder key; no ``_`` so that ``<id>_<index>`` stays parseable."""
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
+
+
+def is_folder_key(name: str) -> bool:
+    """Whether ``name`` is a key ``new_key`` makes (``20261207-073256-1a2b3c4d``): no path, no ``..``."""
+    date, _, rest = name.partition("-")
+    clock, _, nonce = rest.partition("-")
+    return (
+        len(date) == 8 and date.isdigit() and len(clock) == 6 and clock.isdigit()
+        and len(nonce) == 8 and all(c in "0123456789abcdef" for c in nonce)
+    )
 
 
 def split_folder_template(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
@@ -153,6 +171,7 @@ class JobFolder:
     def __init__(self, storage: Storage, key: str) -> None:
         self.storage = storage
         self.key = key
+        self._secret: bytes | None = None
         self._results_listed: set[str] = set()
         self._results_listed_at = float("-inf")
 
@@ -208,12 +227,44 @@ class JobFolder:
     def _k(self, *parts: str) -> str:
         return "/".join((self.key, *parts))
 
+    # -- sealing: who wrote a file (jobsub.trust) --------------------------------------------------
+    @property
+    def secret(self) -> bytes:
+        """The submission's secret (from the task's environment, or derived from this user's key)."""
+        if self._secret is None:
+            self._secret = trust.secret(self.key)
+        return self._secret
+
+    def _seal(self, key: str, payload: bytes) -> bytes:
+        return trust.seal(self.secret, key, payload)
+
+    def _unseal(self, key: str, data: bytes) -> bytes:
+        """The payload of a sealed file; ``CorruptResultError`` naming it if damaged or not ours."""
+        return trust.unseal(_where(self.storage, key), self.secret, key, data, legacy=_legacy_ok(self.storage))
+
+    def _open_json(self, key: str, data: bytes) -> Any:
+        return trust.open_json(_where(self.storage, key), self.secret, key, data, legacy=_legacy_ok(self.storage))
+
+    def _read_sealed(self, *parts: str) -> bytes | None:
+        key = self._k(*parts)
+        try:
+            data = self.storage.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
+            raise CorruptResultError(str(exc), final=True) from None
+        return self._unseal(key, data)
+
     # -- inputs ------------------------------------------------------------------
     def write_call(self, data: bytes) -> None:
-        self.storage.write_bytes(self._k("call.pkl"), data)
+        key = self._k("call.pkl")
+        self.storage.write_bytes(key, self._seal(key, data))
 
     def read_call(self) -> bytes:
-        return self.storage.read_bytes(self._k("call.pkl"))
+        data = self._read_sealed("call.pkl")
+        if data is None:
+            raise FileNotFoundError(f"{self.url}/call.pkl")
+        return data
 
     def write_args(self, tasks: list[bytes], shard: int = 1) -> None:
         """Every task's pickled arguments: one file each, or ``shard`` tasks an object.
@@ -225,35 +276,43 @@ class JobFolder:
         """
         if shard <= 1:
             for index, data in enumerate(tasks):
-                self.storage.write_bytes(self._k("args", f"{index}.pkl"), data)
+                key = self._k("args", f"{index}.pkl")
+                self.storage.write_bytes(key, self._seal(key, data))
             return
         import pickle
 
         for first in range(0, len(tasks), shard):
             chunk = pickle.dumps(tasks[first : first + shard], protocol=pickle.HIGHEST_PROTOCOL)
-            self.storage.write_bytes(self._k("args", f"{first // shard}.shard"), chunk)
+            key = self._k("args", f"{first // shard}.shard")
+            self.storage.write_bytes(key, self._seal(key, chunk))
 
     def read_args(self, index: int, shard: int = 1) -> bytes:
         """Task ``index``'s pickled arguments (from its shard, when they were written ``shard`` a file)."""
+        name = f"{index}.pkl" if shard <= 1 else f"{index // shard}.shard"
+        data = self._read_sealed("args", name)
+        if data is None:
+            raise FileNotFoundError(f"{self.url}/args/{name}")
         if shard <= 1:
-            return self.storage.read_bytes(self._k("args", f"{index}.pkl"))
+            return data
         import pickle
 
-        chunk: list[bytes] = pickle.loads(self.storage.read_bytes(self._k("args", f"{index // shard}.shard")))
+        chunk: list[bytes] = pickle.loads(data)
         return chunk[index % shard]
 
     def write_checkpoint(self, index: int, data: bytes) -> None:
-        self.storage.write_bytes(self._k("checkpoint", f"{index}.pkl"), data)
+        key = self._k("checkpoint", f"{index}.pkl")
+        self.storage.write_bytes(key, self._seal(key, data))
 
     def read_checkpoint(self, index: int) -> bytes | None:
-        try:
-            return self.storage.read_bytes(self._k("checkpoint", f"{index}.pkl"))
-        except FileNotFoundError:
-            return None
+        return self._read_sealed("checkpoint", f"{index}.pkl")
 
     # -- results -----------------------------------------------------------------
     def result_key(self, index: int, rank: int) -> str:
         return self._k("result", f"{index}.{rank}.pkl")
+
+    def result_url(self, index: int, rank: int) -> str:
+        """Where the result is, as error messages name it."""
+        return f"{self.url}/result/{index}.{rank}.pkl"
 
     def write_result(self, index: int, rank: int, payload: bytes, *, ok: bool) -> None:
         """Create the result, once: ``FileExistsError`` if a twin of the task wrote it first.
@@ -266,8 +325,7 @@ class JobFolder:
             if self.storage.exists(key):
                 raise FileExistsError(key)  # a twin's result stands: it must not look failed
             self.storage.write_bytes(self._k("failed", f"{index}.{rank}"), b"")
-        header = _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload))
-        self.storage.write_bytes(key, header + payload, create_only=True)
+        self.storage.write_bytes(key, self._seal(key, payload), create_only=True)
 
     def failed_since(self, index: int, ranks: list[int], listed: set[str] | None) -> tuple[bool, set[str]]:
         """Whether task ``index`` (whose results are all there) failed, by a listing of ``failed/``.
@@ -308,22 +366,7 @@ class JobFolder:
 
     def read_result(self, index: int, rank: int) -> bytes | None:
         """The result payload, None if not written yet; CorruptResultError if damaged or not trusted."""
-        try:
-            data = self.storage.read_bytes(self.result_key(index, rank))
-        except FileNotFoundError:
-            return None
-        except PermissionError as exc:  # another user's file, or one others may write: never unpickled
-            raise CorruptResultError(str(exc), final=True) from None
-        if len(data) < _HEADER.size:
-            raise CorruptResultError(f"{self.result_key(index, rank)}: {len(data)} bytes, too short")
-        magic, length, crc = _HEADER.unpack_from(data)
-        payload = data[_HEADER.size :]
-        if magic != _MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
-            raise CorruptResultError(
-                f"{self.url}/result/{index}.{rank}.pkl is damaged "
-                f"(expected {length} bytes, found {len(payload)})"
-            )
-        return payload
+        return self._read_sealed("result", f"{index}.{rank}.pkl")
 
     # -- logs --------------------------------------------------------------------
     def log_key(self, index: int, rank: int, stream: str) -> str:
@@ -369,14 +412,19 @@ class JobFolder:
         import json  # not at module level: every task imports this module, few need json
 
         # private: it holds the job's parameters, ``env`` values among them
-        self.storage.write_bytes(self._k("meta.json"), json.dumps(meta, indent=1, default=str).encode(), private=True)
+        key = self._k("meta.json")
+        body = json.dumps(meta, indent=1, default=str).encode()
+        self.storage.write_bytes(key, trust.seal_json(self.secret, key, body), private=True)
 
     def read_meta(self) -> dict[str, Any]:
-        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged."""
-        import json
-
+        """The submission's record; ``CorruptResultError`` (naming the file) if it is damaged or not ours."""
+        key = self._k("meta.json")
         try:
-            meta = json.loads(self.storage.read_bytes(self._k("meta.json")))
+            data = self.storage.read_bytes(key)
+        except PermissionError as exc:
+            raise CorruptResultError(str(exc), final=True) from None
+        try:
+            meta = self._open_json(key, data)
         except ValueError as exc:
             raise CorruptResultError(f"{self.url}/meta.json is damaged ({exc})", final=True) from None
         if not isinstance(meta, dict) or "backend" not in meta:
@@ -399,10 +447,12 @@ class JobFolder:
                 )
         return None
 
-    def waits_for(self) -> dict[int, list[list[Any]]]:
+    def waits_for(self, meta: dict[str, Any] | None = None) -> dict[int, list[list[Any]]]:
         """What each task takes as arguments from other jobs: task index -> ``[folder URL, index,
-        [ranks]]`` of each upstream task (tasks that wait for none are left out)."""
-        return {int(index): list(refs) for index, refs in self.read_meta().get("waits_for", {}).items()}
+        [ranks]]`` of each upstream task (tasks that wait for none are left out); ``meta``: the
+        record, if already read."""
+        record = self.read_meta() if meta is None else meta
+        return {int(index): list(refs) for index, refs in record.get("waits_for", {}).items()}
 
     def is_array(self) -> bool:
         """Whether the submission is an array (its tasks' ids are ``<id>_<i>``); False for a folder
@@ -425,25 +475,30 @@ class JobFolder:
             return None
 
     def _read_json(self, *parts: str) -> dict[str, Any] | None:
-        """A small JSON record; a damaged one reads as ``{"damaged": why}``, never as an exception.
+        """A small sealed JSON record; a damaged or forged one reads as ``{"damaged": why}``, never as an
+        exception.
 
         One bad marker must not break the poll of every other job of the process.
         """
-        import json
-
-        data = self._read(*parts)
+        try:
+            data = self._read(*parts)
+        except PermissionError as exc:
+            return {"damaged": str(exc)}
         if data is None:
             return None
         try:
-            record = json.loads(data)
-        except ValueError as exc:
+            record = self._open_json(self._k(*parts), data)
+        except (ValueError, CorruptResultError) as exc:
             return {"damaged": f"{self.url}/{'/'.join(parts)} is damaged ({exc})"}
         return record if isinstance(record, dict) else {"damaged": f"{self.url}/{'/'.join(parts)} is not a record"}
 
-    def _write_json(self, record: dict[str, Any], *parts: str) -> None:
-        import json
+    def _json(self, record: dict[str, Any], *parts: str) -> tuple[str, bytes]:
+        """The key and the sealed bytes of ``record`` stored as ``parts``."""
+        key = self._k(*parts)
+        return key, trust.seal_json(self.secret, key, _json_bytes(record))
 
-        self.storage.write_bytes(self._k(*parts), json.dumps(record).encode())
+    def _write_json(self, record: dict[str, Any], *parts: str) -> None:
+        self.storage.write_bytes(*self._json(record, *parts))
 
     # -- what supervised backends record (local, Docker) ----------------------------------
     def write_run(self, name: int | str, record: dict[str, Any]) -> None:
@@ -465,7 +520,7 @@ class JobFolder:
         """
         record = {"state": state, "reason": reason, "codes": codes or [], "end": time.time()}
         try:
-            self.storage.write_bytes(self._k("exit", f"{name}.json"), _json_bytes(record), create_only=True)
+            self.storage.write_bytes(*self._json(record, "exit", f"{name}.json"), create_only=True)
         except FileExistsError:
             return False
         return True
@@ -510,6 +565,10 @@ class JobFolder:
     def read_backend_file(self, backend: str, name: str) -> bytes | None:
         return self._read(backend, name)
 
+    def write_backend_json(self, backend: str, name: str, record: dict[str, Any]) -> None:
+        """``<backend>/<name>``, a sealed JSON record (a spec a later adoption runs again; private)."""
+        self.storage.write_bytes(*self._json(record, backend, name), private=True)
+
     def read_backend_json(self, backend: str, name: str) -> dict[str, Any] | None:
         return self._read_json(backend, name)
 
@@ -540,7 +599,7 @@ class JobFolder:
     def claim_release(self, generation: int, record: dict[str, Any]) -> bool:
         """Create ``held/<generation>.json``; False if it exists: another process releases it."""
         try:
-            self.storage.write_bytes(self._k("held", f"{generation}.json"), _json_bytes(record), create_only=True)
+            self.storage.write_bytes(*self._json(record, "held", f"{generation}.json"), create_only=True)
         except FileExistsError:
             return False
         return True
@@ -581,9 +640,19 @@ def _json_bytes(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
 
 
+def _where(storage: Storage, key: str) -> str:
+    return f"{storage.url.rstrip('/')}/{key}"
+
+
+def _legacy_ok(storage: Storage) -> bool:
+    """Files written before sealing are read from a local disk only, where the owner check stands."""
+    return storage.local_file("") is not None
+
+
 def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
-    storage.write_bytes(f".ids/{backend_id}", key.encode())
+    name = f".ids/{backend_id}"
+    storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_ROOT_SECRET), name, key.encode()).hex()}".encode())
 
 
 CODE_PACKAGES = ".code"
@@ -610,15 +679,31 @@ def held_keys(storage: Storage) -> list[str]:
 
 
 # -- the call cache (jobsub.cache): flat, so that one listing sees every entry ---------------------------------
-def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
-    """A small JSON record at ``key`` of the root; None if it is missing or damaged."""
-    import json
 
+def _read_json_key(storage: Storage, key: str) -> dict[str, Any] | None:
+    """A small sealed JSON record at ``key`` of the root; None if it is missing or damaged.
+
+    ``CorruptResultError`` (naming it) if it is not this user's: a cache
+    entry decides which result a call gets.
+    """
     try:
-        record = json.loads(storage.read_bytes(key))
-    except (FileNotFoundError, ValueError):
+        data = storage.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:  # another user's file (a root others may write into)
+        raise CorruptResultError(str(exc), final=True) from None
+    try:
+        record = trust.open_json(
+            _where(storage, key), trust.secret(_ROOT_SECRET), key, data, legacy=_legacy_ok(storage)
+        )
+    except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def _write_json_key(storage: Storage, key: str, record: dict[str, Any], *, create_only: bool = False) -> None:
+    sealed = trust.seal_json(trust.secret(_ROOT_SECRET), key, _json_bytes(record))
+    storage.write_bytes(key, sealed, create_only=create_only)
 
 
 def cache_generations(storage: Storage, key: str | None = None) -> dict[str, int]:
@@ -644,7 +729,7 @@ def read_cache_entry(storage: Storage, key: str, generation: int) -> dict[str, A
 def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[str, Any]) -> bool:
     """Create generation ``generation`` of entry ``key``; False if another process made it first."""
     try:
-        storage.write_bytes(f".cache/{key}.{generation}.json", _json_bytes(record), create_only=True)
+        _write_json_key(storage, f".cache/{key}.{generation}.json", record, create_only=True)
     except FileExistsError:
         return False
     return True
@@ -652,7 +737,7 @@ def claim_cache_entry(storage: Storage, key: str, generation: int, record: dict[
 
 def write_cache_manifest(storage: Storage, folder_key: str, record: dict[str, Any]) -> None:
     """``.cache/manifests/<folder key>.json``: every entry a submission claimed, read in one go."""
-    storage.write_bytes(f".cache/manifests/{folder_key}.json", _json_bytes(record))
+    _write_json_key(storage, f".cache/manifests/{folder_key}.json", record)
 
 
 def read_cache_manifest(storage: Storage, folder_key: str) -> dict[str, Any] | None:
@@ -660,7 +745,7 @@ def read_cache_manifest(storage: Storage, folder_key: str) -> dict[str, Any] | N
 
 
 def write_cache_note(storage: Storage, name: str, record: dict[str, Any]) -> None:
-    storage.write_bytes(f".cache/fn-{name}.json", _json_bytes(record))
+    _write_json_key(storage, f".cache/fn-{name}.json", record)
 
 
 def read_cache_note(storage: Storage, name: str) -> dict[str, Any] | None:
@@ -716,8 +801,19 @@ def lookup_id(storage: Storage, backend_id: str) -> str | None:
     for candidate in candidates:
         if storage.exists(candidate + "/meta.json"):
             return candidate  # local backend ids are the keys themselves
+        name = f".ids/{candidate}"
         try:
-            return storage.read_bytes(f".ids/{candidate}").decode().strip()
+            key, _, tag = storage.read_bytes(name).decode().strip().partition(" ")
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            raise CorruptResultError(str(exc), final=True) from None
+        if tag or storage.local_file("") is None:  # unsealed: written before sealing, on a local disk only
+            try:
+                valid = trust.verify(trust.secret(_ROOT_SECRET), name, key.encode(), bytes.fromhex(tag))
+            except ValueError:
+                valid = False
+            if not valid:
+                raise trust.not_ours(_where(storage, name), "does not carry this user's authentication code")
+        return key
     return None

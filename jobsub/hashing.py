@@ -12,11 +12,15 @@ What the code of a function contributes (``function_digest``):
   file keeps its key);
 - the values of its closure cells;
 - what it calls or reads in its own module, recursively: functions and classes
-  by their code, simple constants (numbers, strings, tuples of them) by value;
-  other modules' objects by their qualified name only.
+  by their code; other modules' functions and classes by their qualified name;
+- every other global it reads by value, recursively (``CONFIG = {"scale": 2}``
+  changed to 3 is a new key), whatever module it comes from.  A global whose
+  value cannot be hashed (a lock, a client, an open file) is an error naming
+  it; a module lists the globals the key leaves out in
+  ``__jobsub_cache_ignore__`` (a set of names), the explicit opt-out.
 
 So changing the function, a helper of the same module, a default or a module
-constant it reads invalidates its entries; a new version of an installed
+value it reads invalidates its entries; a new version of an installed
 library does not (pass its version as an argument, or ``jobsub clean --cache``).
 """
 
@@ -33,6 +37,8 @@ import types
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+from .errors import PicklingError
 
 __all__ = ["SLOW_PICKLE_S", "function_digest", "value_digest"]
 
@@ -235,26 +241,36 @@ def _feed_function(h: Any, fn: types.FunctionType, seen: set[int]) -> None:
         else:
             _feed(h, value, set())
     module_globals = fn.__globals__
+    ignored = module_globals.get("__jobsub_cache_ignore__") or ()
     for name in sorted(names):
         if name not in module_globals:
             continue  # a builtin, or an attribute name
-        _feed_global(h, name, module_globals[name], fn.__module__, seen)
+        if name in ignored:
+            _tag(h, f"ignored:{name}")
+            continue
+        _feed_global(h, name, module_globals[name], fn, seen)
 
 
-def _feed_global(h: Any, name: str, value: Any, module: str, seen: set[int]) -> None:
-    """A global the function reads: same-module code by content, simple constants by value, the rest by name."""
+def _feed_global(h: Any, name: str, value: Any, fn: types.FunctionType, seen: set[int]) -> None:
+    """A global the function reads: same-module code by content, other code by name, every value by value."""
     _tag(h, f"global:{name}")
     if isinstance(value, types.ModuleType):
         _tag(h, f"module:{value.__name__}")
     elif isinstance(value, (types.FunctionType, type)):
-        if getattr(value, "__module__", None) == module:
+        if getattr(value, "__module__", None) == fn.__module__:
             _feed_callable(h, value, seen)
         else:
             _tag(h, f"ref:{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}")
-    elif type(value) in _SIMPLE or (type(value) is tuple and all(type(v) in _SIMPLE for v in value)):
-        _feed(h, value, set())
     else:
-        _tag(h, f"object:{type(value).__module__}.{type(value).__qualname__}")
+        try:
+            _feed(h, value, set())
+        except Exception as exc:
+            raise PicklingError(
+                f"cannot hash the global {name!r} ({type(value).__module__}.{type(value).__qualname__}) that "
+                f"{fn.__module__}.{fn.__qualname__} reads, for its cache key: {type(exc).__name__}: {exc}. "
+                f"Pass it as an argument, or leave it out of the key with __jobsub_cache_ignore__ = {{{name!r}}} "
+                f"in module {fn.__module__} (only for what does not change results: a client, a lock)"
+            ) from exc
 
 
 def _feed_class(h: Any, cls: type, seen: set[int], module: str) -> None:

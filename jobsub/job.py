@@ -474,7 +474,7 @@ class Job(Generic[R]):
             if payload is None:
                 return None
             try:
-                return Outcome.loads(payload)
+                return Outcome.loads(payload, self._folder.result_url(self._index, rank))
             except errors.UnreadableResultError as exc:
                 raise errors.UnreadableResultError(f"{self._where(rank)} finished, but {exc}") from exc.__cause__
 

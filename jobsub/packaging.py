@@ -75,10 +75,15 @@ _UNPACK_SOURCE = r'''
 import os, sys
 
 def unpack(src, dest):
-    """Unpack the tarball ``src`` (path, http(s), s3:// or gs:// URL) into ``dest`` once; safe under concurrency."""
+    """Unpack the tarball ``src`` (path, http(s), s3:// or gs:// URL) into ``dest`` once; safe under concurrency.
+
+    ``src#sha256=<hex>``: the tarball must have that digest, or nothing of it runs (it was read
+    from a bucket others may write to; the digest came with the task's command).
+    """
     if os.path.exists(os.path.join(dest, ".jobsub-complete")):
         return
     import shutil, tarfile, tempfile
+    src, _, expected = src.partition("#sha256=")
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
@@ -99,6 +104,14 @@ def unpack(src, dest):
             stream = io.BytesIO(storage.Client().bucket(bucket).blob(key).download_as_bytes())
         else:
             stream = open(src, "rb")
+        if expected:
+            import hashlib, io
+            with stream:
+                data = stream.read()
+            if hashlib.sha256(data).hexdigest() != expected:
+                sys.exit("jobsub bootstrap: the code package %s is not the one submitted (its sha256 differs): "
+                         "not running it" % src)
+            stream = io.BytesIO(data)
         with stream, tarfile.open(fileobj=stream, mode="r|gz") as tar:
             for member in tar:
                 parts = member.name.split("/")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import trust
 from ._version import __version__ as _version
 from .backends.base import Backend, Launch
 from .errors import InvalidParameterError, JobsubError, SubmissionError
@@ -71,11 +72,14 @@ def params_from_meta(backend: Backend, meta: dict[str, Any], dependencies: Seque
 
 
 def launch_for(
-    backend: Backend, folder: JobFolder, offset: int, params: Resolved, origin: dict[str, Any] | None = None
+    backend: Backend, folder: JobFolder, offset: int, params: Resolved, origin: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Launch:
     """The ``Launch`` of one part of a submission; ``origin``: the submitting process's cwd and sys.path.
 
-    A container backend's code is packaged and shipped here (once per digest), before it is asked.
+    The task's environment carries the secrets its results are sealed with
+    (``jobsub.trust``): its backend's own channel to the task, never the folder.  A container
+    backend's code is packaged and shipped here (once per digest), before it is asked.
     """
     origin = origin or {}
     return Launch(
@@ -84,7 +88,7 @@ def launch_for(
         offset=offset,
         logs="merge" if params.common.stderr_to_stdout else "separate",
         task_env=dict(backend.task_env),
-        env={**folder.storage.task_env(), **params.common.env},
+        env={**folder.storage.task_env(), **params.common.env, **trust.secrets_env(folder.key, meta)},
         code_package=_code_package(backend, folder, params, origin.get("cwd")),
         tag=f"{folder.key}-{offset}",
         cwd=origin.get("cwd"),
@@ -116,7 +120,7 @@ def start(
         for o in range(0, count, cap)
     ]
     meta["dependencies"] = list(params.dependencies)
-    launches = [launch_for(backend, folder, i["offset"], params, origin) for i in intents]
+    launches = [launch_for(backend, folder, i["offset"], params, origin, meta) for i in intents]
     planned = [backend.planned_id(launch, folder) for launch in launches]
     if all(planned):  # the backend names it: recorded before it is made, in one write
         meta["submissions"] = [
@@ -144,7 +148,8 @@ def _code_package(backend: Backend, folder: JobFolder, params: Resolved, cwd: st
 
     if not isinstance(params.specific, ContainerParameters):
         return None
-    upload = not backend.capabilities.local_folders  # tasks that cannot read this machine's disk
+    caps = backend.capabilities
+    upload = not (caps.local_folders and caps.client_disk)  # tasks that cannot read this machine's disk
     return ship_code(params.specific, folder.storage, cwd=cwd, upload=upload)
 
 

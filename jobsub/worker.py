@@ -37,6 +37,7 @@ import sys
 import time
 import types
 
+from . import trust
 from .calls import DelayedSubmission, JobRef, Outcome, dumps_checked
 from .errors import BackendError, CorruptResultError, DependencyError, JobTimeoutError
 from .folder import JobFolder
@@ -438,7 +439,10 @@ def _dependency_value(ref: JobRef) -> Any:
         except CorruptResultError as exc:
             raise _dependency_failed(ref, f"its result is damaged ({exc})") from None
         if all(p is not None for p in payloads):
-            outcomes = [Outcome.loads(p) for p in payloads if p is not None]
+            try:
+                outcomes = [Outcome.loads(p, folder.result_url(ref.index, r)) for r, p in zip(ref.ranks, payloads) if p is not None]
+            except CorruptResultError as exc:
+                raise _dependency_failed(ref, f"its result is damaged ({exc})") from None
             bad = next((o for o in outcomes if not o.ok), None)
             if bad is not None:
                 first = bad.message.strip().splitlines()[0] if bad.message.strip() else ""
@@ -574,6 +578,7 @@ def _parse(argv: Sequence[str]) -> tuple[str, str, str, int, dict[str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     url, backend, logs, offset, env_map = _parse(sys.argv[1:] if argv is None else argv)
+    trust.take_secrets()  # before the user's code: it and its subprocesses never see them
     folder = JobFolder.from_url(url)
     index, rank = export_environment(folder, backend, env_map, offset)
     if logs:

@@ -106,6 +106,11 @@ def main(argv: list[str]) -> int:
     if stale:
         print(f"stale parameter tables (run python scripts/parameter_docs.py): {', '.join(stale)}")
         return 1
+    pages = "".join(page.read_text() for page in (ROOT / "docs").rglob("*.md"))
+    without = [name for name in known_backends() if f"<!-- parameters: {name} -->" not in pages]
+    if without:
+        print(f"backends without a parameter table in docs/backends/: {', '.join(without)}")
+        return 1
     return 0
 
 

@@ -3,7 +3,7 @@
 #
 # Installs the package with its test extras into the active Python, starts the
 # services the tests use (a one-node Slurm cluster, a Docker engine and its
-# test image, moto for S3 and AWS Batch (with its image) and fake-gcs-server for GCS) when they can run here,
+# test image, moto for S3 and AWS Batch (with its image), fake-gcs-server for GCS and a Kubernetes API server) when they can run here,
 # then runs pytest.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,10 @@ if [[ $(id -u) == 0 && -z ${JOBSUB_NO_SERVICES:-} ]]; then
     eval "$(bash scripts/start-docker.sh)"
     JOBSUB_TEST_IMAGE=$(PYTHON="$PYTHON" bash scripts/build-test-image.sh | tail -n 1)
     export DOCKER_HOST JOBSUB_TEST_IMAGE
+    # a real Kubernetes API server (built once from Debian's source package, cached), whose
+    # Job controller and kubelet the tests play on the engine above
+    kube_env=$(bash scripts/start-kube.sh)
+    eval "$kube_env"
 fi
 if [[ -z ${JOBSUB_NO_SERVICES:-} ]]; then
     # emulated S3 and GCS on loopback (no root needed): each prints the `export` lines that point

@@ -13,6 +13,7 @@ import json
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -48,8 +49,12 @@ class Fault:
     answer (a write that happened although the client saw it fail).
     """
 
-    def __init__(self, match: str, status: int, body: bytes, times: int, after_forwarding: bool) -> None:
+    def __init__(
+        self, match: str, status: int, body: bytes, times: int, after_forwarding: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.match = match
+        self.headers = headers or {}
         self.status = status
         self.body = body
         self.left = times
@@ -69,6 +74,9 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.requests: list[str] = []
         self.faults: list[Fault] = []
+        self.observers: list[Callable[[str, str, bytes], None]] = []
+        """Told each request's method, path and body before it is answered (a played controller
+        reads the manifests as the client sent them, before an old server drops fields)."""
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -80,10 +88,10 @@ class FaultProxy:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def fail(self, match: str, status: int, body: bytes | dict[str, object] = b"", *, times: int = 1,
-             after_forwarding: bool = False) -> None:
+             after_forwarding: bool = False, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         with self._lock:
-            self.faults.append(Fault(match, status, data, times, after_forwarding))
+            self.faults.append(Fault(match, status, data, times, after_forwarding, headers))
 
     def count(self, match: str) -> int:
         with self._lock:
@@ -126,11 +134,14 @@ class FaultProxy:
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = proxy._fault_for(f"{self.command} {self.path}")
+                for observe in proxy.observers:
+                    observe(self.command, self.path, body)
                 if fault is None or fault.after_forwarding:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
                     status, answer_headers, answer = proxy._forward(self.command, self.path, headers, body)
                 if fault is not None:
-                    status, answer_headers, answer = fault.status, [("Content-Type", "application/json")], fault.body
+                    status, answer = fault.status, fault.body
+                    answer_headers = [("Content-Type", "application/json"), *fault.headers.items()]
                 self.send_response(status)
                 for name, value in answer_headers:
                     if name.lower() not in hop_by_hop:

@@ -116,6 +116,33 @@ def test_submit_and_result(ex: jobsub.AutoExecutor) -> None:
     assert job.state == "COMPLETED"
 
 
+def test_a_code_package_replaced_in_the_bucket_never_runs(ex: jobsub.AutoExecutor) -> None:
+    """Someone with write access to the bucket replaces the code package with one whose
+    ``tests/tasks.py`` returns 666: the task's bootstrap checks the package's sha256 (which came
+    with the task's command, not from the bucket) and refuses it; nothing of it runs."""
+    import io
+    import tarfile
+
+    first = ex.submit(tasks.add, 1, 2)
+    assert first.result(timeout=120) == 3
+    root = first.folder.storage  # the executor's folder: the package is kept next to the job folders
+    (key,) = [k for k in root.list(".code") if k.endswith(".tar.gz")]
+    forged = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(root.read_bytes(key)), mode="r:gz") as original, \
+            tarfile.open(fileobj=forged, mode="w:gz") as out:
+        for member in original.getmembers():
+            data = original.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            if member.name == "tests/tasks.py":
+                data += b"\n\ndef add(a, b):\n    return 666\n"
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    root.write_bytes(key, forged.getvalue())
+    second = ex.submit(tasks.add, 1, 2)
+    with pytest.raises(jobsub.JobError) as info:
+        second.result(timeout=120)
+    assert "is not the one submitted" in str(info.value) + (second.stderr() or "") + (second.stdout() or "")
+
+
 def test_array_is_one_submit_job_and_indexes_come_from_the_job_id(aws: dict[str, str], root: str) -> None:
     backend, executor = _own_backend(aws, root)
     jobs = executor.map_array(lambda x: (x * x, os.environ["JOBSUB_ARRAY_TASK_ID"]), range(5))

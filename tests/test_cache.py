@@ -137,6 +137,48 @@ def test_what_invalidates_a_functions_key(module_dir: Path) -> None:
     assert function_digest(closure(2)) == function_digest(closure(2)) != function_digest(closure(3))
 
 
+_CONFIG_MODULE = """
+import threading
+
+{prefix}
+CONFIG = {{"scale": {scale}, "names": ["a", ("b", {scale})]}}
+LOCK = threading.Lock()
+
+
+def scaled(x):
+    return x * CONFIG["scale"]
+
+
+def locked(x):
+    with LOCK:
+        return x
+"""
+
+
+def _load_config(path: Path, name: str, scale: int, prefix: str = "") -> Any:
+    path.write_text(_CONFIG_MODULE.format(scale=scale, prefix=prefix))
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def test_module_containers_are_hashed_by_value(module_dir: Path, tmp_path: Path) -> None:
+    """A dict the function reads is part of its key by value: 2 -> 3 is a miss with the new result,
+    not the stale one; a global that cannot be hashed is an error naming it, unless the module
+    leaves it out (``__jobsub_cache_ignore__``)."""
+    path = module_dir / "jobsub_config_mod.py"
+    module = _load_config(path, "jobsub_config_mod", 2)
+    ex = jobsub.AutoExecutor(tmp_path / "runs", cluster="local", cache=True)
+    assert ex.submit(module.scaled, 5).result(timeout=60) == 10
+    module = _load_config(path, "jobsub_config_mod", 3)
+    assert ex.submit(module.scaled, 5).result(timeout=60) == 15
+    assert function_digest(_load_config(path, "jobsub_config_mod", 2).scaled) != function_digest(module.scaled)
+    with pytest.raises(jobsub.PicklingError, match="global 'LOCK'.*jobsub_config_mod.locked.*__jobsub_cache_ignore__"):
+        function_digest(module.locked)
+    module = _load_config(path, "jobsub_config_mod", 3, prefix='__jobsub_cache_ignore__ = {"LOCK"}')
+    assert function_digest(module.locked) == function_digest(module.locked)
+
+
 def test_a_code_change_is_a_miss_that_says_so(
     module_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 from jobsub.cloud.arrays import Scheduler
 from jobsub.cloud.aws import AWSGateway
 from jobsub.states import JobState
-from tests.conformance.arrays import ArrayTrackerSuite, Script, ScriptedJob, Throttled
+from tests.conformance.arrays import ArrayTrackerSuite, Script, ScriptClient, ScriptedJob, Throttled
 
 pytest.importorskip("botocore", reason="the AWS variant needs the aws extra (pip install 'jobsub[aws]')")
 
@@ -30,20 +30,14 @@ class TestReferenceTracker(ArrayTrackerSuite):
 _NATIVE = {JobState.PENDING: "RUNNABLE", JobState.RUNNING: "RUNNING", JobState.COMPLETED: "SUCCEEDED", JobState.FAILED: "FAILED"}
 
 
-class FakeBatchClient:
+class FakeBatchClient(ScriptClient):
     """AWS Batch's answers from the script, in the shapes its API reference documents."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-
-    def _answer(self, kind: str) -> None:
+    def throttled(self, kind: str, exc: Throttled) -> Exception:
         from botocore.exceptions import ClientError
 
-        try:
-            self.script.answer(kind)
-        except Throttled as exc:
-            error = {"Error": {"Code": "ThrottlingException", "Message": str(exc)}, "ResponseMetadata": {"HTTPStatusCode": 400}}
-            raise ClientError(error, kind) from None  # type: ignore[arg-type]
+        error = {"Error": {"Code": "ThrottlingException", "Message": str(exc)}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return ClientError(error, kind)  # type: ignore[arg-type]
 
     def _task(self, job: ScriptedJob, index: int) -> dict[str, Any]:
         state = job.children[index]

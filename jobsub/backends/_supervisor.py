@@ -219,8 +219,8 @@ class Supervisor(JsonLineServer):
         ``env``: what the tasks' environment takes from the client that asks
         (after a supervisor died, the client that finds the submission).
         ``store_env``: that client's SDK environment, which ``folder`` was opened with.
-        ``fresh``: a submission being made now, ``{"spec": ...}`` as the client wrote it: its
-        spec is not read back from the folder.
+        ``fresh``: a submission being made now, ``{"spec": ..., "waits_for": ...}`` as the client
+        wrote and read them: nothing to read back from the folder.
         """
         if folder.url in self.subs:
             return {"ok": True, "already": True}
@@ -247,7 +247,8 @@ class Supervisor(JsonLineServer):
     def fresh(folder: JobFolder, lock: Any, given: dict[str, Any]) -> Submission:
         """A new submission: every task pending (its spec is in the folder too, for an adoption)."""
         sub = Submission(folder, given["spec"], lock)
-        waits = folder.waits_for()
+        given_waits = given.get("waits_for")  # as the client read it (JSON: its keys are text)
+        waits = {int(i): refs for i, refs in given_waits.items()} if given_waits is not None else folder.waits_for()
         sub.pending.extend(
             Task(sub, index, waits_for=waits.get(index + sub.offset, [])) for index in range(int(sub.spec["n"]))
         )

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ..storage import Storage
 
 __all__ = [
-    "Backend", "Capabilities", "Launch", "check_credentials", "check_env", "check_folder", "get_backend", "known_backends",
+    "PREFIX_ALIASES", "Backend", "Capabilities", "Launch", "check_credentials", "check_env", "check_folder", "get_backend",
+    "known_backends",
     "load_backend_class", "register_backend",
 ]
 
@@ -49,8 +50,9 @@ class Launch:
             or ``"none"`` (the task's streams stay where the backend put them: a terminal).
         task_env: canonical name (``index``, ``rank``...) -> the variable that holds it in the
             task (``SLURM_ARRAY_TASK_ID``); ``jobsub.worker.CANONICAL`` lists the names.
-        env: extra environment of the task: the user's ``env`` and what the folder's store
-            needs (an emulator's endpoint).  Plain text: never secrets by value.
+        env: extra environment of the task: the user's ``env``, what the folder's store
+            needs (an emulator's endpoint), and ``JOBSUB_SECRETS`` (``jobsub.trust``: what the
+            task seals its results with), which a backend never writes into the folder.
         code_package: where the task finds the code package (a path, or an ``s3://``/``gs://`` URL),
             filled by the core for a backend whose keys are ``ContainerParameters``
             (``jobsub.cloud.container``); None: no package.
@@ -106,6 +108,9 @@ class Capabilities:
         local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
         one_task_per_job: a job runs one task: ``nodes`` and ``tasks_per_node`` above 1 are refused.
+        client_disk: with ``local_folders``, a task sees this machine's disk itself (Docker, Slurm),
+            not only a volume holding the folders (Kubernetes' claim): a bucket folder's code
+            package is then read from here rather than uploaded.
         env_shown: a task's environment is shown to whoever can read the scheduler's jobs
             (DescribeJobs, a console, a pod spec): ``pass_env`` and credentials in ``env`` are refused.
 
@@ -125,6 +130,7 @@ class Capabilities:
     object_store_folders: bool = False
     one_task_per_job: bool = False
     env_shown: bool = False
+    client_disk: bool = True
 
 
 def check_folder(backend: Backend, root: str, *, local: bool) -> None:
@@ -183,6 +189,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "gcp_batch": ("jobsub.backends.gcp_batch:GCPBatchBackend", "pip install 'jobsub[gcp]'"),
     "kubernetes": ("jobsub.backends.kubernetes:KubernetesBackend", "pip install 'jobsub[k8s]'"),
 }
+
+
+PREFIX_ALIASES: dict[str, str] = {"k8s": "kubernetes"}
+"""Short prefixes of backend keys (``k8s_namespace`` for ``kubernetes_namespace``)."""
 
 
 class Backend:

@@ -21,6 +21,8 @@ submitter's credentials and could expire while the job waits in its queue.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shlex
 import threading
@@ -124,8 +126,11 @@ def ship_code(spec: ContainerParameters, storage: Storage, *, cwd: str | None, u
     )
     if local_root or not upload:
         return str(package.path)
-    key = code_package_key(package.name)
-    url = f"{storage.url.rstrip('/')}/{key}"
+    # named by the tarball's sha256, which the URL also carries (in the task's command, not the
+    # bucket): the task's bootstrap refuses a package someone replaced (jobsub.trust's threat model)
+    digest = _tarball_sha256(str(package.path), package.size)
+    key = code_package_key(digest[:32])
+    url = f"{storage.url.rstrip('/')}/{key}#sha256={digest}"
     with _uploaded_lock:
         if url not in _uploaded:
             if not storage.exists(key):
@@ -146,6 +151,13 @@ def scheduled_launch(launch: Launch, **task_env: str) -> Launch:
     return launch.replace(
         logs="none", env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM"}, task_env={**launch.task_env, **task_env}
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _tarball_sha256(path: str, size: int) -> str:
+    """A package's tarball never changes once built (it is named by its content): hashed once."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def code_dir(code_package: str) -> str:

@@ -65,15 +65,44 @@ class LocalStorage:
         return Path(self.local_file(key))
 
     def read_bytes(self, key: str) -> bytes:
-        with open(self.local_file(key), "rb") as f:
+        path = self.local_file(key)
+        directory = os.path.dirname(path)
+        if directory not in self._made:
+            self._check_directory(directory)
+        with open(path, "rb") as f:
             _check_owner(f.fileno(), f.name)  # on the open file: no window to swap it after the check
             return f.read()
+
+    def _check_directory(self, directory: str) -> None:
+        """Refuse a directory inside the root that another user owns or may write (once a process).
+
+        In a root others may write into (a sticky ``/tmp``-like folder), another
+        user could make ``.cache/`` first and then rename the owner's files in
+        it; the files' own owner check cannot see that.
+        """
+        import stat
+
+        uid = os.getuid()
+        level = directory
+        while level.startswith(self.root + "/") and level not in self._made:  # the root itself: check_writable
+            try:
+                st = os.lstat(level)
+            except FileNotFoundError:
+                return  # nothing to read there (yet); a write makes it, and checks it then
+            if st.st_uid != uid or st.st_mode & 0o022 or not stat.S_ISDIR(st.st_mode):
+                raise PermissionError(
+                    f"{level} belongs to uid {st.st_uid} (mode {st.st_mode & 0o7777:o}), not to this user "
+                    f"(uid {uid}) alone: another user could swap the files jobsub keeps there. Remove it, or use "
+                    "an executor folder of your own"
+                )
+            level = os.path.dirname(level)
+        self._made.add(directory)
 
     def write_bytes(self, key: str, data: bytes, *, create_only: bool = False, private: bool = False) -> None:
         directory, name = os.path.split(self.local_file(key))
         if directory not in self._made:  # a stat and a mkdir saved on every later write there
             os.makedirs(directory, mode=0o755, exist_ok=True)  # the umask decides who reads; no one else writes
-            self._made.add(directory)
+            self._check_directory(directory)
         # temp file in the same directory + rename: atomic on POSIX file systems
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(_counter)}.tmp")
         flags, mode = os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644

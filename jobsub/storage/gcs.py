@@ -1,8 +1,9 @@
 """Job folders in Google Cloud Storage: ``gs://bucket/prefix``.
 
-Every request goes through ``jobsub.retry.retry`` and a process-wide limiter
-per operation; the client library's own retries are off (``retry=None`` on
-each call), so that one policy decides.  SDK errors are translated here::
+Every request goes through the Google gateway (``jobsub.cloud.google``), shared
+with the GCP Batch backend: paced per operation, retried when transient, its
+errors mapped there; the client library's own retries are off (``retry=None``
+on each call), so that one policy decides.  What a store adds::
 
     404 on an object (and the bucket exists)   -> FileNotFoundError (only a missing object)
     412 on a create-only write                 -> FileExistsError
@@ -28,13 +29,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import google.auth.exceptions
-import requests.exceptions
+import google.cloud.storage  # noqa: F401 - here, so that a missing extra is named when gs:// is opened
 from google.api_core import exceptions as api_exceptions
-from google.cloud import storage as gcs
 
+from ..cloud.google import GoogleGateway
 from ..errors import BackendError
-from ..retry import google_transient, limiter, retry
 from ._objects import (
     PAGE_SIZE,
     PARALLEL_DELETES,
@@ -50,30 +49,19 @@ logger = logging.getLogger("jobsub.storage.gcs")
 
 T = TypeVar("T")
 
-# GCS's documented starting rates per bucket (it scales up past them): 1,000 writes and 5,000 reads a second
-_RATES = {"objects.get": 5000.0, "objects.list": 5000.0, "objects.insert": 1000.0, "objects.delete": 1000.0}
 _BUCKET_PROOF_S = 60.0
 _ENDPOINT_VARIABLES = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
-def _make_client() -> Any:
-    try:
-        return gcs.Client()
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise PermissionError(f"no Google credentials found (Application Default Credentials): {exc}") from exc
+class _Missing(FileNotFoundError):
+    """A 404 met inside a call: an object, or the bucket (``_call`` tells which)."""
 
 
-def _transient(exc: BaseException) -> float | None:
-    """google-api-core's transient answers, 408, and transport failures on the way."""
-    hint = google_transient(exc)
-    if hint is not None:
-        return hint
-    if getattr(exc, "code", None) == 408:  # GCS's own advice: retry a request timeout
-        return 0.0
-    broken = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, google.auth.exceptions.TransportError)
-    if isinstance(exc, broken) or type(exc).__name__ in ("ChunkedEncodingError", "DataCorruption"):
-        return 0.0
-    return None
+def _gateway_with_client() -> GoogleGateway:
+    """A gateway whose storage client is made now: in the environment ``shared_client`` sets up."""
+    gateway = GoogleGateway()
+    gateway.client("storage")
+    return gateway
 
 
 class GCSStorage:
@@ -91,21 +79,37 @@ class GCSStorage:
             credentials of the process that submitted it).
     """
 
-    first_retry_delay_s: float = 1.0
-    """Backoff before the first retry of a call (doubled each time)."""
-
     def __init__(self, url: str, *, client: Any = None, env: dict[str, str] | None = None) -> None:
         self.bucket, prefix = split_url(url, "gs")
         self.url = f"gs://{self.bucket}/{prefix}" if prefix else f"gs://{self.bucket}"
         self._names = ObjectNames(prefix)
-        self._client = client
+        self._gateway = GoogleGateway(storage_client=client) if client is not None else None
         self._env = env
         self._bucket_seen = float("-inf")  # when a call last showed that the bucket exists
 
     @property
+    def gateway(self) -> GoogleGateway:
+        """The Google gateway this storage calls through (the process's, unless given a client)."""
+        if self._gateway is not None:
+            return self._gateway
+        found: GoogleGateway = shared_client("gcs", _gateway_with_client, _ENDPOINT_VARIABLES, self._env)
+        return found
+
+    @property
     def client(self) -> Any:
         """The google-cloud-storage client this storage calls."""
-        return self._client if self._client is not None else shared_client("gcs", _make_client, _ENDPOINT_VARIABLES, self._env)
+        return self.gateway.client("storage")
+
+    @property
+    def first_retry_delay_s(self) -> float:
+        """Backoff before the first retry of a call (doubled each time)."""
+        return self.gateway.first_delay_s
+
+    @first_retry_delay_s.setter
+    def first_retry_delay_s(self, value: float) -> None:
+        if self._gateway is None:
+            self._gateway = GoogleGateway(storage_client=self.client)
+        self._gateway.first_delay_s = value
 
     def _blob(self, name: str) -> Any:
         return self.client.bucket(self.bucket).blob(name)
@@ -121,34 +125,26 @@ class GCSStorage:
 
     # -- the one way to call GCS ----------------------------------------------------------------
     def _call(self, operation: str, call: Callable[[], T], key: str, *, object_404: bool = False) -> T:
-        """``call()`` with retries and pacing; failures leave as FileNotFoundError, PermissionError or BackendError.
+        """``call()`` through the gateway; failures leave as FileNotFoundError, PermissionError or BackendError.
 
         ``object_404``: a 404 may mean the object is missing (a read, a
         delete), not only the bucket (a listing, an upload).
         """
         where = f"{self.url}/{key}" if key else self.url
+
+        def once() -> T:
+            try:
+                return call()
+            except api_exceptions.NotFound as exc:
+                raise _Missing(exc.message) from exc
+
         try:
-            result = retry(
-                call,
-                what=f"GCS {operation} {where}",
-                classify=_transient,
-                limiter=limiter("gcs", operation, _RATES[operation]),
-                first_delay_s=self.first_retry_delay_s,
-            )
-        except api_exceptions.NotFound as exc:
+            result = self.gateway.run(operation, once, what=f"GCS {operation} {where} (bucket {self.bucket!r})")
+        except _Missing as exc:
             if object_404 and self._bucket_exists():
                 raise FileNotFoundError(where) from exc
-            message = f"GCS bucket {self.bucket!r} does not exist ({operation} {where}: {exc.message})"
+            message = f"GCS bucket {self.bucket!r} does not exist ({operation} {where}: {exc})"
             raise BackendError(message) from exc
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
-            message = f"GCS refused {operation} on {where} (bucket {self.bucket!r}): {exc.message}"
-            raise PermissionError(message) from exc
-        except api_exceptions.GoogleAPICallError as exc:
-            raise BackendError(f"GCS {operation} {where} failed (HTTP {exc.code}): {exc.message}") from exc
-        except (google.auth.exceptions.TransportError, requests.exceptions.RequestException) as exc:
-            raise BackendError(f"GCS {operation} {where} failed: {exc}") from exc
-        except google.auth.exceptions.GoogleAuthError as exc:  # no, expired or unusable credentials
-            raise PermissionError(f"GCS {operation} {where} (bucket {self.bucket!r}): credentials: {exc}") from exc
         self._bucket_seen = time.monotonic()
         return result
 
@@ -246,17 +242,7 @@ class GCSStorage:
 
     # -- set-up ---------------------------------------------------------------------------------
     def check_credentials(self) -> None:
-        """Application Default Credentials find nothing (and no emulator is set, which needs none)."""
-        if self._client is not None or os.environ.get("STORAGE_EMULATOR_HOST"):
-            return
-        try:
-            google.auth.default()
-        except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise BackendError(
-                "no Google credentials found: Application Default Credentials looked in "
-                "GOOGLE_APPLICATION_CREDENTIALS, gcloud's application_default_credentials.json and the "
-                f"metadata server ({exc})"
-            ) from None
+        (self._gateway or GoogleGateway()).check_credentials()
 
     def check_writable(self) -> None:
         """Write and delete a probe object; a missing bucket or a refusal names the bucket and the reason."""

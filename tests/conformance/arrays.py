@@ -90,6 +90,24 @@ class Script:
         job.children = [s if s.is_final else F for s in job.children]
 
 
+class ScriptClient:
+    """A provider's SDK client answering from the script: a backend's fake says how its provider
+    spells "slow down" (``throttled``) and answers each call in the provider's shapes."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def throttled(self, kind: str, exc: Throttled) -> Exception:
+        raise NotImplementedError(f"{type(self).__name__}.throttled")
+
+    def _answer(self, kind: str) -> None:
+        """Count a call of ``kind``; the provider's throttling error while the script says so."""
+        try:
+            self.script.answer(kind)
+        except Throttled as exc:
+            raise self.throttled(kind, exc) from None
+
+
 class ScriptGateway(Gateway):
     """The kit's gateway over the script: real pacing and retries, a played client."""
 

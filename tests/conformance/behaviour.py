@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import pytest
 
 import jobsub
 from jobsub import JobState
+from jobsub.backends.base import load_backend_class
 from tests import tasks
 from tests.conformance.cache import CacheSuite
 from tests.conformance.dag import DagBehaviour
@@ -160,6 +162,70 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
             job.result(timeout=120)
         original = info.value if self.caps.reraise_original else info.value.__cause__
         assert isinstance(original, tasks.NeedsArguments)
+
+    def test_exception_of_main_with_required_arguments(
+        self, executor: jobsub.AutoExecutor, backend_parameters: dict[str, Any]
+    ) -> None:
+        """The same, for a class defined in the submitting script (``__main__``, pickled by value), where
+        no unpickler hook reaches it; and ``jobsub status`` of its folder shows it without a traceback."""
+        root = Path(__file__).resolve().parent.parent.parent
+        script = textwrap.dedent(
+            """
+            import importlib, sys, jobsub
+            importlib.import_module(sys.argv[4])  # the backend's module (one registered outside jobsub)
+
+            class QuotaExceeded(Exception):
+                def __init__(self, code, detail):
+                    super().__init__(f"quota {code}: {detail}")
+                    self.code = code
+
+            def over_quota():
+                raise QuotaExceeded(7, "over")
+
+            ex = jobsub.AutoExecutor(folder=sys.argv[1], cluster=sys.argv[2])
+            ex.update_parameters(**eval(sys.argv[3]))
+            job = ex.submit(over_quota)
+            try:
+                job.result(timeout=180)
+            except Exception as exc:
+                original = exc if isinstance(exc, QuotaExceeded) else exc.__cause__
+                print(type(original).__name__, getattr(original, "code", None), str(original))
+            """
+        )
+        module = load_backend_class(self.cluster).__module__
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(executor.folder), self.cluster, repr(backend_parameters), module],
+            capture_output=True, text=True, cwd=root, timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == "QuotaExceeded 7 quota 7: over", out.stderr
+        status = subprocess.run(
+            [sys.executable, "-m", "jobsub.cli", "status", str(executor.folder)],
+            capture_output=True, text=True, cwd=root, timeout=300,
+        )
+        assert "Traceback" not in status.stderr, status.stderr
+        assert "FAILED" in status.stdout or not self.caps.survives_client, status.stdout  # debug: LOST
+
+    def test_secrets_reach_tasks_and_never_the_folder(self, executor: jobsub.AutoExecutor) -> None:
+        """The task seals its result with its submission's secret (so it got it), and no file of the
+        folder holds the secret (a Slurm script excepted: 0600 on the user's own file system)."""
+        from jobsub import trust
+
+        job = executor.submit(tasks.add, 1, 2)
+        assert job.result(timeout=180) == 3
+        secret = trust.secret(job.folder.key).hex().encode()
+        storage = job.folder.storage
+
+        def walk(prefix: str) -> list[str]:
+            children = storage.list(prefix)
+            return [key for child in children for key in (walk(child) or [child])]
+
+        files = [key for key in walk(job.folder.key) if not os.path.isdir(storage.local_file(key) or "")]
+        assert any(key.endswith("/result/0.0.pkl") for key in files), files
+        for key in files:
+            if secret in storage.read_bytes(key):
+                path = storage.local_file(key)
+                assert key.endswith(".sh") and path is not None and os.stat(path).st_mode & 0o077 == 0, key
 
     @needs("isolated")  # in one process, it would close the test's own stderr
     def test_closed_stderr_does_not_hide_the_error(self, executor: jobsub.AutoExecutor) -> None:

@@ -84,8 +84,10 @@ class GuaranteesSuite(BackendFixtures):
         assert job.job_id in listing and "COMPLETED" in listing
 
     # -- secrets by reference: pass_env ------------------------------------------------------------------
-    # AWS Batch refuses pass_env by design: its values would show in DescribeJobs and the console
-    @pytest.mark.not_on("aws_batch")
+    # AWS Batch, GCP Batch and Kubernetes refuse pass_env by design: its values would show in
+    # DescribeJobs / GetJob and the console, or in the pod spec to whoever may read pods
+    # (Capabilities.env_shown)
+    @pytest.mark.not_on("aws_batch", "gcp_batch", "kubernetes")
     def test_pass_env_reaches_the_task_and_never_the_folder(
         self, executor: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -37,13 +37,13 @@ never by ``import jobsub``); every SDK call runs inside ``map_docker_errors``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ... import trust
 from ...cloud.attached import AttachedRun, run_tasks
 from ...cloud.container import ContainerParameters, container_command, passed_credentials
 from ...errors import InvalidParameterError, SubmissionError
@@ -129,7 +129,7 @@ class DockerBackend(SupervisedBackend):
         if spec.debug:
             self._run_attached(run_spec, folder)
             return folder.key
-        folder.write_backend_file("docker", "spec.json", json.dumps(run_spec, indent=1).encode())
+        folder.write_backend_json("docker", "spec.json", run_spec)
         try:
             self._hand_over(folder, self._passed(common.pass_env, folder), first=True)
         except SubmissionError as exc:
@@ -211,7 +211,8 @@ class DockerBackend(SupervisedBackend):
             "parallelism": common.array_parallelism or os.cpu_count() or 1,
             "timeout_s": None if common.timeout_min is None else common.timeout_min * 60,
             "signal_delay_s": common.signal_delay_s,
-            "environment": {"PYTHONUNBUFFERED": "1", **launch.env},
+            # the secrets travel over the dispatcher's socket (``_passed``), never in spec.json
+            "environment": {"PYTHONUNBUFFERED": "1", **trust.without_secrets(dict(launch.env))},
             "labels": {
                 "jobsub.backend": "docker", "jobsub.root": self.storage.url, "jobsub.folder": folder.url,
                 "jobsub.key": folder.key, "jobsub.name": common.name, "jobsub.image": spec.image,
@@ -228,9 +229,11 @@ class DockerBackend(SupervisedBackend):
     @staticmethod
     def _passed(names: Sequence[str], folder: JobFolder) -> dict[str, str]:
         """What tasks take from this process's environment, by name: ``pass_env``, and the store's
-        credentials when the folder is a bucket.  Sent over the dispatcher's socket, never written."""
+        credentials when the folder is a bucket; and the submission's secrets (``jobsub.trust``).
+        Sent over the dispatcher's socket, never written."""
         wanted = [*names, *passed_credentials(folder)]
-        return {name: os.environ[name] for name in wanted if name in os.environ}
+        passed = {name: os.environ[name] for name in wanted if name in os.environ}
+        return {**passed, **trust.secrets_env(folder.key, folder.read_meta() if folder.exists() else {})}
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         for cid in run.get("handles", {}).values():
@@ -269,10 +272,13 @@ class DockerBackend(SupervisedBackend):
             timeout_s=run_spec["timeout_s"], base_url=self.base_url,
         )
         offset = run_spec["offset"]
-        run_tasks(
-            run, folder, range(offset, offset + run_spec["n"]),
-            lambda index: task_env_and_labels(run_spec, folder.key, index - offset, 0, 1),
-        )
+        secrets = trust.secrets_env(folder.key, folder.read_meta())  # not in run_spec: it is kept in the folder
+
+        def env_and_labels(index: int) -> tuple[dict[str, str], dict[str, str]]:
+            env, labels = task_env_and_labels(run_spec, folder.key, index - offset, 0, 1)
+            return {**env, **secrets}, labels
+
+        run_tasks(run, folder, range(offset, offset + run_spec["n"]), env_and_labels)
 
 
 def _bind(path: str, read_only: bool = False) -> dict[str, Any]:

@@ -8,13 +8,13 @@ server to adopt the folder; states come from the folder's exit records
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ... import trust
 from ...errors import BackendError, InvalidParameterError
 from ...folder import JobFolder
 from ...parameters import Resolved
@@ -89,7 +89,7 @@ class LocalBackend(SupervisedBackend):
         common = params.common
         if common.nodes > 1:
             raise InvalidParameterError("the local backend runs on one node: use nodes=1")
-        env = dict(launch.env)
+        env = trust.without_secrets(dict(launch.env))  # the secrets travel with the request, never in spec.json
         gpus = params.specific.visible_gpus
         if common.gpus_per_node:
             if gpus and common.gpus_per_node > len(gpus):
@@ -114,17 +114,23 @@ class LocalBackend(SupervisedBackend):
             "mem_limit": int(common.mem_gb * 2**30) if common.mem_gb else None,
             "cpus_per_task": common.cpus_per_task,
         }
-        folder.write_backend_file("local", "spec.json", json.dumps(spec).encode())  # for a later adoption
-        self._adopt(folder, fresh={"spec": spec})
+        folder.write_backend_json("local", "spec.json", spec)  # for a later adoption
+        meta = folder.read_meta()
+        self._adopt(folder, fresh={"spec": spec, "waits_for": folder.waits_for(meta)}, meta=meta)
         return folder.key
 
-    def _adopt(self, folder: JobFolder, fresh: dict[str, Any] | None = None) -> None:
+    def _adopt(
+        self, folder: JobFolder, fresh: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
         """Hand the submission to the server, with this process's environment for its tasks.
 
         The environment travels over the socket, never into the folder: it may
-        hold credentials, and the folder may be a bucket others read.
+        hold credentials and the submission's secrets, and the folder may be a
+        bucket others read.
         """
-        self._hand_over(folder, dict(os.environ), fresh=fresh)
+        if meta is None:
+            meta = folder.read_meta() if folder.exists() else {}
+        self._hand_over(folder, {**os.environ, **trust.secrets_env(folder.key, meta)}, fresh=fresh)
 
     def _kill_recorded(self, run: dict[str, Any]) -> None:
         """Stop the processes a run record names (only if they are still the ones it started)."""

@@ -1,0 +1,310 @@
+"""The Kubernetes backend: one Indexed Job per array, state at O(1) calls per poll.
+
+::
+
+    submit ─> (the core shipped the code package: Launch.code_package)
+           ─> POST jobs <name>   name from the submission's tag: a lost answer's retry gets 409,
+                                 and the Job is adopted (never two)
+    states ─> GET jobs?labelSelector=root           one call for every tracked Job of the folder
+           ─> GET pods?labelSelector=root&status.phase!=Succeeded   pages of the unfinished pods
+           ─> per index (status.py); successes are the folder's results, never polled
+           ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
+           ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
+    cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
+    logs   ─> read_namespaced_pod_log of the pod that ran the task, else the folder (the kit's policy)
+    debug  ─> the same image, command and folder, attached on this machine's engine (the kit's run)
+
+Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ...cloud.arrays import ForgottenJobs, split_id
+from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.container import container_command
+from ...cloud.kube import KubeGateway, status_of
+from ...cloud.logs import provider_or_folder_logs
+from ...errors import InvalidParameterError, JobsubError
+from ...folder import JobFolder
+from ...parameters import Resolved
+from ...states import JobState, Status
+from ...storage import Storage, open_storage
+from ..base import Backend, Capabilities, Launch
+from . import status as pod_status
+from .manifest import (
+    CONTAINER,
+    JOB_LABEL,
+    MAX_COMPLETIONS,
+    ROOT_LABEL,
+    job_manifest,
+    job_name,
+    root_label,
+)
+from .params import KubernetesParameters
+
+__all__ = ["KubernetesBackend"]
+
+logger = logging.getLogger("jobsub.kubernetes")
+
+JOB_ID_VARIABLE = "JOBSUB_K8S_JOB_ID"
+FORGOTTEN_GRACE_S = 30.0
+"""A Job not listed this soon after its submission may just not be listed yet."""
+PAGE = 500
+"""Pods per list call."""
+NO_INDEX = (
+    "the cluster's Job controller does not run Indexed Jobs (completionMode: Indexed needs "
+    "Kubernetes 1.21+, backoffLimitPerIndex 1.29+): pod {pod} has no completion index"
+)
+
+
+class KubernetesBackend(Backend):
+    """Runs tasks as pods of Indexed Jobs, with folders on a claim (``k8s_pvc``) or ``s3://``/``gs://``.
+
+    Args:
+        root: the executor's folder.
+        kubeconfig: the kubeconfig file (default ``$KUBECONFIG``, then ``~/.kube/config``, then
+            the in-cluster service account); recorded so that another process reattaches alike.
+        context: its context (default: the current one).
+    """
+
+    name = "kubernetes"
+    Parameters = KubernetesParameters
+    task_env: ClassVar[Mapping[str, str]] = {"index": "JOB_COMPLETION_INDEX"}
+    poll_interval_s = 2.0
+    capabilities = Capabilities(
+        ranks=False, checkpoint=False, local_folders=True, object_store_folders=True, client_disk=False, env_shown=True,
+    )
+    result_parameters = ("image", "python")
+
+    def __init__(self, root: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+        super().__init__(root)
+        self.kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+        self.context = context
+        self.api = KubeGateway(self.kubeconfig, context)
+        self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
+        self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
+        self._forgotten = ForgottenJobs(lambda: self.storage, "Kubernetes")
+
+    def config(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"root": self.root}
+        if self.kubeconfig:
+            found["kubeconfig"] = self.kubeconfig
+        if self.context:
+            found["context"] = self.context
+        return found
+
+    def check(self) -> None:
+        """The client importable and a configuration found; no call to the cluster yet."""
+        self.api.client("batch")
+
+    def max_array_size(self, params: Resolved) -> int:
+        return MAX_COMPLETIONS
+
+    @functools.cached_property
+    def storage(self) -> Storage:
+        """The executor's root (the attached runs' exit records are read from it)."""
+        return open_storage(self.root)
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
+        common, spec = params.common, params.specific
+        if not spec.image:
+            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
+        if common.nodes > 1 or common.tasks_per_node > 1:
+            raise InvalidParameterError("the kubernetes backend runs one task per pod: use nodes=1 and tasks_per_node=1")
+        folder_path = str(folder.storage.local_path("")) if folder.path is not None else None
+        if folder_path is not None and not spec.pvc:
+            raise InvalidParameterError(
+                f"pods cannot see {folder_path}: set k8s_pvc='claim[:/mount/path]' (a claim holding that path)"
+                " or give the executor an s3:// or gs:// folder"
+            )
+        name = job_name(launch.tag or folder.key)
+        job_id = f"{spec.namespace}.{name}"
+        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>]
+        launch = launch.replace(
+            env={**launch.env, JOB_ID_VARIABLE: job_id},
+            task_env={**launch.task_env, ("array_job_id" if array else "job_id"): JOB_ID_VARIABLE},
+        )
+        argv = container_command(launch, spec.python)
+        if spec.debug:  # the same image, command and folder, on this machine's Docker engine
+            return self._run_attached(launch, argv, n_tasks, params, folder)
+        manifest = job_manifest(
+            name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
+        )
+        self._create(manifest)
+        self._start_limits[job_id] = spec.start_timeout_min
+        return job_id
+
+    def _create(self, manifest: dict[str, Any]) -> None:
+        """POST the Job; a 409 for our own name is the answer of an earlier try that was lost: adopted."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        what = f"creating Job {name} in namespace {namespace}"
+        try:
+            self.api.call("batch", "create_namespaced_job", what=what, submitting=True, namespace=namespace, body=manifest)
+        except JobsubError as exc:
+            if status_of(exc) != 409:
+                raise
+            logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
+
+    def _run_attached(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
+        """``debug=True``: each task attached on this machine's engine, with the variables a pod sees."""
+        common = params.common
+        host_config: dict[str, Any] = {"network_mode": "host"}
+        if folder.path is not None:  # the claim holds the folder at the same path
+            root = str(folder.storage.local_path(""))
+            host_config["binds"] = {root: {"bind": root, "mode": "rw"}}
+        if common.mem_gb:
+            host_config["mem_limit"] = int(common.mem_gb * 2**30)
+        backend_id = attached_id(launch)
+
+        def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
+            return {**launch.env, JOB_ID_VARIABLE: backend_id, "JOB_COMPLETION_INDEX": str(index - launch.offset)}, {}
+
+        timeout_s = None if common.timeout_min is None else common.timeout_min * 60
+        run_tasks(AttachedRun(params.specific.image, argv, host_config, timeout_s=timeout_s), folder,
+                  range(launch.offset, launch.offset + n_tasks), env_of)
+        return backend_id
+
+    def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
+        namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
+        name = job_name(launch.tag or folder.key)
+        jobs = self.api.call(
+            "batch", "list_namespaced_job", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
+        ).items
+        return f"{namespace}.{name}" if jobs else None
+
+    # -- states ---------------------------------------------------------------------------------
+    def states(self, backend_ids: Sequence[str]) -> dict[str, Status]:
+        by_namespace: dict[str, list[str]] = defaultdict(list)
+        answer = attached_states(self.storage, [i for i in backend_ids if is_attached(i)])
+        for backend_id in backend_ids:
+            if is_attached(backend_id):
+                continue
+            job, _, _ = backend_id.partition("_")
+            if job in self._final:
+                answer[backend_id] = self._final[job]
+            elif "." not in job:
+                answer[backend_id] = Status(JobState.LOST, f"not a Kubernetes job id: {backend_id}")
+            else:
+                by_namespace[job.partition(".")[0]].append(backend_id)
+        for namespace, ids in by_namespace.items():
+            answer.update(self._namespace_states(namespace, ids))
+        return answer
+
+    def _namespace_states(self, namespace: str, backend_ids: list[str]) -> dict[str, Status]:
+        selector = f"{ROOT_LABEL}={root_label(self.root)}"
+        jobs = {j.metadata.name: j for j in self.api.call(
+            "batch", "list_namespaced_job", namespace=namespace, label_selector=selector,
+        ).items}
+        pods: dict[str, list[Any]] = defaultdict(list)
+        for pod in self._unfinished_pods(namespace, selector):
+            pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
+        answer: dict[str, Status] = {}
+        for backend_id in backend_ids:
+            job_key, index_or_none = split_id(backend_id)
+            name, index = job_key.partition(".")[2], index_or_none or 0
+            job = jobs.get(name)
+            if job is None:  # deleted (by its TTL, by a cancel elsewhere) or not listed yet: the folder decides
+                answer.update(self._forgotten.judge(
+                    job_key, [(backend_id, index_or_none)], grace_s=FORGOTTEN_GRACE_S,
+                    forgets="a finished Job is deleted after ttlSecondsAfterFinished, a cancelled one at once",
+                ))
+                continue
+            refused = self._refused(job_key, job, pods[name])
+            if refused is not None:
+                answer[backend_id] = refused
+                continue
+            mine = [p for p in pods[name] if pod_status.index_of(p) == index]
+            answer[backend_id] = pod_status.task_status(job, mine)
+        return answer
+
+    def _unfinished_pods(self, namespace: str, selector: str) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.api.call(
+                "core", "list_namespaced_pod", namespace=namespace, label_selector=selector,
+                field_selector="status.phase!=Succeeded", limit=PAGE, **({"_continue": token} if token else {}),
+            )
+            found += page.items
+            token = page.metadata._continue
+            if not token:
+                return found
+
+    def _refused(self, job_key: str, job: Any, pods: list[Any]) -> Status | None:
+        """A Job that can never do its work: ended now (deleted, its logs kept), its status final."""
+        for pod in pods:
+            if pod_status.index_of(pod) is None:
+                return self._end(job_key, job, Status(JobState.FAILED, NO_INDEX.format(pod=pod.metadata.name)))
+            main = pod_status.main_status(pod)
+            waiting = main.state.waiting if main is not None and main.state else None
+            if waiting is not None and waiting.reason in pod_status.PULL_ERRORS:
+                limit_s = 60 * self._start_limits.get(job_key, KubernetesParameters.start_timeout_min)
+                created = pod.metadata.creation_timestamp.timestamp()
+                if time.time() - created > limit_s:
+                    image = pod.spec.containers[0].image
+                    reason = f"image {image!r} cannot start: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
+                    return self._end(job_key, job, Status(JobState.FAILED, reason))
+        return None
+
+    def _end(self, job_key: str, job: Any, status: Status) -> Status:
+        logger.warning("Job %s ends: %s", job_key, status.reason)
+        self._final[job_key] = status
+        self._delete(job.metadata.namespace, job.metadata.name)
+        return status
+
+    # -- cancel and logs ------------------------------------------------------------------
+    def cancel(self, backend_ids: Sequence[str]) -> None:
+        """Delete the Jobs (a task's id: its whole Job, the unit Kubernetes cancels)."""
+        for job_key in dict.fromkeys(i.partition("_")[0] for i in backend_ids):
+            if is_attached(job_key) or "." not in job_key or job_key in self._final:
+                continue
+            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
+            namespace, _, name = job_key.partition(".")
+            self._delete(namespace, name)
+
+    def _delete(self, namespace: str, name: str) -> None:
+        try:
+            self.api.call(
+                "batch", "delete_namespaced_job", what=f"deleting Job {namespace}/{name}",
+                name=name, namespace=namespace, propagation_policy="Background",
+            )
+        except JobsubError as exc:
+            if status_of(exc) != 404:  # gone already: what a delete wants
+                raise
+
+    def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
+        """The log of the pod that ran the task (the kit's policy: else the folder's)."""
+        if is_attached(backend_id):
+            return super().logs(backend_id, folder, index, rank)
+        return provider_or_folder_logs(
+            folder, index, rank, ended=lambda: self._ended(backend_id), read=lambda: self._pod_log(backend_id),
+        )
+
+    def _ended(self, backend_id: str) -> bool:
+        return self.states([backend_id])[backend_id].state.is_final
+
+    def _pod_log(self, backend_id: str) -> str | None:
+        job_key, _, index_text = backend_id.partition("_")
+        namespace, _, name = job_key.partition(".")
+        pods = [p for p in self.api.call(
+            "core", "list_namespaced_pod", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
+        ).items if pod_status.index_of(p) == int(index_text or 0)]
+        if not pods:
+            return None
+        latest = max(pods, key=lambda p: p.metadata.creation_timestamp)
+        try:
+            return str(self.api.call(
+                "core", "read_namespaced_pod_log", name=latest.metadata.name, namespace=namespace, container=CONTAINER,
+            ))
+        except Exception:  # the kubelet forgot it, or it never started
+            logger.debug("no log for pod %s", latest.metadata.name, exc_info=True)
+            return None

@@ -1,0 +1,248 @@
+"""The GCP Batch backend against the suite's Batch fake, with folders on fake-gcs-server.
+
+Real: the google-cloud-batch and google-cloud-logging clients (REST), GCS (fake-gcs-server's
+JSON API), every task a container of the cloud test image on the Docker engine, their exit
+codes and output.  Played: Batch's control plane (tests/fakes/gcp_batch.py: scheduling,
+``parallelism``, ``max_run_duration``, lifecycle retries, preemption on request, status events,
+Logging's entries:list).  Faults (429, 503, lost answers) come from the FaultProxy in front of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobsub
+from jobsub.backends.gcp_batch.render import job_name
+from jobsub.errors import InvalidParameterError, JobCancelledError, PreemptedError
+from jobsub.states import JobState
+from tests import gcp_batch_env
+from tests.conformance.behaviour import BackendSuite
+from tests.conftest import skip_if, wait_until
+from tests.emulators import FaultProxy
+from tests.tasks import getenv
+
+GOLDEN = Path(__file__).parent / "golden" / "gcp_batch_request.json"
+
+
+@pytest.fixture(scope="session")
+def gcp() -> Any:
+    skip_if(gcp_batch_env.problem())
+    return gcp_batch_env.fake()
+
+
+@pytest.fixture
+def root() -> str:
+    return f"gs://{gcp_batch_env.BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def ex(gcp: Any, root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecutor:
+    monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")
+    executor = jobsub.AutoExecutor(folder=f"{root}/%j", cluster="gcp_batch")
+    executor.update_parameters(**gcp_batch_env.parameters(), auto_array=False)
+    return executor
+
+
+class TestGCPBatchBehaviour(BackendSuite):
+    """The shared suites (behaviour, DAG, guarantees, cache) on the fake, folders on GCS."""
+
+    cluster = "gcp_batch"
+    local_folder = False  # the folders are in a bucket
+    live_logs = False  # the fake serves a task's output to Logging when its container ends
+
+    @pytest.fixture
+    def service(self, gcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
+
+    @pytest.fixture
+    def folder_root(self, root: str) -> str:
+        return root
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return gcp_batch_env.parameters()
+
+
+def test_an_array_of_5_runs_2_at_a_time_as_one_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    ex.update_parameters(array_parallelism=2)
+    created = len(gcp.created)
+    jobs = ex.map_array(lambda x: (x * x, time.time(), (time.sleep(1.5), time.time())[1]), range(5))
+    results = [job.result() for job in jobs]
+    assert [r[0] for r in results] == [0, 1, 4, 9, 16]
+    assert len(gcp.created) == created + 1  # one CreateJob for the array
+    parent = jobs[0].job_id.rpartition("_")[0]
+    assert [job.job_id for job in jobs] == [f"{parent}_{i}" for i in range(5)]
+    job = gcp.job(job_name(parent))
+    assert job.task_groups[0].task_count == 5 and job.task_groups[0].parallelism == 2
+    spans = [(start, end) for _, start, end in results]
+    most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most <= 2, f"{most} tasks ran at once with parallelism 2"
+
+
+def test_a_preempted_task_is_retried_and_succeeds(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    ex.update_parameters(gcp_batch_provisioning_model="SPOT", gcp_batch_spot_retries=2)
+    job = ex.submit(getenv, "BATCH_TASK_RETRY_ATTEMPT")
+    assert gcp.preempt(job_name(job.job_id), 0)  # its first attempt is reclaimed (exit code 50001)
+    assert job.result() == "1"  # the second attempt (BATCH_TASK_RETRY_ATTEMPT counts from 0)
+    wait_until(lambda: gcp.job(job_name(job.job_id)).status.state.name == "SUCCEEDED", timeout=30, what="the job SUCCEEDED")
+
+
+def test_preempted_after_the_last_retry_is_a_preempted_error(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    ex.update_parameters(gcp_batch_provisioning_model="SPOT", gcp_batch_spot_retries=0)
+    job = ex.submit(getenv, "BATCH_TASK_RETRY_ATTEMPT")
+    assert gcp.preempt(job_name(job.job_id), 0)
+    with pytest.raises(PreemptedError, match="50001"):
+        job.result()
+
+
+def test_a_user_error_is_not_retried(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    ex.update_parameters(gcp_batch_spot_retries=3)
+    job = ex.submit(os._exit, 3)
+    with pytest.raises(jobsub.errors.JobError, match="exit code 3"):
+        job.result()
+    described = gcp.job(job_name(job.job_id))
+    assert described.status.state.name == "FAILED"
+    assert described.status.task_groups["group0"].counts["FAILED"] == 1
+
+
+def test_cancel_ends_the_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    job = ex.submit(time.sleep, 120)
+    wait_until(lambda: job.state is JobState.RUNNING, timeout=60, what="the task running")
+    job.cancel()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=60)
+    assert gcp.job(job_name(job.job_id)).status.state.name in ("CANCELLED", "CANCELLATION_IN_PROGRESS")
+
+
+def test_queued_past_its_limit_is_cancelled_with_batchs_reason(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    from tests.fakes.gcp_batch import NO_CAPACITY
+
+    ex.update_parameters(gcp_batch_queued_timeout_min=0.02, gcp_batch_machine_type=NO_CAPACITY)
+    job = ex.submit(int, 1)
+    with pytest.raises(JobCancelledError, match=r"QUEUED for over 0.02 min.*inadequate quotas"):
+        job.result(timeout=60)
+    wait_until(lambda: gcp.job(job_name(job.job_id)).status.state.name == "CANCELLED", timeout=10, what="CancelJob")
+
+
+def test_reattach_from_another_process(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    job = ex.submit(pow, 3, 4)
+    code = (
+        "import jobsub, sys; (j,) = jobsub.Job.attach(sys.argv[1]); "
+        "print(j.result(timeout=120), j.job_id)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, job.folder.url],
+        capture_output=True, text=True, timeout=180, check=True,
+    )
+    assert out.stdout.split() == ["81", job.job_id]
+
+
+def test_a_429_storm_makes_no_duplicate_job(ex: jobsub.AutoExecutor, gcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CreateJob answered 429 twice, then its answer lost after it went through: one job, adopted."""
+    proxy = FaultProxy(gcp.url)
+    try:
+        monkeypatch.setenv("JOBSUB_GCP_BATCH_ENDPOINT", proxy.url)
+        from jobsub.backends.gcp_batch import GCPBatchBackend
+
+        backend = GCPBatchBackend(ex.storage.url)
+        backend.api.first_delay_s = 0.01
+        own = jobsub.Executor(ex.storage.url, backend=backend, **_specific(), auto_array=False)
+        busy = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}
+        proxy.fail("POST /v1/projects/", 429, busy, times=2)
+        proxy.fail("POST /v1/projects/", 503, {"error": {"code": 503, "message": "lost", "status": "UNAVAILABLE"}},
+                   after_forwarding=True)
+        proxy.fail("GET /v1/projects/", 429, busy, times=3)  # GetJob: the client's own retry would not
+        before = len(gcp.created)
+        job = own.submit(pow, 2, 5)
+        assert job.result(timeout=120) == 32
+        assert len(gcp.created) == before + 1
+        # 429, 429, the lost answer; then GetJob (through its own 429s) found the job: no fourth CreateJob
+        assert proxy.count("POST /v1/projects/") == 3
+        assert proxy.count("GET /v1/projects/") > 3
+    finally:
+        proxy.close()
+
+
+def _specific() -> dict[str, Any]:
+    return {k.removeprefix("gcp_batch_"): v for k, v in gcp_batch_env.parameters().items()}
+
+
+def test_the_built_request_matches_the_golden_file() -> None:
+    """GPU type and count, Spot, resources, time limit, labels, network: the request as sent."""
+    from jobsub.backends.base import Launch
+    from jobsub.backends.gcp_batch import render
+    from jobsub.backends.gcp_batch.params import GCPBatchParameters
+    from jobsub.parameters import CommonParameters
+
+    common = CommonParameters(cpus_per_task=4, mem_gb=15, gpus_per_node=2, timeout_min=90, array_parallelism=10)
+    spec = GCPBatchParameters(
+        project="p", region="us-central1", image="us-docker.pkg.dev/p/r/img:1", machine_type="n1-standard-8",
+        accelerator="nvidia-tesla-t4", provisioning_model="spot", spot_retries=4, service_account="sa@p.iam.gserviceaccount.com",
+        network="global/networks/default", subnetwork="regions/us-central1/subnetworks/default", labels={"team": "ml"},
+        boot_disk_gb=100,
+    )
+    launch = render.task_launch(Launch(
+        folder="gs://b/runs/20260101-000000-abcdef12", backend="gcp_batch", offset=0, tag="20260101-000000-abcdef12-0",
+        env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}, task_env={"index": "BATCH_TASK_INDEX"},
+        code_package="gs://b/runs/.code/0123456789abcdef.tar.gz",
+    ))
+    name = f"projects/p/locations/us-central1/jobs/{render.job_id('', launch.tag)}"
+    assert render.job_name(render.backend_id(name)) == name
+    body = render.job_request(render.named(launch, render.backend_id(name), array=True), 1000, common, spec)
+    if os.environ.get("JOBSUB_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    assert body == json.loads(GOLDEN.read_text())
+    policy = body["allocationPolicy"]["instances"][0]["policy"]
+    assert policy["accelerators"] == [{"type": "nvidia-tesla-t4", "count": "2"}]
+    assert policy["provisioningModel"] == "SPOT"
+    from google.cloud import batch_v1
+
+    parsed = batch_v1.Job.from_json(json.dumps(body))  # Batch's own schema: no unknown field
+    assert parsed.task_groups[0].task_spec.lifecycle_policies[0].action_condition.exit_codes == [50001]
+    assert render.job_id("My Job_Name!", launch.tag) == "my-job-name-20260101-000000-abcdef12-0"
+    assert len(render.job_id("x" * 80, launch.tag)) == 63
+
+
+@pytest.mark.parametrize(
+    ("parameters", "says"),
+    [
+        ({"gcp_batch_image": ""}, "gcp_batch_image"),
+        ({"gcp_batch_region": ""}, "gcp_batch_region"),
+        ({"gpus_per_node": 1}, "gcp_batch_accelerator"),
+        ({"gcp_batch_machine_type": "big machine"}, "'big machine'"),
+        ({"gcp_batch_accelerator": "tesla"}, "'tesla'"),
+        ({"gcp_batch_labels": {"Team": "x"}}, "'Team'"),
+        ({"gcp_batch_provisioning_model": "cheap"}, "'cheap'"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_sent(
+    ex: jobsub.AutoExecutor, gcp: Any, parameters: dict[str, Any], says: str
+) -> None:
+    before = gcp.calls["CreateJob"]
+    with pytest.raises(InvalidParameterError, match=says):
+        ex.update_parameters(**parameters)
+        ex.submit(int, 1)
+    assert gcp.calls["CreateJob"] == before
+
+
+def test_a_local_folder_is_refused(gcp: Any, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="gcp_batch"):
+        ex = jobsub.AutoExecutor(folder=tmp_path, cluster="gcp_batch")
+        ex.update_parameters(**gcp_batch_env.parameters())
+        ex.submit(int, 1)
+
+
+def test_logs_come_from_cloud_logging(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    job = ex.submit(print, "hello from the task")
+    job.result()
+    assert "hello from the task" in (job.stdout() or "")
+    assert gcp.calls["ListLogEntries"] >= 1

@@ -1,0 +1,188 @@
+"""The Kubernetes backend's manifests, without a cluster: golden file and the current schemas.
+
+The test API server (1.20) silently drops the Indexed-only fields (``completionMode``,
+``backoffLimitPerIndex``, ``podFailurePolicy``), so every manifest shape the backend builds
+is checked here against the newest schemas kubernetes-validate ships, strictly (unknown
+fields are errors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobsub import JobState
+from jobsub.backends.kubernetes.manifest import (
+    CONTAINER,
+    INDEX_KEY,
+    RETRIES_ANNOTATION,
+    job_manifest,
+    job_name,
+)
+from jobsub.backends.kubernetes.params import KubernetesParameters
+from jobsub.backends.kubernetes.status import DISRUPTION_RETRIES, task_status
+from jobsub.cloud.kube import KubeGateway
+from jobsub.errors import BackendError, InvalidParameterError, SubmissionError
+from jobsub.parameters import CommonParameters
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+GOLDEN = Path(__file__).parent / "golden" / "kubernetes_job.json"
+
+
+def _full() -> dict[str, Any]:
+    common = CommonParameters(timeout_min=1.5, mem_gb=2, cpus_per_task=2, gpus_per_node=1, array_parallelism=2)
+    spec = KubernetesParameters(
+        namespace="team", image="registry.example/py:3.11", pvc="shared:/mnt/shared",
+        secrets={"TOKEN": "api-token/value"}, node_selector={"pool": "gpu"},
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        service_account="runner", image_pull_secrets=["regcred"], labels={"team": "ml"},
+        annotations={"owner": "ml"}, retries=2,
+    )
+    return job_manifest(
+        job_name("20260101-000000-abcdef01-0"), ["python3", "-m", "jobsub.worker", "/mnt/shared/runs/x"], 5,
+        common, spec, root="/mnt/shared/runs", env={"MODE": "test"}, folder_path="/mnt/shared/runs/x",
+    )
+
+
+def _minimal() -> dict[str, Any]:
+    return job_manifest(
+        job_name("t"), ["python3"], 1, CommonParameters(), KubernetesParameters(image="py"),
+        root="s3://bucket/runs", env={}, folder_path=None,
+    )
+
+
+@pytest.mark.parametrize("build", [_full, _minimal])
+def test_manifests_are_valid_for_current_kubernetes(build: Any) -> None:
+    version = kubernetes_validate.utils.latest_version()
+    kubernetes_validate.validate(build(), version, strict=True)
+
+
+def test_golden_manifest() -> None:
+    """The whole Job of a full parameter set; delete the golden file to regenerate it if intended."""
+    rendered = json.dumps(_full(), indent=2, sort_keys=True) + "\n"
+    if not GOLDEN.exists():
+        GOLDEN.write_text(rendered)
+    assert rendered == GOLDEN.read_text()
+
+
+def test_indexed_per_index_retries_and_disruptions_ignored() -> None:
+    spec = _full()["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert (spec["completions"], spec["parallelism"], spec["backoffLimitPerIndex"]) == (5, 2, 2)
+    assert spec["podFailurePolicy"]["rules"][0]["action"] == "Ignore"
+    pod = spec["template"]["spec"]
+    assert pod["activeDeadlineSeconds"] == 90 and pod["restartPolicy"] == "Never"
+
+
+def test_secrets_are_references_never_values() -> None:
+    env = _full()["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-token", "key": "value"}}} in env
+
+
+def test_pod_names_stay_dns_labels() -> None:
+    """``<job>-<index>-<5>`` for the largest index fits in 63 characters."""
+    assert len(f"{job_name('x' * 500)}-99999-abcde") <= 63
+
+
+def test_claim_must_contain_the_folder() -> None:
+    with pytest.raises(InvalidParameterError, match="does not contain the folder"):
+        job_manifest("j", ["p"], 1, CommonParameters(), KubernetesParameters(image="i", pvc="c:/data"),
+                     root="/tmp/r", env={}, folder_path="/tmp/r/x")
+
+
+def test_bad_secret_reference_is_refused() -> None:
+    with pytest.raises(ValueError, match="secret-name/key"):
+        KubernetesParameters(secrets={"A": "no-key"})
+
+
+def _api_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Exception:
+    from kubernetes.client.rest import ApiException
+
+    exc = ApiException(status=status, reason="x")
+    exc.body = json.dumps(body)
+    exc.headers = headers or {}
+    return exc
+
+
+def test_gateway_maps_errors() -> None:
+    gateway = KubeGateway()
+    forbidden = _api_error(403, {"message": 'jobs.batch is forbidden: User "u" cannot create resource "jobs"'})
+    mapped = gateway.map_error(forbidden, "creating Job j", submitting=True)
+    assert isinstance(mapped, SubmissionError) and 'cannot create resource "jobs"' in str(mapped)
+    missing = _api_error(404, {"message": 'namespaces "nope" not found', "details": {"name": "nope", "kind": "namespaces"}})
+    assert "namespace 'nope' does not exist" in str(gateway.map_error(missing, "creating Job j", submitting=True))
+    invalid = _api_error(422, {"message": "Job.batch \"j\" is invalid: spec.completions: Invalid value"})
+    assert "spec.completions" in str(gateway.map_error(invalid, "creating Job j", submitting=True))
+    assert isinstance(gateway.map_error(_api_error(500, {}), "listing", submitting=False), BackendError)
+
+
+def test_gateway_retries_429_after_retry_after() -> None:
+    gateway = KubeGateway()
+    assert gateway.transient(_api_error(429, {}, {"Retry-After": "3"})) == 3.0
+    assert gateway.transient(_api_error(503, {})) == 0.0
+    assert gateway.transient(ConnectionResetError()) == 0.0
+    assert gateway.transient(_api_error(422, {})) is None
+
+
+def _pod(phase: str, *, reason: str | None = None, terminated: str | None = None, exit_code: int = 1,
+         waiting: str | None = None, disruption: bool = False, index: int = 0, age: int = 0) -> Any:
+    """A pod as the client deserializes it (the models of the kubernetes package)."""
+    import datetime
+
+    from kubernetes import client
+
+    state = client.V1ContainerState(
+        terminated=client.V1ContainerStateTerminated(exit_code=exit_code, reason=terminated) if terminated else None,
+        waiting=client.V1ContainerStateWaiting(reason=waiting, message='Back-off pulling image "x"') if waiting else None,
+    )
+    conditions = [client.V1PodCondition(type="DisruptionTarget", status="True")] if disruption else None
+    created = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=age)
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=f"p{age}", annotations={INDEX_KEY: str(index)}, creation_timestamp=created),
+        status=client.V1PodStatus(
+            phase=phase, reason=reason, conditions=conditions,
+            container_statuses=[client.V1ContainerStatus(
+                name=CONTAINER, image="i", image_id="", ready=False, restart_count=0, state=state)],
+        ),
+    )
+
+
+def _job(retries: int = 0) -> Any:
+    from kubernetes import client
+
+    return client.V1Job(metadata=client.V1ObjectMeta(name="j", annotations={RETRIES_ANNOTATION: str(retries)}),
+                        status=client.V1JobStatus())
+
+
+def test_failure_table_judged_by_the_main_container() -> None:
+    assert task_status(_job(), [_pod("Failed", terminated="OOMKilled", exit_code=137)]).state == JobState.OUT_OF_MEMORY
+    assert task_status(_job(), [_pod("Failed", reason="DeadlineExceeded")]).state == JobState.TIMEOUT
+    failed = task_status(_job(), [_pod("Failed", terminated="Error", exit_code=3)])
+    assert failed.state == JobState.FAILED and "exit code 3" in failed.reason
+    assert task_status(_job(retries=1), [_pod("Failed", terminated="Error")]).state == JobState.PENDING
+    assert task_status(_job(), [_pod("Running")]).state == JobState.RUNNING
+
+
+def test_disruptions_do_not_spend_retries_until_the_last() -> None:
+    evicted = [_pod("Failed", reason="Evicted", disruption=True, age=i) for i in range(DISRUPTION_RETRIES)]
+    assert task_status(_job(), evicted).state == JobState.PENDING
+    last = [*evicted, _pod("Failed", reason="Evicted", disruption=True, age=99)]
+    assert task_status(_job(), last).state == JobState.PREEMPTED
+
+
+def test_pending_shows_the_kubelets_reason() -> None:
+    waiting = task_status(_job(), [_pod("Pending", waiting="ImagePullBackOff")])
+    assert waiting.state == JobState.PENDING and waiting.reason.startswith("ImagePullBackOff: Back-off pulling")
+
+
+def test_no_cluster_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig and not in a pod: the executor fails at creation, saying where it looked."""
+    import jobsub
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(BackendError, match="no Kubernetes configuration found.*KUBECONFIG"):
+        jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
