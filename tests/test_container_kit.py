@@ -54,8 +54,11 @@ def test_a_bucket_root_gets_each_code_package_once(tree: Path, monkeypatch: pyte
     store = MemoryStorage(f"memory://{uuid.uuid4().hex}")
     spec = ContainerParameters(code_root=str(tree))
     url = ship_code(spec, store, cwd=None, upload=True)
-    assert url is not None and url.startswith(f"{store.url}/.code/") and url.endswith(".tar.gz")
-    key = url.removeprefix(store.url + "/")
+    assert url is not None and url.startswith(f"{store.url}/.code/")
+    # a bucket's package is named with its digest, which the bootstrap checks before running it
+    location, _, digest = url.partition("#sha256=")
+    assert location.endswith(".tar.gz") and len(digest) == 64
+    key = location.removeprefix(store.url + "/")
     assert key == code_package_key(Path(key).name.removesuffix(".tar.gz"))
     writes: list[str] = []
     monkeypatch.setattr(store, "write_bytes", lambda k, *a, **kw: writes.append(k))
