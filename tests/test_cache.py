@@ -156,7 +156,10 @@ def locked(x):
 
 
 def _load_config(path: Path, name: str, scale: int, prefix: str = "") -> Any:
-    path.write_text(_CONFIG_MODULE.format(scale=scale, prefix=prefix))
+    # a size of its own per version: the local backend's tasks import the module in processes of
+    # their own, which do write .pyc files, and a rewrite within the same second at the same size
+    # would be read back from the first version's .pyc there
+    path.write_text(f"# {'v' * scale}\n" + _CONFIG_MODULE.format(scale=scale, prefix=prefix))
     sys.modules.pop(name, None)
     importlib.invalidate_caches()
     return importlib.import_module(name)
