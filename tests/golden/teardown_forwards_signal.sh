@@ -15,7 +15,7 @@ trap '' USR2
 worker=$!
 trap 'kill -USR2 $worker 2>/dev/null' USR2
 wait $worker; rc=$?
-while kill -0 $worker 2>/dev/null; do wait $worker; rc=$?; done
+while [ $rc -gt 128 ]; do wait $worker; again=$?; [ $again -eq 127 ] && break; rc=$again; done
 
 # teardown
 echo teardown ran

@@ -229,13 +229,15 @@ def sbatch_script(
         lines += [run, "rc=$?"]
     else:
         # the batch shell stays (teardown runs after the worker), so it must pass the
-        # checkpoint signal on; `wait` returns early when a trapped signal arrives
+        # checkpoint signal on; `wait` returns early (>128) when a trapped signal arrives, and is
+        # asked again for the worker's own status, which bash keeps even when the worker ended
+        # while the trap ran; 127 says that status was already given (the worker's own >128 code)
         lines += [
             f"{run} &",
             "worker=$!",
             f"trap 'kill -{SIGNAL} $worker 2>/dev/null' {SIGNAL}",
             "wait $worker; rc=$?",
-            "while kill -0 $worker 2>/dev/null; do wait $worker; rc=$?; done",
+            "while [ $rc -gt 128 ]; do wait $worker; again=$?; [ $again -eq 127 ] && break; rc=$again; done",
         ]
     if slurm.teardown:
         lines += ["", "# teardown", *slurm.teardown, "exit $rc"]
