@@ -13,9 +13,10 @@ export PYTHONUNBUFFERED=1
 trap '' USR2
 /usr/bin/python3 -m jobsub.worker '{TMP}/a'"'"'; echo foo "b c"/runs/KEY' --backend slurm --logs --env index=SLURM_ARRAY_TASK_ID --env rank=SLURM_PROCID --env local_rank=SLURM_LOCALID --env node=SLURM_NODEID --env num_tasks=SLURM_NTASKS --env num_nodes=SLURM_JOB_NUM_NODES --env job_id=SLURM_JOB_ID --env array_job_id=SLURM_ARRAY_JOB_ID --offset 6 &
 worker=$!
-trap 'kill -USR2 $worker 2>/dev/null' USR2
+forwarded=0
+trap 'forwarded=1; kill -USR2 $worker 2>/dev/null' USR2
 wait $worker; rc=$?
-while [ $rc -gt 128 ]; do wait $worker; again=$?; [ $again -eq 127 ] && break; rc=$again; done
+while [ $forwarded = 1 ]; do forwarded=0; wait $worker; again=$?; [ $again = 127 ] || rc=$again; done
 
 # teardown
 echo teardown ran

@@ -229,15 +229,16 @@ def sbatch_script(
         lines += [run, "rc=$?"]
     else:
         # the batch shell stays (teardown runs after the worker), so it must pass the
-        # checkpoint signal on; `wait` returns early (>128) when a trapped signal arrives, and is
-        # asked again for the worker's own status, which bash keeps even when the worker ended
-        # while the trap ran; 127 says that status was already given (the worker's own >128 code)
+        # checkpoint signal on.  `wait` returns early (>128) when the trap ran: the worker is
+        # then asked again for its own status (bash keeps it even when the worker ended while the
+        # trap ran); a 127 there means bash had already given it (bash < 5.1), so rc stands
         lines += [
             f"{run} &",
             "worker=$!",
-            f"trap 'kill -{SIGNAL} $worker 2>/dev/null' {SIGNAL}",
+            "forwarded=0",
+            f"trap 'forwarded=1; kill -{SIGNAL} $worker 2>/dev/null' {SIGNAL}",
             "wait $worker; rc=$?",
-            "while [ $rc -gt 128 ]; do wait $worker; again=$?; [ $again -eq 127 ] && break; rc=$again; done",
+            "while [ $forwarded = 1 ]; do forwarded=0; wait $worker; again=$?; [ $again = 127 ] || rc=$again; done",
         ]
     if slurm.teardown:
         lines += ["", "# teardown", *slurm.teardown, "exit $rc"]
