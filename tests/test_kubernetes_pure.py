@@ -179,10 +179,62 @@ def test_pending_shows_the_kubelets_reason() -> None:
 
 
 def test_no_cluster_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No kubeconfig and not in a pod: the executor fails at creation, saying where it looked."""
+    """No kubeconfig and not in a pod: the executor fails at creation, naming the file it looked
+    for, before its folder is written."""
     import jobsub
 
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    missing = tmp_path / "missing-kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(BackendError, match="no Kubernetes configuration found.*KUBECONFIG"):
+    with pytest.raises(BackendError, match=f"no Kubernetes configuration found: no kubeconfig file at {missing}"):
         jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_kubeconfig_anywhere_names_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBECONFIG unset and no ~/.kube/config: the default path is named."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(BackendError, match=f"{tmp_path}/.kube/config .the default.*not in a pod"):
+        KubeGateway().check_credentials()
+
+
+def _kubeconfig(tmp_path: Path, current: str = "test") -> Path:
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
+        f"current-context: '{current}'\n"
+    )
+    return path
+
+
+def test_missing_context_is_named_before_the_folder_is_written(tmp_path: Path) -> None:
+    """A context the kubeconfig does not have: refused at executor creation, nothing written, no call made."""
+    import jobsub
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    path = _kubeconfig(tmp_path)
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(path), context="prod")
+    with pytest.raises(BackendError, match=rf"kubeconfig {path} has no context 'prod': its contexts are \['test'\]"):
+        jobsub.Executor(folder=tmp_path / "runs", backend=backend)
+    assert not (tmp_path / "runs").exists()
+    assert not backend.api.counts  # nothing was sent
+    KubeGateway(str(path), "test").check_credentials()  # the context that exists passes
+    with pytest.raises(BackendError, match=r"kubeconfig .* cannot be read: .*name gone"):
+        KubeGateway(str(_kubeconfig(tmp_path, current="gone"))).check_credentials()
+
+
+def test_in_cluster_service_account_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig but a pod's service account: the credentials are there (checked without a call)."""
+    from jobsub.cloud import kube
+
+    token = tmp_path / "token"
+    token.write_text("t")
+    monkeypatch.setattr(kube, "_SERVICE_ACCOUNT_TOKEN", str(token))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    KubeGateway().check_credentials()
