@@ -214,6 +214,35 @@ def test_bucket_folder_with_credentials_from_a_secret(tmp_path: Any) -> None:
     assert [j.result(timeout=120) for j in jobs] == [4, 6]
 
 
+def test_gcs_bucket_folder(tmp_path: Any) -> None:
+    """A folder in a gs:// bucket (fake-gcs-server, its real JSON API): the code package is uploaded
+    beside it, the pods (host network) read and write the bucket through STORAGE_EMULATOR_HOST,
+    which the store hands to the tasks, and the results come back through it."""
+    kube_env.require()
+    from tests.emulators import endpoint_problem
+
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
+    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", "/storage/v1/b", b"storage#buckets", endpoint)
+    if problem:
+        pytest.skip(problem)
+    from google.cloud import storage
+
+    client = storage.Client()
+    bucket = "jobsub-k8s-test"
+    if client.lookup_bucket(bucket) is None:
+        client.create_bucket(bucket)
+    prefix = uuid.uuid4().hex[:12]
+    ex = jobsub.AutoExecutor(folder=f"gs://{bucket}/{prefix}", cluster="kubernetes")
+    ex.update_parameters(**{k: v for k, v in kube_env.parameters().items() if k != "k8s_pvc"})
+    jobs = ex.map_array(tasks.add, [1, 2], [30, 40])
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+    job = _jobs(name)[0]
+    assert not job.spec.template.spec.volumes  # no claim: the bucket is the only way to the folder
+    assert [j.result(timeout=120) for j in jobs] == [31, 42]
+    names = [b.name for b in client.list_blobs(bucket, prefix=f"{prefix}/")]
+    assert any("/.code/" in n for n in names), names  # the code package, uploaded beside the folders
+
+
 def test_debug_runs_attached_on_this_machines_engine(ex: jobsub.AutoExecutor) -> None:
     """k8s_debug=True: the same image, command and folder, run attached here; no Job is created."""
     from jobsub.backends.kubernetes.manifest import job_name
