@@ -115,18 +115,20 @@ def test_throttling_storm_is_ridden_out(ex: jobsub.AutoExecutor) -> None:
     assert len(_jobs(job.job_id.partition(".")[2])) == 1
 
 
+def _running_pod(name: str) -> str | None:
+    """The name of a Running pod of Job ``name`` (the played kubelet started its container), or None."""
+    cluster = kube_env.cluster()
+    pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
+    return next((p.metadata.name for p in pods if p.status.phase == "Running"), None)
+
+
 def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     """An eviction (DisruptionTarget) does not spend the task's retries (0 here): it runs again."""
     job = ex.submit(tasks.sleep_then, 5, 2)
     cluster = kube_env.cluster()
     name = job.job_id.partition(".")[2]
-
-    def running_pod() -> str | None:
-        pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
-        return next((p.metadata.name for p in pods if p.status.phase == "Running"), None)
-
-    wait_until(running_pod, 60, "a running pod")
-    first = running_pod()
+    wait_until(lambda: _running_pod(name), 60, "a running pod")
+    first = _running_pod(name)
     assert first
     cluster.controller.evict(first)
     assert job.result(timeout=120) == 2
@@ -134,6 +136,31 @@ def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     assert len(pods) == 2  # the evicted one and its retry (which wrote the result)
     evicted = next(p for p in pods if p.metadata.name == first)
     assert (evicted.status.phase, evicted.status.reason) == ("Failed", "Evicted")
+
+
+def test_evicted_more_often_than_retried_is_preempted(ex: jobsub.AutoExecutor) -> None:
+    """Disruptions within the limit (three) run the task again without spending its retries (0
+    here); one more reads PREEMPTED with the kubelet's reason, and the Job, whose controller would
+    replace the pod for ever (podFailurePolicy Ignore), is deleted.  Real: the API server, its
+    status subresources and garbage collector.  Played: the kubelet's eviction (``evict``: the
+    container killed, the pod Failed/Evicted with a DisruptionTarget condition) and the Job
+    controller's replacement pods."""
+    from jobsub.backends.kubernetes.status import DISRUPTION_RETRIES
+
+    job = ex.submit(tasks.sleep_then, 60, 1)
+    cluster = kube_env.cluster()
+    name = job.job_id.partition(".")[2]
+    evicted: list[str] = []
+    for _ in range(DISRUPTION_RETRIES + 1):
+        wait_until(lambda: _running_pod(name) not in (None, *evicted), 60, "a (replacement) pod running")
+        evicted.append(_running_pod(name) or "")
+        if len(evicted) <= DISRUPTION_RETRIES:  # within the limit: not final, its retries (0) unspent
+            assert not job.status(force=True).state.is_final
+        cluster.controller.evict(evicted[-1])
+    with pytest.raises(jobsub.PreemptedError, match=rf"Evicted.*disrupted {DISRUPTION_RETRIES + 1} times"):
+        job.result(timeout=120)
+    assert job.state == "PREEMPTED"
+    wait_until(lambda: not _jobs(name), 30, "the Job deleted")
 
 
 def test_missing_namespace_is_a_clear_error(ex: jobsub.AutoExecutor) -> None:

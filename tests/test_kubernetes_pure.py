@@ -171,6 +171,9 @@ def test_disruptions_do_not_spend_retries_until_the_last() -> None:
     assert task_status(_job(), evicted).state == JobState.PENDING
     last = [*evicted, _pod("Failed", reason="Evicted", disruption=True, age=99)]
     assert task_status(_job(), last).state == JobState.PREEMPTED
+    # the controller replaces the pod regardless (podFailurePolicy Ignore): the verdict stands
+    spent = task_status(_job(), [*last, _pod("Running", age=100)])
+    assert spent.state == JobState.PREEMPTED and f"disrupted {DISRUPTION_RETRIES + 1} times" in spent.reason
 
 
 def test_pending_shows_the_kubelets_reason() -> None:

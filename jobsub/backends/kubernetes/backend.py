@@ -90,6 +90,7 @@ class KubernetesBackend(Backend):
         self.context = context
         self.api = KubeGateway(self.kubeconfig, context)
         self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
+        self._ended_tasks: dict[tuple[str, int], Status] = {}  # (Job id, index) -> final, of Jobs it deleted
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
         self._forgotten = ForgottenJobs(lambda: self.storage, "Kubernetes")
 
@@ -188,9 +189,11 @@ class KubernetesBackend(Backend):
         for backend_id in backend_ids:
             if is_attached(backend_id):
                 continue
-            job, _, _ = backend_id.partition("_")
+            job, index = split_id(backend_id)
             if job in self._final:
                 answer[backend_id] = self._final[job]
+            elif (job, index or 0) in self._ended_tasks:
+                answer[backend_id] = self._ended_tasks[job, index or 0]
             elif "." not in job:
                 answer[backend_id] = Status(JobState.LOST, f"not a Kubernetes job id: {backend_id}")
             else:
@@ -208,6 +211,7 @@ class KubernetesBackend(Backend):
         for pod in self._unfinished_pods(namespace, selector):
             pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
         answer: dict[str, Status] = {}
+        judged: set[str] = set()
         for backend_id in backend_ids:
             job_key, index_or_none = split_id(backend_id)
             name, index = job_key.partition(".")[2], index_or_none or 0
@@ -224,7 +228,35 @@ class KubernetesBackend(Backend):
                 continue
             mine = [p for p in pods[name] if pod_status.index_of(p) == index]
             answer[backend_id] = pod_status.task_status(job, mine)
+            if name not in judged:
+                judged.add(name)
+                self._end_when_spent(job_key, job, pods[name])
         return answer
+
+    def _end_when_spent(self, job_key: str, job: Any, pods: list[Any]) -> None:
+        """Delete a Job left with nothing to do but replace the pods of tasks already PREEMPTED.
+
+        Its ``podFailurePolicy`` ignores disruptions, so the controller would retry a task past
+        jobsub's limit for ever; once every other task has ended, the Job is deleted and the
+        final states of its failed tasks are kept (a process that did not delete it reads the
+        folder: a task without a result is then LOST).
+        """
+        if not any(p.status.phase == "Failed" for p in pods):
+            return
+        by_index: dict[int, list[Any]] = defaultdict(list)
+        for pod in pods:
+            by_index[pod_status.index_of(pod) or 0].append(pod)
+        spent = {i for i, mine in by_index.items() if pod_status.over_disrupted(mine) is not None}
+        if not spent:
+            return
+        ended = {i: status for i, mine in by_index.items() if (status := pod_status.task_status(job, mine)).state.is_final}
+        live = {i for i, mine in by_index.items() if any(p.status.phase in ("Pending", "Running") for p in mine)}
+        if live - spent or (job.status.succeeded or 0) + len(ended) < (job.spec.completions or 1):
+            return  # other tasks still run or wait for a slot: the Job stays
+        self._ended_tasks.update({(job_key, i): status for i, status in ended.items()})
+        logger.warning("Job %s ends: tasks %s disrupted more than %d times", job_key, sorted(spent),
+                       pod_status.DISRUPTION_RETRIES)
+        self._delete(job.metadata.namespace, job.metadata.name)
 
     def _unfinished_pods(self, namespace: str, selector: str) -> list[Any]:
         found: list[Any] = []
