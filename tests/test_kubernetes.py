@@ -163,6 +163,20 @@ def test_evicted_more_often_than_retried_is_preempted(ex: jobsub.AutoExecutor) -
     wait_until(lambda: not _jobs(name), 30, "the Job deleted")
 
 
+def test_logs_of_a_finished_task_while_its_array_runs(ex: jobsub.AutoExecutor) -> None:
+    """stdout() of a task that ended while the other task of its Job still runs: its own pod's end is
+    asked (one pod list), not the Job's, which would wait out the log policy's grace on the sibling."""
+    jobs = ex.map_array(tasks.print_then_sleep, ["first-done", "still-running"], [0, 120])
+    assert jobs[0].result(timeout=120) == "done"
+    counts = ex.backend.api.counts  # type: ignore[attr-defined]  # this test's own backend (its own root)
+    before = dict(counts)
+    assert "first-done" in (jobs[0].stdout() or "")
+    calls = {k: v - before.get(k, 0) for k, v in counts.items() if v != before.get(k, 0)}
+    assert calls.get("list_namespaced_job", 0) == 0 and calls.get("list_namespaced_pod", 0) <= 2, calls
+    assert not jobs[1].done()
+    jobs[1].cancel()
+
+
 def test_missing_namespace_is_a_clear_error(ex: jobsub.AutoExecutor) -> None:
     """The real server's 404 for the namespace becomes an error naming it; nothing is left behind."""
     ex.update_parameters(k8s_namespace="no-such-namespace")

@@ -241,3 +241,18 @@ def test_in_cluster_service_account_is_enough(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     KubeGateway().check_credentials()
+
+
+def test_one_task_per_pod_and_the_image_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
+    """The executor's checks (Capabilities.one_task_per_job, check_parameters) refuse at submit, no call made."""
+    import jobsub
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(_kubeconfig(tmp_path)))
+    ex = jobsub.Executor(folder=tmp_path / "runs", backend=backend)
+    with pytest.raises(InvalidParameterError, match="k8s_image="):
+        ex.submit(len, "abc")
+    ex.update_parameters(image="py", nodes=2)
+    with pytest.raises(InvalidParameterError, match="runs one task per job.*nodes=2"):
+        ex.submit(len, "abc")
+    assert not backend.api.counts

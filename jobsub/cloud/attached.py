@@ -122,6 +122,8 @@ def run_tasks(
 def run_submission_here(
     launch: Launch, argv: list[str], image: str, n_tasks: int, common: CommonParameters, folder: JobFolder,
     env_of: Callable[[int, str], dict[str, str]],
+    *,
+    shared: Sequence[str] = (),
 ) -> str:
     """``debug=True`` on a scheduler backend: the ``n_tasks`` tasks of ``launch`` in containers of
     ``image``, attached, within ``timeout_min`` and ``mem_gb``, on the host's network (the bucket's
@@ -129,9 +131,12 @@ def run_submission_here(
 
     ``env_of(i, job_id)``: the environment of the submission's task ``i`` (folder task
     ``launch.offset + i``) with the variables its scheduler would set (its index, its job id;
-    ``job_id``: the submission's).
+    ``job_id``: the submission's).  ``shared``: directories of this machine the containers see
+    at the same path, read-write (a folder the scheduler's tasks reach through a volume).
     """
     host_config: dict[str, Any] = {"network_mode": "host"}
+    if shared:
+        host_config["binds"] = {path: {"bind": path, "mode": "rw"} for path in shared}
     if common.mem_gb:
         host_config["mem_limit"] = int(common.mem_gb * 2**30)
     timeout_s = None if common.timeout_min is None else common.timeout_min * 60

@@ -19,7 +19,6 @@ Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...cloud.arrays import ForgottenJobs, split_id
-from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.attached import attached_states, is_attached, run_submission_here
 from ...cloud.container import container_command
 from ...cloud.kube import KubeGateway, status_of
 from ...cloud.logs import provider_or_folder_logs
@@ -36,7 +35,6 @@ from ...errors import InvalidParameterError, JobsubError
 from ...folder import JobFolder
 from ...parameters import Resolved
 from ...states import JobState, Status
-from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import status as pod_status
 from .manifest import (
@@ -81,6 +79,7 @@ class KubernetesBackend(Backend):
     poll_interval_s = 2.0
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=True, object_store_folders=True, client_disk=False, env_shown=True,
+        one_task_per_job=True,  # an Indexed Job's pod runs one task
     )
     result_parameters = ("image", "python")
 
@@ -106,21 +105,16 @@ class KubernetesBackend(Backend):
         """The client importable and a configuration found; no call to the cluster yet."""
         self.api.client("batch")
 
+    def check_parameters(self, params: Resolved) -> None:
+        if not params.specific.image:
+            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
+
     def max_array_size(self, params: Resolved) -> int:
         return MAX_COMPLETIONS
 
-    @functools.cached_property
-    def storage(self) -> Storage:
-        """The executor's root (the attached runs' exit records are read from it)."""
-        return open_storage(self.root)
-
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        common, spec = params.common, params.specific
-        if not spec.image:
-            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
-        if common.nodes > 1 or common.tasks_per_node > 1:
-            raise InvalidParameterError("the kubernetes backend runs one task per pod: use nodes=1 and tasks_per_node=1")
+        common, spec = params.common, params.specific  # checked by check_parameters and the executor
         folder_path = str(folder.storage.local_path("")) if folder.path is not None else None
         if folder_path is not None and not spec.pvc:
             raise InvalidParameterError(
@@ -129,14 +123,16 @@ class KubernetesBackend(Backend):
             )
         name = job_name(launch.tag or folder.key)
         job_id = f"{spec.namespace}.{name}"
-        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>]
+        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>].  Not the kit's
+        # scheduled_launch: it leaves the streams to the provider's log, and a pod's log goes with
+        # the pod (ttlSecondsAfterFinished, a cancel); the worker's copy in the folder outlives both
         launch = launch.replace(
             env={**launch.env, JOB_ID_VARIABLE: job_id},
             task_env={**launch.task_env, ("array_job_id" if array else "job_id"): JOB_ID_VARIABLE},
         )
         argv = container_command(launch, spec.python)
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
-            return self._run_attached(launch, argv, n_tasks, params, folder)
+            return self._run_here(launch, argv, n_tasks, params, folder)
         manifest = job_manifest(
             name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
         )
@@ -155,24 +151,16 @@ class KubernetesBackend(Backend):
                 raise
             logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
 
-    def _run_attached(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
-        """``debug=True``: each task attached on this machine's engine, with the variables a pod sees."""
-        common = params.common
-        host_config: dict[str, Any] = {"network_mode": "host"}
-        if folder.path is not None:  # the claim holds the folder at the same path
-            root = str(folder.storage.local_path(""))
-            host_config["binds"] = {root: {"bind": root, "mode": "rw"}}
-        if common.mem_gb:
-            host_config["mem_limit"] = int(common.mem_gb * 2**30)
-        backend_id = attached_id(launch)
+    def _run_here(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
+        """``debug=True``: the kit's attached run, with the variables a pod sees and the claim's folder."""
+        shared = [str(folder.storage.local_path(""))] if folder.path is not None else []  # the claim's path
 
-        def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
-            return {**launch.env, JOB_ID_VARIABLE: backend_id, "JOB_COMPLETION_INDEX": str(index - launch.offset)}, {}
+        def env_of(index: int, job_id: str) -> dict[str, str]:
+            return {**launch.env, JOB_ID_VARIABLE: job_id, "JOB_COMPLETION_INDEX": str(index)}
 
-        timeout_s = None if common.timeout_min is None else common.timeout_min * 60
-        run_tasks(AttachedRun(params.specific.image, argv, host_config, timeout_s=timeout_s), folder,
-                  range(launch.offset, launch.offset + n_tasks), env_of)
-        return backend_id
+        return run_submission_here(
+            launch, argv, params.specific.image, n_tasks, params.common, folder, env_of, shared=shared,
+        )
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
@@ -314,29 +302,40 @@ class KubernetesBackend(Backend):
                 raise
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
-        """The log of the pod that ran the task (the kit's policy: else the folder's)."""
+        """The log of the pod that ran the task (the kit's policy: else the folder's).
+
+        The task has ended when its latest pod has (one list call): not when its whole Job has,
+        which for an array waits on the other tasks.
+        """
         if is_attached(backend_id):
             return super().logs(backend_id, folder, index, rank)
+        seen: list[Any] = []  # the task's latest pod, as `ended` last listed it
+
+        def ended() -> bool:
+            seen[:] = [self._latest_pod(backend_id)]
+            return seen[0] is None or seen[0].status.phase in ("Succeeded", "Failed")
+
         return provider_or_folder_logs(
-            folder, index, rank, ended=lambda: self._ended(backend_id), read=lambda: self._pod_log(backend_id),
+            folder, index, rank, ended=ended, read=lambda: self._pod_log(seen[0] if seen else self._latest_pod(backend_id)),
         )
 
-    def _ended(self, backend_id: str) -> bool:
-        return self.states([backend_id])[backend_id].state.is_final
-
-    def _pod_log(self, backend_id: str) -> str | None:
-        job_key, _, index_text = backend_id.partition("_")
+    def _latest_pod(self, backend_id: str) -> Any:
+        """The newest pod of the task (its last try), or None (not made yet, or deleted)."""
+        job_key, index = split_id(backend_id)
         namespace, _, name = job_key.partition(".")
         pods = [p for p in self.api.call(
             "core", "list_namespaced_pod", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
-        ).items if pod_status.index_of(p) == int(index_text or 0)]
-        if not pods:
+        ).items if pod_status.index_of(p) == (index or 0)]
+        return max(pods, key=lambda p: p.metadata.creation_timestamp) if pods else None
+
+    def _pod_log(self, pod: Any) -> str | None:
+        if pod is None:
             return None
-        latest = max(pods, key=lambda p: p.metadata.creation_timestamp)
         try:
             return str(self.api.call(
-                "core", "read_namespaced_pod_log", name=latest.metadata.name, namespace=namespace, container=CONTAINER,
+                "core", "read_namespaced_pod_log", name=pod.metadata.name, namespace=pod.metadata.namespace,
+                container=CONTAINER,
             ))
-        except Exception:  # the kubelet forgot it, or it never started
-            logger.debug("no log for pod %s", latest.metadata.name, exc_info=True)
+        except JobsubError:  # the kubelet forgot it, or it never started
+            logger.debug("no log for pod %s", pod.metadata.name, exc_info=True)
             return None
