@@ -10,9 +10,10 @@
            ─> per index (status.py); successes are the folder's results, never polled
            ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
            ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
+           ─> a task disrupted more than three times: PREEMPTED; its Job deleted once nothing else runs
     cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
-    logs   ─> read_namespaced_pod_log of the pod that ran the task, else the folder (the kit's policy)
-    debug  ─> the same image, command and folder, attached on this machine's engine (the kit's run)
+    logs   ─> read_namespaced_pod_log of the task's latest pod, else the worker's copy in the folder
+    debug  ─> the same image, command and folder, attached on this machine's engine (run_submission_here)
 
 Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 """
