@@ -256,3 +256,25 @@ def test_one_task_per_pod_and_the_image_are_checked_before_anything_is_sent(tmp_
     with pytest.raises(InvalidParameterError, match="runs one task per job.*nodes=2"):
         ex.submit(len, "abc")
     assert not backend.api.counts
+
+
+def test_a_spent_task_ends_its_job_only_when_nothing_else_of_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task 0 disrupted four times: while task 1 runs its Job stays (deleting it would kill task 1);
+    once task 1 succeeded the Job is deleted and task 0's PREEMPTED is kept by this process."""
+    from kubernetes import client
+
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(_kubeconfig(tmp_path)))
+    deleted: list[str] = []
+    monkeypatch.setattr(backend, "_delete", lambda namespace, name: deleted.append(name))
+    spent = [_pod("Failed", reason="Evicted", disruption=True, age=i) for i in range(DISRUPTION_RETRIES + 1)]
+    job = _job()
+    job.metadata.namespace, job.spec = "ns", client.V1JobSpec(completions=2, template=client.V1PodTemplateSpec())
+    job.status.succeeded = 0
+    backend._end_when_spent("ns.j", job, [*spent, _pod("Running", index=1, age=50)])
+    assert not deleted
+    job.status.succeeded = 1  # task 1's pod succeeded (succeeded pods are not listed)
+    backend._end_when_spent("ns.j", job, [*spent, _pod("Running", age=60)])  # task 0's endless replacement
+    assert deleted == ["j"]
+    assert backend.states(["ns.j_0"])["ns.j_0"].state == JobState.PREEMPTED
