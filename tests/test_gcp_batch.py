@@ -241,6 +241,37 @@ def test_a_local_folder_is_refused(gcp: Any, tmp_path: Path) -> None:
         ex.submit(int, 1)
 
 
+DOMAIN_PROJECT = "example.com:my-project"
+"""A domain-scoped project: its id holds a '.' and a ':'."""
+
+
+def test_ids_of_a_domain_scoped_project_round_trip() -> None:
+    from jobsub.backends.gcp_batch import render
+    from jobsub.cloud.arrays import split_id
+
+    name = f"projects/{DOMAIN_PROJECT}/locations/us-central1/jobs/{render.job_id('fit', '20260101-000000-abcdef12-0')}"
+    ours = render.backend_id(name)
+    assert ours == f"{DOMAIN_PROJECT}.us-central1.fit-20260101-000000-abcdef12-0"
+    assert render.job_name(ours) == name
+    assert split_id(f"{ours}_7") == (ours, 7) and split_id(ours) == (ours, None)
+    assert render.job_name(split_id(f"{ours}_7")[0]) == name
+
+
+def test_a_domain_scoped_project_runs_an_array(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    """Its ids go through the folder's index, the fake's REST paths and the task's own job id."""
+    from tests.tasks import describe_environment
+
+    ex.update_parameters(gcp_batch_project=DOMAIN_PROJECT)
+    jobs = ex.map_array(lambda _: describe_environment(), range(2))
+    seen = [job.result() for job in jobs]
+    parent = jobs[0].job_id.rpartition("_")[0]
+    assert parent.startswith(f"{DOMAIN_PROJECT}.{gcp_batch_env.REGION}.")
+    assert gcp.job(job_name(parent)) is not None
+    assert [s["job_id"] for s in seen] == [job.job_id for job in jobs]  # the task knows its own id
+    again = jobsub.Job(ex.storage.url, jobs[1].job_id)  # found through the folder's id index
+    assert again.result() == seen[1]
+
+
 def test_logs_come_from_cloud_logging(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     job = ex.submit(print, "hello from the task")
     job.result()
