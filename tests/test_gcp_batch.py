@@ -272,6 +272,68 @@ def test_a_domain_scoped_project_runs_an_array(ex: jobsub.AutoExecutor, gcp: Any
     assert again.result() == seen[1]
 
 
+def test_a_debug_run_reads_the_submitters_google_credentials_file(
+    ex: jobsub.AutoExecutor, gcp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """debug=True: a container of the same image on this machine's engine (real), folder on
+    fake-gcs-server (real), nothing sent to the Batch fake.  The task finds the submitter's
+    Application Default Credentials file (a dummy here) where GOOGLE_APPLICATION_CREDENTIALS
+    says, with the project and the store's endpoint; the folder holds none of its secret."""
+    from jobsub.backends.gcp_batch.here import ADC_IN_CONTAINER
+
+    secret = f"refresh-{uuid.uuid4().hex}"
+    adc = tmp_path / "application_default_credentials.json"
+    adc.write_text(json.dumps({
+        "type": "authorized_user", "client_id": "jobsub-test.apps.googleusercontent.com",
+        "client_secret": secret, "refresh_token": secret,
+    }))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+
+    def seen() -> dict[str, Any]:
+        import json as json_in_task
+        import os as os_in_task
+
+        path = os_in_task.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+        with open(path) as f:
+            client_id = json_in_task.load(f)["client_id"]  # read, not returned: the secret stays in the file
+        names = ("GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
+        return {"path": path, "client_id": client_id, **{n: os_in_task.environ.get(n) for n in names}}
+
+    ex.update_parameters(gcp_batch_debug=True)
+    created = gcp.calls["CreateJob"]
+    job = ex.submit(seen)
+    assert job.job_id.startswith("here-")
+    assert job.result(timeout=120) == {
+        "path": ADC_IN_CONTAINER, "client_id": "jobsub-test.apps.googleusercontent.com",
+        "GOOGLE_CLOUD_PROJECT": gcp_batch_env.PROJECT, "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+    }
+    assert gcp.calls["CreateJob"] == created
+    from google.cloud import storage
+
+    bucket, _, prefix = job.folder.url.removeprefix("gs://").partition("/")
+    blobs = list(storage.Client().list_blobs(bucket, prefix=prefix.rpartition("/")[0]))
+    assert blobs, "the folder is in the bucket"
+    for blob in blobs:
+        assert secret.encode() not in blob.download_as_bytes(), blob.name
+
+
+def test_the_credentials_file_is_the_one_google_auth_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobsub.backends.gcp_batch.here import adc_file
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    assert adc_file() is None  # gcloud never logged in for applications here
+    gcloud = tmp_path / "application_default_credentials.json"
+    gcloud.write_text("{}")
+    assert adc_file() == str(gcloud)
+    named = tmp_path / "key.json"
+    named.write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(named))
+    assert adc_file() == str(named)  # the variable first, as google-auth reads it
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "gone.json"))
+    assert adc_file() is None
+
+
 def test_logs_come_from_cloud_logging(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     job = ex.submit(print, "hello from the task")
     job.result()
