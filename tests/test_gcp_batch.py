@@ -219,14 +219,25 @@ def test_the_built_request_matches_the_golden_file() -> None:
         ({"gcp_batch_region": ""}, "gcp_batch_region"),
         ({"gpus_per_node": 1}, "gcp_batch_accelerator"),
         ({"gcp_batch_machine_type": "big machine"}, "'big machine'"),
+        ({"gcp_batch_machine_type": "N2-STANDARD-4"}, "'N2-STANDARD-4'.*did you mean 'n2-standard-4'"),
+        ({"gcp_batch_machine_type": "zones/us-central1-a/machineTypes/n2-standard-4"}, "machine type name"),
         ({"gcp_batch_accelerator": "tesla"}, "'tesla'"),
+        ({"gcp_batch_accelerator": "NVIDIA_TESLA_T4", "gpus_per_node": 1}, "did you mean 'nvidia-tesla-t4'"),
+        ({"gcp_batch_accelerator": "nvidia-l4"}, "'nvidia-l4' without gpus_per_node"),
+        ({"gcp_batch_image": "my image"}, "'my image' is not a container image reference"),
+        ({"gcp_batch_image": "Ubuntu:22.04"}, "'Ubuntu:22.04'"),
+        ({"gcp_batch_project": ""}, "gcp_batch_project"),
+        ({"nodes": 2}, "one task per job"),
+        ({"tasks_per_node": 4}, "one task per job"),
         ({"gcp_batch_labels": {"Team": "x"}}, "'Team'"),
         ({"gcp_batch_provisioning_model": "cheap"}, "'cheap'"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_sent(
-    ex: jobsub.AutoExecutor, gcp: Any, parameters: dict[str, Any], says: str
+    ex: jobsub.AutoExecutor, gcp: Any, parameters: dict[str, Any], says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for variable in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):  # no project from the environment
+        monkeypatch.delenv(variable, raising=False)
     before = gcp.calls["CreateJob"]
     with pytest.raises(InvalidParameterError, match=says):
         ex.update_parameters(**parameters)
@@ -234,11 +245,35 @@ def test_bad_input_is_refused_before_anything_is_sent(
     assert gcp.calls["CreateJob"] == before
 
 
+def test_real_names_of_types_and_images_pass_the_checks() -> None:
+    """The checks are of shape, not a list: Google's names, custom and newer types, any registry pass."""
+    from jobsub.backends.gcp_batch.params import GCPBatchParameters
+
+    for machine in ("n2-standard-4", "e2-medium", "a2-highgpu-1g", "n2-custom-4-8192", "n2-custom-4-8192-ext",
+                    "e2-custom-small-1024", "f1-micro", "c3-standard-4-lssd", "a3-megagpu-8g", "ct5lp-hightpu-4t"):
+        assert GCPBatchParameters(machine_type=machine).machine_type == machine
+    for accelerator in ("nvidia-tesla-t4", "nvidia-l4", "nvidia-a100-80gb", "nvidia-h100-mega-80gb", "nvidia-tesla-t4-vws"):
+        assert GCPBatchParameters(accelerator=accelerator).accelerator == accelerator
+    for image in ("python:3.11", "us-docker.pkg.dev/p/r/img:1", "localhost:5000/team/img", "gcr.io/example.com/p/img",
+                  f"gcr.io/p/img@sha256:{'a' * 64}", os.environ.get("JOBSUB_CLOUD_TEST_IMAGE") or "ubuntu"):
+        assert GCPBatchParameters(image=image).image == image
+
+
 def test_a_local_folder_is_refused(gcp: Any, tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="gcp_batch"):
         ex = jobsub.AutoExecutor(folder=tmp_path, cluster="gcp_batch")
         ex.update_parameters(**gcp_batch_env.parameters())
         ex.submit(int, 1)
+
+
+def test_a_missing_bucket_is_named_before_anything_is_sent(gcp: Any) -> None:
+    bucket = f"jobsub-no-such-bucket-{uuid.uuid4().hex[:8]}"
+    before = gcp.calls["CreateJob"]
+    with pytest.raises(jobsub.errors.BackendError, match=f"bucket '{bucket}' does not exist"):
+        ex = jobsub.AutoExecutor(folder=f"gs://{bucket}/runs/%j", cluster="gcp_batch")  # refused here
+        ex.update_parameters(**gcp_batch_env.parameters())
+        ex.submit(int, 1)
+    assert gcp.calls["CreateJob"] == before
 
 
 DOMAIN_PROJECT = "example.com:my-project"

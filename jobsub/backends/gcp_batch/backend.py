@@ -64,6 +64,7 @@ class GCPBatchBackend(Backend):
     result_check_s = 0.2  # one GCS listing per check of the job being waited on
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
+        one_task_per_job=True,  # a task is one container running one worker (no multi-node task groups)
     )
     auto_array_default = True  # separate submits within a second: one CreateJob
     result_parameters = ("image", "python")
