@@ -243,6 +243,19 @@ def test_clean_removes_finished_submissions_never_a_running_one(
     assert exited.value.code == 2
 
 
+def test_attach_once_exits_as_status_does(local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cron job's `jobsub attach runs --once || alert`: nothing held, but a task failed: 3, naming it."""
+    assert local_executor.submit(tasks.add, 1, 2).result(timeout=60) == 3
+    folder = str(local_executor.folder)
+    assert main(["attach", folder, "--once"]) == 0
+    assert "no held submissions" in capsys.readouterr().out
+    bad = local_executor.submit(tasks.fail, "x")
+    bad.exception(timeout=60)
+    assert main(["attach", folder, "--once"]) == 3 == main(["status", folder])
+    out = capsys.readouterr().out
+    assert f"task 0 ({bad.job_id}) FAILED" in out, out
+
+
 @pytest.mark.slurm
 def test_clean_leaves_no_id_link_nor_id_index_of_what_it_removed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
