@@ -52,7 +52,7 @@ import time
 
 from . import trust
 from .errors import CorruptResultError, InvalidParameterError
-from .storage import open_storage
+from .storage import folder_text, open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
 if TYPE_CHECKING:
@@ -787,7 +787,7 @@ def clear_cache(storage: Storage) -> int:
 
 def folder_at(path: str | os.PathLike[str]) -> JobFolder:
     """The submission whose own folder is ``path``: a path (a ``runs/1234`` link is followed) or a URL."""
-    text = os.fspath(path).rstrip("/")
+    text = folder_text(path).rstrip("/")
     if "://" not in text:
         text = os.path.realpath(os.path.expanduser(text))
     return JobFolder.from_url(text)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from ._protocol import Storage
 
-__all__ = ["LocalStorage", "MemoryStorage", "Storage", "open_storage", "store_environment"]
+__all__ = ["LocalStorage", "MemoryStorage", "Storage", "folder_text", "open_storage", "store_environment"]
 
 
 def __getattr__(name: str) -> object:
@@ -283,6 +283,15 @@ def store_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     }
 
 
+def folder_text(url: str | os.PathLike[str]) -> str:
+    """``url`` as text, a URL that went through ``pathlib.Path`` (``job.paths.folder`` of a
+    ``gs://`` folder is ``gs:/bucket/x``) given its ``//`` back."""
+    text = os.fspath(url)
+    if not text.startswith("/") and ":/" in text and "://" not in text:
+        text = text.replace(":/", "://", 1)
+    return text
+
+
 def open_storage(url: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Storage:
     """The storage for ``url``: a path, or ``scheme://bucket/prefix`` of a registered store.
 
@@ -290,9 +299,7 @@ def open_storage(url: str | os.PathLike[str], env: Mapping[str, str] | None = No
     (``store_environment()`` of the process a submission came from) instead
     of this process's; a path ignores it.
     """
-    text = os.fspath(url)
-    if not text.startswith("/") and ":/" in text and "://" not in text:
-        text = text.replace(":/", "://", 1)  # a URL that went through pathlib.Path ("s3:/bucket/x")
+    text = folder_text(url)
     scheme, sep, _ = text.partition("://")
     if not sep or scheme == "file":
         return LocalStorage(text.removeprefix("file://"))

@@ -408,6 +408,9 @@ class BehaviourSuite(DagBehaviour, BackendFixtures):
         again = jobsub.Job(folder=executor.folder, job_id=job.job_id)
         assert again.result() == 3
         assert again.job_id == job.job_id
+        # the guide's spelling: job.paths.folder is a Path, also of a gs:// folder ("gs:/bucket/...")
+        (attached,) = jobsub.Job.attach(job.paths.folder)
+        assert attached.job_id == job.job_id and attached.result() == 3
 
     @needs("survives_client")
     def test_reattach_from_new_process(self, executor: jobsub.AutoExecutor, backend_parameters: dict[str, Any]) -> None:
