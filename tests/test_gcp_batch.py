@@ -236,6 +236,24 @@ def test_bad_input_is_refused_before_anything_is_sent(
     assert gcp.calls["CreateJob"] == before
 
 
+@pytest.mark.parametrize("missing", ["gcp_batch_image", "gcp_batch_project", "gcp_batch_region"])
+def test_a_missing_setting_is_refused_by_submit_with_automatic_arrays(
+    gcp: Any, root: str, missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the backend's default ``auto_array`` the submit that lacks a setting raises, naming it,
+    rather than handing back a job whose ``result()`` says its coalesced array was never sent."""
+    for variable in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):
+        monkeypatch.delenv(variable, raising=False)
+    executor = jobsub.AutoExecutor(folder=f"{root}/%j", cluster="gcp_batch")
+    executor.update_parameters(**{**gcp_batch_env.parameters(), missing: ""})
+    before = gcp.calls["CreateJob"]
+    with pytest.raises(InvalidParameterError, match=missing):
+        executor.submit(int, 1)
+    with pytest.raises(InvalidParameterError, match=missing):
+        executor.map_array(int, [1, 2])
+    assert gcp.calls["CreateJob"] == before
+
+
 def test_real_names_of_types_and_images_pass_the_checks() -> None:
     """The checks are of shape, not a list: Google's names, custom and newer types, any registry pass."""
     from jobsub.backends.gcp_batch.params import GCPBatchParameters

@@ -80,6 +80,16 @@ class GCPBatchBackend(Backend):
         )
         self.tracker = ArrayTracker(self.jobs, lambda: self.storage, pending=stuck)
 
+    def check_parameters(self, params: Resolved) -> None:
+        """No image, project or region: refused by the ``submit`` that lacks them, not by a later
+        ``result()`` of the automatic array that could not be sent (``auto_array_default``)."""
+        spec = params.specific
+        if not spec.image:
+            raise InvalidParameterError(render.NO_IMAGE)
+        if not spec.debug:  # an attached run sends nothing to Batch
+            _project(spec)
+            _location(spec)
+
     def max_array_size(self, params: Resolved) -> int:
         return render.MAX_TASKS
 

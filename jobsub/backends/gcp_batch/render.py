@@ -37,6 +37,7 @@ __all__ = [
     "JOB_VARIABLE",
     "job_id",
     "job_request",
+    "NO_IMAGE",
     "named",
     "task_launch",
 ]
@@ -45,6 +46,8 @@ MAX_TASKS = 100_000
 """Tasks in one task group (Batch's limit); bigger arrays are split by the executor."""
 MAX_PARALLELISM = 5_000
 """Tasks of one group running at once (Batch's limit)."""
+NO_IMAGE = "set the image of the tasks: gcp_batch_image='REGION-docker.pkg.dev/...'"
+"""The refusal of a submission without an image (checked when submitted and when rendered)."""
 PREEMPTED = 50001
 """Batch's exit code for a task whose Spot VM was preempted."""
 _GPU_MACHINES = ("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")
@@ -165,7 +168,7 @@ def _allocation(common: CommonParameters, spec: GCPBatchParameters, labels: dict
 def _check(common: CommonParameters, spec: GCPBatchParameters, n_tasks: int) -> None:
     """What Batch would refuse (or run wrongly), said before anything is sent."""
     if not spec.image:
-        raise InvalidParameterError("set the image of the tasks: gcp_batch_image='REGION-docker.pkg.dev/...'")
+        raise InvalidParameterError(NO_IMAGE)
     if not 1 <= n_tasks <= MAX_TASKS:
         raise InvalidParameterError(f"{n_tasks} tasks: a GCP Batch task group holds 1 to {MAX_TASKS}")
     if common.gpus_per_node and not spec.accelerator and not (spec.machine_type or "").startswith(_GPU_MACHINES):
