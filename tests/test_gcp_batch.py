@@ -254,6 +254,21 @@ def test_a_missing_setting_is_refused_by_submit_with_automatic_arrays(
     assert gcp.calls["CreateJob"] == before
 
 
+def test_pass_env_is_refused_without_naming_a_parameter_the_backend_lacks() -> None:
+    """GCP Batch has no ``gcp_batch_secrets``: the refusal of ``pass_env`` must not send the user to it
+    (AWS Batch and Kubernetes, which have ``<name>_secrets``, name theirs)."""
+    from jobsub.backends.base import check_env
+    from jobsub.backends.gcp_batch.backend import GCPBatchBackend
+    from jobsub.backends.kubernetes.backend import KubernetesBackend
+    from jobsub.parameters import CommonParameters
+
+    with pytest.raises(InvalidParameterError, match="pass_env") as refused:
+        check_env(GCPBatchBackend("gs://bucket/runs"), CommonParameters(pass_env=["TOKEN"]))
+    assert "_secrets" not in str(refused.value) and "secret manager" in str(refused.value)
+    with pytest.raises(InvalidParameterError, match=r"kubernetes_secrets=\{"):
+        check_env(KubernetesBackend("/tmp/runs"), CommonParameters(pass_env=["TOKEN"]))
+
+
 def test_real_names_of_types_and_images_pass_the_checks() -> None:
     """The checks are of shape, not a list: Google's names, custom and newer types, any registry pass."""
     from jobsub.backends.gcp_batch.params import GCPBatchParameters

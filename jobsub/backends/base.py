@@ -168,9 +168,14 @@ def check_env(backend: Backend, common: CommonParameters) -> None:
 
     name = backend.name
     if common.pass_env:
+        by_reference = "secrets" in {f.name for f in dataclasses.fields(backend.Parameters)}
+        how = (
+            f"through its own secret store ({name}_secrets={{'NAME': ...}})" if by_reference
+            else "as the task runs, from a secret manager its own identity (service account, role) reads"
+        )
         raise InvalidParameterError(
             f"pass_env={common.pass_env}: the {name} backend shows a task's environment to whoever can read "
-            f"its jobs; give the task secrets through its own secret store ({name}_secrets={{'NAME': ...}})"
+            f"its jobs; give the task secrets {how}"
         )
     found = credentials_in(common.env)
     if found:
