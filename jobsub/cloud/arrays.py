@@ -359,10 +359,12 @@ class ArrayTracker:
                 if parent is None:
                     answer.update(self.forgotten.judge(parent_id, members, grace_s=self.lost_grace_s))
                 elif parent.array:
-                    answer.update(self._array_states(parent, members))
+                    answer.update(
+                        (i, _why_waiting(s, parent)) for i, s in self._array_states(parent, members).items()
+                    )
                 else:
                     status = self._waited_too_long(parent) or self.scheduler.status(parent.native, parent)
-                    answer.update((backend_id, status) for backend_id, _ in members)
+                    answer.update((backend_id, _why_waiting(status, parent)) for backend_id, _ in members)
             return answer
 
     # -- the rules -------------------------------------------------------------------------------
@@ -404,6 +406,14 @@ class ArrayTracker:
         return {
             backend_id: _member(parent, index, ended, view.failed, running, cancelled) for backend_id, index in members
         }
+
+
+def _why_waiting(status: Status, parent: Parent) -> Status:
+    """A task pending without a reason of its own gets its queued job's (the scheduler's status
+    event: quota, capacity): ``jobsub status`` shows it and a long wait warns with it."""
+    if status.state is JobState.PENDING and not status.reason and parent.queued:
+        return Status(JobState.PENDING, parent.queued)
+    return status
 
 
 def _member(

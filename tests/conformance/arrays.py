@@ -294,6 +294,17 @@ class ArrayTrackerSuite:
         assert [again["Q_1"].state, again["Q"].state] == [JobState.CANCELLED, JobState.CANCELLED]
         assert "no capacity in the compute environment" in again["Q"].reason and script.calls["cancel"] == 1
 
+    def test_a_queued_job_pends_with_the_schedulers_reason(self, script: Script, tracker: ArrayTracker) -> None:
+        """Under its limit a queued job waits, and says why (``jobsub status``, a long wait's warning)."""
+        script.queue("W", 3, "no capacity in the compute environment")
+        tracker.submitted("W", array=True, pending_limit_min=60.0)
+        script.queue("S", 1, "quota exceeded")
+        tracker.submitted("S", array=False, pending_limit_min=60.0)
+        answer = tracker.states(["W_0", "W_2", "S"])
+        assert [answer[i].state for i in ("W_0", "W_2", "S")] == [P, P, P]
+        assert "no capacity in the compute environment" in answer["W_2"].reason
+        assert "quota exceeded" in answer["S"].reason
+
     def test_the_limit_of_another_process_comes_from_the_folder(
         self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
     ) -> None:
