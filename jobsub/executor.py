@@ -37,6 +37,7 @@ from .backends.base import (
     PREFIX_ALIASES,
     Backend,
     check_credentials,
+    check_debug,
     check_env,
     check_folder,
     get_backend,
@@ -185,6 +186,7 @@ class Executor:
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"invalid {name} parameters: {exc}") from exc
         check_env(self.backend, common)
+        check_debug(self.backend, specific)
         resolved = Resolved(common=common, specific=specific, dependencies=tuple(dependencies))
         self.backend.check_parameters(resolved)
         return resolved

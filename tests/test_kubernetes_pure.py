@@ -231,6 +231,22 @@ def test_missing_context_is_named_before_the_folder_is_written(tmp_path: Path) -
         KubeGateway(str(_kubeconfig(tmp_path, current="gone"))).check_credentials()
 
 
+def test_debug_without_the_docker_sdk_is_refused_by_submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``k8s_debug=True`` runs the pods' containers here: without the docker SDK the submit says which
+    extra to install (``jobsub[k8s]`` alone lacks it), before anything is written or sent."""
+    import sys
+
+    import jobsub
+
+    monkeypatch.setitem(sys.modules, "docker", None)  # not installed
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path)))
+    ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
+    ex.update_parameters(k8s_image="python:3.11", k8s_pvc=f"claim:{tmp_path}", k8s_debug=True)
+    with pytest.raises(InvalidParameterError, match=r"kubernetes_debug=True .* pip install 'jobsub\[docker\]'"):
+        ex.submit(int, 1)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
 def test_in_cluster_service_account_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No kubeconfig but a pod's service account: the credentials are there (checked without a call)."""
     from jobsub.cloud import kube

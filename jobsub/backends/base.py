@@ -154,6 +154,21 @@ def check_credentials(backend: Backend, storage: Storage) -> None:
         gateway.check_credentials()
 
 
+def check_debug(backend: Backend, specific: Any) -> None:
+    """``<name>_debug=True`` runs a cloud backend's tasks on this machine's Docker engine
+    (``jobsub.cloud.attached``), through the docker SDK: its absence is said by the submit, naming the
+    extra, before anything is written (not as "the docker backend needs..." from inside the run)."""
+    if not getattr(specific, "debug", False) or backend.name == "docker":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("docker") is None:
+        raise InvalidParameterError(
+            f"{backend.name}_debug=True runs the tasks on this machine's Docker engine through the docker SDK, "
+            "which is not installed: pip install 'jobsub[docker]'"
+        )
+
+
 def check_env(backend: Backend, common: CommonParameters) -> None:
     """Refuse what a backend's jobs cannot hold: several tasks (``one_task_per_job``), secrets bound
     for a task environment it shows to others (``env_shown``)."""
