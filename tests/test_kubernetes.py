@@ -65,6 +65,16 @@ def test_array_of_five_with_parallelism_two(ex: jobsub.AutoExecutor) -> None:
     assert [j.result(timeout=60) for j in jobs] == [11, 22, 33, 44, 55]
 
 
+def test_no_namespace_given_uses_the_kubeconfig_contexts(ex: jobsub.AutoExecutor) -> None:
+    """As kubectl: without ``k8s_namespace`` the Jobs go to the namespace of the kubeconfig's context
+    (the tests' kubeconfig names the test namespace), not to ``default``."""
+    ex.update_parameters(k8s_namespace=None)
+    job = ex.submit(tasks.add, 2, 3)
+    assert job.job_id.startswith(f"{kube_env.cluster().namespace}.")
+    assert job.result(timeout=120) == 5
+    assert _jobs(job.job_id.partition(".")[2])
+
+
 def test_image_that_cannot_be_pulled_fails_naming_it(ex: jobsub.AutoExecutor) -> None:
     """ErrImagePull/ImagePullBackOff past k8s_start_timeout_min: an error naming the image, Job deleted."""
     ex.update_parameters(k8s_image="registry.invalid/none:1", k8s_start_timeout_min=0.05)

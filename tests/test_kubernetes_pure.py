@@ -247,6 +247,29 @@ def test_debug_without_the_docker_sdk_is_refused_by_submit(tmp_path: Path, monke
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+def test_default_namespace_is_kubectls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``k8s_namespace``: the context's namespace (the named context, else the current one), else
+    ``default``; in a pod without a kubeconfig, the service account's namespace."""
+    from jobsub.cloud import kube
+
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\nusers: [{name: u, user: {}}]\n"
+        "contexts: [{name: a, context: {cluster: c, user: u, namespace: ml}}, {name: b, context: {cluster: c, user: u}}]\n"
+        "current-context: a\n"
+    )
+    assert KubeGateway(str(path)).default_namespace() == "ml"
+    assert KubeGateway(str(path), "b").default_namespace() == "default"
+    token, namespace = tmp_path / "token", tmp_path / "namespace"
+    token.write_text("t")
+    namespace.write_text("team-x\n")
+    monkeypatch.setattr(kube, "_SERVICE_ACCOUNT_TOKEN", str(token))
+    monkeypatch.setattr(kube, "_SERVICE_ACCOUNT_NAMESPACE", str(namespace))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert KubeGateway(str(tmp_path / "none")).default_namespace() == "team-x"
+
+
 def test_in_cluster_service_account_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No kubeconfig but a pod's service account: the credentials are there (checked without a call)."""
     from jobsub.cloud import kube

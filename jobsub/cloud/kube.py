@@ -18,6 +18,7 @@ running in a pod needs nothing set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -79,6 +80,22 @@ class KubeGateway(Gateway):
         if self.context and self.context not in names:  # (a missing current-context: the loader said so)
             raise BackendError(f"the kubeconfig {path} has no context {self.context!r}: its contexts are {names}")
 
+    def default_namespace(self) -> str:
+        """Where Jobs go when no namespace is given, as kubectl decides: the namespace of the
+        kubeconfig's context (the one named, else the current one), else the pod's own (its service
+        account's ``namespace`` file), else ``default``.  Read here, nothing sent."""
+        path = kubeconfig_path(self.kubeconfig)
+        if path is not None:
+            from kubernetes import config
+
+            contexts, current = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+            chosen = next((c for c in contexts or [] if c.get("name") == self.context), current) if self.context else current
+            return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+        if _in_cluster():
+            with contextlib.suppress(OSError), open(_SERVICE_ACCOUNT_NAMESPACE) as stream:
+                return stream.read().strip() or "default"
+        return "default"
+
     def make_client(self, service: str) -> Any:
         from kubernetes import client
 
@@ -121,6 +138,7 @@ _WHERE = (
 
 
 _SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def _candidates(kubeconfig: str | None) -> list[str]:

@@ -20,6 +20,7 @@ Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -122,6 +123,8 @@ class KubernetesBackend(Backend):
                 f"pods cannot see {folder_path}: set k8s_pvc='claim[:/mount/path]' (a claim holding that path)"
                 " or give the executor an s3:// or gs:// folder"
             )
+        if not spec.namespace:
+            spec = dataclasses.replace(spec, namespace=self.api.default_namespace())
         name = job_name(launch.tag or folder.key)
         job_id = f"{spec.namespace}.{name}"
         # the task names itself as jobsub does: <namespace>.<Job name>[_<index>].  Not the kit's
@@ -164,7 +167,7 @@ class KubernetesBackend(Backend):
         )
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
-        namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
+        namespace = folder.read_meta()["parameters"]["specific"]["namespace"] or self.api.default_namespace()
         name = job_name(launch.tag or folder.key)
         jobs = self.api.call(
             "batch", "list_namespaced_job", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",

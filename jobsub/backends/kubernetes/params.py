@@ -20,8 +20,9 @@ class KubernetesParameters(ContainerParameters):
     ``parallelism``, ``env`` -> the container's environment, by value.
     """
 
-    namespace: str = "default"
-    """The namespace the Jobs are created in (it must exist)."""
+    namespace: str | None = None
+    """The namespace the Jobs are created in (it must exist); None: kubectl's choice, the namespace
+    of the kubeconfig's context, else the pod's own when the client runs in one, else ``default``."""
     pvc: str | None = None
     """``claim`` or ``claim:/mount/path``: a PersistentVolumeClaim mounted in every pod at the
     path of the executor's folder (or at ``/mount/path``, which must contain it).  For folders on a
