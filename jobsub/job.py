@@ -319,7 +319,10 @@ class Job(Generic[R]):
         if not status.state.is_final or status.state is JobState.CANCELLED:
             return status
         if self._cancel_seen is None:
-            self._cancel_seen = "" if self.results_present() else (self._folder.cancel_reason(self._index) or "")
+            try:
+                self._cancel_seen = "" if self.results_present() else (self._folder.cancel_reason(self._index) or "")
+            except (OSError, errors.JobsubError):  # a folder out of reach: the scheduler's word, asked again later
+                return status
         return Status(JobState.CANCELLED, self._cancel_seen) if self._cancel_seen else status
 
     def _released(self, force: bool = False) -> bool:
