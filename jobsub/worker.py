@@ -122,7 +122,9 @@ def export_environment(folder: JobFolder, backend: str, env_map: dict[str, str],
         "num_nodes": str(_getenv_int(mapping["num_nodes"], 1)),
     }
     array_job_id = os.environ.get(mapping["array_job_id"], "")
-    array_job_id = array_job_id.rpartition(":")[0] or array_job_id  # AWS Batch's child "<array id>:<index>"
+    parent, colon, child = array_job_id.rpartition(":")
+    if colon and child.isdigit():  # AWS Batch's child "<array id>:<index>"; other ids may hold a ':'
+        array_job_id = parent  # (GCP Batch's of a domain-scoped project: "example.com:proj.<region>.<job>")
     raw_job_id = os.environ.get(mapping["job_id"], "")
     job_id = f"{array_job_id}_{raw_index}" if array_job_id else raw_job_id
     attempt = _getenv_int(mapping["attempt"], 0)

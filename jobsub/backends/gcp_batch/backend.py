@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -33,26 +32,24 @@ from typing import Any, ClassVar
 from google.cloud import batch_v1
 
 from ...cloud.arrays import ArrayTracker, PendingTooLong, split_id
-from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.attached import attached_id, attached_states, is_attached
 from ...cloud.container import container_command
 from ...cloud.google import GoogleGateway
 from ...cloud.logs import LOG_WAIT_S, provider_or_folder_logs
 from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
-from ...parameters import CommonParameters, Resolved
+from ...parameters import Resolved
 from ...states import Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
+from .here import project_here, run_here
 from .params import GCPBatchParameters
 from .scheduler import BatchScheduler
 
 __all__ = ["GCPBatchBackend"]
 
 logger = logging.getLogger("jobsub.gcp_batch")
-
-_PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
-
 
 class GCPBatchBackend(Backend):
     """Runs tasks as GCP Batch jobs (a task group of N tasks for ``map_array``), with job folders on GCS.
@@ -68,6 +65,7 @@ class GCPBatchBackend(Backend):
     result_check_s = 0.2  # one GCS listing per check of the job being waited on
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
+        one_task_per_job=True,  # a task is one container running one worker (no multi-node task groups)
     )
     auto_array_default = True  # separate submits within a second: one CreateJob
     result_parameters = ("image", "python")
@@ -102,7 +100,7 @@ class GCPBatchBackend(Backend):
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             here = render.named(launch, attached_id(launch), array=n_tasks > 1)
             render.job_request(here, n_tasks, common, spec)  # bad input is refused as it would be
-            return _run_here(here, n_tasks, spec, common, folder)
+            return run_here(here, container_command(here, spec.python), n_tasks, spec.image, spec.project, common, folder)
         parent = f"projects/{_project(spec)}/locations/{_location(spec)}"
         job_id = render.job_id(common.name, launch.tag)
         name = f"{parent}/jobs/{job_id}"
@@ -202,7 +200,7 @@ class GCPBatchBackend(Backend):
 
 
 def _project(spec: GCPBatchParameters) -> str:
-    found = spec.project or next((os.environ[v] for v in _PROJECT_VARIABLES if os.environ.get(v)), "")
+    found = project_here(spec.project)
     if not found:
         raise InvalidParameterError("set the Google Cloud project: gcp_batch_project='my-project' (or GOOGLE_CLOUD_PROJECT)")
     return found
@@ -213,17 +211,3 @@ def _location(spec: GCPBatchParameters) -> str:
         raise InvalidParameterError("set where the jobs run: gcp_batch_region='us-central1'")
     return spec.region or spec.location
 
-
-def _run_here(launch: Launch, n_tasks: int, spec: GCPBatchParameters, common: CommonParameters, folder: JobFolder) -> str:
-    """``debug=True``: the tasks on this machine's Docker engine, attached, with Batch's task variables."""
-    host_config: dict[str, Any] = {"network_mode": "host"}  # the bucket's endpoint as this machine sees it
-    if common.mem_gb:
-        host_config["mem_limit"] = int(common.mem_gb * 2**30)
-
-    def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
-        return {**launch.env, "BATCH_TASK_INDEX": str(index - launch.offset), "BATCH_TASK_COUNT": str(n_tasks)}, {}
-
-    timeout_s = None if common.timeout_min is None else common.timeout_min * 60
-    run = AttachedRun(spec.image, container_command(launch, spec.python), host_config, timeout_s=timeout_s)
-    run_tasks(run, folder, range(launch.offset, launch.offset + n_tasks), env_of)
-    return attached_id(launch)
