@@ -55,7 +55,7 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
         held.append(folder_at(root))
     if not held:
         print(f"no held submissions in {folder}")
-        return EXIT_OK
+        return EXIT_TASK_FAILED if once and _tasks_failed(folder) else EXIT_OK
     print(f"{len(held)} held submission(s) in {folder}")
     failed = False
     released: list[JobFolder] = []
@@ -92,7 +92,9 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
         return EXIT_INTERRUPTED
     if held:
         print(f"{len(held)} submission(s) still held: {', '.join(sub.key for sub in held)}")
-    if not once and released:  # wait for what was released: the exit status says how it ended
+    if once:  # a cron job's look (`attach --once || alert`): its status is `jobsub status`'s
+        failed = _tasks_failed(folder) or failed
+    elif released:  # wait for what was released: the exit status says how it ended
         from .progress import wait
         from .report import report
 
@@ -103,6 +105,18 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
             print(f"task {failure.index} ({failure.job_id}) {failure.state}: {failure.error}")
         failed = failed or bool(summary.failed)
     return EXIT_TASK_FAILED if failed else EXIT_OK
+
+
+def _tasks_failed(folder: str) -> bool:
+    """Whether a task under ``folder`` ended badly (or a submission cannot be read), as
+    ``jobsub status`` decides its exit status; each such task is printed."""
+    reports = commands.gather(folder) or []
+    for rep in reports:
+        if rep.problem:
+            print(f"{rep.name}: {rep.problem}")
+        for failure in rep.failures:
+            print(f"{rep.name}: task {failure.index} ({failure.job_id}) {failure.state}: {failure.error}")
+    return commands.exit_status(reports) == EXIT_TASK_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -644,8 +644,23 @@ class JobFolder:
         """Whether the submission's folder is still there (someone may have deleted it)."""
         return self.storage.exists(self._k("meta.json"))
 
-    def delete(self) -> None:
+    def backend_ids(self) -> list[str]:
+        """The ids the backend gave the submission's parts ([] before it was submitted, or unreadable)."""
+        try:
+            parts = self.read_meta().get("submissions") or []
+        except (OSError, CorruptResultError):
+            return []
+        return [str(part["id"]) for part in parts if isinstance(part, dict) and "id" in part]
+
+    def delete(self) -> list[str]:
+        """The folder, and the root's ``.ids/`` entries that name it: nothing of the submission is left
+        for ``Job(folder, id)`` to find (a removed folder's id would name a folder that is not there).
+        Returns the backend ids the submission had."""
+        ids = self.backend_ids()
         self.storage.delete(self.key)
+        for backend_id in ids:
+            _forget_id(self.storage, backend_id, self.key)
+        return ids
 
 
 def _json_bytes(record: dict[str, Any]) -> bytes:
@@ -667,6 +682,17 @@ def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     name = f".ids/{backend_id}"
     storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_ROOT_SECRET), name, key.encode()).hex()}".encode())
+
+
+def _forget_id(storage: Storage, backend_id: str, key: str) -> None:
+    """Remove ``.ids/<backend_id>`` if it names folder ``key`` (a backend may give an id out again)."""
+    name = f".ids/{backend_id}"
+    try:
+        named = storage.read_bytes(name).decode(errors="replace").partition(" ")[0]
+    except FileNotFoundError:
+        return
+    if named == key:
+        storage.delete(name)
 
 
 CODE_PACKAGES = ".code"
@@ -813,12 +839,13 @@ def lookup_id(storage: Storage, backend_id: str) -> str | None:
     if sep:
         candidates.append(base)
     for candidate in candidates:
-        if storage.exists(candidate + "/meta.json"):
-            return candidate  # local backend ids are the keys themselves
+        # the index first: a ``runs/%j`` link named after the id looks like a folder, but is not one
         name = f".ids/{candidate}"
         try:
             key, _, tag = storage.read_bytes(name).decode().strip().partition(" ")
         except FileNotFoundError:
+            if storage.exists(candidate + "/meta.json"):
+                return candidate  # local backend ids are the keys themselves
             continue
         except PermissionError as exc:
             raise CorruptResultError(str(exc), final=True) from None

@@ -590,7 +590,7 @@ class Job(Generic[R]):
     def _failed_upstream(self) -> tuple[str, str] | None:
         """(id, what went wrong) of a job this one takes as an argument that ended badly, if one did."""
         try:
-            refs = self._folder.read_meta().get("waits_for", {}).get(str(self._index), [])
+            refs = self._folder.waits_for().get(self._index, [])
             for url, index, _ranks in refs:
                 upstream = Job.at(url, index)
                 if upstream.done_now():

@@ -26,6 +26,7 @@ from jobsub.errors import InvalidParameterError, JobCancelledError, PreemptedErr
 from jobsub.states import JobState
 from tests import gcp_batch_env
 from tests.conformance.behaviour import BackendSuite
+from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import skip_if, wait_until
 from tests.emulators import FaultProxy
 from tests.tasks import getenv, print_then_sleep
@@ -52,24 +53,14 @@ def ex(gcp: Any, root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecu
     return executor
 
 
-class TestGCPBatchBehaviour(BackendSuite):
+class TestGCPBatchBehaviour(BucketCloudFixtures, BackendSuite):
     """The shared suites (behaviour, DAG, guarantees, cache) on the fake, folders on GCS."""
 
     cluster = "gcp_batch"
+    probe = gcp_batch_env
+    bucket = f"gs://{gcp_batch_env.BUCKET}"
     local_folder = False  # the folders are in a bucket
     live_logs = False  # the fake serves a task's output to Logging when its container ends
-
-    @pytest.fixture
-    def service(self, gcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
-
-    @pytest.fixture
-    def folder_root(self, root: str) -> str:
-        return root
-
-    @pytest.fixture
-    def backend_parameters(self) -> dict[str, Any]:
-        return gcp_batch_env.parameters()
 
 
 def test_an_array_of_5_runs_2_at_a_time_as_one_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:

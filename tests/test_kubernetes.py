@@ -19,24 +19,19 @@ import pytest
 import jobsub
 from tests import kube_env, tasks
 from tests.conformance.behaviour import BackendSuite
+from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.kube
 
 
-class TestKubernetesBehaviour(BackendSuite):
+class TestKubernetesBehaviour(BucketCloudFixtures, BackendSuite):
     """The shared suites (behaviour, DAG, guarantees, cache), none skipped while the services run;
     folders under /tmp, which the claim holds at the same path in every pod."""
 
     cluster = "kubernetes"
-
-    @pytest.fixture
-    def service(self) -> None:
-        kube_env.require()
-
-    @pytest.fixture
-    def backend_parameters(self) -> dict[str, Any]:
-        return kube_env.parameters()
+    probe = kube_env
+    poll_interval_s = None
 
 
 @pytest.fixture
