@@ -253,7 +253,9 @@ def _cancel(folder: str, job_id: str) -> bool:
     tasks = Job.attach(JobFolder(storage, key).url) if key is not None else []
     if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
-    live = [task for task in tasks if not task.done()]
+    live = [task for task in tasks if task.job_id.rpartition("_")[0] == job_id and not task.done()]
+    for task in live:  # recorded first, as Job.cancel does: every process then reads CANCELLED
+        task.record_cancel()
     if live:
         live[0].backend_instance.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)

@@ -16,7 +16,8 @@ Everything the two sides say to each other is a file in the folder::
         log/<i>.<r>.err
         log/<i>.<r>.<kind>  what the backend itself saw of the task (a container's own output)
         run/<i>.json        supervised backends (local, Docker): how task i was started
-        exit/<i>.json       supervised backends: how task i ended (the first record wins)
+        exit/<i>.json       how task i ended (supervised backends), or that jobsub cancelled it
+                            (every backend: the worker then neither runs nor publishes it); first record wins
         <backend>/<name>    a backend's own files (the sbatch script, a container spec)
         held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
@@ -534,6 +535,19 @@ class JobFolder:
         if record is not None and "damaged" in record:
             return {"state": "FAILED", "reason": f"its exit record {record['damaged']}", "codes": []}
         return record
+
+    def cancel_reason(self, name: int | str) -> str | None:
+        """Why task ``name`` was cancelled, if its exit record says CANCELLED; None otherwise.
+
+        ``Job.cancel`` records a cancel here before it asks the scheduler, so that every
+        process and backend tells the same story: the worker reads it before it runs the task
+        and before it publishes its result, and a job the scheduler no longer lists reads
+        CANCELLED from it rather than LOST.
+        """
+        record = self.read_exit(name)
+        if record is None or record.get("state") != "CANCELLED":
+            return None
+        return str(record.get("reason") or "cancelled")
 
     def ended(self) -> set[str]:
         """Names of the tasks with an exit record: ONE listing, whatever the size of the array."""

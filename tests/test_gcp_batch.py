@@ -29,7 +29,7 @@ from tests.conformance.behaviour import BackendSuite
 from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import skip_if, wait_until
 from tests.emulators import FaultProxy
-from tests.tasks import getenv
+from tests.tasks import getenv, print_then_sleep
 
 GOLDEN = Path(__file__).parent / "golden" / "gcp_batch_request.json"
 
@@ -112,6 +112,25 @@ def test_cancel_ends_the_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     with pytest.raises(JobCancelledError):
         job.result(timeout=60)
     assert gcp.job(job_name(job.job_id)).status.state.name in ("CANCELLED", "CANCELLATION_IN_PROGRESS")
+
+
+def test_cancelling_one_task_of_an_array_leaves_its_siblings_running(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    """Batch cancels whole jobs only: task 2 of 3 (one at a time) cancelled while task 0 runs reads
+    CANCELLED at once and never runs (its worker finds the cancel in the folder), tasks 0 and 1
+    complete.  The fake runs each task as a real container, in Batch's order."""
+    ex.update_parameters(array_parallelism=1)
+    jobs = ex.map_array(print_then_sleep, [f"task {i} ran" for i in range(3)], [6, 1, 1])
+    wait_until(lambda: jobs[0].state is JobState.RUNNING, timeout=60, what="task 0 running")
+    assert jobs[2].cancel()
+    assert jobs[2].state is JobState.CANCELLED
+    assert [jobs[0].result(timeout=120), jobs[1].result(timeout=120)] == ["done", "done"]
+    name = job_name(jobs[0].job_id.rpartition("_")[0])
+    wait_until(lambda: gcp.job(name).status.state.name == "SUCCEEDED", timeout=60, what="the array ended")
+    with pytest.raises(JobCancelledError):
+        jobs[2].result(timeout=10)
+    assert jobs[2].folder.read_result(2, 0) is None
+    told = jobs[2].stderr() or ""
+    assert "cancelled before it started" in told and "task 2 ran" not in told
 
 
 def test_queued_past_its_limit_is_cancelled_with_batchs_reason(ex: jobsub.AutoExecutor, gcp: Any) -> None:

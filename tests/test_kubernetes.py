@@ -328,3 +328,49 @@ def test_job_deleted_behind_our_back_is_lost_or_judged_by_the_folder(
     with pytest.raises(jobsub.JobLostError, match="no longer lists job"):
         slow.result(timeout=60)
     assert ex.backend.states([done.job_id])[done.job_id].state == jobsub.JobState.COMPLETED
+
+
+def test_cancelling_one_task_of_an_array_leaves_its_siblings_running(ex: jobsub.AutoExecutor) -> None:
+    """Task 2 of 3 (one at a time) cancelled while task 0 runs: CANCELLED at once, its pod's worker
+    finds the cancel in the folder and does not run it, and the Job is not deleted: tasks 0 and 1
+    complete (1.20 cannot end one index of an Indexed Job alone)."""
+    ex.update_parameters(array_parallelism=1)
+    jobs = ex.map_array(tasks.print_then_sleep, [f"task {i} ran" for i in range(3)], [6, 1, 1])
+    wait_until(lambda: jobs[0].state == "RUNNING", 60, "task 0 running")
+    assert jobs[2].cancel()
+    assert jobs[2].state == jobsub.JobState.CANCELLED
+    assert [jobs[0].result(timeout=120), jobs[1].result(timeout=120)] == ["done", "done"]
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+    cluster = kube_env.cluster()
+
+    def complete() -> bool:
+        job = cluster.batch().read_namespaced_job(name, cluster.namespace)
+        return any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
+
+    wait_until(complete, 60, "the Job complete: every index ran, task 2's without running its function")
+    with pytest.raises(jobsub.JobCancelledError):
+        jobs[2].result(timeout=10)
+    assert jobs[2].folder.read_result(2, 0) is None
+    told = (jobs[2].stdout() or "") + (jobs[2].stderr() or "")
+    assert "cancelled before it started" in told and "task 2 ran" not in told
+
+
+def test_jobs_cancelled_from_another_process_read_cancelled(ex: jobsub.AutoExecutor) -> None:
+    """`jobsub cancel` in another process deletes the Jobs (a plain job, an array by its own id):
+    this process reads CANCELLED from the folder's record, not LOST."""
+    import subprocess
+    import sys
+
+    plain = ex.submit(tasks.sleep_then, 120, 1)
+    array = ex.map_array(tasks.sleep_then, [120, 120], [1, 2])
+    wait_until(lambda: plain.state == "RUNNING", 60, "the task running")
+    array_id = array[0].job_id.rpartition("_")[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "jobsub", "cancel", str(ex.folder), plain.job_id, array_id],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for job in (plain, *array):
+        with pytest.raises(jobsub.JobCancelledError, match="cancelled by the user"):
+            job.result(timeout=60)
+    assert not _jobs(plain.job_id.partition(".")[2]) and not _jobs(array_id.partition(".")[2])

@@ -10,7 +10,8 @@
               (ListTasks State=FAILED) only when the failed count moved, to explain them
            ─> a job Batch no longer returns: its folder decides (result -> COMPLETED, none -> LOST)
            ─> QUEUED past queued_timeout_min: cancelled, reported CANCELLED with Batch's status event
-    cancel ─> CancelJob (Batch cancels whole jobs, not single tasks)
+    cancel ─> CancelJob of whole jobs; a task cancelled alone (Batch cannot) is left to its
+              worker, which finds the cancel in the folder: not started, or its result not published
     logs   ─> Cloud Logging (batch_task_logs, by job uid and task), else the folder's
 
 Ids are ``P.L.J`` for the Batch job ``projects/P/locations/L/jobs/J`` (ids hold no ``/``),
@@ -156,24 +157,23 @@ class GCPBatchBackend(Backend):
         return {**answer, **attached_states(self.storage, here)} if here else answer
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        """CancelJob of each job named; a single task of a many-task job cannot be cancelled alone."""
-        wanted: dict[str, set[int | None]] = {}
-        for backend_id in backend_ids:
-            if not is_attached(backend_id):  # an attached run ended before submit returned
-                parent, index = split_id(backend_id)
-                wanted.setdefault(parent, set()).add(index)
-        for parent, indexes in wanted.items():
+        """CancelJob of each job named whole (a plain job, an array by its own id, or an array all
+        of whose tasks are cancelled); a task of a many-task job cancelled alone is left to its worker.
+
+        Batch cancels whole jobs only.  ``Job.cancel`` recorded the cancel in the folder: the
+        task's worker does not start it, or does not publish its result if it already runs (its
+        VM keeps computing until the function returns), and the task reads CANCELLED while its
+        siblings run on (``jobsub.cloud.arrays.CancelledAlone``).
+        """
+
+        def end(parent: str, index: int | None) -> None:
             described = self.tracker.describe([parent]).get(parent)
             if described is None or described.ended:
-                continue
-            if None not in indexes and described.array and len(indexes) < described.size:
-                logger.warning(
-                    "GCP Batch cancels whole jobs: tasks %s of %s keep running (cancel all %d to end it)",
-                    sorted(i for i in indexes if i is not None), parent, described.size,
-                )
-                continue
+                return
             self.jobs.reasons.setdefault(parent, "cancelled by the user")
             self.api.batch("CancelJob", name=render.job_name(parent), what=f"CancelJob {parent}").result()
+
+        self.tracker.cancel(backend_ids, end, whole_only=True)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's Cloud Logging entries (stdout and stderr interleaved: both are them), else the folder's."""

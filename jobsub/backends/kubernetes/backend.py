@@ -11,7 +11,8 @@
            ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
            ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
            ─> a task disrupted more than three times: PREEMPTED; its Job deleted once nothing else runs
-    cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
+    cancel ─> DELETE the Job (background propagation) when it is cancelled whole; a task of an
+              array cancelled alone is left to its worker, which finds the cancel in the folder
     logs   ─> read_namespaced_pod_log of the task's latest pod, else the worker's copy in the folder
     debug  ─> the same image, command and folder, attached on this machine's engine (run_submission_here)
 
@@ -28,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ...cloud.arrays import ForgottenJobs, split_id
+from ...cloud.arrays import CancelledAlone, ForgottenJobs, split_id
 from ...cloud.attached import attached_states, is_attached, run_submission_here
 from ...cloud.container import container_command
 from ...cloud.kube import KubeGateway, status_of
@@ -94,6 +95,7 @@ class KubernetesBackend(Backend):
         self._ended_tasks: dict[tuple[str, int], Status] = {}  # (Job id, index) -> final, of Jobs it deleted
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
         self._forgotten = ForgottenJobs(lambda: self.storage, "Kubernetes")
+        self._alone = CancelledAlone()  # tasks of an array cancelled alone (see cancel)
 
     def config(self) -> dict[str, Any]:
         found: dict[str, Any] = {"root": self.root}
@@ -182,10 +184,13 @@ class KubernetesBackend(Backend):
             if is_attached(backend_id):
                 continue
             job, index = split_id(backend_id)
+            alone = self._alone.status(backend_id)
             if job in self._final:
                 answer[backend_id] = self._final[job]
             elif (job, index or 0) in self._ended_tasks:
                 answer[backend_id] = self._ended_tasks[job, index or 0]
+            elif alone is not None:  # cancelled alone by this process: its siblings run on
+                answer[backend_id] = alone
             elif "." not in job:
                 answer[backend_id] = Status(JobState.LOST, f"not a Kubernetes job id: {backend_id}")
             else:
@@ -287,13 +292,38 @@ class KubernetesBackend(Backend):
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        """Delete the Jobs (a task's id: its whole Job, the unit Kubernetes cancels)."""
-        for job_key in dict.fromkeys(i.partition("_")[0] for i in backend_ids):
+        """Delete the Jobs named whole (a plain job, an array by its own id, or an array all of
+        whose tasks are cancelled); a task of an array cancelled alone is left to its worker.
+
+        Deleting an Indexed Job ends every index, and the API servers without per-index failure
+        policies (1.20, which the tests run) cannot end one index alone.  ``Job.cancel``
+        recorded the cancel in the folder: the task's worker does not start it, or does not
+        publish its result if its pod already runs (the pod computes on until the function
+        returns), and the task reads CANCELLED while its siblings run on
+        (``jobsub.cloud.arrays.CancelledAlone``).
+        """
+        for backend_id in backend_ids:
+            job_key, index = split_id(backend_id)
             if is_attached(job_key) or "." not in job_key or job_key in self._final:
                 continue
-            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
             namespace, _, name = job_key.partition(".")
+            if index is not None:
+                size = self._completions(namespace, name)
+                if size is None or (size > 1 and not self._alone.add(job_key, index, size)):
+                    continue  # gone already, or its siblings run on
+            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
             self._delete(namespace, name)
+
+    def _completions(self, namespace: str, name: str) -> int | None:
+        """How many tasks Job ``name`` runs; None if it is gone."""
+        try:
+            job = self.api.call("batch", "read_namespaced_job", what=f"reading Job {namespace}/{name}",
+                                name=name, namespace=namespace)
+        except JobsubError as exc:
+            if status_of(exc) != 404:
+                raise
+            return None
+        return int(job.spec.completions or 1)
 
     def _delete(self, namespace: str, name: str) -> None:
         try:
