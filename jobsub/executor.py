@@ -557,7 +557,7 @@ class AutoExecutor(Executor):
         if key in _COMMON_TYPES:
             self._store(self._common, CommonParameters, key, value, shown=key)
             return
-        short, _, rest = key.partition("_")
+        written, (short, _, rest) = key, key.partition("_")
         if short in PREFIX_ALIASES:  # k8s_namespace is kubernetes_namespace
             key = f"{PREFIX_ALIASES[short]}_{rest}"
         name = next((n for n in sorted(known_backends(), key=len, reverse=True) if key.startswith(n + "_")), None)
@@ -581,12 +581,13 @@ class AutoExecutor(Executor):
         specific = field_types(backend.Parameters)
         common = backend.aliases.get(sub, sub)
         if common in _COMMON_TYPES:
-            self._store(self._overrides.setdefault(name, {}), CommonParameters, common, value, shown=key)
+            self._store(self._overrides.setdefault(name, {}), CommonParameters, common, value, shown=written)
         elif sub in specific:
-            self._store(self._specific.setdefault(name, {}), backend.Parameters, sub, value, shown=key)
-        else:
-            valid = [f"{name}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
-            raise unknown_key_error(key, valid, f"the {name} backend")
+            self._store(self._specific.setdefault(name, {}), backend.Parameters, sub, value, shown=written)
+        else:  # named as the user spelled the prefix (k8s_image, not kubernetes_image)
+            prefix = short if short in PREFIX_ALIASES else name
+            valid = [f"{prefix}_{k}" for k in (*specific, *backend.aliases, *_COMMON_TYPES)]
+            raise unknown_key_error(written, valid, f"the {name} backend")
 
     def _owner_of(self, key: str) -> str | None:
         """The backend whose own key ``key`` is: this executor's, else the first that has it."""

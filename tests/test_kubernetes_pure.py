@@ -247,6 +247,20 @@ def test_debug_without_the_docker_sdk_is_refused_by_submit(tmp_path: Path, monke
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+def test_a_mistyped_key_is_named_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``k8s_`` is the docs' prefix: a typo is named, and the keys suggested, with it (not as ``kubernetes_``)."""
+    import jobsub
+
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path)))
+    ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
+    with pytest.raises(InvalidParameterError, match=r"unknown parameter 'k8s_imag' .* Did you mean 'k8s_image'\?"):
+        ex.update_parameters(k8s_imag="python:3.11")
+    with pytest.raises(InvalidParameterError, match=r"^k8s_retries=-1: must be at least 0"):
+        ex.update_parameters(k8s_retries=-1)
+    with pytest.raises(InvalidParameterError, match=r"unknown parameter 'kubernetes_imag' .* 'kubernetes_image'"):
+        ex.update_parameters(kubernetes_imag="python:3.11")
+
+
 def test_default_namespace_is_kubectls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``k8s_namespace``: the context's namespace (the named context, else the current one), else
     ``default``; in a pod without a kubeconfig, the service account's namespace."""
