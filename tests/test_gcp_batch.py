@@ -288,6 +288,15 @@ def test_pass_env_is_refused_without_naming_a_parameter_the_backend_lacks() -> N
         check_env(KubernetesBackend("/tmp/runs"), CommonParameters(pass_env=["TOKEN"]))
 
 
+def test_a_folder_in_another_store_is_refused_when_the_executor_is_made() -> None:
+    """Checked by ``Executor`` at creation (``Backend.check``), so no submit is coalesced for it."""
+    from jobsub.backends.gcp_batch.backend import GCPBatchBackend
+
+    with pytest.raises(InvalidParameterError, match="give a gs:// folder, not s3://bucket/runs"):
+        GCPBatchBackend("s3://bucket/runs").check()
+    GCPBatchBackend("gs://bucket/runs").check()
+
+
 def test_real_names_of_types_and_images_pass_the_checks() -> None:
     """The checks are of shape, not a list: Google's names, custom and newer types, any registry pass."""
     from jobsub.backends.gcp_batch.params import GCPBatchParameters

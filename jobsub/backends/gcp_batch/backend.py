@@ -81,6 +81,14 @@ class GCPBatchBackend(Backend):
         )
         self.tracker = ArrayTracker(self.jobs, lambda: self.storage, pending=stuck)
 
+    def check(self) -> None:
+        """A folder in another store (``s3://``) is refused when the executor is made, not by a later
+        ``result()`` of an automatic array that could not be sent: the tasks read Cloud Storage only."""
+        if not self.root.startswith("gs://"):
+            raise InvalidParameterError(
+                f"GCP Batch tasks read their job folder from Cloud Storage: give a gs:// folder, not {self.root}"
+            )
+
     def check_parameters(self, params: Resolved) -> None:
         """No image, project or region: refused by the ``submit`` that lacks them, not by a later
         ``result()`` of the automatic array that could not be sent (``auto_array_default``)."""
@@ -101,11 +109,7 @@ class GCPBatchBackend(Backend):
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        common, spec = params.common, params.specific
-        if not folder.url.startswith("gs://"):
-            raise InvalidParameterError(
-                f"GCP Batch tasks read their job folder from Cloud Storage: give a gs:// folder, not {folder.url}"
-            )
+        common, spec = params.common, params.specific  # the folder's store: checked by check()
         launch = render.task_launch(launch)
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             here = render.named(launch, attached_id(launch), array=n_tasks > 1)
