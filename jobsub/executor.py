@@ -533,6 +533,7 @@ class AutoExecutor(Executor):
         """The profile in use (``profile=`` or ``$JOBSUB_PROFILE``; ``jobsub.profiles``), None if none."""
         chosen = self.profile.cluster if self.profile is not None else None
         self.cluster = cluster or os.environ.get("JOBSUB_CLUSTER") or chosen or self.which()
+        self.cluster = PREFIX_ALIASES.get(self.cluster, self.cluster)  # "k8s", as its keys' prefix, is kubernetes
         if self.cluster not in known_backends():
             where = f"{self.profile.where('cluster')}: " if chosen == self.cluster and self.profile else ""
             raise InvalidParameterError(

@@ -261,6 +261,15 @@ def test_a_mistyped_key_is_named_as_written(tmp_path: Path, monkeypatch: pytest.
         ex.update_parameters(kubernetes_imag="python:3.11")
 
 
+def test_k8s_names_the_cluster_as_it_prefixes_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``k8s_image`` is ``kubernetes_image``: ``cluster="k8s"`` is ``cluster="kubernetes"`` (was "unknown cluster")."""
+    import jobsub
+
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path)))
+    ex = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="k8s")
+    assert ex.cluster == "kubernetes" and ex.backend.name == "kubernetes"
+
+
 def test_default_namespace_is_kubectls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``k8s_namespace``: the context's namespace (the named context, else the current one), else
     ``default``; in a pod without a kubeconfig, the service account's namespace."""
