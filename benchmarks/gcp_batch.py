@@ -3,7 +3,7 @@
 Run it where the tests run (``eval "$(scripts/start-fake-gcs.sh)"``, the Docker engine and the
 image of scripts/build-cloud-test-image.sh)::
 
-    python -m benchmarks.gcp_batch [--tasks 10000] [--array 100] [--repetitions 3] [--skip-latency]
+    python -m benchmarks.gcp_batch [--tasks 10000] [--array 100] [--repetitions 3] [--skip-map-array] [--skip-latency]
 
 Printed as one JSON object, with the machine's load average (``os.getloadavg``) at the start
 of each part:
