@@ -55,7 +55,7 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
         held.append(folder_at(root))
     if not held:
         print(f"no held submissions in {folder}")
-        return EXIT_OK
+        return EXIT_TASK_FAILED if once and _tasks_failed(folder) else EXIT_OK
     print(f"{len(held)} held submission(s) in {folder}")
     failed = False
     released: list[JobFolder] = []
@@ -92,7 +92,9 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
         return EXIT_INTERRUPTED
     if held:
         print(f"{len(held)} submission(s) still held: {', '.join(sub.key for sub in held)}")
-    if not once and released:  # wait for what was released: the exit status says how it ended
+    if once:  # a cron job's look (`attach --once || alert`): its status is `jobsub status`'s
+        failed = _tasks_failed(folder) or failed
+    elif released:  # wait for what was released: the exit status says how it ended
         from .progress import wait
         from .report import report
 
@@ -103,6 +105,18 @@ def attach(folder: str, once: bool = False, interval_s: float = 1.0) -> int:
             print(f"task {failure.index} ({failure.job_id}) {failure.state}: {failure.error}")
         failed = failed or bool(summary.failed)
     return EXIT_TASK_FAILED if failed else EXIT_OK
+
+
+def _tasks_failed(folder: str) -> bool:
+    """Whether a task under ``folder`` ended badly (or a submission cannot be read), as
+    ``jobsub status`` decides its exit status; each such task is printed."""
+    reports = commands.gather(folder) or []
+    for rep in reports:
+        if rep.problem:
+            print(f"{rep.name}: {rep.problem}")
+        for failure in rep.failures:
+            print(f"{rep.name}: task {failure.index} ({failure.job_id}) {failure.state}: {failure.error}")
+    return commands.exit_status(reports) == EXIT_TASK_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,7 +253,9 @@ def _cancel(folder: str, job_id: str) -> bool:
     tasks = Job.attach(JobFolder(storage, key).url) if key is not None else []
     if not any(task.job_id.rpartition("_")[0] == job_id for task in tasks):
         return Job(folder, job_id).cancel()  # a job or a task (raises for an unknown id)
-    live = [task for task in tasks if not task.done()]
+    live = [task for task in tasks if task.job_id.rpartition("_")[0] == job_id and not task.done()]
+    for task in live:  # recorded first, as Job.cancel does: every process then reads CANCELLED
+        task.record_cancel()
     if live:
         live[0].backend_instance.cancel([job_id])  # the backend cancels a whole array by its id
     return bool(live)

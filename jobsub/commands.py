@@ -172,11 +172,14 @@ def clean(folder: str, *, older_than_days: float | None, failed: bool, cache: bo
 
     A submission with a task not ended (pending, running, held) is never removed.
     """
+    from .submission import unlink_logs
+
     removed: list[str] = []
     kept: list[str] = []
     if older_than_days is not None or failed:
         reports = gather(folder) or []
         now = time.time()
+        gone: dict[JobFolder, list[str]] = {}
         for rep in reports:
             if rep.problem or not rep.finished:
                 kept.append(rep.name)
@@ -185,7 +188,9 @@ def clean(folder: str, *, older_than_days: float | None, failed: bool, cache: bo
             if old or (failed and rep.failed):
                 removed.append(rep.name)
                 if not dry_run:
-                    JobFolder.from_url(rep.url).delete()
+                    found = JobFolder.from_url(rep.url)
+                    gone[found] = found.delete()  # with its id-index entries
+        unlink_logs(gone, split_folder_template(folder)[1])
     cached = 0
     if cache:
         from .cache import clear

@@ -16,7 +16,8 @@ Everything the two sides say to each other is a file in the folder::
         log/<i>.<r>.err
         log/<i>.<r>.<kind>  what the backend itself saw of the task (a container's own output)
         run/<i>.json        supervised backends (local, Docker): how task i was started
-        exit/<i>.json       supervised backends: how task i ended (the first record wins)
+        exit/<i>.json       how task i ended (supervised backends), or that jobsub cancelled it
+                            (every backend: the worker then neither runs nor publishes it); first record wins
         <backend>/<name>    a backend's own files (the sbatch script, a container spec)
         held/<g>.json       a held submission's release (or cancel) claim, generation g: created once
         dependents/<key>.json  submission <key> takes tasks of this one as arguments (cancel cascade)
@@ -543,6 +544,19 @@ class JobFolder:
             return {"state": "FAILED", "reason": f"its exit record {record['damaged']}", "codes": []}
         return record
 
+    def cancel_reason(self, name: int | str) -> str | None:
+        """Why task ``name`` was cancelled, if its exit record says CANCELLED; None otherwise.
+
+        ``Job.cancel`` records a cancel here before it asks the scheduler, so that every
+        process and backend tells the same story: the worker reads it before it runs the task
+        and before it publishes its result, and a job the scheduler no longer lists reads
+        CANCELLED from it rather than LOST.
+        """
+        record = self.read_exit(name)
+        if record is None or record.get("state") != "CANCELLED":
+            return None
+        return str(record.get("reason") or "cancelled")
+
     def ended(self) -> set[str]:
         """Names of the tasks with an exit record: ONE listing, whatever the size of the array."""
         return {key.rpartition("/")[2].removesuffix(".json") for key in self.storage.list(self._k("exit"))}
@@ -638,8 +652,23 @@ class JobFolder:
         """Whether the submission's folder is still there (someone may have deleted it)."""
         return self.storage.exists(self._k("meta.json"))
 
-    def delete(self) -> None:
+    def backend_ids(self) -> list[str]:
+        """The ids the backend gave the submission's parts ([] before it was submitted, or unreadable)."""
+        try:
+            parts = self.read_meta().get("submissions") or []
+        except (OSError, CorruptResultError):
+            return []
+        return [str(part["id"]) for part in parts if isinstance(part, dict) and "id" in part]
+
+    def delete(self) -> list[str]:
+        """The folder, and the root's ``.ids/`` entries that name it: nothing of the submission is left
+        for ``Job(folder, id)`` to find (a removed folder's id would name a folder that is not there).
+        Returns the backend ids the submission had."""
+        ids = self.backend_ids()
         self.storage.delete(self.key)
+        for backend_id in ids:
+            _forget_id(self.storage, backend_id, self.key)
+        return ids
 
 
 _YOUNG_LIST_S = 0.1
@@ -665,6 +694,17 @@ def register_id(storage: Storage, backend_id: str, key: str) -> None:
     """Remember which folder key a backend id belongs to (for ``Job(folder, job_id)``)."""
     name = f".ids/{backend_id}"
     storage.write_bytes(name, f"{key} {trust.mac(trust.secret(_ROOT_SECRET), name, key.encode()).hex()}".encode())
+
+
+def _forget_id(storage: Storage, backend_id: str, key: str) -> None:
+    """Remove ``.ids/<backend_id>`` if it names folder ``key`` (a backend may give an id out again)."""
+    name = f".ids/{backend_id}"
+    try:
+        named = storage.read_bytes(name).decode(errors="replace").partition(" ")[0]
+    except FileNotFoundError:
+        return
+    if named == key:
+        storage.delete(name)
 
 
 CODE_PACKAGES = ".code"
@@ -811,12 +851,13 @@ def lookup_id(storage: Storage, backend_id: str) -> str | None:
     if sep:
         candidates.append(base)
     for candidate in candidates:
-        if storage.exists(candidate + "/meta.json"):
-            return candidate  # local backend ids are the keys themselves
+        # the index first: a ``runs/%j`` link named after the id looks like a folder, but is not one
         name = f".ids/{candidate}"
         try:
             key, _, tag = storage.read_bytes(name).decode().strip().partition(" ")
         except FileNotFoundError:
+            if storage.exists(candidate + "/meta.json"):
+                return candidate  # local backend ids are the keys themselves
             continue
         except PermissionError as exc:
             raise CorruptResultError(str(exc), final=True) from None

@@ -126,7 +126,7 @@ def graph(jobs: Job[Any] | Iterable[Job[Any]]) -> JobGraph:
                 meta = metas[job.folder.url] = job.folder.read_meta()
             except (FileNotFoundError, ValueError):
                 meta = metas[job.folder.url] = {}
-        refs = meta.get("waits_for", {}).get(str(job.index), [])
+        refs = job.folder.waits_for(meta).get(job.index, [])
         upstream[where] = [(url, index) for url, index, _ranks in refs]
         for url, index in upstream[where]:
             if (url, index) not in known and (url, index) not in gone:

@@ -219,10 +219,11 @@ class _Releaser:
         verdicts: dict[tuple[str, int], tuple[str, str]] = {}
         waiting = False
         backend = get_backend(meta["backend"], meta["backend_config"])
+        waits_for = folder.waits_for(meta)
         for i in range(count):
             if str(i) in ended:
                 continue
-            for url, index, _ranks in meta.get("waits_for", {}).get(str(i), []):
+            for url, index, _ranks in waits_for.get(i, []):
                 if (url, index) not in verdicts:
                     verdicts[(url, index)] = self._verdict(self.upstream(url, index), backend)
                 verdict, why = verdicts[(url, index)]

@@ -242,6 +242,8 @@ class Job(Generic[R]):
         # how often results are looked for: a listing costs microseconds on a disk, a request on a store
         self._check_s = backend.result_check_s if folder.local_file() is not None else max(1.0, backend.result_check_s)
         self._cancel_at_deletion = False
+        self._cancel_seen: str | None = None
+        """Why the folder says this task was cancelled ("": not), once the backend said it ended."""
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -303,7 +305,25 @@ class Job(Generic[R]):
     def _status(self, force: bool = False) -> Status:
         if self._held and not self._released(force):
             return self._held_status
-        return self._poller.status(self._job_id, force=force)
+        return self._recorded_cancel(self._poller.status(self._job_id, force=force))
+
+    def _recorded_cancel(self, status: Status) -> Status:
+        """``status``, or CANCELLED when the backend says the task ended without a result and the
+        folder records its cancel.
+
+        A task of an array cancelled alone on a scheduler that ends whole arrays only (GCP
+        Batch, Kubernetes), from another process, ends with no result and exit 0 (the worker
+        saw the record): its scheduler calls it a success.  Read once per handle, at the first
+        final answer without a result.
+        """
+        if not status.state.is_final or status.state is JobState.CANCELLED:
+            return status
+        if self._cancel_seen is None:
+            try:
+                self._cancel_seen = "" if self.results_present() else (self._folder.cancel_reason(self._index) or "")
+            except (OSError, errors.JobsubError):  # a folder out of reach: the scheduler's word, asked again later
+                return status
+        return Status(JobState.CANCELLED, self._cancel_seen) if self._cancel_seen else status
 
     def _released(self, force: bool = False) -> bool:
         """Whether a held job was given to its backend since (its record says so); rebind it then.
@@ -377,8 +397,15 @@ class Job(Generic[R]):
     def cancel(self, check: bool = True) -> bool:
         """Ask the backend to cancel the job; False if it had already finished.
 
-        The jobs waiting on it (taking it as an argument) are cancelled too, transitively,
-        from any process: they end CANCELLED with ``DependencyError``.
+        The cancel is recorded in the job folder first, so every process reads CANCELLED,
+        whatever the backend (``record_cancel``).  The jobs waiting on it (taking it as an
+        argument) are cancelled too, transitively, from any process: they end CANCELLED with
+        ``DependencyError``.
+
+        A scheduler that ends whole arrays only (GCP Batch, Kubernetes Indexed Jobs) cannot stop
+        one task of an array alone: such a task reads CANCELLED at once, does not start if it has
+        not, and publishes no result; but if it is already running, its compute goes on until
+        its function returns.
         """
         cancelled: bool
         if self._held and not self._released(force=True):
@@ -395,6 +422,7 @@ class Job(Generic[R]):
         known = self._poller.cached(self._job_id) or self._status()
         if self.results_present() or known.state.is_final:
             return False
+        self.record_cancel()
         self._backend.cancel([self._job_id])
         self._status(force=True)
         return True
@@ -562,7 +590,7 @@ class Job(Generic[R]):
     def _failed_upstream(self) -> tuple[str, str] | None:
         """(id, what went wrong) of a job this one takes as an argument that ended badly, if one did."""
         try:
-            refs = self._folder.read_meta().get("waits_for", {}).get(str(self._index), [])
+            refs = self._folder.waits_for().get(self._index, [])
             for url, index, _ranks in refs:
                 upstream = Job.at(url, index)
                 if upstream.done_now():
@@ -581,6 +609,17 @@ class Job(Generic[R]):
     def backend_instance(self) -> Backend:
         """The backend object the job runs on (``backend`` is its name)."""
         return self._backend
+
+    def record_cancel(self, reason: str = "cancelled by the user") -> None:
+        """Record in the folder that this task is cancelled, before its backend is asked to cancel it.
+
+        Its exit record (the first record wins): the worker then neither starts the task nor
+        publishes its result, and any process reads CANCELLED, also once the scheduler forgot
+        the job (``jobsub.cloud.arrays.ForgottenJobs``).  A backend that records it itself
+        (``Backend.records_cancel``: local, Docker) is left to do so.
+        """
+        if not self._backend.records_cancel:
+            self._folder.write_exit(self._index, JobState.CANCELLED.value, reason)
 
     def is_held(self, force: bool = False) -> bool:
         """Whether the job is still held in its folder (``jobsub.hold``), not given to its backend yet.

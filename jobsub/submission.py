@@ -202,6 +202,27 @@ def link_logs(folder: JobFolder, template: str | None, meta: dict[str, Any]) -> 
                 link.symlink_to(folder.path, target_is_directory=True)
 
 
+def unlink_logs(removed: dict[JobFolder, list[str]], template: str | None) -> int:
+    """Remove the ``runs/%j`` links ``link_logs`` made to folders that were removed (their backend
+    ids given): those ``template`` names, and any in the folders' own roots.  A link is removed only
+    if it points at one of those folders; returns how many were."""
+    targets = {os.path.realpath(folder.path) for folder in removed if folder.path is not None}
+    candidates = [
+        Path(template.replace("%j", backend_id)).expanduser().absolute()
+        for ids in removed.values() for backend_id in ids
+    ] if template else []
+    for parent in {folder.path.parent for folder in removed if folder.path is not None}:
+        with contextlib.suppress(OSError), os.scandir(parent) as entries:
+            candidates += [Path(entry.path) for entry in entries if entry.is_symlink()]
+    count = 0
+    for link in dict.fromkeys(candidates):
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and os.path.realpath(link.parent / os.readlink(link)) in targets:
+                link.unlink()
+                count += 1
+    return count
+
+
 ORPHANED_AFTER_S = 300.0
 """An intent without its answer for this long: its client died (a client's own submission, even
 retried with backoff, records its answer well within this).  A younger one is someone's at work."""

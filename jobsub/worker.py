@@ -3,8 +3,10 @@
 ::
 
     backend starts N copies ──> worker: index, rank from the environment
+                                  │  exit/<i>.json says CANCELLED? then stop here (exit 0)
                                   │  reads call.pkl + args/<i>.pkl (or checkpoint/<i>.pkl)
                                   │  runs function(*args, **kwargs)
+                                  │  exit/<i>.json says CANCELLED now? then publish nothing (exit 0)
                                   └─> writes result/<i>.<r>.pkl atomically (Outcome + usage)
 
 A backend tells the worker where its index and rank are with ``--env
@@ -17,6 +19,11 @@ Exit codes: 0 the function returned, 1 it raised (the result file says
 how), 74 the job folder could not be written (a full disk), 75 a checkpoint
 was written and the backend should run the task again, 76 a job passed as an
 argument failed, so this one did not run.
+
+A cancel through jobsub is recorded in the folder before the scheduler is
+asked (``Job.cancel``): a scheduler that ends whole arrays only (GCP Batch,
+Kubernetes) still starts a task of an array cancelled alone, or lets it run
+on, and the worker is where such a task stops.
 
 Jobs passed as arguments arrive as ``JobRef`` objects: the worker reads their
 results from their folders through the storage, never by asking a scheduler
@@ -115,7 +122,9 @@ def export_environment(folder: JobFolder, backend: str, env_map: dict[str, str],
         "num_nodes": str(_getenv_int(mapping["num_nodes"], 1)),
     }
     array_job_id = os.environ.get(mapping["array_job_id"], "")
-    array_job_id = array_job_id.rpartition(":")[0] or array_job_id  # AWS Batch's child "<array id>:<index>"
+    parent, colon, child = array_job_id.rpartition(":")
+    if colon and child.isdigit():  # AWS Batch's child "<array id>:<index>"; other ids may hold a ':'
+        array_job_id = parent  # (GCP Batch's of a domain-scoped project: "example.com:proj.<region>.<job>")
     raw_job_id = os.environ.get(mapping["job_id"], "")
     job_id = f"{array_job_id}_{raw_index}" if array_job_id else raw_job_id
     attempt = _getenv_int(mapping["attempt"], 0)
@@ -316,6 +325,10 @@ def run_task(folder: JobFolder, index: int, rank: int, *, report_failure: bool =
     caller raises it itself (the debug backend), so it is not shown twice.
     """
     start = time.time()
+    reason = _cancelled(folder, index)
+    if reason is not None:
+        _logger().warning("task %d was cancelled before it started (%s): not running it", index, reason)
+        return 0
     try:
         delayed, spec = load_task(folder, index)
     except BackendError as exc:
@@ -370,6 +383,10 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
     at-least-once scheduler) wrote first: its result stands, and this one
     leaves quietly rather than replace what a client may have read.
     """
+    reason = _cancelled(folder, index)
+    if reason is not None:  # the result would make a cancelled task COMPLETED (or FAILED)
+        _logger().warning("task %d was cancelled while it ran (%s): its result is not published", index, reason)
+        return 0
     if _uploader is not None:  # the logs first: a client that sees the result may read them at once
         _uploader.upload()
     try:
@@ -381,6 +398,20 @@ def _write_outcome(folder: JobFolder, index: int, rank: int, outcome: Outcome, c
         _stderr(f"jobsub: cannot write the result of task {index} rank {rank} to {folder.url}: {exc}\n")
         return IO_ERROR_EXIT_CODE
     return code
+
+
+def _cancelled(folder: JobFolder, index: int) -> str | None:
+    """Why task ``index`` was cancelled, if the folder records it (``Job.cancel`` writes it first).
+
+    A scheduler that ends whole arrays only (GCP Batch, Kubernetes) still starts a task of an
+    array cancelled alone, or lets it run on: this is where such a task stops.  A record that
+    cannot be read is no cancel (the folder's own error comes with the next step).  Exit 0: a
+    scheduler counts no failure (no retry, no spent backoff), and the record says CANCELLED.
+    """
+    try:
+        return folder.cancel_reason(index)
+    except Exception:  # the store's error is the next step's to report
+        return None
 
 
 def _stderr(text: str) -> None:

@@ -295,3 +295,13 @@ def process_state(hostile: str = "") -> dict[str, Any]:
         "cpus": sorted(os.sched_getaffinity(0)),
         "pid": os.getpid(),
     }
+
+
+def cancel_self_then_return(value: Any) -> Any:
+    """Record this task's own cancel in its folder while it runs (as another process's
+    ``job.cancel()`` would, on a scheduler that cannot stop a running task), then return."""
+    from jobsub.folder import JobFolder
+
+    folder = JobFolder.from_url(os.environ["JOBSUB_FOLDER"])
+    folder.write_exit(int(os.environ["JOBSUB_ARRAY_TASK_ID"]), "CANCELLED", "cancelled while it ran")
+    return value

@@ -31,6 +31,7 @@ from jobsub.submission import launch_for, new_meta, start
 from tests import aws_batch_env, tasks
 from tests.aws_batch_env import BUCKET, QUEUE, client
 from tests.conformance.behaviour import BackendSuite
+from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.aws
@@ -66,26 +67,16 @@ def ex(aws: dict[str, str], root: str, monkeypatch: pytest.MonkeyPatch) -> jobsu
     return executor
 
 
-class TestAWSBatchBehaviour(BackendSuite):
+class TestAWSBatchBehaviour(BucketCloudFixtures, BackendSuite):
     """The shared suites, with folders on S3 and jobs run by moto."""
 
     cluster = "aws_batch"
+    probe = aws_batch_env
+    bucket = f"s3://{BUCKET}"
     local_folder = False  # the folders are in a bucket
     live_logs = False  # AWS streams a task's output to CloudWatch; moto sends it when the task ends
     fast_time_limits = False  # AWS's shortest limit is 60 s: test_timeout below runs one
     memory_limit = False  # AWS kills a job over its MEMORY; moto does not pass the limit to Docker
-
-    @pytest.fixture
-    def service(self, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
-
-    @pytest.fixture
-    def folder_root(self, root: str) -> str:
-        return root
-
-    @pytest.fixture
-    def backend_parameters(self) -> dict[str, Any]:
-        return aws_batch_env.parameters()
 
 
 def _own_backend(aws: dict[str, str], root: str, auto_array: bool | None = False) -> tuple[Any, jobsub.Executor]:

@@ -243,6 +243,49 @@ def test_clean_removes_finished_submissions_never_a_running_one(
     assert exited.value.code == 2
 
 
+def test_attach_once_exits_as_status_does(local_executor: jobsub.AutoExecutor, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cron job's `jobsub attach runs --once || alert`: nothing held, but a task failed: 3, naming it."""
+    assert local_executor.submit(tasks.add, 1, 2).result(timeout=60) == 3
+    folder = str(local_executor.folder)
+    assert main(["attach", folder, "--once"]) == 0
+    assert "no held submissions" in capsys.readouterr().out
+    bad = local_executor.submit(tasks.fail, "x")
+    bad.exception(timeout=60)
+    assert main(["attach", folder, "--once"]) == 3 == main(["status", folder])
+    out = capsys.readouterr().out
+    assert f"task 0 ({bad.job_id}) FAILED" in out, out
+
+
+@pytest.mark.slurm
+def test_clean_leaves_no_id_link_nor_id_index_of_what_it_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real: Slurm, whose job ids are not folder keys, so ``runs/%j`` makes links and ``.ids/`` entries."""
+    slurm_env.require()
+    template = str(tmp_path / "runs" / "%j")
+    executor = jobsub.AutoExecutor(template, cluster="slurm")
+    executor.update_parameters(mem_gb=0.25, **slurm_env.parameters())
+    gone = executor.submit(tasks.fail, "x")
+    kept = executor.submit(tasks.add, 1, 2)
+    assert kept.result(timeout=120) == 3
+    with pytest.raises(jobsub.FailedJobError):
+        gone.result(timeout=120)
+    runs = tmp_path / "runs"
+    assert (runs / gone.job_id).is_symlink() and (runs / ".ids" / gone.job_id).exists()
+    assert main(["clean", template, "--failed"]) == 0
+    assert "removed 1 finished submission(s)" in capsys.readouterr().out
+    assert not gone.folder.exists()
+    assert not os.path.lexists(runs / gone.job_id), "the %j link of a removed submission"
+    assert not (runs / ".ids" / gone.job_id).exists(), "the id index entry of a removed submission"
+    with pytest.raises(FileNotFoundError):
+        jobsub.Job(runs, gone.job_id)
+    assert (runs / kept.job_id).is_symlink() and (runs / ".ids" / kept.job_id).exists()
+    assert jobsub.Job(runs, kept.job_id).result() == 3
+    assert main(["clean", str(runs), "--older-than", "0"]) == 0  # the root, not the template: the links go too
+    assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []  # no folder, no link
+    assert list((runs / ".ids").iterdir()) == []
+
+
 def test_info_version_and_python_m_jobsub(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)

@@ -248,6 +248,19 @@ def test_interactive_mode_runs_attached(ex: jobsub.AutoExecutor, capfd: pytest.C
     assert "attached" in (job.stdout() or "")
 
 
+def test_the_attached_run_passes_pass_env(ex: jobsub.AutoExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real engine: ``debug`` runs the task in a container here, which gets the ``pass_env``
+    variables as a dispatched run's containers do, and the folder never holds them."""
+    monkeypatch.setenv("JOBSUB_TEST_TOKEN", "attached-s3cr3t")
+    ex.update_parameters(docker_debug=True, pass_env=["JOBSUB_TEST_TOKEN"])
+    job = ex.submit(tasks.getenv, "JOBSUB_TEST_TOKEN")
+    assert job.done() and job.result() == "attached-s3cr3t"
+    root = job.folder.path
+    assert root is not None
+    holding = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and b"attached-s3cr3t" in p.read_bytes()]
+    assert holding == ["result/0.0.pkl"]  # only the value the task returned
+
+
 def test_the_attached_run_honours_timeout_min(ex: jobsub.AutoExecutor, api: Any) -> None:
     """``debug`` (``interactive``'s name on every container backend) runs attached within the time
     limit: the container is stopped at it and the task ends TIMEOUT, not after its own minute."""

@@ -26,9 +26,10 @@ from jobsub.errors import InvalidParameterError, JobCancelledError, PreemptedErr
 from jobsub.states import JobState
 from tests import gcp_batch_env
 from tests.conformance.behaviour import BackendSuite
+from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import skip_if, wait_until
 from tests.emulators import FaultProxy
-from tests.tasks import getenv
+from tests.tasks import getenv, print_then_sleep
 
 GOLDEN = Path(__file__).parent / "golden" / "gcp_batch_request.json"
 
@@ -52,24 +53,14 @@ def ex(gcp: Any, root: str, monkeypatch: pytest.MonkeyPatch) -> jobsub.AutoExecu
     return executor
 
 
-class TestGCPBatchBehaviour(BackendSuite):
+class TestGCPBatchBehaviour(BucketCloudFixtures, BackendSuite):
     """The shared suites (behaviour, DAG, guarantees, cache) on the fake, folders on GCS."""
 
     cluster = "gcp_batch"
+    probe = gcp_batch_env
+    bucket = f"gs://{gcp_batch_env.BUCKET}"
     local_folder = False  # the folders are in a bucket
     live_logs = False  # the fake serves a task's output to Logging when its container ends
-
-    @pytest.fixture
-    def service(self, gcp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("JOBSUB_POLL_INTERVAL", "0.5")  # inherited by the tests' other processes
-
-    @pytest.fixture
-    def folder_root(self, root: str) -> str:
-        return root
-
-    @pytest.fixture
-    def backend_parameters(self) -> dict[str, Any]:
-        return gcp_batch_env.parameters()
 
 
 def test_an_array_of_5_runs_2_at_a_time_as_one_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
@@ -121,6 +112,25 @@ def test_cancel_ends_the_job(ex: jobsub.AutoExecutor, gcp: Any) -> None:
     with pytest.raises(JobCancelledError):
         job.result(timeout=60)
     assert gcp.job(job_name(job.job_id)).status.state.name in ("CANCELLED", "CANCELLATION_IN_PROGRESS")
+
+
+def test_cancelling_one_task_of_an_array_leaves_its_siblings_running(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    """Batch cancels whole jobs only: task 2 of 3 (one at a time) cancelled while task 0 runs reads
+    CANCELLED at once and never runs (its worker finds the cancel in the folder), tasks 0 and 1
+    complete.  The fake runs each task as a real container, in Batch's order."""
+    ex.update_parameters(array_parallelism=1)
+    jobs = ex.map_array(print_then_sleep, [f"task {i} ran" for i in range(3)], [6, 1, 1])
+    wait_until(lambda: jobs[0].state is JobState.RUNNING, timeout=60, what="task 0 running")
+    assert jobs[2].cancel()
+    assert jobs[2].state is JobState.CANCELLED
+    assert [jobs[0].result(timeout=120), jobs[1].result(timeout=120)] == ["done", "done"]
+    name = job_name(jobs[0].job_id.rpartition("_")[0])
+    wait_until(lambda: gcp.job(name).status.state.name == "SUCCEEDED", timeout=60, what="the array ended")
+    with pytest.raises(JobCancelledError):
+        jobs[2].result(timeout=10)
+    assert jobs[2].folder.read_result(2, 0) is None
+    told = jobs[2].stderr() or ""
+    assert "cancelled before it started" in told and "task 2 ran" not in told
 
 
 def test_queued_past_its_limit_is_cancelled_with_batchs_reason(ex: jobsub.AutoExecutor, gcp: Any) -> None:
@@ -219,14 +229,25 @@ def test_the_built_request_matches_the_golden_file() -> None:
         ({"gcp_batch_region": ""}, "gcp_batch_region"),
         ({"gpus_per_node": 1}, "gcp_batch_accelerator"),
         ({"gcp_batch_machine_type": "big machine"}, "'big machine'"),
+        ({"gcp_batch_machine_type": "N2-STANDARD-4"}, "'N2-STANDARD-4'.*did you mean 'n2-standard-4'"),
+        ({"gcp_batch_machine_type": "zones/us-central1-a/machineTypes/n2-standard-4"}, "machine type name"),
         ({"gcp_batch_accelerator": "tesla"}, "'tesla'"),
+        ({"gcp_batch_accelerator": "NVIDIA_TESLA_T4", "gpus_per_node": 1}, "did you mean 'nvidia-tesla-t4'"),
+        ({"gcp_batch_accelerator": "nvidia-l4"}, "'nvidia-l4' without gpus_per_node"),
+        ({"gcp_batch_image": "my image"}, "'my image' is not a container image reference"),
+        ({"gcp_batch_image": "Ubuntu:22.04"}, "'Ubuntu:22.04'"),
+        ({"gcp_batch_project": ""}, "gcp_batch_project"),
+        ({"nodes": 2}, "one task per job"),
+        ({"tasks_per_node": 4}, "one task per job"),
         ({"gcp_batch_labels": {"Team": "x"}}, "'Team'"),
         ({"gcp_batch_provisioning_model": "cheap"}, "'cheap'"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_sent(
-    ex: jobsub.AutoExecutor, gcp: Any, parameters: dict[str, Any], says: str
+    ex: jobsub.AutoExecutor, gcp: Any, parameters: dict[str, Any], says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for variable in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):  # no project from the environment
+        monkeypatch.delenv(variable, raising=False)
     before = gcp.calls["CreateJob"]
     with pytest.raises(InvalidParameterError, match=says):
         ex.update_parameters(**parameters)
@@ -234,11 +255,128 @@ def test_bad_input_is_refused_before_anything_is_sent(
     assert gcp.calls["CreateJob"] == before
 
 
+def test_real_names_of_types_and_images_pass_the_checks() -> None:
+    """The checks are of shape, not a list: Google's names, custom and newer types, any registry pass."""
+    from jobsub.backends.gcp_batch.params import GCPBatchParameters
+
+    for machine in ("n2-standard-4", "e2-medium", "a2-highgpu-1g", "n2-custom-4-8192", "n2-custom-4-8192-ext",
+                    "e2-custom-small-1024", "f1-micro", "c3-standard-4-lssd", "a3-megagpu-8g", "ct5lp-hightpu-4t"):
+        assert GCPBatchParameters(machine_type=machine).machine_type == machine
+    for accelerator in ("nvidia-tesla-t4", "nvidia-l4", "nvidia-a100-80gb", "nvidia-h100-mega-80gb", "nvidia-tesla-t4-vws"):
+        assert GCPBatchParameters(accelerator=accelerator).accelerator == accelerator
+    for image in ("python:3.11", "us-docker.pkg.dev/p/r/img:1", "localhost:5000/team/img", "gcr.io/example.com/p/img",
+                  f"gcr.io/p/img@sha256:{'a' * 64}", os.environ.get("JOBSUB_CLOUD_TEST_IMAGE") or "ubuntu"):
+        assert GCPBatchParameters(image=image).image == image
+
+
 def test_a_local_folder_is_refused(gcp: Any, tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="gcp_batch"):
         ex = jobsub.AutoExecutor(folder=tmp_path, cluster="gcp_batch")
         ex.update_parameters(**gcp_batch_env.parameters())
         ex.submit(int, 1)
+
+
+def test_a_missing_bucket_is_named_before_anything_is_sent(gcp: Any) -> None:
+    bucket = f"jobsub-no-such-bucket-{uuid.uuid4().hex[:8]}"
+    before = gcp.calls["CreateJob"]
+    with pytest.raises(jobsub.errors.BackendError, match=f"bucket '{bucket}' does not exist"):
+        ex = jobsub.AutoExecutor(folder=f"gs://{bucket}/runs/%j", cluster="gcp_batch")  # refused here
+        ex.update_parameters(**gcp_batch_env.parameters())
+        ex.submit(int, 1)
+    assert gcp.calls["CreateJob"] == before
+
+
+DOMAIN_PROJECT = "example.com:my-project"
+"""A domain-scoped project: its id holds a '.' and a ':'."""
+
+
+def test_ids_of_a_domain_scoped_project_round_trip() -> None:
+    from jobsub.backends.gcp_batch import render
+    from jobsub.cloud.arrays import split_id
+
+    name = f"projects/{DOMAIN_PROJECT}/locations/us-central1/jobs/{render.job_id('fit', '20260101-000000-abcdef12-0')}"
+    ours = render.backend_id(name)
+    assert ours == f"{DOMAIN_PROJECT}.us-central1.fit-20260101-000000-abcdef12-0"
+    assert render.job_name(ours) == name
+    assert split_id(f"{ours}_7") == (ours, 7) and split_id(ours) == (ours, None)
+    assert render.job_name(split_id(f"{ours}_7")[0]) == name
+
+
+def test_a_domain_scoped_project_runs_an_array(ex: jobsub.AutoExecutor, gcp: Any) -> None:
+    """Its ids go through the folder's index, the fake's REST paths and the task's own job id."""
+    from tests.tasks import describe_environment
+
+    ex.update_parameters(gcp_batch_project=DOMAIN_PROJECT)
+    jobs = ex.map_array(lambda _: describe_environment(), range(2))
+    seen = [job.result() for job in jobs]
+    parent = jobs[0].job_id.rpartition("_")[0]
+    assert parent.startswith(f"{DOMAIN_PROJECT}.{gcp_batch_env.REGION}.")
+    assert gcp.job(job_name(parent)) is not None
+    assert [s["job_id"] for s in seen] == [job.job_id for job in jobs]  # the task knows its own id
+    again = jobsub.Job(ex.storage.url, jobs[1].job_id)  # found through the folder's id index
+    assert again.result() == seen[1]
+
+
+def test_a_debug_run_reads_the_submitters_google_credentials_file(
+    ex: jobsub.AutoExecutor, gcp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """debug=True: a container of the same image on this machine's engine (real), folder on
+    fake-gcs-server (real), nothing sent to the Batch fake.  The task finds the submitter's
+    Application Default Credentials file (a dummy here) where GOOGLE_APPLICATION_CREDENTIALS
+    says, with the project and the store's endpoint; the folder holds none of its secret."""
+    from jobsub.backends.gcp_batch.here import ADC_IN_CONTAINER
+
+    secret = f"refresh-{uuid.uuid4().hex}"
+    adc = tmp_path / "application_default_credentials.json"
+    adc.write_text(json.dumps({
+        "type": "authorized_user", "client_id": "jobsub-test.apps.googleusercontent.com",
+        "client_secret": secret, "refresh_token": secret,
+    }))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+
+    def seen() -> dict[str, Any]:
+        import json as json_in_task
+        import os as os_in_task
+
+        path = os_in_task.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+        with open(path) as f:
+            client_id = json_in_task.load(f)["client_id"]  # read, not returned: the secret stays in the file
+        names = ("GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
+        return {"path": path, "client_id": client_id, **{n: os_in_task.environ.get(n) for n in names}}
+
+    ex.update_parameters(gcp_batch_debug=True)
+    created = gcp.calls["CreateJob"]
+    job = ex.submit(seen)
+    assert job.job_id.startswith("here-")
+    assert job.result(timeout=120) == {
+        "path": ADC_IN_CONTAINER, "client_id": "jobsub-test.apps.googleusercontent.com",
+        "GOOGLE_CLOUD_PROJECT": gcp_batch_env.PROJECT, "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+    }
+    assert gcp.calls["CreateJob"] == created
+    from google.cloud import storage
+
+    bucket, _, prefix = job.folder.url.removeprefix("gs://").partition("/")
+    blobs = list(storage.Client().list_blobs(bucket, prefix=prefix.rpartition("/")[0]))
+    assert blobs, "the folder is in the bucket"
+    for blob in blobs:
+        assert secret.encode() not in blob.download_as_bytes(), blob.name
+
+
+def test_the_credentials_file_is_the_one_google_auth_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobsub.backends.gcp_batch.here import adc_file
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    assert adc_file() is None  # gcloud never logged in for applications here
+    gcloud = tmp_path / "application_default_credentials.json"
+    gcloud.write_text("{}")
+    assert adc_file() == str(gcloud)
+    named = tmp_path / "key.json"
+    named.write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(named))
+    assert adc_file() == str(named)  # the variable first, as google-auth reads it
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "gone.json"))
+    assert adc_file() is None
 
 
 def test_logs_come_from_cloud_logging(ex: jobsub.AutoExecutor, gcp: Any) -> None:

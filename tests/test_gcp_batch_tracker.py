@@ -105,3 +105,19 @@ class TestGCPBatchTracker(ArrayTrackerSuite):
         from jobsub.backends.gcp_batch.scheduler import BatchScheduler
 
         return BatchScheduler(_ScriptedGoogle(script))
+
+    def test_batchs_reserved_exit_codes_map_to_typed_states(self, script: Script, tracker: Any) -> None:
+        """Each reserved code (scheduler.py's table, with its sources) gives its state, and the reason
+        carries Batch's own status event; 50004 (meaning unconfirmed, the task or its VM) is FAILED,
+        not a node failure; a code of the user's own stays the user's."""
+        expected = {
+            50000: JobState.FAILED, 50001: JobState.PREEMPTED, 50002: JobState.NODE_FAIL, 50003: JobState.NODE_FAIL,
+            50004: JobState.FAILED, 50005: JobState.TIMEOUT, 50006: JobState.NODE_FAIL, 3: JobState.FAILED,
+        }
+        codes = list(expected)
+        script.array("R", [JobState.FAILED] * len(codes), **{f"c{i}": code for i, code in enumerate(codes)})
+        found = tracker.states([f"R_{i}" for i in range(len(codes))])
+        for i, code in enumerate(codes):
+            status = found[f"R_{i}"]
+            assert status.state is expected[code], (code, status)
+            assert f"exit code {code}" in status.reason and "Task state is updated" in status.reason, status.reason

@@ -19,24 +19,19 @@ import pytest
 import jobsub
 from tests import kube_env, tasks
 from tests.conformance.behaviour import BackendSuite
+from tests.conformance.fixtures import BucketCloudFixtures
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.kube
 
 
-class TestKubernetesBehaviour(BackendSuite):
+class TestKubernetesBehaviour(BucketCloudFixtures, BackendSuite):
     """The shared suites (behaviour, DAG, guarantees, cache), none skipped while the services run;
     folders under /tmp, which the claim holds at the same path in every pod."""
 
     cluster = "kubernetes"
-
-    @pytest.fixture
-    def service(self) -> None:
-        kube_env.require()
-
-    @pytest.fixture
-    def backend_parameters(self) -> dict[str, Any]:
-        return kube_env.parameters()
+    probe = kube_env
+    poll_interval_s = None
 
 
 @pytest.fixture
@@ -115,18 +110,20 @@ def test_throttling_storm_is_ridden_out(ex: jobsub.AutoExecutor) -> None:
     assert len(_jobs(job.job_id.partition(".")[2])) == 1
 
 
+def _running_pod(name: str) -> str | None:
+    """The name of a Running pod of Job ``name`` (the played kubelet started its container), or None."""
+    cluster = kube_env.cluster()
+    pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
+    return next((p.metadata.name for p in pods if p.status.phase == "Running"), None)
+
+
 def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     """An eviction (DisruptionTarget) does not spend the task's retries (0 here): it runs again."""
     job = ex.submit(tasks.sleep_then, 5, 2)
     cluster = kube_env.cluster()
     name = job.job_id.partition(".")[2]
-
-    def running_pod() -> str | None:
-        pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
-        return next((p.metadata.name for p in pods if p.status.phase == "Running"), None)
-
-    wait_until(running_pod, 60, "a running pod")
-    first = running_pod()
+    wait_until(lambda: _running_pod(name), 60, "a running pod")
+    first = _running_pod(name)
     assert first
     cluster.controller.evict(first)
     assert job.result(timeout=120) == 2
@@ -134,6 +131,53 @@ def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
     assert len(pods) == 2  # the evicted one and its retry (which wrote the result)
     evicted = next(p for p in pods if p.metadata.name == first)
     assert (evicted.status.phase, evicted.status.reason) == ("Failed", "Evicted")
+
+
+def test_evicted_more_often_than_retried_is_preempted(ex: jobsub.AutoExecutor) -> None:
+    """Disruptions within the limit (three) run the task again without spending its retries (0
+    here); one more reads PREEMPTED with the kubelet's reason, and the Job, whose controller would
+    replace the pod for ever (podFailurePolicy Ignore), is deleted.  Real: the API server, its
+    status subresources and garbage collector.  Played: the kubelet's eviction (``evict``: the
+    container killed, the pod Failed/Evicted with a DisruptionTarget condition) and the Job
+    controller's replacement pods."""
+    from jobsub.backends.kubernetes.status import DISRUPTION_RETRIES
+
+    job = ex.submit(tasks.sleep_then, 60, 1)
+    cluster = kube_env.cluster()
+    name = job.job_id.partition(".")[2]
+    evicted: list[str] = []
+    for _ in range(DISRUPTION_RETRIES + 1):
+        wait_until(lambda: _running_pod(name) not in (None, *evicted), 60, "a (replacement) pod running")
+        evicted.append(_running_pod(name) or "")
+        if len(evicted) <= DISRUPTION_RETRIES:  # within the limit: not final, its retries (0) unspent
+            assert not job.status(force=True).state.is_final
+        cluster.controller.evict(evicted[-1])
+    with pytest.raises(jobsub.PreemptedError, match=rf"Evicted.*disrupted {DISRUPTION_RETRIES + 1} times"):
+        job.result(timeout=120)
+    assert job.state == "PREEMPTED"
+    wait_until(lambda: not _jobs(name), 30, "the Job deleted")
+
+
+def test_logs_of_a_finished_task_while_its_array_runs(ex: jobsub.AutoExecutor) -> None:
+    """stdout() of a task that ended while the other task of its Job still runs: its own pod's end is
+    asked (one pod list), not the Job's, which would wait out the log policy's grace on the sibling."""
+    jobs = ex.map_array(tasks.print_then_sleep, ["first-done", "still-running"], [0, 120])
+    assert jobs[0].result(timeout=120) == "done"
+    cluster = kube_env.cluster()
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+
+    def first_pod_succeeded() -> bool:  # the result is written before the played kubelet sees the exit
+        pods = cluster.core().list_namespaced_pod(cluster.namespace, label_selector=f"jobsub.dev/job={name}").items
+        return any(p.status.phase == "Succeeded" for p in pods)
+
+    wait_until(first_pod_succeeded, 30, "the first task's pod Succeeded")
+    counts = ex.backend.api.counts  # type: ignore[attr-defined]  # this test's own backend (its own root)
+    before = dict(counts)
+    assert "first-done" in (jobs[0].stdout() or "")
+    calls = {k: v - before.get(k, 0) for k, v in counts.items() if v != before.get(k, 0)}
+    assert calls == {"list_namespaced_pod": 1, "read_namespaced_pod_log": 1}
+    assert not jobs[1].done()
+    jobs[1].cancel()
 
 
 def test_missing_namespace_is_a_clear_error(ex: jobsub.AutoExecutor) -> None:
@@ -214,6 +258,35 @@ def test_bucket_folder_with_credentials_from_a_secret(tmp_path: Any) -> None:
     assert [j.result(timeout=120) for j in jobs] == [4, 6]
 
 
+def test_gcs_bucket_folder(tmp_path: Any) -> None:
+    """A folder in a gs:// bucket (fake-gcs-server, its real JSON API): the code package is uploaded
+    beside it, the pods (host network) read and write the bucket through STORAGE_EMULATOR_HOST,
+    which the store hands to the tasks, and the results come back through it."""
+    kube_env.require()
+    from tests.emulators import endpoint_problem
+
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
+    problem = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", "/storage/v1/b", b"storage#buckets", endpoint)
+    if problem:
+        pytest.skip(problem)
+    from google.cloud import storage
+
+    client = storage.Client()
+    bucket = "jobsub-k8s-test"
+    if client.lookup_bucket(bucket) is None:
+        client.create_bucket(bucket)
+    prefix = uuid.uuid4().hex[:12]
+    ex = jobsub.AutoExecutor(folder=f"gs://{bucket}/{prefix}", cluster="kubernetes")
+    ex.update_parameters(**{k: v for k, v in kube_env.parameters().items() if k != "k8s_pvc"})
+    jobs = ex.map_array(tasks.add, [1, 2], [30, 40])
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+    job = _jobs(name)[0]
+    assert not job.spec.template.spec.volumes  # no claim: the bucket is the only way to the folder
+    assert [j.result(timeout=120) for j in jobs] == [31, 42]
+    names = [b.name for b in client.list_blobs(bucket, prefix=f"{prefix}/")]
+    assert any("/.code/" in n for n in names), names  # the code package, uploaded beside the folders
+
+
 def test_debug_runs_attached_on_this_machines_engine(ex: jobsub.AutoExecutor) -> None:
     """k8s_debug=True: the same image, command and folder, run attached here; no Job is created."""
     from jobsub.backends.kubernetes.manifest import job_name
@@ -245,3 +318,49 @@ def test_job_deleted_behind_our_back_is_lost_or_judged_by_the_folder(
     with pytest.raises(jobsub.JobLostError, match="no longer lists job"):
         slow.result(timeout=60)
     assert ex.backend.states([done.job_id])[done.job_id].state == jobsub.JobState.COMPLETED
+
+
+def test_cancelling_one_task_of_an_array_leaves_its_siblings_running(ex: jobsub.AutoExecutor) -> None:
+    """Task 2 of 3 (one at a time) cancelled while task 0 runs: CANCELLED at once, its pod's worker
+    finds the cancel in the folder and does not run it, and the Job is not deleted: tasks 0 and 1
+    complete (1.20 cannot end one index of an Indexed Job alone)."""
+    ex.update_parameters(array_parallelism=1)
+    jobs = ex.map_array(tasks.print_then_sleep, [f"task {i} ran" for i in range(3)], [6, 1, 1])
+    wait_until(lambda: jobs[0].state == "RUNNING", 60, "task 0 running")
+    assert jobs[2].cancel()
+    assert jobs[2].state == jobsub.JobState.CANCELLED
+    assert [jobs[0].result(timeout=120), jobs[1].result(timeout=120)] == ["done", "done"]
+    name = jobs[0].job_id.partition(".")[2].partition("_")[0]
+    cluster = kube_env.cluster()
+
+    def complete() -> bool:
+        job = cluster.batch().read_namespaced_job(name, cluster.namespace)
+        return any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
+
+    wait_until(complete, 60, "the Job complete: every index ran, task 2's without running its function")
+    with pytest.raises(jobsub.JobCancelledError):
+        jobs[2].result(timeout=10)
+    assert jobs[2].folder.read_result(2, 0) is None
+    told = (jobs[2].stdout() or "") + (jobs[2].stderr() or "")
+    assert "cancelled before it started" in told and "task 2 ran" not in told
+
+
+def test_jobs_cancelled_from_another_process_read_cancelled(ex: jobsub.AutoExecutor) -> None:
+    """`jobsub cancel` in another process deletes the Jobs (a plain job, an array by its own id):
+    this process reads CANCELLED from the folder's record, not LOST."""
+    import subprocess
+    import sys
+
+    plain = ex.submit(tasks.sleep_then, 120, 1)
+    array = ex.map_array(tasks.sleep_then, [120, 120], [1, 2])
+    wait_until(lambda: plain.state == "RUNNING", 60, "the task running")
+    array_id = array[0].job_id.rpartition("_")[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "jobsub", "cancel", str(ex.folder), plain.job_id, array_id],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for job in (plain, *array):
+        with pytest.raises(jobsub.JobCancelledError, match="cancelled by the user"):
+            job.result(timeout=60)
+    assert not _jobs(plain.job_id.partition(".")[2]) and not _jobs(array_id.partition(".")[2])

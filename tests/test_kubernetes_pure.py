@@ -171,6 +171,9 @@ def test_disruptions_do_not_spend_retries_until_the_last() -> None:
     assert task_status(_job(), evicted).state == JobState.PENDING
     last = [*evicted, _pod("Failed", reason="Evicted", disruption=True, age=99)]
     assert task_status(_job(), last).state == JobState.PREEMPTED
+    # the controller replaces the pod regardless (podFailurePolicy Ignore): the verdict stands
+    spent = task_status(_job(), [*last, _pod("Running", age=100)])
+    assert spent.state == JobState.PREEMPTED and f"disrupted {DISRUPTION_RETRIES + 1} times" in spent.reason
 
 
 def test_pending_shows_the_kubelets_reason() -> None:
@@ -179,10 +182,99 @@ def test_pending_shows_the_kubelets_reason() -> None:
 
 
 def test_no_cluster_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No kubeconfig and not in a pod: the executor fails at creation, saying where it looked."""
+    """No kubeconfig and not in a pod: the executor fails at creation, naming the file it looked
+    for, before its folder is written."""
     import jobsub
 
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    missing = tmp_path / "missing-kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(BackendError, match="no Kubernetes configuration found.*KUBECONFIG"):
+    with pytest.raises(BackendError, match=f"no Kubernetes configuration found: no kubeconfig file at {missing}"):
         jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_kubeconfig_anywhere_names_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBECONFIG unset and no ~/.kube/config: the default path is named."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(BackendError, match=f"{tmp_path}/.kube/config .the default.*not in a pod"):
+        KubeGateway().check_credentials()
+
+
+def _kubeconfig(tmp_path: Path, current: str = "test") -> Path:
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: test, context: {cluster: c, user: u}}]\n"
+        f"current-context: '{current}'\n"
+    )
+    return path
+
+
+def test_missing_context_is_named_before_the_folder_is_written(tmp_path: Path) -> None:
+    """A context the kubeconfig does not have: refused at executor creation, nothing written, no call made."""
+    import jobsub
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    path = _kubeconfig(tmp_path)
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(path), context="prod")
+    with pytest.raises(BackendError, match=rf"kubeconfig {path} has no context 'prod': its contexts are \['test'\]"):
+        jobsub.Executor(folder=tmp_path / "runs", backend=backend)
+    assert not (tmp_path / "runs").exists()
+    assert not backend.api.counts  # nothing was sent
+    KubeGateway(str(path), "test").check_credentials()  # the context that exists passes
+    with pytest.raises(BackendError, match=r"kubeconfig .* cannot be read: .*name gone"):
+        KubeGateway(str(_kubeconfig(tmp_path, current="gone"))).check_credentials()
+
+
+def test_in_cluster_service_account_is_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig but a pod's service account: the credentials are there (checked without a call)."""
+    from jobsub.cloud import kube
+
+    token = tmp_path / "token"
+    token.write_text("t")
+    monkeypatch.setattr(kube, "_SERVICE_ACCOUNT_TOKEN", str(token))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    KubeGateway().check_credentials()
+
+
+def test_one_task_per_pod_and_the_image_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
+    """The executor's checks (Capabilities.one_task_per_job, check_parameters) refuse at submit, no call made."""
+    import jobsub
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(_kubeconfig(tmp_path)))
+    ex = jobsub.Executor(folder=tmp_path / "runs", backend=backend)
+    with pytest.raises(InvalidParameterError, match="k8s_image="):
+        ex.submit(len, "abc")
+    ex.update_parameters(image="py", nodes=2)
+    with pytest.raises(InvalidParameterError, match="runs one task per job.*nodes=2"):
+        ex.submit(len, "abc")
+    assert not backend.api.counts
+
+
+def test_a_spent_task_ends_its_job_only_when_nothing_else_of_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task 0 disrupted four times: while task 1 runs its Job stays (deleting it would kill task 1);
+    once task 1 succeeded the Job is deleted and task 0's PREEMPTED is kept by this process."""
+    from kubernetes import client
+
+    from jobsub.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(str(tmp_path / "runs"), kubeconfig=str(_kubeconfig(tmp_path)))
+    deleted: list[str] = []
+    monkeypatch.setattr(backend, "_delete", lambda namespace, name: deleted.append(name))
+    spent = [_pod("Failed", reason="Evicted", disruption=True, age=i) for i in range(DISRUPTION_RETRIES + 1)]
+    job = _job()
+    job.metadata.namespace, job.spec = "ns", client.V1JobSpec(completions=2, template=client.V1PodTemplateSpec())
+    job.status.succeeded = 0
+    backend._end_when_spent("ns.j", job, [*spent, _pod("Running", index=1, age=50)])
+    assert not deleted
+    job.status.succeeded = 1  # task 1's pod succeeded (succeeded pods are not listed)
+    backend._end_when_spent("ns.j", job, [*spent, _pod("Running", age=60)])  # task 0's endless replacement
+    assert deleted == ["j"]
+    assert backend.states(["ns.j_0"])["ns.j_0"].state == JobState.PREEMPTED

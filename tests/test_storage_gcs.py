@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -308,3 +309,27 @@ def test_the_worker_runs_a_task_whose_folder_is_in_gcs(url: str) -> None:
     assert payload is not None
     outcome = Outcome.loads(payload)
     assert outcome.ok and outcome.value == 42
+
+
+# -- another process's environment (a daemon serving a submission) --------------------------------
+def test_a_client_for_another_environment_uses_its_values_and_leaves_os_environ_alone(
+    url: str, fake_gcs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real: fake-gcs-server.  The library's ``Client.__init__`` is wrapped only to look at
+    ``os.environ`` while the client for the submitter's environment is made: this process's must
+    stay as it is (other threads read it), and the client must reach the submitter's emulator."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # this process's own: nothing answers there
+    environ, seen = os.environ, []
+    made = gcs.Client.__init__
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((os.environ is environ, os.environ.get("STORAGE_EMULATOR_HOST")))
+        made(self, *args, **kwargs)
+
+    monkeypatch.setattr(gcs.Client, "__init__", watched)
+    project = f"submitter-{uuid.uuid4().hex[:8]}"  # a distinct environment: a client of its own
+    storage = GCSStorage(url, env={"STORAGE_EMULATOR_HOST": fake_gcs, "GOOGLE_CLOUD_PROJECT": project})
+    storage.write_bytes("k", b"from the submitter's environment")
+    assert storage.read_bytes("k") == b"from the submitter's environment"
+    assert seen == [(True, "http://127.0.0.1:9")]
+    assert storage.client.project == project and storage.client.api_endpoint == fake_gcs

@@ -360,3 +360,47 @@ def test_missing_aws_credentials_are_said_before_anything_is_written(
             jobsub.Executor(f"s3://{bucket}/{prefix}/runs", backend=backend)
     assert S3Storage(f"s3://{bucket}").list(prefix) == []  # not even the write probe
     jobsub.Executor(f"s3://{bucket}/{prefix}/runs", backend=backend)  # the emulator's dummy credentials pass
+
+
+# -- another process's environment (a daemon serving a submission) --------------------------------
+def test_a_client_for_another_environment_uses_its_values_and_leaves_os_environ_alone(
+    url: str, moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real: moto's S3.  boto3's ``Session.client`` is wrapped only to look at ``os.environ`` while
+    the client for the submitter's environment is made: this process's must stay as it is (other
+    threads read it), and the client must still reach the submitter's endpoint with its keys."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # this process's own: nothing answers there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "the-daemons-key")
+    environ, seen = os.environ, []
+    made = boto3.session.Session.client
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((os.environ is environ, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_ENDPOINT_URL")))
+        return made(self, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.session.Session, "client", watched)
+    key = f"submitter-{uuid.uuid4().hex[:8]}"  # a distinct environment: a client of its own
+    env = {"AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    storage = S3Storage(url, env=env)
+    storage.write_bytes("k", b"from the submitter's environment")
+    assert seen == [(True, "the-daemons-key", "http://127.0.0.1:9")]
+    signed: list[str] = []
+    storage.client.meta.events.register(
+        "before-send.s3", lambda request, **_: signed.append(str(request.headers["Authorization"]))
+    )
+    assert storage.read_bytes("k") == b"from the submitter's environment"
+    assert f"Credential={key}/" in signed[0]
+    assert storage.client.meta.endpoint_url == moto and storage.client.meta.region_name == "us-east-1"
+
+
+def test_a_submitter_without_keys_never_gets_the_daemons(url: str, moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real: moto's S3.  This process has keys, the submitter's environment none (nor a profile):
+    the client made for it finds no credentials, rather than borrowing this process's."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    env = {"AWS_ENDPOINT_URL": moto, "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent/config",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials", "JOBSUB_TEST": uuid.uuid4().hex}
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(PermissionError, match="no usable AWS credentials"):
+        S3Storage(url, env=env).read_bytes("k")

@@ -80,6 +80,7 @@ class SupervisedBackend(Backend):
 
     kind: str = ""
     """The supervisor's kind: its spec is ``<folder>/<kind>/spec.json``."""
+    records_cancel = True  # the supervisor (or cancel_unsupervised) writes it, then kills
     storage: Any
 
     def _request(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -233,6 +233,10 @@ class Backend:
     """The reasons of a pending job's ``Status`` (as ``states()`` words them, up to a first comma) that
     need no one's attention: waiting for its turn, for resources, for a dependency.  A wait that pends
     for another reason longer than ``JOBSUB_PENDING_WARN_S`` logs a warning naming it (``Job.wait``)."""
+    records_cancel: ClassVar[bool] = False
+    """Its ``cancel`` writes the task's CANCELLED exit record itself (the supervised backends: the
+    record is what stops a task no supervisor holds); for the others ``Job.cancel`` writes it
+    before it calls ``cancel`` (``Job.record_cancel``)."""
     end_record_lag_s: ClassVar[float] = 0.0
     """How long after a task's result the backend may still write its end record into the folder.
     ``result()`` waits that long at most for the record (``end_recorded``), so that a folder

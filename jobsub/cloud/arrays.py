@@ -10,6 +10,7 @@ answer, and holds what every backend would otherwise copy::
     Backend.states(["P_0", "P_1", ..., "Q"])
       └─ ArrayTracker.states
            ├─ ids of a run attached (debug=True, "here-..."): their folder answers
+           ├─ tasks this process cancelled alone (CancelledAlone): CANCELLED, no call
            ├─ ids grouped by parent: {"P": [0, 1, ...], "Q": [None]}
            ├─ Scheduler.describe(parents)       ≤ describe_max parents a call (chunked here)
            │     └─> {parent id: Parent(native, array, counts by JobState, final, queued, cancelled)}
@@ -19,7 +20,8 @@ answer, and holds what every backend would otherwise copy::
            │     Scheduler.children(parent, {RUNNING})   to tell running from waiting ones
            │     (both in ONE call when both are due: a backend that lists them together says so)
            ├─ parent not returned ──> ForgottenJobs: the folder decides
-           │     result -> COMPLETED, none -> LOST (after a grace period from the submission)
+           │     result -> COMPLETED, a recorded cancel -> CANCELLED, none -> LOST (after a
+           │     grace period from the submission)
            └─ parent queued (nothing started) ──> PendingTooLong: past the submission's limit
                  (a parameter recorded in the folder), Scheduler.cancel(parent, reason) and
                  CANCELLED, with the scheduler's own reason for the wait
@@ -30,7 +32,12 @@ listed FAILED nor RUNNING is PENDING while its array lives and COMPLETED once
 the array ended.  Polling a running 10,000-task array costs one describe,
 plus listings only when its counts moved.
 
-The rules ``ForgottenJobs`` and ``PendingTooLong`` stand alone too: a
+``cancel`` ends what the scheduler can end; on one that cancels whole arrays
+only (GCP Batch), a task cancelled alone is left to its worker, which finds
+the cancel recorded in the folder (``Job.record_cancel``) and neither starts
+it nor publishes its result.
+
+The rules ``ForgottenJobs``, ``CancelledAlone`` and ``PendingTooLong`` stand alone too: a
 scheduler whose answers do not come in parents and counts (Slurm's squeue
 and sacct) composes them without the tracker.  Throttling and retries are
 not this module's: the backend's ``Gateway`` paces and retries every call
@@ -51,7 +58,7 @@ from ..states import JobState, Status
 from ..storage import Storage
 from .attached import attached_states, is_attached
 
-__all__ = ["ArrayTracker", "ForgottenJobs", "Parent", "PendingTooLong", "Scheduler", "split_id"]
+__all__ = ["ArrayTracker", "CancelledAlone", "ForgottenJobs", "Parent", "PendingTooLong", "Scheduler", "split_id"]
 
 logger = logging.getLogger("jobsub.cloud")
 
@@ -134,7 +141,10 @@ class ForgottenJobs:
 
     Within ``grace_s`` of its submission (or of the first time it was missed, when no folder
     records it) the scheduler may just not list it yet (listings are eventually consistent):
-    ``waiting``.  After that, a task whose result is in the folder COMPLETED, any other LOST.
+    ``waiting``.  After that, a task whose result is in the folder COMPLETED, one whose cancel
+    the folder records (``Job.cancel``, from any process) CANCELLED with its reason, any other
+    LOST.  A recorded cancel needs no grace: a Job deleted by another process's cancel reads
+    CANCELLED at once.  Cost: one listing of the folder's exit records per forgotten parent.
 
     Args:
         storage: the executor's folder store (called when needed: opened lazily).
@@ -179,23 +189,66 @@ class ForgottenJobs:
         folder, record = known if known is not None else self._record(storage, parent)
         with self._lock:
             since = record.submitted_at if record is not None else self._missed_since.setdefault(parent, now)
-        if now - since < grace_s:
-            return {backend_id: Status(waiting, f"not listed by {self.label} yet") for backend_id, _ in members}
         if folder is None or record is None:
+            if now - since < grace_s:
+                return {backend_id: Status(waiting, f"not listed by {self.label} yet") for backend_id, _ in members}
             where = f"no folder in {storage.url} names it" if folder is None else f"{folder.url} does not record it"
             why = f"{self.label} does not know job {parent} ({forgets}) and {where}"
             return {backend_id: Status(JobState.LOST, why) for backend_id, _ in members}
+        ended = folder.ended()  # one listing: which tasks have an exit record (a cancel among them)
         answer = {}
         for backend_id, index in members:
-            if folder.has_result(record.offset + (index or 0), 0):
+            task = record.offset + (index or 0)
+            cancelled = folder.cancel_reason(task) if str(task) in ended else None
+            if cancelled is None and now - since < grace_s:
+                answer[backend_id] = Status(waiting, f"not listed by {self.label} yet")
+            elif folder.has_result(task, 0):
                 answer[backend_id] = Status(
                     JobState.COMPLETED, f"{self.label} no longer lists job {parent}; its result is in the folder"
                 )
+            elif cancelled is not None:
+                answer[backend_id] = Status(JobState.CANCELLED, cancelled)
             else:
                 answer[backend_id] = Status(
                     JobState.LOST, f"{self.label} no longer lists job {parent} ({forgets}) and it left no result in {folder.url}"
                 )
         return answer
+
+
+class CancelledAlone:
+    """Tasks of an array cancelled alone on a scheduler that ends whole arrays only.
+
+    GCP Batch cancels whole jobs, and a Kubernetes Indexed Job (on the API servers without
+    per-index failure policies) loses every index when it is deleted: cancelling one task must
+    not end its siblings.  Such a task's cancel is recorded in its folder (``Job.record_cancel``),
+    so its worker does not start it and, if it runs already, does not publish its result (its
+    compute goes on until the function returns); this process remembers it, so that its
+    backend's ``states`` answers CANCELLED at once, at no cost.  Another process reads it from the
+    folder once the scheduler says the task ended (``Job``) or forgot it (``ForgottenJobs``).
+    """
+
+    REASON = "cancelled by the user (the other tasks of its array run on)"
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, set[int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, parent: str, index: int, size: int) -> bool:
+        """Remember task ``index`` of ``parent`` (of ``size`` tasks); True once all of its tasks are
+        cancelled (then end the array itself)."""
+        with self._lock:
+            tasks = self._tasks.setdefault(parent, set())
+            tasks.add(index)
+            return len(tasks) >= size
+
+    def status(self, backend_id: str) -> Status | None:
+        """CANCELLED if this process cancelled task ``backend_id`` alone; None otherwise."""
+        if not self._tasks:  # the usual case: nothing cancelled alone
+            return None
+        parent, index = split_id(backend_id)
+        with self._lock:
+            alone = index is not None and index in self._tasks.get(parent, ())
+        return Status(JobState.CANCELLED, self.REASON) if alone else None
 
 
 class PendingTooLong:
@@ -286,6 +339,7 @@ class ArrayTracker:
     ) -> None:
         self.scheduler = scheduler
         self.forgotten = ForgottenJobs(storage, scheduler.label)
+        self.alone = CancelledAlone()
         self.pending = pending
         self.lost_grace_s = lost_grace_s
         self.arrays: dict[str, bool] = {}
@@ -317,13 +371,24 @@ class ArrayTracker:
             self.describe([parent])
         return self.arrays.get(parent, False)
 
-    def cancel(self, backend_ids: Sequence[str], end: Callable[[str, int | None], None]) -> None:
+    def cancel(self, backend_ids: Sequence[str], end: Callable[[str, int | None], None], *, whole_only: bool = False) -> None:
         """``Backend.cancel``: ``end(parent, index)`` for each id (index None: a plain job, or a whole
-        array); the ids of a run attached are skipped (it ended before ``submit`` returned)."""
+        array); the ids of a run attached are skipped (it ended before ``submit`` returned).
+
+        ``whole_only``: the scheduler cancels whole arrays only (GCP Batch): a task of an array
+        cancelled alone is remembered (``CancelledAlone``; ``states`` answers CANCELLED) and
+        ``end(parent, None)`` comes once every task of its array is cancelled.
+        """
         for backend_id in backend_ids:
             if not is_attached(backend_id):
                 parent, index = split_id(backend_id)
-                end(parent, index if index is not None and self.is_array(parent) else None)
+                index = index if index is not None and self.is_array(parent) else None
+                if whole_only and index is not None:
+                    described = self.describe([parent]).get(parent)
+                    if described is None or described.ended or not self.alone.add(parent, index, described.size):
+                        continue  # gone, ended, or its siblings run on
+                    index = None
+                end(parent, index)
 
     def whole_array(self, job_ids: Sequence[str]) -> str | None:
         """The parent whose children, in order, ``job_ids`` are (all of an array the scheduler
@@ -348,6 +413,9 @@ class ArrayTracker:
         answer = attached_states(self.forgotten.storage(), here) if here else {}
         groups: dict[str, list[Member]] = {}
         for backend_id in backend_ids:
+            alone = self.alone.status(backend_id)
+            if alone is not None:
+                answer[backend_id] = alone
             if backend_id in answer:
                 continue
             parent_id, index = split_id(backend_id)

@@ -5,7 +5,7 @@ Docker's ``interactive`` is the same) runs each task of a submission on this
 machine's Docker engine, attached and one after the other, before ``submit``
 returns::
 
-    backend.submit ─> run_submission_here(launch, command, image, n, common, folder, env_of)
+    backend.submit ─> run_submission_here(launch, command, image, n, common, folder, env_of, read_only_files=...)
         ─> run_tasks(AttachedRun(image, command, host_config), folder, indexes, env_of)
         for each task: create the container ─> attach (a TTY when this is a terminal: breakpoint()
             works) ─> stop it at timeout_min (SIGTERM, SIGKILL KILL_GRACE_S later) ─> remove it
@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
@@ -122,6 +122,9 @@ def run_tasks(
 def run_submission_here(
     launch: Launch, argv: list[str], image: str, n_tasks: int, common: CommonParameters, folder: JobFolder,
     env_of: Callable[[int, str], dict[str, str]],
+    *,
+    read_only_files: Mapping[str, str] | None = None,
+    shared: Sequence[str] = (),
 ) -> str:
     """``debug=True`` on a scheduler backend: the ``n_tasks`` tasks of ``launch`` in containers of
     ``image``, attached, within ``timeout_min`` and ``mem_gb``, on the host's network (the bucket's
@@ -129,9 +132,17 @@ def run_submission_here(
 
     ``env_of(i, job_id)``: the environment of the submission's task ``i`` (folder task
     ``launch.offset + i``) with the variables its scheduler would set (its index, its job id;
-    ``job_id``: the submission's).
+    ``job_id``: the submission's).  ``read_only_files``: host path -> path in the container,
+    bind-mounted read-only (a credentials file the SDK in the task finds by a variable: its
+    content never enters an environment or the folder).  ``shared``: directories of this
+    machine the containers see at the same path, read-write (a folder the scheduler's tasks
+    reach through a volume: Kubernetes' claim).
     """
     host_config: dict[str, Any] = {"network_mode": "host"}
+    binds = {path: {"bind": path, "mode": "rw"} for path in shared}
+    binds.update({host: {"bind": inside, "mode": "ro"} for host, inside in (read_only_files or {}).items()})
+    if binds:
+        host_config["binds"] = binds
     if common.mem_gb:
         host_config["mem_limit"] = int(common.mem_gb * 2**30)
     timeout_s = None if common.timeout_min is None else common.timeout_min * 60

@@ -15,7 +15,8 @@ botocore's own retries are off (``total_max_attempts=1``): a SubmitJob whose
 answer was lost must be looked up before it is sent again (``before_retry``),
 which botocore cannot do, and one policy (``jobsub.retry``) decides for every
 call.  boto3 is imported on first use.  Endpoint, region and credentials come
-from boto3's own chain; jobsub stores none of them.
+from boto3's own chain, or from another process's environment passed as values
+(``session_of``: a daemon serving a submission); jobsub stores none of them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..errors import BackendError, SubmissionError
 from ..retry import botocore_transient
 from .gateway import Gateway
 
-__all__ = ["ENDPOINT_VARIABLES", "AWSGateway", "S3Gateway", "error_code", "machine_credentials"]
+__all__ = ["ENDPOINT_VARIABLES", "AWSGateway", "S3Gateway", "error_code", "machine_credentials", "session_of"]
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE")
 """What tells boto3 where S3 is (a change of them makes a new shared client: tests move them)."""
@@ -75,6 +76,40 @@ def machine_credentials() -> dict[str, str]:
     return env
 
 
+def session_of(env: Mapping[str, str], region: str | None = None) -> Any:
+    """A boto3 session built from ``env``'s values (another process's environment), not this one's.
+
+    Keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), profile, region
+    and config files are given to the session as arguments: ``os.environ`` is neither read for them
+    nor changed, so other threads of the process never see another process's credentials.  Without
+    keys in ``env``, the chain goes on from the profile (files, SSO, roles) but never takes this
+    process's own keys for the submitter's.
+    """
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    settings = {
+        "profile": env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE"),
+        "region": region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        "config_file": env.get("AWS_CONFIG_FILE"),
+        "credentials_file": env.get("AWS_SHARED_CREDENTIALS_FILE"),
+    }
+    for name, value in settings.items():
+        if value:
+            core.set_config_variable(name, value)
+    if env.get("AWS_ACCESS_KEY_ID"):
+        core.set_credentials(env["AWS_ACCESS_KEY_ID"], env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_SESSION_TOKEN"))
+    else:
+        core.get_component("credential_provider").remove("env")  # this process's keys are not the submitter's
+    return boto3.session.Session(botocore_session=core)
+
+
+def _endpoint_of(env: Mapping[str, str], service: str) -> str | None:
+    """The endpoint ``env`` names for ``service`` (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``)."""
+    return env.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}") or env.get("AWS_ENDPOINT_URL") or None
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ``ClientError`` ("NoSuchKey"), "" for anything else."""
     response = getattr(exc, "response", None)
@@ -111,6 +146,8 @@ class AWSGateway(Gateway):
 
     _given: Any = None
     """A client given instead of boto3's chain (its credentials are its own)."""
+    _env: Mapping[str, str] | None = None
+    """Another process's environment the clients are built from (``session_of``), instead of this one's."""
 
     def __init__(self, region: str | None = None) -> None:
         super().__init__()
@@ -128,7 +165,12 @@ class AWSGateway(Gateway):
             connect_timeout=10, read_timeout=60, max_pool_connections=20,
             user_agent_extra=f"jobsub/{__version__}",
         )
-        return boto3.session.Session(region_name=self.region).client(service, config=config)
+        if self._env is None:
+            return boto3.session.Session(region_name=self.region).client(service, config=config)
+        endpoint = _endpoint_of(self._env, service)
+        if endpoint is None:  # this process's AWS_ENDPOINT_URL is not the submitter's
+            config = config.merge(Config(ignore_configured_endpoint_urls=True))
+        return session_of(self._env, self.region).client(service, config=config, endpoint_url=endpoint)
 
     def check_credentials(self) -> None:
         """boto3's chain finds no credentials (an emulator takes dummy ones: they pass)."""
@@ -196,7 +238,7 @@ class S3Gateway(AWSGateway):
     Args:
         bucket: named in errors.
         client: a boto3 S3 client to use instead of the process's shared one.
-        env: the environment boto3's chain is read from instead of this process's (a daemon
+        env: the environment whose values the client is built from instead of this process's (a daemon
             reaching a submission's folder with the credentials of the process that submitted it).
     """
 

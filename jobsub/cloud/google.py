@@ -28,7 +28,7 @@ from ..errors import BackendError, SubmissionError
 from ..retry import google_transient
 from .gateway import Gateway
 
-__all__ = ["BATCH_ENDPOINT", "LOGGING_ENDPOINT", "GoogleGateway"]
+__all__ = ["BATCH_ENDPOINT", "LOGGING_ENDPOINT", "GoogleGateway", "storage_client_of"]
 
 BATCH_ENDPOINT = "JOBSUB_GCP_BATCH_ENDPOINT"
 LOGGING_ENDPOINT = "JOBSUB_GCP_LOGGING_ENDPOINT"
@@ -40,6 +40,8 @@ class GoogleGateway(Gateway):
 
     Args:
         storage_client: a ``google.cloud.storage.Client`` to use instead of making one.
+        env: another process's environment the storage client is built from (``storage_client_of``)
+            instead of this one's.
     """
 
     provider = "google"
@@ -53,9 +55,10 @@ class GoogleGateway(Gateway):
         "ListLogEntries": 1.0,
     }
 
-    def __init__(self, *, storage_client: Any = None) -> None:
+    def __init__(self, *, storage_client: Any = None, env: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._given = storage_client is not None
+        self._env = env
         if storage_client is not None:
             self._clients["storage"] = storage_client
 
@@ -82,7 +85,7 @@ class GoogleGateway(Gateway):
         if kind == "storage":
             import google.cloud.storage
 
-            return google.cloud.storage.Client()
+            return google.cloud.storage.Client() if self._env is None else storage_client_of(self._env)
         if kind == "batch":
             from google.cloud import batch_v1
 
@@ -136,6 +139,31 @@ class GoogleGateway(Gateway):
     def batch(self, operation: str, *, what: str = "", submitting: bool = False, **kwargs: Any) -> Any:
         """One Batch RPC (``GetJob``, ``CreateJob``...) through ``call``, the client's own retry off."""
         return self.call("batch", operation, what=what or operation, submitting=submitting, retry=None, **kwargs)
+
+
+def storage_client_of(env: Mapping[str, str]) -> Any:
+    """A Cloud Storage client built from ``env``'s values (another process's environment), not this one's.
+
+    ``STORAGE_EMULATOR_HOST`` is the API endpoint, with anonymous credentials (as the library does
+    for its own emulator variable); ``GOOGLE_APPLICATION_CREDENTIALS`` a credentials file;
+    ``GOOGLE_CLOUD_PROJECT`` the project.  ``os.environ`` is never changed for it.  Without a
+    credentials file, Application Default Credentials of this process's user apply.
+    """
+    import google.auth
+    from google.cloud import storage
+
+    project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or None
+    emulator = env.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        from google.auth.credentials import AnonymousCredentials
+
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return storage.Client(project=project, credentials=anonymous, client_options={"api_endpoint": emulator})
+    path = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if not path:
+        return storage.Client(project=project) if project else storage.Client()
+    credentials, found_project = google.auth.load_credentials_from_file(path, scopes=storage.Client.SCOPE)  # type: ignore[no-untyped-call]
+    return storage.Client(project=project or found_project, credentials=credentials)
 
 
 def _endpoint(variable: str) -> tuple[dict[str, str], Any]:

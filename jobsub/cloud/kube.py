@@ -8,6 +8,8 @@
             429 (Retry-After honoured), 500/502/503/504, a connection reset or refused -> again
             422 -> the API's own message (field paths); 403 -> the verb and resource refused;
             404 of a namespace -> "namespace X does not exist"; no configuration -> says where it looked
+        check_credentials()   no kubeconfig (nor a pod's service account), or no such context:
+                              a BackendError naming what was looked for; nothing is sent
 
 The configuration is the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``, or
 the file and context given), else the in-cluster service account: a client
@@ -56,6 +58,27 @@ class KubeGateway(Gateway):
             self._api_client = _load_api_client(self.kubeconfig, self.context)
         return self._api_client
 
+    def check_credentials(self) -> None:
+        """The kubeconfig (and its context) or the pod's service account exists; read here, nothing sent.
+
+        Asked by the executor before anything is written, so a machine without a cluster
+        configuration fails at once, naming the files and the context it looked for.
+        """
+        path = kubeconfig_path(self.kubeconfig)
+        if path is None:
+            if _in_cluster():
+                return
+            raise BackendError(f"no Kubernetes configuration found: {_looked_for(self.kubeconfig)}; {_WHERE}")
+        from kubernetes import config
+
+        try:
+            contexts, _ = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the loader's ConfigException, or YAML it cannot read
+            raise BackendError(f"the kubeconfig {path} cannot be read: {exc}") from None
+        names = [c.get("name") for c in contexts or []]
+        if self.context and self.context not in names:  # (a missing current-context: the loader said so)
+            raise BackendError(f"the kubeconfig {path} has no context {self.context!r}: its contexts are {names}")
+
     def make_client(self, service: str) -> Any:
         from kubernetes import client
 
@@ -97,17 +120,43 @@ _WHERE = (
 )
 
 
+_SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _candidates(kubeconfig: str | None) -> list[str]:
+    """The kubeconfig files looked for, in order: the one given, else ``KUBECONFIG``'s, else ``~/.kube/config``."""
+    listed = kubeconfig or os.environ.get("KUBECONFIG", "")
+    paths = [p for p in listed.split(os.pathsep) if p]
+    return [os.path.expanduser(p) for p in paths] or [os.path.expanduser("~/.kube/config")]
+
+
+def kubeconfig_path(kubeconfig: str | None) -> str | None:
+    """The first kubeconfig file of ``_candidates`` that exists, or None."""
+    return next((p for p in _candidates(kubeconfig) if os.path.isfile(p)), None)
+
+
+def _in_cluster() -> bool:
+    """Running in a pod with a service account (what ``load_incluster_config`` reads)."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ and os.path.isfile(_SERVICE_ACCOUNT_TOKEN)
+
+
+def _looked_for(kubeconfig: str | None) -> str:
+    source = "given" if kubeconfig else ("from KUBECONFIG" if os.environ.get("KUBECONFIG") else "the default")
+    return (
+        f"no kubeconfig file at {', '.join(_candidates(kubeconfig))} ({source}), and not in a pod "
+        f"(KUBERNETES_SERVICE_HOST and {_SERVICE_ACCOUNT_TOKEN})"
+    )
+
+
 def _load_api_client(kubeconfig: str | None, context: str | None) -> Any:
     """An ApiClient from the kubeconfig, else the in-cluster service account; SDK retries off."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser(
-        "~/.kube/config"
-    )
-    if kubeconfig or os.path.exists(path) or "KUBERNETES_SERVICE_HOST" not in os.environ:
+    path = kubeconfig_path(kubeconfig)
+    if path is not None or not _in_cluster():
         config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path, context=context, client_configuration=configuration
+            config_file=path or _candidates(kubeconfig)[0], context=context, client_configuration=configuration
         )
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -7,11 +7,10 @@ the store's URL; only these helpers know the bucket's own prefix.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -51,9 +50,9 @@ def shared_client(
     SDK clients are thread-safe and cost tens of milliseconds to make, so the
     storages of a process share one.  A forked child makes its own, and so
     does a change of the ``variables`` that tell the SDK where the store is
-    (tests move them).  With ``env``, the client is made as in a process whose
-    environment is ``env`` (``jobsub.storage.store_environment`` of another
-    process): one per distinct ``env``.
+    (tests move them).  With ``env`` (``jobsub.storage.store_environment`` of
+    another process), ``make`` builds the client from ``env``'s values: one per
+    distinct ``env``.  ``os.environ`` is never changed to make one.
     """
     if env is not None:
         key: tuple[Any, ...] = (kind, "env", tuple(sorted(env.items())))
@@ -62,35 +61,13 @@ def shared_client(
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            if env is None:
-                client = make()
-            else:
-                with _environment(env):
-                    client = make()
+            client = make()
+            if env is not None:
                 others = [k for k in _clients if k[1:2] == ("env",)]
                 for old in others[: max(0, len(others) + 1 - MAX_ENVIRONMENTS)]:
                     del _clients[old]
             _clients[key] = client
         return client
-
-
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` reads as ``env`` (and only it) while an SDK client is made (under ``_clients_lock``).
-
-    The SDKs read their whole chain (keys, profiles, SSO, web identity,
-    endpoints, regions, emulators) from ``os.environ`` when a client is made,
-    and take no environment argument: so the mapping is swapped for that
-    moment, the process's real (C) environment untouched.  Clients made
-    without ``env`` are made under the same lock, so they never see it.
-    """
-    saved = os.environ
-    # the point: Python-level readers see ``env``, the process's C environment stays as it is
-    os.environ = dict(env)  # type: ignore[assignment]  # noqa: B003
-    try:
-        yield
-    finally:
-        os.environ = saved  # noqa: B003
 
 
 def split_url(url: str, scheme: str) -> tuple[str, str]:

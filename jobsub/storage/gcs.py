@@ -57,9 +57,9 @@ class _Missing(FileNotFoundError):
     """A 404 met inside a call: an object, or the bucket (``_call`` tells which)."""
 
 
-def _gateway_with_client() -> GoogleGateway:
-    """A gateway whose storage client is made now: in the environment ``shared_client`` sets up."""
-    gateway = GoogleGateway()
+def _gateway_with_client(env: dict[str, str] | None) -> GoogleGateway:
+    """A gateway whose storage client is made now: from ``env``'s values, else this process's chain."""
+    gateway = GoogleGateway(env=env)
     gateway.client("storage")
     return gateway
 
@@ -74,7 +74,7 @@ class GCSStorage:
     Args:
         url: ``gs://bucket`` or ``gs://bucket/prefix``.
         client: a ``google.cloud.storage.Client`` to use instead of the process's shared one.
-        env: the environment the library's chain is read from instead of this
+        env: the environment whose values the client is built from instead of this
             process's (a daemon reaching a submission's folder with the
             credentials of the process that submitted it).
     """
@@ -92,7 +92,9 @@ class GCSStorage:
         """The Google gateway this storage calls through (the process's, unless given a client)."""
         if self._gateway is not None:
             return self._gateway
-        found: GoogleGateway = shared_client("gcs", _gateway_with_client, _ENDPOINT_VARIABLES, self._env)
+        found: GoogleGateway = shared_client(
+            "gcs", functools.partial(_gateway_with_client, self._env), _ENDPOINT_VARIABLES, self._env
+        )
         return found
 
     @property

@@ -52,7 +52,7 @@ class S3Storage:
         url: ``s3://bucket`` or ``s3://bucket/prefix``.
         client: a boto3 S3 client to use instead of the process's shared one
             (one with its own credentials, endpoint or event hooks).
-        env: the environment boto3's chain is read from instead of this
+        env: the environment whose values the client is built from instead of this
             process's (a daemon reaching a submission's folder with the
             credentials of the process that submitted it).
     """

@@ -277,6 +277,34 @@ class ArrayTrackerSuite:
         answer = tracker.states(["D", "R"])
         assert (answer["D"].state, answer["R"].state) == (JobState.LOST, R)
 
+    def test_a_forgotten_job_whose_cancel_is_recorded_is_cancelled(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        """Another process cancelled it (``Job.cancel`` records it, then the scheduler forgets the
+        job): CANCELLED with the recorded reason, at once (no grace); a result still wins."""
+        folder = self._folder(storage, "K", 3, time.time())  # just submitted: within the grace period
+        folder.write_exit(0, "CANCELLED", "cancelled by the user")
+        folder.write_exit(1, "CANCELLED", "cancelled by the user")
+        folder.write_result(1, 0, b"published just before the cancel", ok=True)
+        assert _states(tracker, ["K_0", "K_1", "K_2"]) == [JobState.CANCELLED, C, P]
+        assert tracker.states(["K_0"])["K_0"].reason == "cancelled by the user"
+        tracker.lost_grace_s = 0.0
+        assert _states(tracker, ["K_0", "K_2"]) == [JobState.CANCELLED, JobState.LOST]
+
+    # -- a task cancelled alone, on a scheduler that cancels whole arrays only --------------------
+    def test_a_task_cancelled_alone_leaves_its_siblings_running(self, script: Script, tracker: ArrayTracker) -> None:
+        script.array("G", [R, P, P])
+        ended: list[tuple[str, int | None]] = []
+        tracker.cancel(["G_2"], lambda parent, index: ended.append((parent, index)), whole_only=True)
+        assert ended == [], "the array runs on: nothing is cancelled at the scheduler"
+        answer = tracker.states(["G_0", "G_1", "G_2"])
+        assert [answer[i].state for i in ("G_0", "G_1", "G_2")] == [R, P, JobState.CANCELLED]
+        assert "the other tasks of its array run on" in answer["G_2"].reason
+        tracker.cancel(["G_0", "G_1"], lambda parent, index: ended.append((parent, index)), whole_only=True)
+        assert ended == [("G", None)], "every task cancelled: the array itself is"
+        tracker.cancel(["G"], lambda parent, index: ended.append((parent, index)), whole_only=True)
+        assert ended[-1] == ("G", None), "an array's own id cancels it whole"
+
     # -- pending too long: cancelled, with the scheduler's reason ------------------------------
     def test_a_job_queued_past_its_limit_is_cancelled_with_the_schedulers_reason(
         self, script: Script, tracker: ArrayTracker

@@ -23,13 +23,15 @@ scripts of the tests that need another process, from these three only.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
 import jobsub
 from jobsub.backends.base import Capabilities, load_backend_class
+from tests.conftest import skip_if
 
 
 def needs(*capabilities: str) -> pytest.MarkDecorator:
@@ -65,3 +67,39 @@ class BackendFixtures:
         ex = jobsub.AutoExecutor(folder=folder_root, cluster=self.cluster)
         ex.update_parameters(**backend_parameters)
         return ex
+
+
+class ServiceProbe(Protocol):
+    """The shape of a ``tests/<backend>_env.py`` module: what is missing here, and what an executor needs."""
+
+    def problem(self) -> str | None: ...
+
+    def parameters(self) -> dict[str, Any]: ...
+
+
+class BucketCloudFixtures(BackendFixtures):
+    """The fixtures of a cloud backend's suite class, from its probe module (``tests/<backend>_env.py``).
+
+    ``probe.problem()`` skips (naming what is missing), ``probe.parameters()`` configures the
+    executor, and the folders are under a fresh prefix of ``bucket`` (``s3://...``, ``gs://...``);
+    without a bucket, on a local path (a shared volume the pods mount).
+    """
+
+    probe: ClassVar[ServiceProbe]
+    bucket: ClassVar[str] = ""
+    poll_interval_s: ClassVar[float | None] = 0.5
+    """``JOBSUB_POLL_INTERVAL`` for the test and the processes it starts (None: the default)."""
+
+    @pytest.fixture
+    def service(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        skip_if(self.probe.problem())
+        if self.poll_interval_s is not None:
+            monkeypatch.setenv("JOBSUB_POLL_INTERVAL", str(self.poll_interval_s))  # inherited by other processes
+
+    @pytest.fixture
+    def backend_parameters(self) -> dict[str, Any]:
+        return self.probe.parameters()
+
+    @pytest.fixture
+    def folder_root(self, tmp_path: Path) -> str:
+        return f"{self.bucket}/{uuid.uuid4().hex[:12]}" if self.bucket else str(tmp_path / "runs")

@@ -126,12 +126,13 @@ class DockerBackend(SupervisedBackend):
             raise InvalidParameterError("set the image of the task containers: docker_image='name:tag'")
         image_id = self._resolve_image(spec.image, spec.pull)
         run_spec = self._run_spec(launch, n_tasks, params, folder, array, image_id)
+        passed = self._passed(common.pass_env, folder)
         if spec.debug:
-            self._run_attached(run_spec, folder)
+            self._run_attached(run_spec, folder, passed)
             return folder.key
         folder.write_backend_json("docker", "spec.json", run_spec)
         try:
-            self._hand_over(folder, self._passed(common.pass_env, folder), first=True)
+            self._hand_over(folder, passed, first=True)
         except SubmissionError as exc:
             if common.gpus_per_node and "device driver" in str(exc):
                 raise SubmissionError(
@@ -263,8 +264,12 @@ class DockerBackend(SupervisedBackend):
         return dispatcher_request(self._sock_path, self.base_url, req)
 
     # -- debug: attached ------------------------------------------------------------------------
-    def _run_attached(self, run_spec: dict[str, Any], folder: JobFolder) -> None:
-        """Run the tasks one after the other, attached, before ``submit`` returns (``jobsub.cloud.attached``)."""
+    def _run_attached(self, run_spec: dict[str, Any], folder: JobFolder, passed: dict[str, str]) -> None:
+        """Run the tasks one after the other, attached, before ``submit`` returns (``jobsub.cloud.attached``).
+
+        ``passed``: what a dispatched run's containers get over the socket (``_passed``: ``pass_env``,
+        a bucket's credentials, the secrets), given to each container as the dispatcher does.
+        """
         if run_spec["ranks"] > 1:
             raise InvalidParameterError("docker_debug runs one rank at a time: use tasks_per_node=1")
         run = AttachedRun(
@@ -272,11 +277,10 @@ class DockerBackend(SupervisedBackend):
             timeout_s=run_spec["timeout_s"], base_url=self.base_url,
         )
         offset = run_spec["offset"]
-        secrets = trust.secrets_env(folder.key, folder.read_meta())  # not in run_spec: it is kept in the folder
 
         def env_and_labels(index: int) -> tuple[dict[str, str], dict[str, str]]:
             env, labels = task_env_and_labels(run_spec, folder.key, index - offset, 0, 1)
-            return {**env, **secrets}, labels
+            return {**env, **passed}, labels  # not in run_spec: it is kept in the folder
 
         run_tasks(run, folder, range(offset, offset + run_spec["n"]), env_and_labels)
 

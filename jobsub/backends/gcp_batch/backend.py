@@ -10,7 +10,8 @@
               (ListTasks State=FAILED) only when the failed count moved, to explain them
            ─> a job Batch no longer returns: its folder decides (result -> COMPLETED, none -> LOST)
            ─> QUEUED past queued_timeout_min: cancelled, reported CANCELLED with Batch's status event
-    cancel ─> CancelJob (Batch cancels whole jobs, not single tasks)
+    cancel ─> CancelJob of whole jobs; a task cancelled alone (Batch cannot) is left to its
+              worker, which finds the cancel in the folder: not started, or its result not published
     logs   ─> Cloud Logging (batch_task_logs, by job uid and task), else the folder's
 
 Ids are ``P.L.J`` for the Batch job ``projects/P/locations/L/jobs/J`` (ids hold no ``/``),
@@ -24,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,26 +32,24 @@ from typing import Any, ClassVar
 from google.cloud import batch_v1
 
 from ...cloud.arrays import ArrayTracker, PendingTooLong, split_id
-from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.attached import attached_id, attached_states, is_attached
 from ...cloud.container import container_command
 from ...cloud.google import GoogleGateway
 from ...cloud.logs import LOG_WAIT_S, provider_or_folder_logs
 from ...errors import InvalidParameterError, SubmissionError
 from ...folder import JobFolder
-from ...parameters import CommonParameters, Resolved
+from ...parameters import Resolved
 from ...states import Status
 from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import render
+from .here import project_here, run_here
 from .params import GCPBatchParameters
 from .scheduler import BatchScheduler
 
 __all__ = ["GCPBatchBackend"]
 
 logger = logging.getLogger("jobsub.gcp_batch")
-
-_PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
-
 
 class GCPBatchBackend(Backend):
     """Runs tasks as GCP Batch jobs (a task group of N tasks for ``map_array``), with job folders on GCS.
@@ -67,6 +65,7 @@ class GCPBatchBackend(Backend):
     result_check_s = 0.2  # one GCS listing per check of the job being waited on
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
+        one_task_per_job=True,  # a task is one container running one worker (no multi-node task groups)
     )
     auto_array_default = True  # separate submits within a second: one CreateJob
     result_parameters = ("image", "python")
@@ -101,7 +100,7 @@ class GCPBatchBackend(Backend):
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             here = render.named(launch, attached_id(launch), array=n_tasks > 1)
             render.job_request(here, n_tasks, common, spec)  # bad input is refused as it would be
-            return _run_here(here, n_tasks, spec, common, folder)
+            return run_here(here, container_command(here, spec.python), n_tasks, spec.image, spec.project, common, folder)
         parent = f"projects/{_project(spec)}/locations/{_location(spec)}"
         job_id = render.job_id(common.name, launch.tag)
         name = f"{parent}/jobs/{job_id}"
@@ -148,24 +147,23 @@ class GCPBatchBackend(Backend):
         return {**answer, **attached_states(self.storage, here)} if here else answer
 
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        """CancelJob of each job named; a single task of a many-task job cannot be cancelled alone."""
-        wanted: dict[str, set[int | None]] = {}
-        for backend_id in backend_ids:
-            if not is_attached(backend_id):  # an attached run ended before submit returned
-                parent, index = split_id(backend_id)
-                wanted.setdefault(parent, set()).add(index)
-        for parent, indexes in wanted.items():
+        """CancelJob of each job named whole (a plain job, an array by its own id, or an array all
+        of whose tasks are cancelled); a task of a many-task job cancelled alone is left to its worker.
+
+        Batch cancels whole jobs only.  ``Job.cancel`` recorded the cancel in the folder: the
+        task's worker does not start it, or does not publish its result if it already runs (its
+        VM keeps computing until the function returns), and the task reads CANCELLED while its
+        siblings run on (``jobsub.cloud.arrays.CancelledAlone``).
+        """
+
+        def end(parent: str, index: int | None) -> None:
             described = self.tracker.describe([parent]).get(parent)
             if described is None or described.ended:
-                continue
-            if None not in indexes and described.array and len(indexes) < described.size:
-                logger.warning(
-                    "GCP Batch cancels whole jobs: tasks %s of %s keep running (cancel all %d to end it)",
-                    sorted(i for i in indexes if i is not None), parent, described.size,
-                )
-                continue
+                return
             self.jobs.reasons.setdefault(parent, "cancelled by the user")
             self.api.batch("CancelJob", name=render.job_name(parent), what=f"CancelJob {parent}").result()
+
+        self.tracker.cancel(backend_ids, end, whole_only=True)
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
         """The task's Cloud Logging entries (stdout and stderr interleaved: both are them), else the folder's."""
@@ -202,7 +200,7 @@ class GCPBatchBackend(Backend):
 
 
 def _project(spec: GCPBatchParameters) -> str:
-    found = spec.project or next((os.environ[v] for v in _PROJECT_VARIABLES if os.environ.get(v)), "")
+    found = project_here(spec.project)
     if not found:
         raise InvalidParameterError("set the Google Cloud project: gcp_batch_project='my-project' (or GOOGLE_CLOUD_PROJECT)")
     return found
@@ -213,17 +211,3 @@ def _location(spec: GCPBatchParameters) -> str:
         raise InvalidParameterError("set where the jobs run: gcp_batch_region='us-central1'")
     return spec.region or spec.location
 
-
-def _run_here(launch: Launch, n_tasks: int, spec: GCPBatchParameters, common: CommonParameters, folder: JobFolder) -> str:
-    """``debug=True``: the tasks on this machine's Docker engine, attached, with Batch's task variables."""
-    host_config: dict[str, Any] = {"network_mode": "host"}  # the bucket's endpoint as this machine sees it
-    if common.mem_gb:
-        host_config["mem_limit"] = int(common.mem_gb * 2**30)
-
-    def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
-        return {**launch.env, "BATCH_TASK_INDEX": str(index - launch.offset), "BATCH_TASK_COUNT": str(n_tasks)}, {}
-
-    timeout_s = None if common.timeout_min is None else common.timeout_min * 60
-    run = AttachedRun(spec.image, container_command(launch, spec.python), host_config, timeout_s=timeout_s)
-    run_tasks(run, folder, range(launch.offset, launch.offset + n_tasks), env_of)
-    return attached_id(launch)

@@ -9,8 +9,17 @@ from ...cloud.container import ContainerParameters
 
 __all__ = ["GCPBatchParameters"]
 
-_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
-_ACCELERATOR = re.compile(r"^nvidia-[a-z0-9-]+$")
+# Compute Engine names (RFC 1035 labels, at most 63 characters) of the shape Google gives machine
+# and accelerator types: family-type[-size...] (n2-standard-4, e2-medium, a2-highgpu-1g,
+# n2-custom-4-8192, nvidia-tesla-t4, nvidia-l4).  A shape, not a list: a type Google adds passes;
+# Batch itself refuses a well-formed name that does not exist (CreateJob's 400 names it).
+_MACHINE_TYPE = re.compile(r"^(?=.{1,63}$)[a-z][a-z0-9]*(-[a-z0-9]+)+$")
+_ACCELERATOR = _MACHINE_TYPE
+# a container image reference: [host[:port]/]path[:tag][@digest] (Docker's grammar, loosely)
+_IMAGE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$"
+)
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 MODELS = ("STANDARD", "SPOT")
@@ -65,13 +74,30 @@ class GCPBatchParameters(ContainerParameters):
             raise ValueError(f"region={self.region!r} and location={self.location!r} differ: give one")
         if self.spot_retries > 10:  # max_retry_count's range is [0, 10]
             raise ValueError(f"spot_retries={self.spot_retries}: GCP Batch retries a task at most 10 times")
+        if self.image and not _IMAGE.match(self.image):
+            raise ValueError(
+                f"image={self.image!r} is not a container image reference "
+                "([HOST[:PORT]/]PATH[:TAG][@sha256:DIGEST], e.g. us-docker.pkg.dev/my-project/repo/img:1)"
+            )
         if self.machine_type is not None and not _MACHINE_TYPE.match(self.machine_type):
-            raise ValueError(f"machine_type={self.machine_type!r} is not a Compute Engine machine type (e2-standard-4)")
+            raise ValueError(
+                f"machine_type={self.machine_type!r} is not a Compute Engine machine type name "
+                f"(family-type[-size], lowercase: n2-standard-4, e2-medium, n2-custom-4-8192){_hint(self.machine_type)}"
+            )
         if self.accelerator is not None and not _ACCELERATOR.match(self.accelerator):
-            raise ValueError(f"accelerator={self.accelerator!r} is not a GPU type of Compute Engine (nvidia-tesla-t4)")
+            raise ValueError(
+                f"accelerator={self.accelerator!r} is not a Compute Engine accelerator type "
+                f"(nvidia-tesla-t4, nvidia-l4; `gcloud compute accelerator-types list`){_hint(self.accelerator)}"
+            )
         for key, value in self.labels.items():
             if not _LABEL_KEY.match(key) or key.startswith(("goog-", "google-")) or not _LABEL_VALUE.match(str(value)):
                 raise ValueError(
                     f"labels: {key!r}={value!r} breaks Google's label rule (keys start with a lowercase letter; "
                     "keys and values: lowercase letters, digits, '_' and '-', at most 63; no goog- prefix)"
                 )
+
+
+def _hint(value: str) -> str:
+    """Compute Engine's spelling of a name given in another API's (``NVIDIA_TESLA_T4``: Vertex AI's)."""
+    spelled = value.lower().replace("_", "-")
+    return f": did you mean {spelled!r}?" if spelled != value and _MACHINE_TYPE.match(spelled) else ""

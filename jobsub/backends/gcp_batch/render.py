@@ -22,7 +22,7 @@ import math
 import re
 from typing import Any
 
-from ...cloud.container import container_command
+from ...cloud.container import container_command, scheduled_launch
 from ...errors import InvalidParameterError
 from ...parameters import CommonParameters
 from ..base import Launch
@@ -47,7 +47,7 @@ MAX_PARALLELISM = 5_000
 """Tasks of one group running at once (Batch's limit)."""
 PREEMPTED = 50001
 """Batch's exit code for a task whose Spot VM was preempted."""
-_GPU_MACHINES = ("a2-", "a3-", "a4-", "g2-")
+_GPU_MACHINES = ("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")
 """Machine families that come with their GPUs (no accelerator to ask for)."""
 _NOT_ID = re.compile(r"[^a-z0-9-]+")
 
@@ -84,13 +84,11 @@ def job_name(backend_id: str) -> str:
 
 
 def task_launch(launch: Launch) -> Launch:
-    """The launch as a Batch task runs it: its index from ``BATCH_TASK_INDEX``, its streams left to
-    Batch (shipped to Cloud Logging live), SIGTERM as the preemption notice."""
-    return launch.replace(
-        logs="none",
-        task_env={**launch.task_env, "index": "BATCH_TASK_INDEX"},
-        env={**launch.env, "JOBSUB_PREEMPT_SIGNAL": "TERM", "PYTHONUNBUFFERED": "1"},
-    )
+    """The launch as a Batch task runs it (the kit's ``scheduled_launch``: streams to Cloud Logging
+    live, SIGTERM as the preemption notice), its index from ``BATCH_TASK_INDEX``, Python's
+    output unbuffered (a line reaches Logging when printed, not when a buffer fills)."""
+    scheduled = scheduled_launch(launch, index="BATCH_TASK_INDEX")
+    return scheduled.replace(env={**scheduled.env, "PYTHONUNBUFFERED": "1"})
 
 
 JOB_VARIABLE = "JOBSUB_GCP_BATCH_JOB"
@@ -168,8 +166,6 @@ def _check(common: CommonParameters, spec: GCPBatchParameters, n_tasks: int) -> 
     """What Batch would refuse (or run wrongly), said before anything is sent."""
     if not spec.image:
         raise InvalidParameterError("set the image of the tasks: gcp_batch_image='REGION-docker.pkg.dev/...'")
-    if common.nodes > 1 or common.tasks_per_node > 1:
-        raise InvalidParameterError("the gcp_batch backend runs one task per VM slot: use nodes=1 and tasks_per_node=1")
     if not 1 <= n_tasks <= MAX_TASKS:
         raise InvalidParameterError(f"{n_tasks} tasks: a GCP Batch task group holds 1 to {MAX_TASKS}")
     if common.gpus_per_node and not spec.accelerator and not (spec.machine_type or "").startswith(_GPU_MACHINES):

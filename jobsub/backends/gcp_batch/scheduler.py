@@ -8,16 +8,39 @@
     status(task or job)      the failure table below, with Batch's status event as the reason
     cancel(job, reason)      CancelJob (Batch keeps no reason: this process remembers it)
 
-Batch's reserved exit codes (cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes)::
+Batch's reserved exit codes (``TaskExecution.exit_code``, in the FAILED task's status event)::
 
-    50001 the Spot VM was preempted        -> PREEMPTED (after the last of spot_retries)
-    50002 the VM stopped reporting         -> NODE_FAIL
-    50003 the VM rebooted during the task  -> NODE_FAIL
-    50004 the VM and task are unresponsive -> NODE_FAIL
-    50005 the task ran past maxRunDuration -> TIMEOUT
-    50006 the VM was recreated             -> NODE_FAIL
-    50000 any other failure of Batch's     -> FAILED
-    137 with a memory request              -> OUT_OF_MEMORY;  74/75/76: the worker's (jobsub.backends._exits)
+    50001 its Spot VM was preempted               -> PREEMPTED (after the last of spot_retries)
+    50005 it ran past maxRunDuration (timeout_min) -> TIMEOUT
+    50000 Batch failed it, for none of its
+          reserved reasons                        -> FAILED
+    50002 a timeout in Batch's backend: its VM no
+          longer received updates                 -> NODE_FAIL
+    50003 its VM rebooted during the task         -> NODE_FAIL
+    50006 its VM was recreated during the task    -> NODE_FAIL
+    50004 the task reached Batch's unresponsive
+          limit and could not be cancelled        -> FAILED (its code, or its VM: Batch does not say)
+    137 with a memory request                     -> OUT_OF_MEMORY;  74/75/76: the worker's (jobsub.backends._exits)
+
+Every reason carries Batch's own status event text.  Where each code is confirmed:
+
+- 50000: Google's API reference, ``TaskExecution.exitCode``
+  (cloud.google.com/batch/docs/reference/rest/v1/StatusEvent#TaskExecution): 50000 when a task
+  failed for none of the reserved reasons, which are listed at
+  cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes.
+- 50005: Google's "Limit run times for tasks and runnables using timeouts"
+  (cloud.google.com/batch/docs/set-timeouts): exceeding a task's ``maxRunDuration`` (or a
+  runnable's ``timeout``) ends it with exit code 50005.
+- 50001: checked against Google's reserved-exit-code table when the backend was written (issue
+  27); in this round only Cromwell's table (below) and Google's "Automate task retries"
+  (cloud.google.com/batch/docs/automate-task-retries: Spot preemption is a failure that
+  retries fix, by exit code) were readable.
+- 50002, 50003, 50004, 50006: NOT confirmed from Google's own text (the troubleshooting page
+  was not readable from here).  Their meanings above are those of Cromwell's GCP Batch
+  backend (``GcpBatchExitCode``, citing that page) and of the status events it parses
+  ("... due to VM is recreated during task execution with exit code 50006").  They are
+  mapped conservatively: NODE_FAIL only where the VM itself is named, FAILED for 50004,
+  and always with Batch's event text as the reason, which is what the user acts on.
 """
 
 from __future__ import annotations
@@ -38,12 +61,13 @@ LIST_PAGE = 1000
 
 _RESERVED: dict[int, tuple[JobState, str]] = {
     50001: (JobState.PREEMPTED, "its Spot VM was preempted (Batch exit code 50001)"),
-    50002: (JobState.NODE_FAIL, "its VM stopped reporting to Batch (exit code 50002)"),
-    50003: (JobState.NODE_FAIL, "its VM rebooted during the task (exit code 50003)"),
-    50004: (JobState.NODE_FAIL, "its VM and task became unresponsive (exit code 50004)"),
     50005: (JobState.TIMEOUT, "it ran past its maximum run duration (timeout_min; Batch exit code 50005)"),
-    50006: (JobState.NODE_FAIL, "its VM was recreated during the task (exit code 50006)"),
     50000: (JobState.FAILED, "Batch failed it (exit code 50000)"),
+    # meanings not confirmed from Google's own text (see the module docstring): Batch's event says
+    50002: (JobState.NODE_FAIL, "its VM stopped receiving updates from Batch (exit code 50002)"),
+    50003: (JobState.NODE_FAIL, "its VM rebooted during the task (Batch exit code 50003)"),
+    50006: (JobState.NODE_FAIL, "its VM was recreated during the task (Batch exit code 50006)"),
+    50004: (JobState.FAILED, "it became unresponsive and Batch could not cancel it (exit code 50004)"),
 }
 # task-group counts (task state names) -> what the tracker counts
 _COUNTED = {

@@ -10,16 +10,17 @@
            ─> per index (status.py); successes are the folder's results, never polled
            ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
            ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
-    cancel ─> logs of its pods into the folder, then DELETE the Job (background propagation)
-    logs   ─> read_namespaced_pod_log of the pod that ran the task, else the folder (the kit's policy)
-    debug  ─> the same image, command and folder, attached on this machine's engine (the kit's run)
+           ─> a task disrupted more than three times: PREEMPTED; its Job deleted once nothing else runs
+    cancel ─> DELETE the Job (background propagation) when it is cancelled whole; a task of an
+              array cancelled alone is left to its worker, which finds the cancel in the folder
+    logs   ─> read_namespaced_pod_log of the task's latest pod, else the worker's copy in the folder
+    debug  ─> the same image, command and folder, attached on this machine's engine (run_submission_here)
 
 Backend ids are ``<namespace>.<job name>``; task i of an array is ``<id>_<i>``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -27,8 +28,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ...cloud.arrays import ForgottenJobs, split_id
-from ...cloud.attached import AttachedRun, attached_id, attached_states, is_attached, run_tasks
+from ...cloud.arrays import CancelledAlone, ForgottenJobs, split_id
+from ...cloud.attached import attached_states, is_attached, run_submission_here
 from ...cloud.container import container_command
 from ...cloud.kube import KubeGateway, status_of
 from ...cloud.logs import provider_or_folder_logs
@@ -36,7 +37,6 @@ from ...errors import InvalidParameterError, JobsubError
 from ...folder import JobFolder
 from ...parameters import Resolved
 from ...states import JobState, Status
-from ...storage import Storage, open_storage
 from ..base import Backend, Capabilities, Launch
 from . import status as pod_status
 from .manifest import (
@@ -81,6 +81,7 @@ class KubernetesBackend(Backend):
     poll_interval_s = 2.0
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=True, object_store_folders=True, client_disk=False, env_shown=True,
+        one_task_per_job=True,  # an Indexed Job's pod runs one task
     )
     result_parameters = ("image", "python")
 
@@ -90,8 +91,10 @@ class KubernetesBackend(Backend):
         self.context = context
         self.api = KubeGateway(self.kubeconfig, context)
         self._final: dict[str, Status] = {}  # Jobs this process ended (cancelled, refused, unpullable)
+        self._ended_tasks: dict[tuple[str, int], Status] = {}  # (Job id, index) -> final, of Jobs it deleted
         self._start_limits: dict[str, float] = {}  # Job id -> k8s_start_timeout_min
         self._forgotten = ForgottenJobs(lambda: self.storage, "Kubernetes")
+        self._alone = CancelledAlone()  # tasks of an array cancelled alone (see cancel)
 
     def config(self) -> dict[str, Any]:
         found: dict[str, Any] = {"root": self.root}
@@ -105,21 +108,16 @@ class KubernetesBackend(Backend):
         """The client importable and a configuration found; no call to the cluster yet."""
         self.api.client("batch")
 
+    def check_parameters(self, params: Resolved) -> None:
+        if not params.specific.image:
+            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
+
     def max_array_size(self, params: Resolved) -> int:
         return MAX_COMPLETIONS
 
-    @functools.cached_property
-    def storage(self) -> Storage:
-        """The executor's root (the attached runs' exit records are read from it)."""
-        return open_storage(self.root)
-
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        common, spec = params.common, params.specific
-        if not spec.image:
-            raise InvalidParameterError("set the image of the tasks: k8s_image='registry/name:tag'")
-        if common.nodes > 1 or common.tasks_per_node > 1:
-            raise InvalidParameterError("the kubernetes backend runs one task per pod: use nodes=1 and tasks_per_node=1")
+        common, spec = params.common, params.specific  # checked by check_parameters and the executor
         folder_path = str(folder.storage.local_path("")) if folder.path is not None else None
         if folder_path is not None and not spec.pvc:
             raise InvalidParameterError(
@@ -128,14 +126,16 @@ class KubernetesBackend(Backend):
             )
         name = job_name(launch.tag or folder.key)
         job_id = f"{spec.namespace}.{name}"
-        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>]
+        # the task names itself as jobsub does: <namespace>.<Job name>[_<index>].  Not the kit's
+        # scheduled_launch: it leaves the streams to the provider's log, and a pod's log goes with
+        # the pod (ttlSecondsAfterFinished, a cancel); the worker's copy in the folder outlives both
         launch = launch.replace(
             env={**launch.env, JOB_ID_VARIABLE: job_id},
             task_env={**launch.task_env, ("array_job_id" if array else "job_id"): JOB_ID_VARIABLE},
         )
         argv = container_command(launch, spec.python)
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
-            return self._run_attached(launch, argv, n_tasks, params, folder)
+            return self._run_here(launch, argv, n_tasks, params, folder)
         manifest = job_manifest(
             name, argv, n_tasks, common, spec, root=self.root, env=dict(launch.env), folder_path=folder_path,
         )
@@ -154,24 +154,16 @@ class KubernetesBackend(Backend):
                 raise
             logger.warning("Job %s/%s exists already (an earlier answer was lost): adopted", namespace, name)
 
-    def _run_attached(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
-        """``debug=True``: each task attached on this machine's engine, with the variables a pod sees."""
-        common = params.common
-        host_config: dict[str, Any] = {"network_mode": "host"}
-        if folder.path is not None:  # the claim holds the folder at the same path
-            root = str(folder.storage.local_path(""))
-            host_config["binds"] = {root: {"bind": root, "mode": "rw"}}
-        if common.mem_gb:
-            host_config["mem_limit"] = int(common.mem_gb * 2**30)
-        backend_id = attached_id(launch)
+    def _run_here(self, launch: Launch, argv: list[str], n_tasks: int, params: Resolved, folder: JobFolder) -> str:
+        """``debug=True``: the kit's attached run, with the variables a pod sees and the claim's folder."""
+        shared = [str(folder.storage.local_path(""))] if folder.path is not None else []  # the claim's path
 
-        def env_of(index: int) -> tuple[dict[str, str], dict[str, str]]:
-            return {**launch.env, JOB_ID_VARIABLE: backend_id, "JOB_COMPLETION_INDEX": str(index - launch.offset)}, {}
+        def env_of(index: int, job_id: str) -> dict[str, str]:
+            return {**launch.env, JOB_ID_VARIABLE: job_id, "JOB_COMPLETION_INDEX": str(index)}
 
-        timeout_s = None if common.timeout_min is None else common.timeout_min * 60
-        run_tasks(AttachedRun(params.specific.image, argv, host_config, timeout_s=timeout_s), folder,
-                  range(launch.offset, launch.offset + n_tasks), env_of)
-        return backend_id
+        return run_submission_here(
+            launch, argv, params.specific.image, n_tasks, params.common, folder, env_of, shared=shared,
+        )
 
     def find_submitted(self, launch: Launch, folder: JobFolder) -> str | None:
         namespace = folder.read_meta()["parameters"]["specific"]["namespace"]
@@ -188,9 +180,14 @@ class KubernetesBackend(Backend):
         for backend_id in backend_ids:
             if is_attached(backend_id):
                 continue
-            job, _, _ = backend_id.partition("_")
+            job, index = split_id(backend_id)
+            alone = self._alone.status(backend_id)
             if job in self._final:
                 answer[backend_id] = self._final[job]
+            elif (job, index or 0) in self._ended_tasks:
+                answer[backend_id] = self._ended_tasks[job, index or 0]
+            elif alone is not None:  # cancelled alone by this process: its siblings run on
+                answer[backend_id] = alone
             elif "." not in job:
                 answer[backend_id] = Status(JobState.LOST, f"not a Kubernetes job id: {backend_id}")
             else:
@@ -208,6 +205,7 @@ class KubernetesBackend(Backend):
         for pod in self._unfinished_pods(namespace, selector):
             pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
         answer: dict[str, Status] = {}
+        judged: set[str] = set()
         for backend_id in backend_ids:
             job_key, index_or_none = split_id(backend_id)
             name, index = job_key.partition(".")[2], index_or_none or 0
@@ -224,7 +222,35 @@ class KubernetesBackend(Backend):
                 continue
             mine = [p for p in pods[name] if pod_status.index_of(p) == index]
             answer[backend_id] = pod_status.task_status(job, mine)
+            if name not in judged:
+                judged.add(name)
+                self._end_when_spent(job_key, job, pods[name])
         return answer
+
+    def _end_when_spent(self, job_key: str, job: Any, pods: list[Any]) -> None:
+        """Delete a Job left with nothing to do but replace the pods of tasks already PREEMPTED.
+
+        Its ``podFailurePolicy`` ignores disruptions, so the controller would retry a task past
+        jobsub's limit for ever; once every other task has ended, the Job is deleted and the
+        final states of its failed tasks are kept (a process that did not delete it reads the
+        folder: a task without a result is then LOST).
+        """
+        if not any(p.status.phase == "Failed" for p in pods):
+            return
+        by_index: dict[int, list[Any]] = defaultdict(list)
+        for pod in pods:
+            by_index[pod_status.index_of(pod) or 0].append(pod)
+        spent = {i for i, mine in by_index.items() if pod_status.over_disrupted(mine) is not None}
+        if not spent:
+            return
+        ended = {i: status for i, mine in by_index.items() if (status := pod_status.task_status(job, mine)).state.is_final}
+        live = {i for i, mine in by_index.items() if any(p.status.phase in ("Pending", "Running") for p in mine)}
+        if live - spent or (job.status.succeeded or 0) + len(ended) < (job.spec.completions or 1):
+            return  # other tasks still run or wait for a slot: the Job stays
+        self._ended_tasks.update({(job_key, i): status for i, status in ended.items()})
+        logger.warning("Job %s ends: tasks %s disrupted more than %d times", job_key, sorted(spent),
+                       pod_status.DISRUPTION_RETRIES)
+        self._delete(job.metadata.namespace, job.metadata.name)
 
     def _unfinished_pods(self, namespace: str, selector: str) -> list[Any]:
         found: list[Any] = []
@@ -263,13 +289,38 @@ class KubernetesBackend(Backend):
 
     # -- cancel and logs ------------------------------------------------------------------
     def cancel(self, backend_ids: Sequence[str]) -> None:
-        """Delete the Jobs (a task's id: its whole Job, the unit Kubernetes cancels)."""
-        for job_key in dict.fromkeys(i.partition("_")[0] for i in backend_ids):
+        """Delete the Jobs named whole (a plain job, an array by its own id, or an array all of
+        whose tasks are cancelled); a task of an array cancelled alone is left to its worker.
+
+        Deleting an Indexed Job ends every index, and the API servers without per-index failure
+        policies (1.20, which the tests run) cannot end one index alone.  ``Job.cancel``
+        recorded the cancel in the folder: the task's worker does not start it, or does not
+        publish its result if its pod already runs (the pod computes on until the function
+        returns), and the task reads CANCELLED while its siblings run on
+        (``jobsub.cloud.arrays.CancelledAlone``).
+        """
+        for backend_id in backend_ids:
+            job_key, index = split_id(backend_id)
             if is_attached(job_key) or "." not in job_key or job_key in self._final:
                 continue
-            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
             namespace, _, name = job_key.partition(".")
+            if index is not None:
+                size = self._completions(namespace, name)
+                if size is None or (size > 1 and not self._alone.add(job_key, index, size)):
+                    continue  # gone already, or its siblings run on
+            self._final[job_key] = Status(JobState.CANCELLED, "the Job was deleted (cancelled)")
             self._delete(namespace, name)
+
+    def _completions(self, namespace: str, name: str) -> int | None:
+        """How many tasks Job ``name`` runs; None if it is gone."""
+        try:
+            job = self.api.call("batch", "read_namespaced_job", what=f"reading Job {namespace}/{name}",
+                                name=name, namespace=namespace)
+        except JobsubError as exc:
+            if status_of(exc) != 404:
+                raise
+            return None
+        return int(job.spec.completions or 1)
 
     def _delete(self, namespace: str, name: str) -> None:
         try:
@@ -282,29 +333,40 @@ class KubernetesBackend(Backend):
                 raise
 
     def logs(self, backend_id: str, folder: JobFolder, index: int, rank: int) -> tuple[str | None, str | None]:
-        """The log of the pod that ran the task (the kit's policy: else the folder's)."""
+        """The log of the pod that ran the task (the kit's policy: else the folder's).
+
+        The task has ended when its latest pod has (one list call): not when its whole Job has,
+        which for an array waits on the other tasks.
+        """
         if is_attached(backend_id):
             return super().logs(backend_id, folder, index, rank)
+        seen: list[Any] = []  # the task's latest pod, as `ended` last listed it
+
+        def ended() -> bool:
+            seen[:] = [self._latest_pod(backend_id)]
+            return seen[0] is None or seen[0].status.phase in ("Succeeded", "Failed")
+
         return provider_or_folder_logs(
-            folder, index, rank, ended=lambda: self._ended(backend_id), read=lambda: self._pod_log(backend_id),
+            folder, index, rank, ended=ended, read=lambda: self._pod_log(seen[0] if seen else self._latest_pod(backend_id)),
         )
 
-    def _ended(self, backend_id: str) -> bool:
-        return self.states([backend_id])[backend_id].state.is_final
-
-    def _pod_log(self, backend_id: str) -> str | None:
-        job_key, _, index_text = backend_id.partition("_")
+    def _latest_pod(self, backend_id: str) -> Any:
+        """The newest pod of the task (its last try), or None (not made yet, or deleted)."""
+        job_key, index = split_id(backend_id)
         namespace, _, name = job_key.partition(".")
         pods = [p for p in self.api.call(
             "core", "list_namespaced_pod", namespace=namespace, label_selector=f"{JOB_LABEL}={name}",
-        ).items if pod_status.index_of(p) == int(index_text or 0)]
-        if not pods:
+        ).items if pod_status.index_of(p) == (index or 0)]
+        return max(pods, key=lambda p: p.metadata.creation_timestamp) if pods else None
+
+    def _pod_log(self, pod: Any) -> str | None:
+        if pod is None:
             return None
-        latest = max(pods, key=lambda p: p.metadata.creation_timestamp)
         try:
             return str(self.api.call(
-                "core", "read_namespaced_pod_log", name=latest.metadata.name, namespace=namespace, container=CONTAINER,
+                "core", "read_namespaced_pod_log", name=pod.metadata.name, namespace=pod.metadata.namespace,
+                container=CONTAINER,
             ))
-        except Exception:  # the kubelet forgot it, or it never started
-            logger.debug("no log for pod %s", latest.metadata.name, exc_info=True)
+        except JobsubError:  # the kubelet forgot it, or it never started
+            logger.debug("no log for pod %s", pod.metadata.name, exc_info=True)
             return None

@@ -5,12 +5,13 @@ Judged by the main container (``manifest.CONTAINER``); sidecars never decide.
 =================================================  ==============================================
 what the pods of index i show                      jobsub
 =================================================  ==============================================
+more than DISRUPTION_RETRIES pods disrupted        PREEMPTED (even while a replacement runs)
 a pod Pending (unscheduled, pulling, waiting)      PENDING, with the scheduler's/kubelet's reason
 a pod Running                                      RUNNING
 the last failed pod, retries left                  PENDING ("retrying after ...")
 main container OOMKilled                           OUT_OF_MEMORY
 pod reason DeadlineExceeded                        TIMEOUT (activeDeadlineSeconds from timeout_min)
-Evicted/Preempting or DisruptionTarget, no more    PREEMPTED
+Evicted/Preempting or DisruptionTarget, no more    PREEMPTED (a failed Job's last pod)
 other failure                                      FAILED (exit code and the kubelet's words)
 no pod listed                                      COMPLETED if the Job says so, else PENDING
 =================================================  ==============================================
@@ -24,7 +25,7 @@ from typing import Any
 from ...states import JobState, Status
 from .manifest import CONTAINER, INDEX_KEY, RETRIES_ANNOTATION
 
-__all__ = ["PULL_ERRORS", "index_of", "main_status", "task_status"]
+__all__ = ["PULL_ERRORS", "index_of", "main_status", "over_disrupted", "task_status"]
 
 PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"})
 DISRUPTION_RETRIES = 3
@@ -81,8 +82,26 @@ def failure(pod: Any) -> Status:
     return Status(JobState.FAILED, f"{words}: {pod.status.reason or 'failed'}")
 
 
+def over_disrupted(pods: Sequence[Any]) -> Status | None:
+    """PREEMPTED if more of an index's pods were disrupted than are retried without counting.
+
+    The Job's ``podFailurePolicy`` ignores disruptions, so its controller would replace the
+    pod for ever: the limit is jobsub's, judged from the failed pods (they stay listed until
+    the Job is deleted), so every process reads the same, whatever runs now.
+    """
+    hit = sorted((p for p in pods if p.status.phase == "Failed" and disrupted(p)),
+                 key=lambda p: p.metadata.creation_timestamp)
+    if len(hit) <= DISRUPTION_RETRIES:
+        return None
+    return Status(JobState.PREEMPTED, f"{failure(hit[-1]).reason}: disrupted {len(hit)} times, more than the "
+                                      f"{DISRUPTION_RETRIES} retried without counting")
+
+
 def task_status(job: Any, pods: Sequence[Any]) -> Status:
     """Status of one index from its Job and its pods (succeeded ones are not listed)."""
+    spent = over_disrupted(pods)
+    if spent is not None:
+        return spent
     live = [p for p in pods if p.status.phase in ("Pending", "Running", None) and not p.metadata.deletion_timestamp]
     running = [p for p in live if p.status.phase == "Running"]
     if running:
@@ -93,8 +112,7 @@ def task_status(job: Any, pods: Sequence[Any]) -> Status:
     if failed:
         retries = int((job.metadata.annotations or {}).get(RETRIES_ANNOTATION, "0"))
         counted = [p for p in failed if not disrupted(p)]
-        disruptions = len(failed) - len(counted)
-        if len(counted) > retries or disruptions > DISRUPTION_RETRIES or _job_failed(job):
+        if len(counted) > retries or _job_failed(job):
             return failure(failed[-1])
         return Status(JobState.PENDING, f"retrying after {failure(failed[-1]).reason}")
     if any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or []):
