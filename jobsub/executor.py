@@ -109,8 +109,8 @@ class Executor:
         self.backend = backend
         check_folder(backend, root, local=local is not None)  # before anything is written
         check_credentials(backend, self.storage)
-        backend.check()  # its own refusals (a folder store its tasks cannot read) before the write probe
         self.storage.check_writable()  # a folder (or bucket) that cannot be written fails here, not later
+        backend.check()
         self._common: dict[str, Any] = {}
         self._specific: dict[str, dict[str, Any]] = {}
         self._overrides: dict[str, dict[str, Any]] = {}

@@ -288,13 +288,18 @@ def test_pass_env_is_refused_without_naming_a_parameter_the_backend_lacks() -> N
         check_env(KubernetesBackend("/tmp/runs"), CommonParameters(pass_env=["TOKEN"]))
 
 
-def test_a_folder_in_another_store_is_refused_when_the_executor_is_made() -> None:
-    """Checked by ``Executor`` at creation (``Backend.check``), so no submit is coalesced for it."""
+def test_a_folder_in_another_store_is_refused_when_the_executor_is_made(tmp_path: Path) -> None:
+    """Checked by ``Executor`` at creation (``check_folder``, the backend's ``folder_stores``), so no
+    submit is coalesced for it; a local folder is told of gs:// only."""
+    from jobsub.backends.base import check_folder
     from jobsub.backends.gcp_batch.backend import GCPBatchBackend
 
-    with pytest.raises(InvalidParameterError, match="give a gs:// folder, not s3://bucket/runs"):
-        GCPBatchBackend("s3://bucket/runs").check()
-    GCPBatchBackend("gs://bucket/runs").check()
+    backend = GCPBatchBackend("gs://bucket/runs")
+    with pytest.raises(InvalidParameterError, match=r"cannot read job folders in s3://bucket/runs: .* gs://bucket/prefix/%j$"):
+        check_folder(backend, "s3://bucket/runs", local=False)
+    with pytest.raises(InvalidParameterError, match=r"disk: give the executor an object-store folder \(gs://bucket/prefix/%j\)$"):
+        check_folder(backend, str(tmp_path), local=True)
+    check_folder(backend, "gs://bucket/runs", local=False)
 
 
 def test_real_names_of_types_and_images_pass_the_checks() -> None:

@@ -21,6 +21,7 @@ from ..errors import BackendError, InvalidParameterError
 from ..folder import JobFolder
 from ..parameters import CommonParameters, NoParameters, Resolved
 from ..states import Status
+from ..storage import folder_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Capabilities:
         reraise_original: ``result()`` raises the function's own exception (debug).
         local_folders: job folders on a local or shared path (the tasks see this machine's disk).
         object_store_folders: job folders on ``s3://``/``gs://`` stores.
+        folder_stores: with ``object_store_folders``, the stores its tasks read (GCP Batch's: ``gs`` only).
         one_task_per_job: a job runs one task: ``nodes`` and ``tasks_per_node`` above 1 are refused.
         client_disk: with ``local_folders``, a task sees this machine's disk itself (Docker, Slurm),
             not only a volume holding the folders (Kubernetes' claim): a bucket folder's code
@@ -128,6 +130,7 @@ class Capabilities:
     reraise_original: bool = False
     local_folders: bool = True
     object_store_folders: bool = False
+    folder_stores: tuple[str, ...] = ("s3", "gs")
     one_task_per_job: bool = False
     env_shown: bool = False
     client_disk: bool = True
@@ -136,13 +139,15 @@ class Capabilities:
 def check_folder(backend: Backend, root: str, *, local: bool) -> None:
     """Refuse an executor folder the backend's tasks cannot use (``Capabilities``)."""
     caps, name = backend.capabilities, backend.name
+    stores = ", ".join(f"{store}://bucket/prefix/%j" for store in caps.folder_stores)
     if local and not caps.local_folders:
         raise InvalidParameterError(
-            f"{name} tasks cannot see {root} on this machine's disk: give the executor an object-store "
-            "folder (s3://bucket/prefix/%j, gs://bucket/prefix/%j)"
+            f"{name} tasks cannot see {root} on this machine's disk: give the executor an object-store folder ({stores})"
         )
     if not local and not caps.object_store_folders:
         raise InvalidParameterError(f"the {name} backend needs job folders on a path its tasks can reach, not {root}")
+    if not local and folder_text(root).partition("://")[0] not in caps.folder_stores:
+        raise InvalidParameterError(f"{name} tasks cannot read job folders in {root}: give the executor a folder in {stores}")
 
 
 def check_credentials(backend: Backend, storage: Storage) -> None:

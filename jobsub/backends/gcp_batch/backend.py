@@ -63,7 +63,8 @@ class GCPBatchBackend(Backend):
     task_env: ClassVar[Mapping[str, str]] = {"index": "BATCH_TASK_INDEX"}
     poll_interval_s = 5.0
     capabilities = Capabilities(
-        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
+        ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, folder_stores=("gs",),
+        env_shown=True,
         one_task_per_job=True,  # a task is one container running one worker (no multi-node task groups)
     )
     auto_array_default = True  # separate submits within a second: one CreateJob
@@ -79,14 +80,6 @@ class GCPBatchBackend(Backend):
             lambda: self.storage, self.jobs.label, "queued_timeout_min", "gcp_batch_queued_timeout_min", "QUEUED",
         )
         self.tracker = ArrayTracker(self.jobs, lambda: self.storage, pending=stuck)
-
-    def check(self) -> None:
-        """A folder in another store (``s3://``) is refused when the executor is made, not by a later
-        ``result()`` of an automatic array that could not be sent: the tasks read Cloud Storage only."""
-        if not self.root.startswith("gs://"):
-            raise InvalidParameterError(
-                f"GCP Batch tasks read their job folder from Cloud Storage: give a gs:// folder, not {self.root}"
-            )
 
     def check_parameters(self, params: Resolved) -> None:
         """No image, project or region: refused by the ``submit`` that lacks them, not by a later
@@ -108,7 +101,7 @@ class GCPBatchBackend(Backend):
 
     # -- submission -------------------------------------------------------------------------
     def submit(self, launch: Launch, n_tasks: int, params: Resolved, folder: JobFolder, *, array: bool) -> str:
-        common, spec = params.common, params.specific  # the folder's store: checked by check()
+        common, spec = params.common, params.specific  # the folder's store: checked by check_folder
         launch = render.task_launch(launch)
         if spec.debug:  # the same image, command and folder, on this machine's Docker engine
             here = render.named(launch, attached_id(launch), array=n_tasks > 1)
