@@ -189,7 +189,7 @@ def test_no_cluster_configuration_is_a_clear_error(tmp_path: Path, monkeypatch: 
     missing = tmp_path / "missing-kubeconfig"
     monkeypatch.setenv("KUBECONFIG", str(missing))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(BackendError, match=f"no Kubernetes configuration found: no kubeconfig file at {missing}"):
+    with pytest.raises(BackendError, match=f"no Kubernetes configuration found: no kubeconfig file at {missing} .from KUBECONFIG."):
         jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
     assert not (tmp_path / "runs").exists()
 

@@ -159,7 +159,11 @@ def _in_cluster() -> bool:
 
 
 def _looked_for(kubeconfig: str | None) -> str:
-    source = "given" if kubeconfig else ("from KUBECONFIG" if os.environ.get("KUBECONFIG") else "the default")
+    from_env = os.environ.get("KUBECONFIG")
+    if from_env and kubeconfig in (None, from_env):  # the backend takes KUBECONFIG's when given none
+        source = "from KUBECONFIG"
+    else:
+        source = "given" if kubeconfig else "the default"
     return (
         f"no kubeconfig file at {', '.join(_candidates(kubeconfig))} ({source}), and not in a pod "
         f"(KUBERNETES_SERVICE_HOST and {_SERVICE_ACCOUNT_TOKEN})"
