@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -310,6 +311,26 @@ def test_the_worker_runs_a_task_whose_folder_is_in_gcs(url: str) -> None:
     outcome = Outcome.loads(payload)
     assert outcome.ok and outcome.value == 42
 
+
+
+def test_a_young_wait_sees_a_result_sooner_than_the_check_interval(url: str) -> None:
+    """Waiting handles list ``result/`` at most every ``max_age_s`` (1 s on a store), but a young
+    wait sooner: a quarter of the time since the folder was first asked, from 0.1 s.  The clock
+    is played (``jobsub.folder``'s monotonic time); the bucket and its listings are real."""
+    folder = JobFolder.create(GCSStorage(url))
+
+    def look(at: float, index: int) -> bool:
+        with mock.patch("jobsub.folder.time.monotonic", return_value=at):
+            return folder.has_results(index, [0], max_age_s=1.0)
+
+    assert not look(100.0, 0)  # the first look lists: nothing yet
+    folder.write_result(0, 0, b"done", ok=True)
+    assert not look(100.05, 0)  # listed 0.05 s ago: not again sooner than 0.1 s
+    assert look(100.5, 0)  # 0.5 s into the wait: a listing 0.125 s old is stale (was: 1 s)
+    assert not look(109.0, 1)  # an old wait lists ...
+    folder.write_result(1, 0, b"done", ok=True)
+    assert not look(109.5, 1)  # ... once per max_age_s: not again 0.5 s later ...
+    assert look(110.1, 1)  # ... but 1.1 s later
 
 # -- another process's environment (a daemon serving a submission) --------------------------------
 def test_a_client_for_another_environment_uses_its_values_and_leaves_os_environ_alone(

@@ -61,6 +61,7 @@ class ToyScheduler:
 
     label = "the toy cloud"
     describe_max = 50
+    list_page = 100
 
     def __init__(self, gateway: ToyGateway) -> None:
         self.gateway = gateway

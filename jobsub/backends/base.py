@@ -207,7 +207,9 @@ class Backend:
     - ``task_env``: canonical name -> the variable holding it in a task
       (``{"index": "SLURM_ARRAY_TASK_ID", ...}``), passed to the worker.
     - ``poll_interval_s``: how often its state may be asked.
-    - ``result_check_s``: how often a waiting ``Job`` looks for its result file.
+    - ``result_check_s``: how often a waiting ``Job`` looks for its result file in a folder on
+      a disk (on an object store the folder's one shared listing is taken at most once a second,
+      sooner early in a wait: ``JobFolder.has_results``).
 
     A backend that calls an SDK holds its gateway (``jobsub.cloud.gateway``) as ``self.api``;
     ``self.storage`` is the folder store of ``root``, opened on first use.

@@ -74,6 +74,11 @@ def split_id(backend_id: str) -> tuple[str, int | None]:
     return (parent, int(index)) if sep and index.isdigit() else (backend_id, None)
 
 
+RUNNING_PAGES_MAX = 2
+"""Pages of running children an array's poll may list to tell running from waiting ones: with
+the parent's description, a poll of a busy array costs at most three calls while nothing failed."""
+
+
 @dataclass(frozen=True)
 class Parent:
     """What a scheduler says about one parent job, in jobsub's terms.
@@ -120,6 +125,8 @@ class Scheduler(Protocol):
     """The scheduler's name in reasons ("AWS Batch")."""
     describe_max: int
     """Parents per ``describe`` call (AWS's DescribeJobs: 100; one GetJob each: 1)."""
+    list_page: int
+    """Children per call of ``children`` (a page of its listing)."""
 
     def describe(self, parents: Sequence[str]) -> Mapping[str, Parent]:
         """The parents the scheduler knows (one call); the ones it forgot are absent."""
@@ -487,7 +494,10 @@ class ArrayTracker:
             wanted.add(JobState.FAILED)
         key = tuple(sorted((str(s), n) for s, n in parent.counts.items()))
         both = parent.count(JobState.RUNNING) and parent.count(JobState.PENDING)
-        if not ended and both and key != view.running_key:
+        # which children run is worth RUNNING_PAGES_MAX pages a poll, not more: past that (5,000
+        # of 10,000 running), each reads RUNNING with the counts as its reason
+        unlisted = bool(both) and parent.count(JobState.RUNNING) > RUNNING_PAGES_MAX * self.scheduler.list_page
+        if not ended and both and not unlisted and key != view.running_key:
             wanted.add(JobState.RUNNING)
         if wanted:
             listed = {i: self.scheduler.status(c, parent) for i, c in self.scheduler.children(parent, wanted).items()}
@@ -497,21 +507,23 @@ class ArrayTracker:
             if JobState.RUNNING in wanted:
                 view.running = {i for i, s in listed.items() if s.state is JobState.RUNNING}
                 view.running_key = key
-        running = view.running if not ended and both else None
+        running = view.running if not ended and both and not unlisted else None
         stuck = self._waited_too_long(parent)
         cancelled = parent.cancelled or (stuck.reason if stuck is not None else "")
         return {
-            backend_id: _member(parent, index, ended, view.failed, running, cancelled) for backend_id, index in members
+            backend_id: _member(parent, index, ended, view.failed, running, cancelled, unlisted=unlisted)
+            for backend_id, index in members
         }
 
 
 def _member(
     parent: Parent, index: int | None, ended: bool, failed: Mapping[int, Status], running: set[int] | None,
-    cancelled: str,
+    cancelled: str, *, unlisted: bool = False,
 ) -> Status:
     """One child's status, from its parent's counts and the children listed (failed, running).
 
-    ``index`` None asks about the whole array.
+    ``index`` None asks about the whole array; ``unlisted``: too many children run to list
+    which (``RUNNING_PAGES_MAX``), so a child not ended reads RUNNING, the counts its reason.
     """
     n_failed = parent.count(JobState.FAILED)
     if index is None:
@@ -530,4 +542,9 @@ def _member(
     if running is not None:
         return Status(JobState.RUNNING if index in running else JobState.PENDING)
     waiting = parent.count(JobState.PENDING)
+    if unlisted:
+        return Status(JobState.RUNNING, (
+            f"one of the {parent.size} tasks of {parent.id}, {parent.count(JobState.RUNNING)} of which run and "
+            f"{waiting} wait (which ones is not listed above {RUNNING_PAGES_MAX} pages a poll)"
+        ))
     return Status(JobState.RUNNING if parent.count(JobState.RUNNING) and not waiting else JobState.PENDING)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from jobsub.cloud.arrays import ArrayTracker, Parent, PendingTooLong, Scheduler
+from jobsub.cloud.arrays import RUNNING_PAGES_MAX, ArrayTracker, Parent, PendingTooLong, Scheduler
 from jobsub.cloud.gateway import Gateway
 from jobsub.errors import BackendError
 from jobsub.folder import JobFolder, register_id
@@ -130,6 +130,7 @@ class FakeScheduler:
 
     label = "the scripted scheduler"
     describe_max = 100
+    list_page = 3  # small: the test of an array too busy to list runs on a few children
 
     def __init__(self, script: Script) -> None:
         self.script = script
@@ -215,6 +216,18 @@ class ArrayTrackerSuite:
         assert tracker.states(["B"])["B"].state is R
         script.array("B", [P] * 4)
         assert _states(tracker, ["B_1", "B"]) == [P, P]
+
+    def test_too_many_running_children_to_list_read_running_with_the_counts(
+        self, script: Script, tracker: ArrayTracker
+    ) -> None:
+        busy = RUNNING_PAGES_MAX * tracker.scheduler.list_page + 1  # one more than a poll lists
+        script.array("W", [R] * busy + [P] * 2 + [F])
+        listed = script.calls["list"]
+        states = tracker.states([f"W_{i}" for i in range(busy + 3)])
+        assert [states[f"W_{i}"].state for i in range(busy + 2)] == [R] * (busy + 2)
+        assert f"{busy} of which run and 2 wait" in states["W_0"].reason
+        assert states[f"W_{busy + 2}"].state is F
+        assert script.calls["list"] == listed + 1, "only the failed children are listed, not the running ones"
 
     def test_plain_jobs_and_their_ids(self, script: Script, tracker: ArrayTracker) -> None:
         script.plain("J", R)

@@ -10,9 +10,10 @@ run.  What is real and what is played::
     real    the clients, their JSON (proto-plus), HTTP, the error bodies they map to exceptions;
             each task: a container of the job's image on the Docker engine (``--network host``),
             its exit code, its output
-    played  scheduling: tasks start at once, ``parallelism`` at a time; the VM is the
-            container (``memory_mib`` becomes its memory limit); preemption on request;
-            a job whose machine type is ``fake-no-capacity`` never leaves QUEUED
+    played  scheduling: tasks start at once, ``parallelism`` at a time (RUNNING as Batch says it;
+            ``max_containers`` containers at once over all jobs, the others wait their turn);
+            the VM is the container (``memory_mib`` becomes its memory limit); preemption on
+            request; a job whose machine type is ``fake-no-capacity`` never leaves QUEUED
 
 As Batch does, it refuses unknown JSON fields (``Job.from_json``), job ids
 off ``^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$``, labels off Google's label rule,
@@ -26,7 +27,9 @@ events with the task's exit code; serves a task's output as Cloud Logging
 entries of ``projects/P/logs/batch_task_logs`` labelled ``job_uid`` and
 ``task_id`` (``task/<uid>-group0-<index>/<attempt>/0``).
 
-``calls`` counts requests by RPC name (the benchmark reads it).
+``calls`` counts requests by RPC name (the benchmark reads it).  It scales to
+a task group of 100,000: one scheduler thread per job, ``max_containers``
+runner threads in all, task-group counts kept as tasks move.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import contextlib
 import datetime
 import json
 import logging
+import queue
 import re
 import threading
 import time
@@ -84,7 +88,8 @@ def _rfc3339(moment: datetime.datetime) -> str:
 class _Task:
     index: int
     state: Any = TaskState.PENDING
-    events: list[batch_v1.StatusEvent] = field(default_factory=list)
+    events: list[tuple[str, datetime.datetime, Any, int | None]] = field(default_factory=list)
+    """Status events as (description, time, state, exit code): made messages only when asked for."""
     attempt: int = 0
     container: Any = None
     preempt: bool = False
@@ -101,6 +106,10 @@ class _Job:
     tasks: list[_Task]
     cancel: str = ""  # "", "cancel" or "delete"
     started: float = 0.0
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Tasks by state name, kept as they move (GetJob of a large job scans nothing)."""
+    active: int = 0
+    """Tasks started and not ended (at most ``parallelism``)."""
 
     def cancelled(self) -> bool:
         return bool(self.cancel)
@@ -123,7 +132,10 @@ class FakeBatch:
         self._request_ids: dict[str, str] = {}
         self._entries: list[dict[str, Any]] = []
         self._lock = threading.RLock()
-        self._slots = threading.Semaphore(max_containers)
+        self._changed = threading.Condition(self._lock)  # a task ended, or a job was cancelled
+        self._runs: queue.SimpleQueue[tuple[_Job, _Task]] = queue.SimpleQueue()
+        for number in range(max_containers if execute else 0):
+            threading.Thread(target=self._runner, daemon=True, name=f"fake-batch runner {number}").start()
         self._docker: Any = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -137,6 +149,7 @@ class FakeBatch:
         with self._lock:
             for job in self._jobs.values():
                 job.cancel = job.cancel or "cancel"
+            self._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -188,7 +201,8 @@ class FakeBatch:
             job.create_time = job.update_time = _now()
             job.status = batch_v1.JobStatus(state=State.QUEUED)
             self._event(job, "Job state is set from QUEUED", State.QUEUED)
-            stored = self._jobs[name] = _Job(job, [_Task(i) for i in range(group.task_count)])
+            tasks = [_Task(i) for i in range(group.task_count)]
+            stored = self._jobs[name] = _Job(job, tasks, counts=collections.Counter(PENDING=len(tasks)))
             if request_id:
                 self._request_ids[request_id] = name
             self.created.append(name)
@@ -220,6 +234,7 @@ class FakeBatch:
                     _kill(task.container)
             if not any(t.container is not None for t in job.tasks):
                 self._finish_cancel(job)
+            self._changed.notify_all()
         response = "google.cloud.batch.v1.CancelJobResponse" if how == "cancel" else "google.protobuf.Empty"
         operation = f"{name.rsplit('/jobs/', 1)[0]}/operations/op-{uuid.uuid4().hex[:12]}"
         return {"name": operation, "done": True, "response": {"@type": f"type.googleapis.com/{response}"}}
@@ -260,6 +275,7 @@ class FakeBatch:
 
     # -- running a job -----------------------------------------------------------------------------
     def _run(self, stored: _Job) -> None:
+        """The job's scheduler: starts tasks, ``parallelism`` at a time, as others end; then ends the job."""
         job = stored.job
         policy = job.allocation_policy
         machine = policy.instances[0].policy.machine_type if policy.instances else ""
@@ -272,42 +288,54 @@ class FakeBatch:
             if stored.cancelled():
                 return
             self._set_state(job, State.SCHEDULED)
-        group = job.task_groups[0]
+        parallelism = job.task_groups[0].parallelism
         pending = collections.deque(stored.tasks)
-        running: list[threading.Thread] = []
-        while pending or running:
-            running = [t for t in running if t.is_alive()]
-            busy = len(running) if self.execute else sum(t.state == TaskState.RUNNING for t in stored.tasks)
-            while pending and busy < group.parallelism and not stored.cancelled():
-                busy += 1
-                task = pending.popleft()
-                thread = threading.Thread(target=self._run_task, args=(stored, task), daemon=True)
-                thread.start()
-                running.append(thread)
-            if stored.cancelled():
-                pending.clear()
-            time.sleep(0.05)
-            if not self.execute and not pending:
-                return  # tasks stay RUNNING
-        with self._lock:
+        with self._changed:
+            while pending or stored.active:
+                if stored.cancelled():
+                    pending.clear()
+                while pending and stored.active < parallelism:
+                    task = pending.popleft()
+                    stored.active += 1
+                    self._start(stored, task)
+                    if self.execute:
+                        self._runs.put((stored, task))
+                if not self.execute and (not pending or stored.cancelled()):
+                    return  # tasks stay RUNNING
+                if pending or stored.active:
+                    self._changed.wait(1.0)
             if stored.cancelled():
                 self._finish_cancel(stored)
                 return
-            failed = any(t.state == TaskState.FAILED for t in stored.tasks)
+            failed = stored.counts["FAILED"] > 0
             self._set_state(job, State.FAILED if failed else State.SUCCEEDED)
 
+    def _start(self, stored: _Job, task: _Task) -> None:
+        """An attempt of ``task`` begins: ASSIGNED then RUNNING (and the job RUNNING with its first)."""
+        self._task_state(stored, task, TaskState.ASSIGNED)
+        self._task_state(stored, task, TaskState.RUNNING)
+        if stored.job.status.state == State.SCHEDULED:
+            stored.started = time.monotonic()
+            self._set_state(stored.job, State.RUNNING)
+
+    def _runner(self) -> None:
+        """One of ``max_containers`` threads: runs the tasks the schedulers started, one at a time."""
+        while True:
+            stored, task = self._runs.get()
+            try:
+                self._run_task(stored, task)
+            except Exception:  # a bug of the fake: say so, and let the job end
+                logger.exception("fake Batch failed running task %d of %s", task.index, stored.job.name)
+            finally:
+                with self._changed:
+                    stored.active -= 1
+                    self._changed.notify_all()
+
     def _run_task(self, stored: _Job, task: _Task) -> None:
+        """Every attempt of a started task, as its lifecycle policy and ``max_retry_count`` allow."""
         spec = stored.job.task_groups[0].task_spec
         while True:
-            with self._lock:
-                if stored.cancelled():
-                    return
-                self._task_state(stored, task, TaskState.ASSIGNED)
-                self._task_state(stored, task, TaskState.RUNNING)
-                if stored.job.status.state == State.SCHEDULED:
-                    stored.started = time.monotonic()
-                    self._set_state(stored.job, State.RUNNING)
-            if not self.execute:
+            if stored.cancelled():
                 return
             code = self._attempt(stored, task, spec)
             with self._lock:
@@ -322,6 +350,9 @@ class FakeBatch:
                 self._task_state(stored, task, TaskState.FAILED, code)
                 self._task_state(stored, task, TaskState.PENDING)
                 task.attempt += 1
+                if stored.cancelled():
+                    return
+                self._start(stored, task)
 
     def _attempt(self, stored: _Job, task: _Task, spec: batch_v1.TaskSpec) -> int:
         """One run of the task's container runnable; its exit code (Batch's for a timeout or preemption)."""
@@ -332,35 +363,35 @@ class FakeBatch:
                    BATCH_TASK_RETRY_ATTEMPT=str(task.attempt), BATCH_JOB_UID=stored.job.uid)
         limit = spec.max_run_duration.total_seconds() if spec.max_run_duration else None
         memory = spec.compute_resource.memory_mib
-        with self._slots:
-            with self._lock:
-                if task.take_preempt():  # reclaimed before it started
-                    return PREEMPTED
-            try:
-                handle = self._engine().containers.run(
-                    container.image_uri, command=list(container.commands) or None,
-                    entrypoint=container.entrypoint or None, environment=env, network_mode="host",
-                    detach=True, mem_limit=f"{memory}m" if memory else None,
-                    memswap_limit=f"{memory}m" if memory else None, labels={"jobsub-fake-batch": stored.job.uid},
-                )
-            except Exception as exc:  # the image cannot be pulled, a bad command
-                self._log(stored, task, f"cannot start the container: {exc}", "ERROR")
-                return 50000
-            with self._lock:
-                task.container = handle
-                preempt, cancelled = task.preempt, stored.cancelled()
-            if preempt or cancelled:
-                _kill(handle)
-            started = time.monotonic()
-            code, why = _wait(handle, lambda: limit is not None and time.monotonic() - started > limit)
-            with self._lock:
-                task.container = None
-                preempted = task.take_preempt()
-            for stream, severity in (("stdout", "INFO"), ("stderr", "ERROR")):
-                text = handle.logs(stdout=stream == "stdout", stderr=stream == "stderr").decode(errors="replace")
-                for line in text.splitlines():
-                    self._log(stored, task, line, severity)
-            _remove(handle)
+        # on one of the runner threads: max_containers containers at once
+        with self._lock:
+            if task.take_preempt():  # reclaimed before it started
+                return PREEMPTED
+        try:
+            handle = self._engine().containers.run(
+                container.image_uri, command=list(container.commands) or None,
+                entrypoint=container.entrypoint or None, environment=env, network_mode="host",
+                detach=True, mem_limit=f"{memory}m" if memory else None,
+                memswap_limit=f"{memory}m" if memory else None, labels={"jobsub-fake-batch": stored.job.uid},
+            )
+        except Exception as exc:  # the image cannot be pulled, a bad command
+            self._log(stored, task, f"cannot start the container: {exc}", "ERROR")
+            return 50000
+        with self._lock:
+            task.container = handle
+            preempt, cancelled = task.preempt, stored.cancelled()
+        if preempt or cancelled:
+            _kill(handle)
+        started = time.monotonic()
+        code, why = _wait(handle, lambda: limit is not None and time.monotonic() - started > limit)
+        with self._lock:
+            task.container = None
+            preempted = task.take_preempt()
+        for stream, severity in (("stdout", "INFO"), ("stderr", "ERROR")):
+            text = handle.logs(stdout=stream == "stdout", stderr=stream == "stderr").decode(errors="replace")
+            for line in text.splitlines():
+                self._log(stored, task, line, severity)
+        _remove(handle)
         if preempted:
             return PREEMPTED
         return MAX_RUN_DURATION if why == "timeout" else code
@@ -382,15 +413,25 @@ class FakeBatch:
 
     def _render(self, stored: _Job) -> batch_v1.Job:
         with self._lock:
-            job: batch_v1.Job = batch_v1.Job.deserialize(batch_v1.Job.serialize(stored.job))
-            counts = collections.Counter(TaskState(t.state).name for t in stored.tasks)
-            job.status.task_groups["group0"] = batch_v1.JobStatus.TaskGroupStatus(counts=dict(counts))
-            if stored.started:
-                job.status.run_duration = datetime.timedelta(seconds=time.monotonic() - stored.started)
-            return job
+            data = batch_v1.Job.serialize(stored.job)
+            counts = {state: n for state, n in stored.counts.items() if n}
+            started = stored.started
+        job: batch_v1.Job = batch_v1.Job.deserialize(data)
+        job.status.task_groups["group0"] = batch_v1.JobStatus.TaskGroupStatus(counts=counts)
+        if started:
+            job.status.run_duration = datetime.timedelta(seconds=time.monotonic() - started)
+        return job
 
     def _task(self, group: str, task: _Task) -> batch_v1.Task:
-        status = batch_v1.TaskStatus(state=task.state, status_events=list(task.events))
+        events = []
+        for description, moment, state, code in task.events:
+            event = batch_v1.StatusEvent(
+                type_="STATUS_CHANGED", description=description, event_time=moment, task_state=state,
+            )
+            if code is not None:
+                event.task_execution = batch_v1.TaskExecution(exit_code=code)
+            events.append(event)
+        status = batch_v1.TaskStatus(state=task.state, status_events=events)
         return batch_v1.Task(name=f"{group}/tasks/{task.index}", status=status)
 
     def _event(self, job: batch_v1.Job, description: str, state: Any) -> None:
@@ -406,6 +447,8 @@ class FakeBatch:
 
     def _task_state(self, stored: _Job, task: _Task, to: Any, code: int | None = None) -> None:
         was, task.state = TaskState(task.state).name, to
+        stored.counts[was] -= 1
+        stored.counts[to.name] += 1
         description = f"Task state is updated from {was} to {to.name}"
         if code is not None and code != 0:
             description += f" with exit code {code}"
@@ -413,21 +456,20 @@ class FakeBatch:
                 description += " (VM preemption)"
             if code == MAX_RUN_DURATION:
                 description += " (task exceeded its max run duration)"
-        event = batch_v1.StatusEvent(
-            type_="STATUS_CHANGED", description=description, event_time=_now(), task_state=to,
-        )
-        if code is not None:
-            event.task_execution = batch_v1.TaskExecution(exit_code=code)
-        task.events.append(event)
+        task.events.append((description, _now(), to, code))
 
     def _finish_cancel(self, stored: _Job) -> None:
         with self._lock:
             for task in stored.tasks:
                 if task.state in (TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING):
-                    task.state = TaskState.UNEXECUTED if task.state == TaskState.PENDING else TaskState.FAILED
+                    was, task.state = TaskState(task.state).name, (
+                        TaskState.UNEXECUTED if task.state == TaskState.PENDING else TaskState.FAILED
+                    )
+                    stored.counts[was] -= 1
+                    stored.counts[TaskState(task.state).name] += 1
             if stored.cancel == "delete":
                 self._jobs.pop(stored.job.name, None)
-            else:
+            elif stored.job.status.state != State.CANCELLED:  # cancel_job may have finished it already
                 self._set_state(stored.job, State.CANCELLED)
 
     def _log(self, stored: _Job, task: _Task, line: str, severity: str) -> None:

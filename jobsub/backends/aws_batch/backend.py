@@ -63,7 +63,6 @@ class AWSBatchBackend(Backend):
         "attempt": "AWS_BATCH_JOB_ATTEMPT",
     }
     poll_interval_s = 5.0
-    result_check_s = 0.2  # one S3 listing per check of the job being waited on: cheap, not free
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, one_task_per_job=True,
         env_shown=True,

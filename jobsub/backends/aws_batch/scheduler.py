@@ -30,6 +30,7 @@ class BatchScheduler:
 
     label = "AWS Batch"
     describe_max = 100
+    list_page = LIST_PAGE
     """AWS's limit of ids per DescribeJobs call (moto does not enforce it; the tracker does)."""
 
     def __init__(self, api: AWSGateway) -> None:

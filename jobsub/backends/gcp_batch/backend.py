@@ -62,7 +62,6 @@ class GCPBatchBackend(Backend):
     Parameters = GCPBatchParameters
     task_env: ClassVar[Mapping[str, str]] = {"index": "BATCH_TASK_INDEX"}
     poll_interval_s = 5.0
-    result_check_s = 0.2  # one GCS listing per check of the job being waited on
     capabilities = Capabilities(
         ranks=False, checkpoint=False, local_folders=False, object_store_folders=True, env_shown=True,
         one_task_per_job=True,  # a task is one container running one worker (no multi-node task groups)

@@ -83,6 +83,7 @@ class BatchScheduler:
 
     label = "GCP Batch"
     describe_max = 1  # GetJob takes one name
+    list_page = LIST_PAGE
 
     def __init__(self, api: GoogleGateway) -> None:
         self.api = api
