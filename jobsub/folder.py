@@ -53,6 +53,7 @@ import time
 
 from . import trust
 from .errors import CorruptResultError, InvalidParameterError
+from .states import JobState, Status
 from .storage import folder_text, open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
@@ -544,18 +545,39 @@ class JobFolder:
             return {"state": "FAILED", "reason": f"its exit record {record['damaged']}", "codes": []}
         return record
 
+    def recorded_end(self, name: int | str) -> Status | None:
+        """How task ``name`` ended, if its exit record says a final state; None otherwise.
+
+        Whoever decides a task's end writes it here first (``Job.cancel``; a backend before it
+        deletes a job it ended: preempted too often, an image that cannot start; the kit's
+        ``PendingTooLong``), so that every process tells the same story: a job the scheduler
+        no longer lists reads this state and reason rather than LOST.
+        """
+        record = self.read_exit(name)
+        if record is None:
+            return None
+        try:
+            state = JobState(record.get("state"))
+        except ValueError:  # a state this version does not know: no end it can tell
+            return None
+        return Status(state, str(record.get("reason") or "")) if state.is_final else None
+
     def cancel_reason(self, name: int | str) -> str | None:
         """Why task ``name`` was cancelled, if its exit record says CANCELLED; None otherwise.
 
-        ``Job.cancel`` records a cancel here before it asks the scheduler, so that every
-        process and backend tells the same story: the worker reads it before it runs the task
-        and before it publishes its result, and a job the scheduler no longer lists reads
-        CANCELLED from it rather than LOST.
+        ``Job.cancel`` records a cancel before it asks the scheduler: the worker reads it before
+        it runs the task and before it publishes its result (only a cancel stops it: another
+        recorded end is a backend's, whose pods are gone).
         """
-        record = self.read_exit(name)
-        if record is None or record.get("state") != "CANCELLED":
+        end = self.recorded_end(name)
+        if end is None or end.state is not JobState.CANCELLED:
             return None
-        return str(record.get("reason") or "cancelled")
+        return end.reason or "cancelled"
+
+    def tasks_with_result(self) -> set[int]:
+        """Indexes of the tasks whose rank 0 wrote its result: ONE listing of ``result/``."""
+        names = (key.rpartition("/")[2] for key in self.storage.list(self._k("result")))
+        return {int(name.partition(".")[0]) for name in names if name.endswith(".0.pkl") and name.partition(".")[0].isdigit()}
 
     def ended(self) -> set[str]:
         """Names of the tasks with an exit record: ONE listing, whatever the size of the array."""

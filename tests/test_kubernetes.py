@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -40,6 +42,19 @@ def ex(tmp_path: Any) -> jobsub.AutoExecutor:
     executor = jobsub.AutoExecutor(folder=tmp_path / "runs", cluster="kubernetes")
     executor.update_parameters(**kube_env.parameters())
     return executor
+
+
+def _read_elsewhere(ex: jobsub.AutoExecutor, job_id: str) -> str:
+    """What a second Python process (nothing shared with this one's backend) reads of ``job_id``
+    once its Job is gone: its exception's class and message."""
+    code = (
+        "import jobsub\n"
+        f"error = jobsub.Job({str(ex.folder)!r}, {job_id!r}).exception(timeout=90)\n"
+        "print(type(error).__name__, error)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def _jobs(name_part: str = "") -> list[Any]:
@@ -76,25 +91,33 @@ def test_no_namespace_given_uses_the_kubeconfig_contexts(ex: jobsub.AutoExecutor
 
 
 def test_image_that_cannot_be_pulled_fails_naming_it(ex: jobsub.AutoExecutor) -> None:
-    """ErrImagePull/ImagePullBackOff past k8s_start_timeout_min: an error naming the image, Job deleted."""
+    """ErrImagePull/ImagePullBackOff past k8s_start_timeout_min: an error naming the image, Job
+    deleted; the end is recorded in the folder first, so a second process reads the same failure
+    (not JobLostError) once the Job is gone."""
     ex.update_parameters(k8s_image="registry.invalid/none:1", k8s_start_timeout_min=0.05)
     job = ex.submit(tasks.add, 1, 2)
-    with pytest.raises(jobsub.UncompletedJobError, match=r"registry.invalid/none:1.*(ErrImagePull|ImagePullBackOff)"):
+    with pytest.raises(jobsub.UncompletedJobError, match=r"registry.invalid/none:1.*(ErrImagePull|ImagePullBackOff)") as here:
         job.result(timeout=120)
     name = job.job_id.partition(".")[2]
     wait_until(lambda: not _jobs(name), 30, "the Job deleted")
+    elsewhere = _read_elsewhere(ex, job.job_id)
+    assert elsewhere.startswith(f"{type(here.value).__name__} ") and "state FAILED (image 'registry.invalid/none:1'" in elsewhere
 
 
 def test_cluster_without_indexed_jobs_is_refused(ex: jobsub.AutoExecutor) -> None:
-    """A Job controller that makes pods without a completion index: a clear error at once, no hang."""
+    """A Job controller that makes pods without a completion index: a clear error at once, no hang;
+    the Job deleted, its end recorded first (a second process reads it too, not JobLostError)."""
     controller = kube_env.cluster().controller
     controller.indexed = False
     try:
         job = ex.submit(tasks.sleep_then, 20, 1)
-        with pytest.raises(jobsub.UncompletedJobError, match="does not run Indexed Jobs"):
+        with pytest.raises(jobsub.UncompletedJobError, match="does not run Indexed Jobs") as here:
             job.result(timeout=60)
     finally:
         controller.indexed = True
+    wait_until(lambda: not _jobs(job.job_id.partition(".")[2]), 30, "the Job deleted")
+    elsewhere = _read_elsewhere(ex, job.job_id)
+    assert elsewhere.startswith(f"{type(here.value).__name__} ") and "does not run Indexed Jobs" in elsewhere
 
 
 def test_lost_create_answer_adopts_the_job(ex: jobsub.AutoExecutor) -> None:
@@ -146,7 +169,8 @@ def test_evicted_pod_is_retried(ex: jobsub.AutoExecutor) -> None:
 def test_evicted_more_often_than_retried_is_preempted(ex: jobsub.AutoExecutor) -> None:
     """Disruptions within the limit (three) run the task again without spending its retries (0
     here); one more reads PREEMPTED with the kubelet's reason, and the Job, whose controller would
-    replace the pod for ever (podFailurePolicy Ignore), is deleted.  Real: the API server, its
+    replace the pod for ever (podFailurePolicy Ignore), is deleted, the end recorded in the folder
+    first: a second process reads PreemptedError too, not JobLostError.  Real: the API server, its
     status subresources and garbage collector.  Played: the kubelet's eviction (``evict``: the
     container killed, the pod Failed/Evicted with a DisruptionTarget condition) and the Job
     controller's replacement pods."""
@@ -166,6 +190,9 @@ def test_evicted_more_often_than_retried_is_preempted(ex: jobsub.AutoExecutor) -
         job.result(timeout=120)
     assert job.state == "PREEMPTED"
     wait_until(lambda: not _jobs(name), 30, "the Job deleted")
+    # recorded in the folder before the delete: a second process reads it, not JobLostError
+    elsewhere = _read_elsewhere(ex, job.job_id)
+    assert elsewhere.startswith("PreemptedError") and f"disrupted {DISRUPTION_RETRIES + 1} times" in elsewhere, elsewhere
 
 
 def test_logs_of_a_finished_task_while_its_array_runs(ex: jobsub.AutoExecutor) -> None:

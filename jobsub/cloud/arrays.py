@@ -20,11 +20,12 @@ answer, and holds what every backend would otherwise copy::
            │     Scheduler.children(parent, {RUNNING})   to tell running from waiting ones
            │     (both in ONE call when both are due: a backend that lists them together says so)
            ├─ parent not returned ──> ForgottenJobs: the folder decides
-           │     result -> COMPLETED, a recorded cancel -> CANCELLED, none -> LOST (after a
-           │     grace period from the submission)
+           │     result -> COMPLETED, a recorded end (a cancel, a backend's) -> its state and
+           │     reason, none -> LOST (after a grace period from the submission)
            └─ parent queued (nothing started) ──> PendingTooLong: past the submission's limit
-                 (a parameter recorded in the folder), Scheduler.cancel(parent, reason) and
-                 CANCELLED, with the scheduler's own reason for the wait
+                 (a parameter recorded in the folder), its end recorded in the folder
+                 (ForgottenJobs.record_end), Scheduler.cancel(parent, reason) and CANCELLED,
+                 with the scheduler's own reason for the wait
 
 A success needs no listing: the worker writes the task's result to the folder
 before its container ends, and ``Job`` reads results first; a child neither
@@ -53,6 +54,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import JobsubError
 from ..folder import JobFolder, Submission, lookup_id
 from ..states import JobState, Status
 from ..storage import Storage
@@ -148,10 +150,11 @@ class ForgottenJobs:
 
     Within ``grace_s`` of its submission (or of the first time it was missed, when no folder
     records it) the scheduler may just not list it yet (listings are eventually consistent):
-    ``waiting``.  After that, a task whose result is in the folder COMPLETED, one whose cancel
-    the folder records (``Job.cancel``, from any process) CANCELLED with its reason, any other
-    LOST.  A recorded cancel needs no grace: a Job deleted by another process's cancel reads
-    CANCELLED at once.  Cost: one listing of the folder's exit records per forgotten parent.
+    ``waiting``.  After that, a task whose result is in the folder COMPLETED, one whose end
+    the folder records (``JobFolder.recorded_end``: ``Job.cancel``'s, or a backend's written by
+    ``record_end`` before it deleted a job it ended) in that state with its reason, any other
+    LOST.  A recorded end needs no grace: a Job deleted by another process reads its end at
+    once.  Cost: one listing of the folder's exit records per forgotten parent.
 
     Args:
         storage: the executor's folder store (called when needed: opened lazily).
@@ -164,6 +167,31 @@ class ForgottenJobs:
         self._missed_since: dict[str, float] = {}
         self._records: dict[str, tuple[JobFolder, Submission]] = {}
         self._lock = threading.Lock()
+
+    def record_end(self, parent: str, ends: Status | Mapping[int, Status]) -> None:
+        """Record in the folder how the tasks of ``parent`` ended, before a backend deletes (or
+        cancels) a job whose end it decided: whatever process asks next reads that, not LOST.
+
+        ``ends``: one status for every task of the submission, or task index -> status.  A task
+        whose result is written keeps it (one listing); the first exit record of a task wins.  A
+        folder that cannot be found or written is logged: the job still ends (this process
+        answers from memory), another process then reads LOST.
+        """
+        storage = self.storage()
+        with self._lock:
+            known = self._records.get(parent)
+        try:
+            folder, record = known if known is not None else self._record(storage, parent)
+            if folder is None or record is None:
+                logger.warning("%s job %s ends unrecorded: no folder in %s records it", self.label, parent, storage.url)
+                return
+            tasks = dict.fromkeys(range(record.count), ends) if isinstance(ends, Status) else ends
+            done = folder.tasks_with_result()
+            for index, status in tasks.items():
+                if record.offset + index not in done:
+                    folder.write_exit(record.offset + index, status.state.value, status.reason)
+        except (OSError, JobsubError) as exc:
+            logger.warning("%s job %s ends unrecorded: %s", self.label, parent, exc)
 
     def _record(self, storage: Storage, parent: str) -> tuple[JobFolder | None, Submission | None]:
         """The folder naming ``parent`` and its record of the submission (kept once found)."""
@@ -202,19 +230,19 @@ class ForgottenJobs:
             where = f"no folder in {storage.url} names it" if folder is None else f"{folder.url} does not record it"
             why = f"{self.label} does not know job {parent} ({forgets}) and {where}"
             return {backend_id: Status(JobState.LOST, why) for backend_id, _ in members}
-        ended = folder.ended()  # one listing: which tasks have an exit record (a cancel among them)
+        ended = folder.ended()  # one listing: which tasks have an exit record
         answer = {}
         for backend_id, index in members:
             task = record.offset + (index or 0)
-            cancelled = folder.cancel_reason(task) if str(task) in ended else None
-            if cancelled is None and now - since < grace_s:
+            recorded = folder.recorded_end(task) if str(task) in ended else None
+            if recorded is None and now - since < grace_s:
                 answer[backend_id] = Status(waiting, f"not listed by {self.label} yet")
             elif folder.has_result(task, 0):
                 answer[backend_id] = Status(
                     JobState.COMPLETED, f"{self.label} no longer lists job {parent}; its result is in the folder"
                 )
-            elif cancelled is not None:
-                answer[backend_id] = Status(JobState.CANCELLED, cancelled)
+            elif recorded is not None:
+                answer[backend_id] = recorded
             else:
                 answer[backend_id] = Status(
                     JobState.LOST, f"{self.label} no longer lists job {parent} ({forgets}) and it left no result in {folder.url}"
@@ -264,7 +292,9 @@ class PendingTooLong:
     Timed from when this process first saw it waiting: a job re-attached from elsewhere gets
     the whole limit again rather than being cut short.  The limit is the backend parameter
     ``parameter`` (minutes; None: no limit): given by the submitting process (``limit``), or
-    read from the job's folder for a job of another process.
+    read from the job's folder for a job of another process.  ``ArrayTracker`` records the
+    cancel in the job's folder before it asks the scheduler (``ForgottenJobs.record_end``): once
+    the scheduler forgets the job, any process reads CANCELLED with this reason, not LOST.
 
     Args:
         storage: the executor's folder store.
@@ -453,6 +483,7 @@ class ArrayTracker:
         reason = self.pending.check(parent.id, parent.queued)
         if reason is None:
             return None
+        self.forgotten.record_end(parent.id, Status(JobState.CANCELLED, reason))  # read once it is forgotten
         self.scheduler.cancel(parent, reason)
         logger.warning("%s job %s: %s", self.scheduler.label, parent.id, reason)
         return Status(JobState.CANCELLED, reason)

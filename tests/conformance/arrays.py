@@ -304,6 +304,24 @@ class ArrayTrackerSuite:
         tracker.lost_grace_s = 0.0
         assert _states(tracker, ["K_0", "K_2"]) == [JobState.CANCELLED, JobState.LOST]
 
+    def test_a_forgotten_job_whose_end_a_backend_recorded_reads_that_end(
+        self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        """A backend ended a job itself (a task preempted too often) and recorded it before deleting
+        it (``ForgottenJobs.record_end``): any process reads that state and reason at once, not LOST;
+        a task with a result gets no record and reads COMPLETED (after the grace period)."""
+        folder = self._folder(storage, "E", 3, time.time())  # just submitted: within the grace period
+        folder.write_result(1, 0, b"finished before the end", ok=True)
+        tracker.forgotten.record_end("E", {
+            0: Status(JobState.PREEMPTED, "evicted 4 times"), 1: Status(F, "not recorded: it has a result"),
+        })
+        assert folder.read_exit(1) is None
+        answer = tracker.states(["E_0", "E_1", "E_2"])
+        assert [answer[i].state for i in ("E_0", "E_1", "E_2")] == [JobState.PREEMPTED, P, P]  # no grace for an end
+        assert answer["E_0"].reason == "evicted 4 times"
+        tracker.lost_grace_s = 0.0
+        assert _states(tracker, ["E_0", "E_1", "E_2"]) == [JobState.PREEMPTED, C, JobState.LOST]
+
     # -- a task cancelled alone, on a scheduler that cancels whole arrays only --------------------
     def test_a_task_cancelled_alone_leaves_its_siblings_running(self, script: Script, tracker: ArrayTracker) -> None:
         script.array("G", [R, P, P])
@@ -345,6 +363,23 @@ class ArrayTrackerSuite:
         assert [answer[i].state for i in ("W_0", "W_2", "S")] == [P, P, P]
         assert "no capacity in the compute environment" in answer["W_2"].reason
         assert "quota exceeded" in answer["S"].reason
+
+    def test_a_job_cancelled_for_waiting_too_long_reads_cancelled_once_forgotten(
+        self, script: Script, scheduler: Scheduler, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        """The cancel of a job queued past its limit is recorded in its folder before the scheduler
+        is asked: once the scheduler forgets the job, another process (a fresh tracker: nothing
+        shared in memory) reads CANCELLED with the scheduler's reason, not LOST."""
+        self._folder(storage, "Q", 2, time.time() - 3600)
+        script.queue("Q", 2, "no capacity in the compute environment")
+        tracker.submitted("Q", array=True, pending_limit_min=0.0)
+        assert _states(tracker, ["Q_0", "Q_1"]) == [JobState.CANCELLED, JobState.CANCELLED]
+        script.forget("Q")
+        elsewhere = ArrayTracker(scheduler, lambda: storage, lost_grace_s=0.0)
+        answer = elsewhere.states(["Q_0", "Q_1"])
+        for backend_id in ("Q_0", "Q_1"):
+            assert answer[backend_id].state is JobState.CANCELLED, answer[backend_id]
+            assert "no capacity in the compute environment" in answer[backend_id].reason
 
     def test_the_limit_of_another_process_comes_from_the_folder(
         self, script: Script, storage: MemoryStorage, tracker: ArrayTracker

@@ -11,6 +11,8 @@
            ─> pods without a completion index: the cluster runs no Indexed Jobs -> FAILED at once
            ─> an image that cannot be pulled past k8s_start_timeout_min: logs kept, Job deleted
            ─> a task disrupted more than three times: PREEMPTED; its Job deleted once nothing else runs
+              (each of these ends recorded in the folder first: ForgottenJobs.record_end; another
+              process reads it there once the Job is gone, not LOST)
     cancel ─> DELETE the Job (background propagation) when it is cancelled whole; a task of an
               array cancelled alone is left to its worker, which finds the cancel in the folder
     logs   ─> read_namespaced_pod_log of the task's latest pod, else the worker's copy in the folder
@@ -234,9 +236,9 @@ class KubernetesBackend(Backend):
         """Delete a Job left with nothing to do but replace the pods of tasks already PREEMPTED.
 
         Its ``podFailurePolicy`` ignores disruptions, so the controller would retry a task past
-        jobsub's limit for ever; once every other task has ended, the Job is deleted and the
-        final states of its failed tasks are kept (a process that did not delete it reads the
-        folder: a task without a result is then LOST).
+        jobsub's limit for ever; once every other task has ended, the final states of its failed
+        tasks are recorded in the folder (``ForgottenJobs.record_end``: a process that did not
+        delete it reads PREEMPTED there, not LOST) and kept here, and the Job is deleted.
         """
         if not any(p.status.phase == "Failed" for p in pods):
             return
@@ -250,6 +252,7 @@ class KubernetesBackend(Backend):
         live = {i for i, mine in by_index.items() if any(p.status.phase in ("Pending", "Running") for p in mine)}
         if live - spent or (job.status.succeeded or 0) + len(ended) < (job.spec.completions or 1):
             return  # other tasks still run or wait for a slot: the Job stays
+        self._forgotten.record_end(job_key, ended)
         self._ended_tasks.update({(job_key, i): status for i, status in ended.items()})
         logger.warning("Job %s ends: tasks %s disrupted more than %d times", job_key, sorted(spent),
                        pod_status.DISRUPTION_RETRIES)
@@ -285,7 +288,10 @@ class KubernetesBackend(Backend):
         return None
 
     def _end(self, job_key: str, job: Any, status: Status) -> Status:
+        """Record ``status`` for every unfinished task in the folder (read by every other process
+        once the Job is gone), keep it here, and delete the Job."""
         logger.warning("Job %s ends: %s", job_key, status.reason)
+        self._forgotten.record_end(job_key, status)
         self._final[job_key] = status
         self._delete(job.metadata.namespace, job.metadata.name)
         return status
