@@ -47,6 +47,7 @@ the ``Scheduler`` makes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -177,13 +178,10 @@ class ForgottenJobs:
         folder that cannot be found or written is logged: the job still ends (this process
         answers from memory), another process then reads LOST.
         """
-        storage = self.storage()
-        with self._lock:
-            known = self._records.get(parent)
         try:
-            folder, record = known if known is not None else self._record(storage, parent)
+            folder, record = self._known(parent)
             if folder is None or record is None:
-                logger.warning("%s job %s ends unrecorded: no folder in %s records it", self.label, parent, storage.url)
+                logger.warning("%s job %s ends unrecorded: no folder in %s records it", self.label, parent, self.storage().url)
                 return
             tasks = dict.fromkeys(range(record.count), ends) if isinstance(ends, Status) else ends
             done = folder.tasks_with_result()
@@ -192,6 +190,24 @@ class ForgottenJobs:
                     folder.write_exit(record.offset + index, status.state.value, status.reason)
         except (OSError, JobsubError) as exc:
             logger.warning("%s job %s ends unrecorded: %s", self.label, parent, exc)
+
+    def recorded_cancel(self, parent: str) -> str | None:
+        """Why jobsub cancelled ``parent``, as its folder records it (its first task's record):
+        the reason another process gave (waited too long, cancelled by the user), which a
+        scheduler that keeps none (GCP Batch) cannot tell.  One read; None when not recorded."""
+        try:
+            folder, record = self._known(parent)
+            if folder is None or record is None:
+                return None
+            return folder.cancel_reason(record.offset)
+        except (OSError, JobsubError):
+            logger.debug("no cancel record of %s read", parent, exc_info=True)
+            return None
+
+    def _known(self, parent: str) -> tuple[JobFolder | None, Submission | None]:
+        with self._lock:
+            known = self._records.get(parent)
+        return known if known is not None else self._record(self.storage(), parent)
 
     def _record(self, storage: Storage, parent: str) -> tuple[JobFolder | None, Submission | None]:
         """The folder naming ``parent`` and its record of the submission (kept once found)."""
@@ -382,6 +398,7 @@ class ArrayTracker:
         self.arrays: dict[str, bool] = {}
         """Parent id -> submitted as an array (a one-task "array" may be a plain job)."""
         self._views: dict[str, _View] = {}
+        self._cancel_reasons: dict[str, str | None] = {}  # parent -> its folder's cancel reason
         self._lock = threading.RLock()
 
     # -- what a backend calls --------------------------------------------------------------------
@@ -461,6 +478,8 @@ class ArrayTracker:
             described = self.describe(list(groups)) if groups else {}
             for parent_id, members in groups.items():
                 parent = described.get(parent_id)
+                if parent is not None and parent.cancelled:
+                    parent = self._cancelled_why(parent)
                 if parent is None:
                     answer.update(self.forgotten.judge(parent_id, members, grace_s=self.lost_grace_s))
                 elif parent.array:
@@ -471,6 +490,13 @@ class ArrayTracker:
                     status = self._waited_too_long(parent) or self.scheduler.status(parent.native, parent)
                     answer.update((backend_id, _why_waiting(status, parent)) for backend_id, _ in members)
             return answer
+
+    def _cancelled_why(self, parent: Parent) -> Parent:
+        """A cancelled parent with jobsub's reason when its folder records one (read once)."""
+        if parent.id not in self._cancel_reasons:
+            self._cancel_reasons[parent.id] = self.forgotten.recorded_cancel(parent.id)
+        why = self._cancel_reasons[parent.id]
+        return dataclasses.replace(parent, cancelled=why) if why else parent
 
     # -- the rules -------------------------------------------------------------------------------
     def _waited_too_long(self, parent: Parent) -> Status | None:
@@ -544,7 +570,8 @@ def _member(
         return Status(JobState.RUNNING if parent.count(JobState.RUNNING) else JobState.PENDING)
     if index in failed:
         found = failed[index]
-        return Status(JobState.CANCELLED, cancelled) if cancelled and found.state is JobState.FAILED else found
+        ended_by_cancel = found.state in (JobState.FAILED, JobState.CANCELLED)
+        return Status(JobState.CANCELLED, cancelled) if cancelled and ended_by_cancel else found
     if ended:
         return Status(JobState.COMPLETED)
     if cancelled:

@@ -381,6 +381,23 @@ class ArrayTrackerSuite:
             assert answer[backend_id].state is JobState.CANCELLED, answer[backend_id]
             assert "no capacity in the compute environment" in answer[backend_id].reason
 
+    def test_a_job_cancelled_for_waiting_too_long_reads_its_reason_elsewhere_while_listed(
+        self, script: Script, scheduler: Scheduler, storage: MemoryStorage, tracker: ArrayTracker
+    ) -> None:
+        """While the scheduler still lists the cancelled job, another process reads the reason
+        jobsub recorded, not the scheduler's bare word (GCP Batch keeps no reason at all)."""
+        self._folder(storage, "Q", 2, time.time() - 3600)
+        script.queue("Q", 2, "no capacity in the compute environment")
+        tracker.submitted("Q", array=True, pending_limit_min=0.0)
+        assert _states(tracker, ["Q_0", "Q_1"]) == [JobState.CANCELLED, JobState.CANCELLED]
+        # what a scheduler tells another process: that the job was cancelled, not why
+        script.jobs["Q"].cancelled = "cancelled"
+        getattr(scheduler, "reasons", {}).clear()
+        elsewhere = ArrayTracker(scheduler, lambda: storage, lost_grace_s=0.0)
+        for backend_id, status in elsewhere.states(["Q_0", "Q_1", "Q"]).items():
+            assert status.state is JobState.CANCELLED, (backend_id, status)
+            assert "no capacity in the compute environment" in status.reason, (backend_id, status)
+
     def test_the_limit_of_another_process_comes_from_the_folder(
         self, script: Script, storage: MemoryStorage, tracker: ArrayTracker
     ) -> None:

@@ -125,7 +125,7 @@ class BatchScheduler:
             queued = last_event(job) or f"the job is {state}"
         cancelled = ""
         if state in _CANCELLING:
-            cancelled = self.reasons.get(name) or f"cancelled (GCP Batch job {state})"
+            cancelled = self.reasons.get(name) or f"GCP Batch reports the job {state}"
         return Parent(
             name, job, array=size > 1, counts=counts, size=size, final=state in _FINAL_JOB or state == "DELETION_IN_PROGRESS",
             queued=queued, cancelled=cancelled,
