@@ -53,7 +53,6 @@ import time
 
 from . import trust
 from .errors import CorruptResultError, InvalidParameterError
-from .states import JobState, Status
 from .storage import folder_text, open_storage
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING: every task imports this module; typing and pathlib wait
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from .states import Status
     from .storage import Storage
 
 __all__ = [
@@ -553,6 +553,8 @@ class JobFolder:
         ``PendingTooLong``), so that every process tells the same story: a job the scheduler
         no longer lists reads this state and reason rather than LOST.
         """
+        from .states import JobState, Status  # not at import: the worker starts without typing
+
         record = self.read_exit(name)
         if record is None:
             return None
@@ -569,10 +571,10 @@ class JobFolder:
         it runs the task and before it publishes its result (only a cancel stops it: another
         recorded end is a backend's, whose pods are gone).
         """
-        end = self.recorded_end(name)
-        if end is None or end.state is not JobState.CANCELLED:
+        record = self.read_exit(name)  # a raw read: every task asks, and its worker starts lean
+        if record is None or record.get("state") != "CANCELLED":
             return None
-        return end.reason or "cancelled"
+        return str(record.get("reason") or "cancelled")
 
     def tasks_with_result(self) -> set[int]:
         """Indexes of the tasks whose rank 0 wrote its result: ONE listing of ``result/``."""
