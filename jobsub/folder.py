@@ -367,7 +367,7 @@ class JobFolder:
         if now - self._results_listed_at < (max_age_s / 20 if short else min(max_age_s, young)):
             return False
         self._results_listed_at = now
-        listed = {key.rpartition("/")[2] for key in self.storage.list(self._k("result"))}
+        listed = self.result_names()
         self._results_listed = listed
         return all(name in listed for name in wanted)
 
@@ -576,9 +576,13 @@ class JobFolder:
             return None
         return str(record.get("reason") or "cancelled")
 
+    def result_names(self) -> set[str]:
+        """The names in ``result/`` (``<index>.<rank>.pkl``): ONE listing, whatever the size of the array."""
+        return {key.rpartition("/")[2] for key in self.storage.list(self._k("result"))}
+
     def tasks_with_result(self) -> set[int]:
         """Indexes of the tasks whose rank 0 wrote its result: ONE listing of ``result/``."""
-        names = (key.rpartition("/")[2] for key in self.storage.list(self._k("result")))
+        names = self.result_names()
         return {int(name.partition(".")[0]) for name in names if name.endswith(".0.pkl") and name.partition(".")[0].isdigit()}
 
     def ended(self) -> set[str]:

@@ -578,8 +578,7 @@ class _Upstreams:
         if url not in self._seen:
             folder = JobFolder.from_url(url, env=env)
             if folder.exists():
-                results = {key.rpartition("/")[2] for key in folder.storage.list(f"{folder.key}/result")}
-                self._seen[url] = (results, folder.ended())
+                self._seen[url] = (folder.result_names(), folder.ended())
             else:
                 self._seen[url] = None  # deleted: the worker says so when it reads it
         seen = self._seen[url]

@@ -155,7 +155,8 @@ class ForgottenJobs:
     the folder records (``JobFolder.recorded_end``: ``Job.cancel``'s, or a backend's written by
     ``record_end`` before it deleted a job it ended) in that state with its reason, any other
     LOST.  A recorded end needs no grace: a Job deleted by another process reads its end at
-    once.  Cost: one listing of the folder's exit records per forgotten parent.
+    once.  Cost: one listing of the folder's exit records per forgotten parent, and one of its
+    results once its grace is over (or an end is recorded).
 
     Args:
         storage: the executor's folder store (called when needed: opened lazily).
@@ -234,26 +235,25 @@ class ForgottenJobs:
         ``forgets`` says why the scheduler may have forgotten it (in the LOST reason).
         """
         now = time.time() if now is None else now
-        storage = self.storage()
-        with self._lock:
-            known = self._records.get(parent)
-        folder, record = known if known is not None else self._record(storage, parent)
+        folder, record = self._known(parent)
         with self._lock:
             since = record.submitted_at if record is not None else self._missed_since.setdefault(parent, now)
         if folder is None or record is None:
             if now - since < grace_s:
                 return {backend_id: Status(waiting, f"not listed by {self.label} yet") for backend_id, _ in members}
-            where = f"no folder in {storage.url} names it" if folder is None else f"{folder.url} does not record it"
+            where = f"no folder in {self.storage().url} names it" if folder is None else f"{folder.url} does not record it"
             why = f"{self.label} does not know job {parent} ({forgets}) and {where}"
             return {backend_id: Status(JobState.LOST, why) for backend_id, _ in members}
         ended = folder.ended()  # one listing: which tasks have an exit record
+        waited = now - since >= grace_s
+        done = folder.tasks_with_result() if waited or ended else set()  # one listing, not one look a task
         answer = {}
         for backend_id, index in members:
             task = record.offset + (index or 0)
             recorded = folder.recorded_end(task) if str(task) in ended else None
-            if recorded is None and now - since < grace_s:
+            if recorded is None and not waited:
                 answer[backend_id] = Status(waiting, f"not listed by {self.label} yet")
-            elif folder.has_result(task, 0):
+            elif task in done:
                 answer[backend_id] = Status(
                     JobState.COMPLETED, f"{self.label} no longer lists job {parent}; its result is in the folder"
                 )
