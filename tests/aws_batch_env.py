@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from tests import docker_env
 from tests.conftest import skip_if
 from tests.emulators import endpoint_problem
 
@@ -33,15 +34,10 @@ def problem() -> str | None:
     found = endpoint_problem("AWS_ENDPOINT_URL", "start-moto.sh", "/", b"ListAllMyBucketsResult", endpoint)
     if found:
         return found
-    image = os.environ.get("JOBSUB_CLOUD_TEST_IMAGE")
-    if not image:
-        return "JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)"
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
-        return f"no Docker engine for moto's Batch jobs (scripts/start-docker.sh): {exc}"
+    engine = docker_env.cloud_image_problem()  # moto runs its Batch jobs on it
+    if engine:
+        return engine
+    image = os.environ["JOBSUB_CLOUD_TEST_IMAGE"]
     _create_resources()
     state = _probe(image)
     if state != "SUCCEEDED":

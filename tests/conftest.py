@@ -38,7 +38,8 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str
 def _excluded(item: pytest.Item) -> bool:
     """Whether a test does not apply to its backend by design (a capability it lacks, or ``not_on``)."""
     callspec = getattr(item, "callspec", None)
-    backend = callspec.params.get("backend") if callspec else getattr(item.cls, "cluster", None)
+    suite = getattr(item, "cls", None)  # a test function's class (pytest.Function has it, an Item need not)
+    backend = callspec.params.get("backend") if callspec else getattr(suite, "cluster", None)
     not_on = item.get_closest_marker("not_on")
     if not_on and backend in not_on.args:
         return True
@@ -49,7 +50,7 @@ def _excluded(item: pytest.Item) -> bool:
         capabilities = load_backend_class(backend).capabilities
         # a suite class may declare traits of its own (``fast_time_limits``) beside the capabilities,
         # or deny one its emulator lacks (moto does not limit a Batch job's memory)
-        own = {name: getattr(item.cls, name, None) for name in needs.args}
+        own = {name: getattr(suite, name, None) for name in needs.args}
         return not all(getattr(capabilities, n, False) if v is None else v for n, v in own.items())
     return False
 

@@ -16,8 +16,20 @@ from tests.conftest import skip_if
 @functools.cache
 def problem() -> str | None:
     """Why Docker cannot be tested here, or None if it can."""
-    if not os.environ.get("JOBSUB_TEST_IMAGE"):
-        return "JOBSUB_TEST_IMAGE is not set (scripts/build-test-image.sh builds it)"
+    return engine_problem("JOBSUB_TEST_IMAGE", "build-test-image.sh")
+
+
+@functools.cache
+def cloud_image_problem() -> str | None:
+    """Why the cloud test image (the test image plus the SDKs) cannot run here, or None: what the
+    stand-ins of AWS Batch, GCP Batch and the Kubernetes kubelet run their tasks in."""
+    return engine_problem("JOBSUB_CLOUD_TEST_IMAGE", "build-cloud-test-image.sh")
+
+
+def engine_problem(image_variable: str, build_script: str) -> str | None:
+    """Why containers of the image ``image_variable`` names cannot run on the engine, or None."""
+    if not os.environ.get(image_variable):
+        return f"{image_variable} is not set (scripts/{build_script} builds it)"
     try:
         import docker
 

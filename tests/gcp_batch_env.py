@@ -14,6 +14,7 @@ import functools
 import os
 from typing import Any
 
+from tests import docker_env
 from tests.emulators import endpoint_problem
 
 PROJECT = "jobsub-test"
@@ -39,15 +40,13 @@ def problem() -> str | None:
     found = endpoint_problem("STORAGE_EMULATOR_HOST", "start-fake-gcs.sh", "/storage/v1/b", b"storage#buckets", endpoint)
     if found:
         return found
-    if not os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"):
-        return "JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)"
+    engine = docker_env.cloud_image_problem()  # the fake runs each task on it
+    if engine:
+        return engine
     try:
-        import docker
-
-        docker.from_env().ping()
         from google.cloud import batch_v1, logging  # noqa: F401
-    except Exception as exc:
-        return f"no Docker engine or Google clients for the GCP Batch fake (scripts/start-docker.sh, '.[test]'): {exc}"
+    except ImportError as exc:
+        return f"no Google clients for the GCP Batch fake (pip install -e '.[test]'): {exc}"
     from google.cloud import storage
 
     client = storage.Client()

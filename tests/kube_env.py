@@ -72,9 +72,7 @@ def problem() -> str | None:
     found = endpoint_problem("KUBECONFIG", "start-kube.sh", "/api/v1/namespaces/default", b'"default"', _server())
     if found:
         return found
-    if not os.environ.get("JOBSUB_CLOUD_TEST_IMAGE"):
-        return "JOBSUB_CLOUD_TEST_IMAGE is not set (scripts/build-cloud-test-image.sh builds it)"
-    engine = docker_env.problem()  # the played kubelet runs pods on it
+    engine = docker_env.cloud_image_problem() or docker_env.problem()  # the played kubelet runs pods on it
     if engine:
         return engine
     cluster()  # before any backend reads KUBECONFIG: every client then goes through the proxy
