@@ -211,15 +211,13 @@ class KubernetesBackend(Backend):
             pods[(pod.metadata.labels or {}).get(JOB_LABEL, "")].append(pod)
         answer: dict[str, Status] = {}
         judged: set[str] = set()
+        forgotten: dict[str, list[tuple[str, int | None]]] = defaultdict(list)  # the folder judges each Job once
         for backend_id in backend_ids:
             job_key, index_or_none = split_id(backend_id)
             name, index = job_key.partition(".")[2], index_or_none or 0
             job = jobs.get(name)
             if job is None:  # deleted (by its TTL, by a cancel elsewhere) or not listed yet: the folder decides
-                answer.update(self._forgotten.judge(
-                    job_key, [(backend_id, index_or_none)], grace_s=FORGOTTEN_GRACE_S,
-                    forgets="a finished Job is deleted after ttlSecondsAfterFinished, a cancelled one at once",
-                ))
+                forgotten[job_key].append((backend_id, index_or_none))
                 continue
             refused = self._refused(job_key, job, pods[name])
             if refused is not None:
@@ -230,6 +228,11 @@ class KubernetesBackend(Backend):
             if name not in judged:
                 judged.add(name)
                 self._end_when_spent(job_key, job, pods[name])
+        for job_key, members in forgotten.items():
+            answer.update(self._forgotten.judge(
+                job_key, members, grace_s=FORGOTTEN_GRACE_S,
+                forgets="a finished Job is deleted after ttlSecondsAfterFinished, a cancelled one at once",
+            ))
         return answer
 
     def _end_when_spent(self, job_key: str, job: Any, pods: list[Any]) -> None:
